@@ -1,0 +1,57 @@
+# portico — two commands do everything on a fresh Debian 12 machine:
+#   make demo   install what is missing, build, run the load-balancer example on 127.0.0.1:6188
+#   make test   install what is missing, build, run every test, then again under ASan+UBSan
+
+JOBS      ?= 2
+BUILD     ?= build
+ASAN_BUILD?= build-asan
+CMAKE_GEN := -G Ninja
+LAUNCHER  := $(if $(shell command -v ccache 2>/dev/null),-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache,)
+
+# Debian packages the build, the tests and the demo need. Nothing else is downloaded.
+PACKAGES := cmake ninja-build g++ make pkg-config ccache curl \
+            libboost1.81-dev node-llhttp libnghttp2-dev libssl-dev libfmt-dev libspdlog-dev \
+            zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev
+
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: deps build test test-fast test-asan demo bench clean
+
+deps:
+	@missing=""; for p in $(PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(BUILD)/build.ninja:
+	cmake -S . -B $(BUILD) $(CMAKE_GEN) $(LAUNCHER) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+test-fast: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
+
+$(ASAN_BUILD)/build.ninja:
+	cmake -S . -B $(ASAN_BUILD) $(CMAKE_GEN) $(LAUNCHER) -DCMAKE_BUILD_TYPE=Debug -DPORTICO_SANITIZE=ON \
+	  -DPORTICO_BUILD_BENCH=OFF
+
+test-asan: deps $(ASAN_BUILD)/build.ninja
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j $(JOBS) --timeout 900
+
+test: test-fast test-asan
+
+demo: build
+	./$(BUILD)/examples/load_balancer
+
+bench: build
+	bash bench/e2e/run.sh
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

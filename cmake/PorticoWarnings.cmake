@@ -1,0 +1,5 @@
+# Warnings as errors on portico's own code (never on Asio/Beast/llhttp, which are system headers).
+function(portico_warnings target)
+  target_compile_options(${target} PRIVATE
+    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Werror>)
+endfunction()

@@ -1,0 +1,94 @@
+// HeaderMap: HTTP fields in insertion order with the case they arrived in.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace portico {
+
+/// ASCII case-insensitive equality, as field names compare.
+bool iequals(std::string_view a, std::string_view b) noexcept;
+
+/// An ordered, case-preserving multimap of header fields.
+///
+/// Names and values are stored in one contiguous buffer; a field is a pair of offsets into it, so
+/// building a map from a parsed header section costs one allocation and moving it costs none.
+/// Lookups compare names case-insensitively. Views returned by `get()` or iteration stay valid
+/// until the map is next modified.
+class HeaderMap {
+ public:
+  struct Field {
+    std::string_view name;
+    std::string_view value;
+  };
+
+  HeaderMap() = default;
+
+  /// Adds a field after the existing ones, keeping any field of the same name.
+  void append(std::string_view name, std::string_view value);
+  /// Removes every field named `name`, then appends one (Pingora's insert_header).
+  void insert(std::string_view name, std::string_view value);
+  /// Removes every field named `name`; returns how many were removed.
+  std::size_t remove(std::string_view name);
+  /// The first value of `name`, if present.
+  std::optional<std::string_view> get(std::string_view name) const noexcept;
+  /// All values of `name`, in order.
+  std::vector<std::string_view> get_all(std::string_view name) const;
+  std::size_t count(std::string_view name) const noexcept;
+  bool contains(std::string_view name) const noexcept { return get(name).has_value(); }
+  /// True when a comma-separated value of `name` equals `token` (case-insensitive), e.g.
+  /// `has_token("Connection", "close")`.
+  bool has_token(std::string_view name, std::string_view token) const noexcept;
+
+  std::size_t size() const noexcept { return fields_.size(); }
+  bool empty() const noexcept { return fields_.empty(); }
+  /// The i-th field in order. Precondition: i < size().
+  Field operator[](std::size_t i) const noexcept;
+  /// Removes every field, keeping the allocated capacity for reuse.
+  void clear() noexcept;
+  void reserve(std::size_t fields, std::size_t bytes);
+  /// Bytes of names and values stored, a bound for serialisation.
+  std::size_t byte_size() const noexcept { return bytes_; }
+
+  class const_iterator {
+   public:
+    using value_type = Field;
+    using difference_type = std::ptrdiff_t;
+    const_iterator() = default;
+    const_iterator(const HeaderMap* m, std::size_t i) : map_(m), i_(i) {}
+    Field operator*() const noexcept { return (*map_)[i_]; }
+    const_iterator& operator++() noexcept {
+      ++i_;
+      return *this;
+    }
+    const_iterator operator++(int) noexcept {
+      auto c = *this;
+      ++i_;
+      return c;
+    }
+    bool operator==(const const_iterator& o) const noexcept { return i_ == o.i_; }
+
+   private:
+    const HeaderMap* map_ = nullptr;
+    std::size_t i_ = 0;
+  };
+  const_iterator begin() const noexcept { return {this, 0}; }
+  const_iterator end() const noexcept { return {this, fields_.size()}; }
+
+ private:
+  struct Slot {
+    std::uint32_t name_off;
+    std::uint32_t name_len;
+    std::uint32_t value_off;
+    std::uint32_t value_len;
+  };
+  std::string buf_;
+  std::vector<Slot> fields_;
+  std::size_t bytes_ = 0;
+};
+
+}  // namespace portico

@@ -1,0 +1,92 @@
+// Service and HttpProxyService: what a Server runs on its listeners.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <portico/core/result.hpp>
+#include <portico/core/socket_addr.hpp>
+#include <portico/proxy/proxy_http.hpp>
+#include <portico/server/options.hpp>
+
+namespace portico {
+
+namespace detail {
+class Worker;
+struct Accepted;
+struct ServiceWorkerState;
+}  // namespace detail
+
+/// Something that serves connections accepted on its listening addresses.
+class Service {
+ public:
+  explicit Service(std::string name) : name_(std::move(name)) {}
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+  virtual ~Service();
+
+  const std::string& name() const noexcept { return name_; }
+
+  /// Listens on a TCP address, e.g. "127.0.0.1:6188", "[::]:8080", or port 0 for any free port.
+  /// Returns an error when the text is not a literal address.
+  Result<void> add_tcp(std::string_view addr);
+  /// The addresses given to add_tcp, in order.
+  std::vector<SocketAddr> listen_addrs() const;
+  /// The addresses actually bound (port 0 resolved), in add_tcp order; empty before the server
+  /// started.
+  std::vector<SocketAddr> local_endpoints() const;
+
+  /// Engine entry point: serve one accepted connection on the calling worker.
+  virtual void serve_connection(detail::Worker& w, detail::Accepted& a) = 0;
+  /// Engine entry point: called once per worker before it accepts.
+  virtual void attach_worker(detail::Worker&) {}
+
+  /// Used by Server and serve(): records a bound address.
+  void set_local_endpoint(std::size_t i, SocketAddr a);
+
+ private:
+  std::string name_;
+  mutable std::mutex mu_;
+  std::vector<SocketAddr> listen_;
+  std::vector<SocketAddr> bound_;
+};
+
+/// An HTTP proxy service: the engine driving a ProxyHttp's hooks.
+class HttpProxyService final : public Service {
+ public:
+  HttpProxyService(std::shared_ptr<detail::ProxyHttpErased> app, HttpServerOptions opts,
+                   std::string name = "proxy");
+  ~HttpProxyService() override;
+
+  const HttpServerOptions& options() const noexcept { return opts_; }
+  /// Changes options; takes effect for connections accepted afterwards. Call before start.
+  HttpServerOptions& mutable_options() noexcept { return opts_; }
+  detail::ProxyHttpErased& app() noexcept { return *app_; }
+
+  void serve_connection(detail::Worker& w, detail::Accepted& a) override;
+  void attach_worker(detail::Worker& w) override;
+
+  /// Upstream connections opened and reused so far, summed over workers.
+  std::uint64_t upstream_connections_opened() const noexcept;
+  std::uint64_t upstream_connections_reused() const noexcept;
+
+ private:
+  struct Impl;
+  std::shared_ptr<detail::ProxyHttpErased> app_;
+  HttpServerOptions opts_;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Wraps a proxy into a service; add listeners with `add_tcp`, then hand it to a Server.
+template <class P>
+std::shared_ptr<HttpProxyService> http_proxy_service(std::shared_ptr<P> proxy,
+                                                     HttpServerOptions opts = {},
+                                                     std::string name = "proxy") {
+  return std::make_shared<HttpProxyService>(std::move(proxy), opts, std::move(name));
+}
+
+}  // namespace portico

@@ -1,0 +1,18 @@
+// serve(): run a proxy service on an io_context the host application owns.
+#pragma once
+
+#include <memory>
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include <portico/core/task.hpp>
+#include <portico/proxy/service.hpp>
+
+namespace portico {
+
+/// Accepts connections on `acceptor` and serves them with `service` on the acceptor's executor,
+/// until the acceptor is closed or the coroutine is cancelled. `co_spawn` it on your own
+/// io_context; no Server is needed. The acceptor must already be open and listening.
+task<void> serve(boost::asio::ip::tcp::acceptor& acceptor, std::shared_ptr<Service> service);
+
+}  // namespace portico

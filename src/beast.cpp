@@ -1,0 +1,2 @@
+// The one translation unit that compiles Beast, for the testing harness only.
+#include <boost/beast/src.hpp>

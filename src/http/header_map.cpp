@@ -1,0 +1,121 @@
+#include <portico/http/header_map.hpp>
+
+namespace portico {
+
+namespace {
+inline unsigned char lower(unsigned char c) noexcept {
+  return (c >= 'A' && c <= 'Z') ? static_cast<unsigned char>(c | 0x20) : c;
+}
+inline std::string_view trim(std::string_view s) noexcept {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+}  // namespace
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (lower(static_cast<unsigned char>(a[i])) != lower(static_cast<unsigned char>(b[i])))
+      return false;
+  return true;
+}
+
+void HeaderMap::append(std::string_view name, std::string_view value) {
+  auto inside = [this](std::string_view v) {
+    return !v.empty() && v.data() >= buf_.data() && v.data() < buf_.data() + buf_.size();
+  };
+  if (inside(name) || inside(value)) {
+    // Growing buf_ would invalidate views into it: copy them first.
+    std::string n(name), v(value);
+    append(n, v);
+    return;
+  }
+  Slot s;
+  s.name_off = static_cast<std::uint32_t>(buf_.size());
+  s.name_len = static_cast<std::uint32_t>(name.size());
+  buf_.append(name);
+  s.value_off = static_cast<std::uint32_t>(buf_.size());
+  s.value_len = static_cast<std::uint32_t>(value.size());
+  buf_.append(value);
+  fields_.push_back(s);
+  bytes_ += name.size() + value.size();
+}
+
+void HeaderMap::insert(std::string_view name, std::string_view value) {
+  // `name`/`value` may point into buf_; remove() does not move bytes, so they stay valid.
+  remove(name);
+  append(name, value);
+}
+
+std::size_t HeaderMap::remove(std::string_view name) {
+  std::size_t removed = 0;
+  std::size_t out = 0;
+  for (std::size_t i = 0; i < fields_.size(); ++i) {
+    const Slot& s = fields_[i];
+    if (iequals(std::string_view(buf_.data() + s.name_off, s.name_len), name)) {
+      bytes_ -= s.name_len + s.value_len;
+      ++removed;
+      continue;
+    }
+    fields_[out++] = s;
+  }
+  fields_.resize(out);
+  return removed;
+}
+
+HeaderMap::Field HeaderMap::operator[](std::size_t i) const noexcept {
+  const Slot& s = fields_[i];
+  return {std::string_view(buf_.data() + s.name_off, s.name_len),
+          std::string_view(buf_.data() + s.value_off, s.value_len)};
+}
+
+std::optional<std::string_view> HeaderMap::get(std::string_view name) const noexcept {
+  for (const Slot& s : fields_)
+    if (s.name_len == name.size() && iequals(std::string_view(buf_.data() + s.name_off, s.name_len), name))
+      return std::string_view(buf_.data() + s.value_off, s.value_len);
+  return std::nullopt;
+}
+
+std::vector<std::string_view> HeaderMap::get_all(std::string_view name) const {
+  std::vector<std::string_view> out;
+  for (const Slot& s : fields_)
+    if (iequals(std::string_view(buf_.data() + s.name_off, s.name_len), name))
+      out.emplace_back(buf_.data() + s.value_off, s.value_len);
+  return out;
+}
+
+std::size_t HeaderMap::count(std::string_view name) const noexcept {
+  std::size_t n = 0;
+  for (const Slot& s : fields_)
+    if (iequals(std::string_view(buf_.data() + s.name_off, s.name_len), name)) ++n;
+  return n;
+}
+
+bool HeaderMap::has_token(std::string_view name, std::string_view token) const noexcept {
+  for (const Slot& s : fields_) {
+    if (!iequals(std::string_view(buf_.data() + s.name_off, s.name_len), name)) continue;
+    std::string_view v(buf_.data() + s.value_off, s.value_len);
+    while (!v.empty()) {
+      auto comma = v.find(',');
+      auto item = trim(v.substr(0, comma));
+      if (iequals(item, token)) return true;
+      if (comma == std::string_view::npos) break;
+      v.remove_prefix(comma + 1);
+    }
+  }
+  return false;
+}
+
+void HeaderMap::clear() noexcept {
+  buf_.clear();
+  fields_.clear();
+  bytes_ = 0;
+}
+
+void HeaderMap::reserve(std::size_t fields, std::size_t bytes) {
+  fields_.reserve(fields);
+  buf_.reserve(bytes);
+}
+
+}  // namespace portico

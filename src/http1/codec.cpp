@@ -1,0 +1,400 @@
+#include "http1/codec.hpp"
+
+#include <llhttp.h>
+
+#include <charconv>
+
+namespace portico::http1 {
+
+namespace {
+enum class Pause : std::uint8_t { None, Headers, Complete };
+enum class FieldState : std::uint8_t { None, Name, Value };
+struct Slot {
+  std::uint32_t no, nl, vo, vl;
+};
+}  // namespace
+
+struct Parser::Impl {
+  llhttp_t p;
+  Parser* self;
+  std::string raw;  // target (or reason), then names and values, copied from the input
+  std::vector<Slot> slots;
+  std::uint32_t url_len = 0;
+  std::uint32_t reason_len = 0;
+  std::size_t trailer_first = 0;  // index of the first trailer slot
+  std::size_t header_phase_bytes = 0;
+  FieldState fs = FieldState::None;
+  Pause pause = Pause::None;
+  bool paused = false;
+  bool paused_upgrade = false;
+  bool keep_alive = false;
+  bool upgrade = false;
+
+  void fail(std::uint16_t status, ErrorType t, std::string_view why) {
+    if (self->err_status_ == 0) {
+      self->err_status_ = status;
+      self->err_type_ = t;
+      self->err_reason_.assign(why);
+    }
+  }
+};
+
+struct Callbacks {
+  static Parser::Impl& I(llhttp_t* p) { return *static_cast<Parser::Impl*>(p->data); }
+
+  static int on_message_begin(llhttp_t* p) {
+    auto& i = I(p);
+    i.raw.clear();
+    i.slots.clear();
+    i.url_len = i.reason_len = 0;
+    i.fs = FieldState::None;
+    i.trailer_first = 0;
+    i.self->started_ = true;
+    i.self->in_body_ = false;
+    i.self->trailers_.clear();
+    return 0;
+  }
+  static int on_url(llhttp_t* p, const char* at, std::size_t len) {
+    auto& i = I(p);
+    i.url_len += static_cast<std::uint32_t>(len);
+    if (i.url_len > i.self->limits_.max_target_bytes) {
+      i.fail(414, ErrorType::InvalidHTTPHeader, "request-target too long");
+      return -1;
+    }
+    i.raw.append(at, len);
+    return 0;
+  }
+  static int on_status(llhttp_t* p, const char* at, std::size_t len) {
+    auto& i = I(p);
+    i.reason_len += static_cast<std::uint32_t>(len);
+    if (i.reason_len > 1024) {
+      i.fail(502, ErrorType::InvalidHTTPHeader, "reason phrase too long");
+      return -1;
+    }
+    i.raw.append(at, len);
+    return 0;
+  }
+  static int check_size(Parser::Impl& i) {
+    if (i.raw.size() > i.self->limits_.max_header_bytes) {
+      i.fail(i.self->kind_ == Kind::Request ? 431 : 502, ErrorType::InvalidHTTPHeader,
+             "header section too large");
+      return -1;
+    }
+    return 0;
+  }
+  static int on_header_field(llhttp_t* p, const char* at, std::size_t len) {
+    auto& i = I(p);
+    if (i.fs != FieldState::Name) {
+      if (i.slots.size() - i.trailer_first >= i.self->limits_.max_header_count) {
+        i.fail(i.self->kind_ == Kind::Request ? 431 : 502, ErrorType::InvalidHTTPHeader,
+               "too many header fields");
+        return -1;
+      }
+      i.slots.push_back(Slot{static_cast<std::uint32_t>(i.raw.size()), 0, 0, 0});
+      i.fs = FieldState::Name;
+    }
+    i.raw.append(at, len);
+    i.slots.back().nl += static_cast<std::uint32_t>(len);
+    return check_size(i);
+  }
+  static int on_header_value(llhttp_t* p, const char* at, std::size_t len) {
+    auto& i = I(p);
+    if (i.fs != FieldState::Value) {
+      i.slots.back().vo = static_cast<std::uint32_t>(i.raw.size());
+      i.fs = FieldState::Value;
+    }
+    i.raw.append(at, len);
+    i.slots.back().vl += static_cast<std::uint32_t>(len);
+    return check_size(i);
+  }
+  static int on_header_field_complete(llhttp_t* p) {
+    auto& i = I(p);
+    // A field with an empty value gets no on_header_value call.
+    i.slots.back().vo = static_cast<std::uint32_t>(i.raw.size());
+    return 0;
+  }
+  static int on_header_value_complete(llhttp_t* p) {
+    I(p).fs = FieldState::None;
+    return 0;
+  }
+  static std::string_view name_of(const Parser::Impl& i, const Slot& s) {
+    return std::string_view(i.raw.data() + s.no, s.nl);
+  }
+  static int on_headers_complete(llhttp_t* p) {
+    auto& i = I(p);
+    Parser& self = *i.self;
+    i.fs = FieldState::None;
+    i.trailer_first = i.slots.size();
+    if (p->http_major != 1 || p->http_minor > 1) {
+      i.fail(505, ErrorType::InvalidHTTPHeader, "unsupported HTTP version");
+      return -1;
+    }
+    if (self.kind_ == Kind::Request) {
+      std::size_t hosts = 0;
+      for (const Slot& s : i.slots)
+        if (iequals(name_of(i, s), "host")) ++hosts;
+      if (hosts > 1) {
+        i.fail(400, ErrorType::InvalidHTTPHeader, "more than one Host field");
+        return -1;
+      }
+      if (hosts == 0 && p->http_minor == 1) {
+        i.fail(400, ErrorType::InvalidHTTPHeader, "HTTP/1.1 request without Host");
+        return -1;
+      }
+    }
+    i.keep_alive = llhttp_should_keep_alive(p) != 0;
+    i.upgrade = p->upgrade != 0;
+    bool no_body = false;
+    if (self.kind_ == Kind::Response) {
+      std::uint16_t st = p->status_code;
+      no_body = self.no_body_expected_ || (st >= 100 && st < 200) || st == 204 || st == 304;
+    }
+    if (no_body) {
+      p->flags |= F_SKIPBODY;
+      self.framing_ = Framing::None;
+    } else if (p->flags & F_CHUNKED) {
+      self.framing_ = Framing::Chunked;
+    } else if (p->flags & F_CONTENT_LENGTH) {
+      self.framing_ = p->content_length ? Framing::ContentLength : Framing::None;
+      self.content_length_ = p->content_length;
+    } else if (self.kind_ == Kind::Response && llhttp_message_needs_eof(p)) {
+      self.framing_ = Framing::UntilClose;
+    } else {
+      self.framing_ = Framing::None;
+    }
+    if (self.framing_ != Framing::ContentLength) self.content_length_ = 0;
+    self.in_body_ = true;
+    i.pause = Pause::Headers;
+    return HPE_PAUSED;
+  }
+  static int on_body(llhttp_t* p, const char* at, std::size_t len) {
+    I(p).self->body_.emplace_back(at, len);
+    return 0;
+  }
+  static int on_message_complete(llhttp_t* p) {
+    auto& i = I(p);
+    Parser& self = *i.self;
+    for (std::size_t k = i.trailer_first; k < i.slots.size(); ++k) {
+      const Slot& s = i.slots[k];
+      self.trailers_.append(name_of(i, s), std::string_view(i.raw.data() + s.vo, s.vl));
+    }
+    self.in_body_ = false;
+    self.started_ = false;
+    i.pause = Pause::Complete;
+    return HPE_PAUSED;
+  }
+
+  static const llhttp_settings_t settings;
+};
+
+namespace {
+llhttp_settings_t make_settings() {
+  llhttp_settings_t s;
+  llhttp_settings_init(&s);
+  s.on_message_begin = &Callbacks::on_message_begin;
+  s.on_url = &Callbacks::on_url;
+  s.on_status = &Callbacks::on_status;
+  s.on_header_field = &Callbacks::on_header_field;
+  s.on_header_value = &Callbacks::on_header_value;
+  s.on_header_field_complete = &Callbacks::on_header_field_complete;
+  s.on_header_value_complete = &Callbacks::on_header_value_complete;
+  s.on_headers_complete = &Callbacks::on_headers_complete;
+  s.on_body = &Callbacks::on_body;
+  s.on_message_complete = &Callbacks::on_message_complete;
+  return s;
+}
+}  // namespace
+
+const llhttp_settings_t Callbacks::settings = make_settings();
+
+Parser::Parser(Kind kind, ParserLimits limits)
+    : impl_(std::make_unique<Impl>()), kind_(kind), limits_(limits) {
+  llhttp_init(&impl_->p, kind == Kind::Request ? HTTP_REQUEST : HTTP_RESPONSE,
+              &Callbacks::settings);
+  impl_->p.data = impl_.get();
+  impl_->self = this;
+}
+
+Parser::~Parser() = default;
+
+Parser::Step Parser::feed(const char* data, std::size_t len) {
+  Impl& i = *impl_;
+  body_.clear();
+  if (err_status_) return {Event::Error, 0};
+  if (i.paused) {
+    if (i.paused_upgrade)
+      llhttp_resume_after_upgrade(&i.p);
+    else
+      llhttp_resume(&i.p);
+    i.paused = i.paused_upgrade = false;
+  }
+  const bool header_phase = !in_body_;
+  i.pause = Pause::None;
+  llhttp_errno_t err = llhttp_execute(&i.p, data, len);
+  std::size_t consumed = len;
+  Event ev = Event::NeedMore;
+  if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+    consumed = static_cast<std::size_t>(llhttp_get_error_pos(&i.p) - data);
+    i.paused = true;
+    i.paused_upgrade = err == HPE_PAUSED_UPGRADE;
+    ev = i.pause == Pause::Headers ? Event::Headers : Event::MessageComplete;
+    if (err == HPE_PAUSED_UPGRADE) ev = Event::MessageComplete;
+  } else if (err != HPE_OK) {
+    if (!err_status_) {
+      const char* reason = llhttp_get_error_reason(&i.p);
+      std::uint16_t st = kind_ == Kind::Request ? 400 : 502;
+      if (err == HPE_INVALID_TRANSFER_ENCODING && kind_ == Kind::Request) st = 501;
+      if (err == HPE_INVALID_VERSION && kind_ == Kind::Request) st = 505;
+      i.fail(st, err == HPE_INVALID_CHUNK_SIZE ? ErrorType::InvalidChunk : ErrorType::InvalidHTTPHeader,
+             reason ? reason : llhttp_errno_name(err));
+    }
+    return {Event::Error, 0};
+  } else if (!body_.empty()) {
+    ev = Event::Body;
+  }
+  if (header_phase) {
+    i.header_phase_bytes += consumed;
+    if (i.header_phase_bytes > limits_.max_header_bytes) {
+      i.fail(kind_ == Kind::Request ? 431 : 502, ErrorType::InvalidHTTPHeader,
+             "header section too large");
+      return {Event::Error, 0};
+    }
+  }
+  if (ev == Event::Headers) i.header_phase_bytes = 0;
+  return {ev, consumed};
+}
+
+Parser::Step Parser::finish() {
+  Impl& i = *impl_;
+  body_.clear();
+  if (err_status_) return {Event::Error, 0};
+  if (i.paused) {
+    llhttp_resume(&i.p);
+    i.paused = false;
+  }
+  i.pause = Pause::None;
+  llhttp_errno_t err = llhttp_finish(&i.p);
+  if (err == HPE_PAUSED || i.pause == Pause::Complete) return {Event::MessageComplete, 0};
+  if (err != HPE_OK) {
+    i.fail(kind_ == Kind::Request ? 400 : 502, ErrorType::PrematureBodyEnd,
+           "connection closed before the message was complete");
+    return {Event::Error, 0};
+  }
+  return {Event::NeedMore, 0};
+}
+
+void Parser::take_request(RequestHeader& out) {
+  Impl& i = *impl_;
+  out.clear();
+  out.set_method(llhttp_method_name(static_cast<llhttp_method_t>(i.p.method)));
+  out.set_uri(std::string_view(i.raw.data(), i.url_len));
+  out.set_version(i.p.http_minor == 0 ? Version::Http10 : Version::Http11);
+  HeaderMap& h = out.headers();
+  h.reserve(i.trailer_first, i.raw.size());
+  for (std::size_t k = 0; k < i.trailer_first; ++k) {
+    const Slot& s = i.slots[k];
+    h.append(Callbacks::name_of(i, s), std::string_view(i.raw.data() + s.vo, s.vl));
+  }
+}
+
+void Parser::take_response(ResponseHeader& out) {
+  Impl& i = *impl_;
+  out.clear();
+  out.set_status(static_cast<std::uint16_t>(i.p.status_code));
+  if (i.reason_len) out.set_reason(std::string_view(i.raw.data(), i.reason_len));
+  out.set_version(i.p.http_minor == 0 ? Version::Http10 : Version::Http11);
+  HeaderMap& h = out.headers();
+  h.reserve(i.trailer_first, i.raw.size());
+  for (std::size_t k = 0; k < i.trailer_first; ++k) {
+    const Slot& s = i.slots[k];
+    h.append(Callbacks::name_of(i, s), std::string_view(i.raw.data() + s.vo, s.vl));
+  }
+}
+
+bool Parser::keep_alive() const noexcept { return impl_->keep_alive; }
+bool Parser::upgrade() const noexcept { return impl_->upgrade; }
+std::uint16_t Parser::status() const noexcept { return static_cast<std::uint16_t>(impl_->p.status_code); }
+
+namespace {
+void append_version(Version v, std::string& out) {
+  out.append(v == Version::Http10 ? "HTTP/1.0" : "HTTP/1.1");
+}
+void append_fields(const HeaderMap& h, std::string& out) {
+  for (auto f : h) {
+    out.append(f.name);
+    out.append(": ");
+    out.append(f.value);
+    out.append("\r\n");
+  }
+}
+}  // namespace
+
+void serialize_request_head(const RequestHeader& r, std::string& out) {
+  out.reserve(out.size() + r.method().size() + r.uri().size() + r.headers().byte_size() +
+              4 * r.headers().size() + 16);
+  out.append(r.method());
+  out.push_back(' ');
+  out.append(r.uri());
+  out.push_back(' ');
+  append_version(r.version() == Version::Http10 ? Version::Http10 : Version::Http11, out);
+  out.append("\r\n");
+  append_fields(r.headers(), out);
+  out.append("\r\n");
+}
+
+void serialize_response_head(const ResponseHeader& r, std::string& out) {
+  out.reserve(out.size() + r.headers().byte_size() + 4 * r.headers().size() + 40);
+  append_version(r.version() == Version::Http10 ? Version::Http10 : Version::Http11, out);
+  char num[4] = {static_cast<char>('0' + r.status() / 100 % 10),
+                 static_cast<char>('0' + r.status() / 10 % 10),
+                 static_cast<char>('0' + r.status() % 10), ' '};
+  out.push_back(' ');
+  out.append(num, 4);
+  out.append(r.reason());
+  out.append("\r\n");
+  append_fields(r.headers(), out);
+  out.append("\r\n");
+}
+
+void append_chunk_size(std::size_t n, std::string& out) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf - 2, n, 16);
+  (void)ec;
+  *end++ = '\r';
+  *end++ = '\n';
+  out.append(buf, end);
+}
+
+void append_last_chunk(const HeaderMap* trailers, std::string& out) {
+  out.append("0\r\n");
+  if (trailers) append_fields(*trailers, out);
+  out.append("\r\n");
+}
+
+void strip_hop_by_hop(HeaderMap& h) {
+  // Fields named by Connection are hop-by-hop too (RFC 9110 §7.6.1).
+  std::vector<std::string> named;
+  for (auto v : h.get_all("connection")) {
+    while (!v.empty()) {
+      auto comma = v.find(',');
+      auto item = v.substr(0, comma);
+      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+      if (!item.empty() && !iequals(item, "close") && !iequals(item, "keep-alive"))
+        named.emplace_back(item);
+      if (comma == std::string_view::npos) break;
+      v.remove_prefix(comma + 1);
+    }
+  }
+  for (auto& n : named) h.remove(n);
+  bool te_trailers = h.has_token("te", "trailers");
+  h.remove("connection");
+  h.remove("keep-alive");
+  h.remove("proxy-connection");
+  h.remove("te");
+  h.remove("transfer-encoding");
+  h.remove("upgrade");
+  if (te_trailers) h.append("TE", "trailers");
+}
+
+}  // namespace portico::http1

@@ -1,0 +1,117 @@
+// One downstream HTTP/1.1 connection: the Session the hooks see and the proxy pipeline.
+#pragma once
+
+#include <exception>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <portico/proxy/proxy_http.hpp>
+#include <portico/proxy/service.hpp>
+
+#include "core/watchdog.hpp"
+#include "http1/codec.hpp"
+#include "server/worker.hpp"
+#include "upstream/connection.hpp"
+
+namespace portico::detail {
+
+struct ServiceWorkerState;
+
+/// How the body of the response to the client is delimited.
+enum class DsFraming : std::uint8_t { None, Length, Chunked, Close };
+
+class H1Connection final : public Session, public Drainable {
+ public:
+  H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,
+               boost::asio::ip::tcp::socket sock);
+  ~H1Connection() override;
+
+  /// Serves requests until the client leaves, an error closes the connection, or a drain.
+  task<void> run();
+
+  task<Result<void>> write_response_header(ResponseHeader resp, bool end_of_stream) override;
+  task<Result<void>> write_response_body(std::string_view data, bool end_of_stream) override;
+
+  void drain() noexcept override;
+  void abort() noexcept override;
+
+ private:
+  // -- downstream I/O ---------------------------------------------------------------------------
+  task<Result<std::size_t>> ds_read(std::chrono::milliseconds timeout);
+  task<Result<void>> ds_write(const std::vector<boost::asio::const_buffer>& bufs);
+  /// Reads and parses until a request header is complete. An empty error means a clean close.
+  task<Result<bool>> read_request_header();
+  /// Decides the framing of a response about to be sent and serialises its head into wbuf_.
+  void prepare_response_head(ResponseHeader& h, bool bodyless);
+  /// Sends the pending head (if any) and body pieces; `end` terminates the body.
+  task<Result<void>> ds_send(const std::vector<std::string_view>& pieces, bool end,
+                             const HeaderMap* trailers);
+
+  // -- request processing ------------------------------------------------------------------------
+  task<void> handle_request();
+  task<void> handle_parse_error();
+  task<Result<void>> run_phases();
+  task<Result<void>> proxy_attempt(UpstreamConnPtr& conn, bool reused, bool& response_started);
+  task<Result<void>> attempt_inner(UpstreamConn& up, bool& response_started);
+  task<Result<void>> pump_request_body(UpstreamConn& up);
+  task<Result<void>> us_write(UpstreamConn& up, const std::vector<boost::asio::const_buffer>& b);
+  task<Result<std::size_t>> us_read(UpstreamConn& up);
+  task<void> finish_request(const Error* err);
+  void log_failure(const Error& e, std::uint16_t status);
+
+  HttpProxyService& svc_;
+  detail::ProxyHttpErased& app_;
+  const HttpServerOptions& opts_;
+  ServiceWorkerState& state_;
+  Worker& worker_;
+  boost::asio::ip::tcp::socket sock_;
+  std::shared_ptr<Watchdog> wd_;
+  http1::Parser parser_;
+
+  std::vector<char> rbuf_;
+  std::size_t rbegin_ = 0;
+  std::size_t rend_ = 0;
+  std::string wbuf_;   // a serialised response head not yet sent
+  std::string frame_;  // chunk-size lines of the write being built
+  std::vector<boost::asio::const_buffer> iov_;
+  std::vector<BodyChunk> chunks_;
+  std::vector<std::string_view> pieces_;
+
+  // per request
+  void* ctx_ = nullptr;
+  std::unique_ptr<std::byte[]> ctx_mem_;
+  RequestHeader up_req_;
+  ResponseHeader resp_;
+  DsFraming ds_framing_ = DsFraming::None;
+  bool req_has_body_ = false;
+  bool req_body_done_ = true;
+  bool req_body_started_ = false;
+  bool head_request_ = false;
+  bool idle_ = true;
+  bool closed_ = false;
+  bool drain_requested_ = false;
+
+  // the concurrent request-body pump of the current attempt
+  boost::asio::steady_timer pump_timer_;
+  boost::asio::cancellation_signal pump_cancel_;
+  bool pump_running_ = false;
+  Result<void> pump_result_;
+  std::exception_ptr pump_exception_;
+  std::string us_frame_;
+  std::vector<boost::asio::const_buffer> us_iov_;
+  std::vector<BodyChunk> req_chunks_;
+};
+
+/// Per-service state owned by one worker.
+struct ServiceWorkerState {
+  explicit ServiceWorkerState(PoolLimits l) : pool(l) {}
+  Pool pool;
+};
+
+}  // namespace portico::detail

@@ -1,0 +1,244 @@
+#include <portico/server/server.hpp>
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "core/log.hpp"
+#include "server/worker.hpp"
+
+namespace portico {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace detail {
+
+/// Accepts on one listening socket until it is closed, handing connections to `svc`.
+task<void> accept_loop(tcp::acceptor& acc, Service& svc, Worker& w) {
+  for (;;) {
+    auto [ec, sock] = co_await acc.async_accept(asio::as_tuple(asio::use_awaitable));
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acc.is_open()) co_return;
+      log::error_log().warn("accept on {}: {}", svc.name(), ec.message());
+      if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
+          ec.value() == ENFILE || ec == asio::error::no_memory) {
+        // Out of descriptors: back off instead of spinning on the ready listener.
+        asio::steady_timer t(acc.get_executor(), std::chrono::milliseconds(100));
+        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
+      continue;
+    }
+    Accepted a{std::move(sock)};
+    svc.serve_connection(w, a);
+  }
+}
+
+}  // namespace detail
+
+namespace {
+struct WorkerThread {
+  explicit WorkerThread(std::size_t i)
+      : ctx(1), guard(ctx.get_executor()), worker(ctx.get_executor(), i) {}
+  asio::io_context ctx;
+  asio::executor_work_guard<asio::io_context::executor_type> guard;
+  detail::Worker worker;
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+  std::thread thread;
+};
+
+Result<std::unique_ptr<tcp::acceptor>> open_listener(asio::io_context& ctx, const SocketAddr& a,
+                                                     int backlog) {
+  auto acc = std::make_unique<tcp::acceptor>(ctx);
+  boost::system::error_code ec;
+  const tcp proto = a.family() == AF_INET6 ? tcp::v6() : tcp::v4();
+  acc->open(proto, ec);
+  if (!ec) acc->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) {
+    int one = 1;
+    if (::setsockopt(acc->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+      ec.assign(errno, boost::system::system_category());
+  }
+  if (!ec) {
+    tcp::endpoint ep;
+    std::memcpy(ep.data(), a.data(), a.size());
+    acc->bind(ep, ec);
+  }
+  if (!ec) acc->listen(backlog, ec);
+  if (ec) return Error::internal(ErrorType::BindError, "listen on " + a.to_string() + ": " + ec.message());
+  return acc;
+}
+}  // namespace
+
+struct Server::Impl {
+  ServerConf conf;
+  std::vector<std::shared_ptr<Service>> services;
+  std::vector<std::unique_ptr<WorkerThread>> workers;
+  bool started = false;
+  std::atomic<bool> stopping{false};
+  std::mutex mu;
+  std::condition_variable cv;
+  std::size_t running = 0;
+  bool joined = false;
+
+  void stop_workers(bool graceful) {
+    for (auto& wt : workers) {
+      asio::post(wt->ctx, [w = wt.get(), graceful] {
+        boost::system::error_code ec;
+        for (auto& a : w->acceptors) a->close(ec);
+        if (graceful)
+          w->worker.drain_all();
+        else
+          w->worker.abort_all();
+        w->guard.reset();
+      });
+    }
+  }
+};
+
+Server::Server(ServerConf conf) : impl_(std::make_unique<Impl>()) {
+  impl_->conf = conf;
+  if (impl_->conf.threads == 0) impl_->conf.threads = 1;
+}
+
+Server::~Server() {
+  if (impl_->started) {
+    shutdown(false);
+    wait();
+  }
+}
+
+void Server::add_service(std::shared_ptr<Service> s) { impl_->services.push_back(std::move(s)); }
+
+Result<void> Server::start() {
+  if (impl_->started) return ok();
+  auto& I = *impl_;
+  for (std::size_t i = 0; i < I.conf.threads; ++i) I.workers.push_back(std::make_unique<WorkerThread>(i));
+  // Bind every listener on every worker (SO_REUSEPORT); port 0 resolves on the first worker.
+  for (auto& svc : I.services) {
+    auto addrs = svc->listen_addrs();
+    for (std::size_t k = 0; k < addrs.size(); ++k) {
+      SocketAddr addr = addrs[k];
+      for (auto& wt : I.workers) {
+        auto acc = open_listener(wt->ctx, addr, I.conf.backlog);
+        if (!acc) {
+          I.workers.clear();
+          return acc.error();
+        }
+        if (addr.port() == 0) {
+          auto ep = (*acc)->local_endpoint();
+          addr = SocketAddr::from_sockaddr(ep.data(), static_cast<socklen_t>(ep.size()));
+        }
+        wt->acceptors.push_back(std::move(*acc));
+      }
+      auto ep = I.workers.front()->acceptors.back()->local_endpoint();
+      svc->set_local_endpoint(k, SocketAddr::from_sockaddr(ep.data(), static_cast<socklen_t>(ep.size())));
+    }
+  }
+  for (auto& wt : I.workers) {
+    std::size_t a = 0;
+    for (auto& svc : I.services) {
+      svc->attach_worker(wt->worker);
+      for (std::size_t k = 0; k < svc->listen_addrs().size(); ++k, ++a)
+        asio::co_spawn(wt->ctx, detail::accept_loop(*wt->acceptors[a], *svc, wt->worker),
+                       asio::detached);
+    }
+  }
+  I.running = I.workers.size();
+  for (auto& wt : I.workers) {
+    wt->thread = std::thread([this, w = wt.get()] {
+      for (;;) {
+        try {
+          w->ctx.run();
+          break;
+        } catch (const std::exception& e) {
+          log::error_log().error("worker {}: {}", w->worker.index(), e.what());
+        }
+      }
+      std::lock_guard lk(impl_->mu);
+      if (--impl_->running == 0) impl_->cv.notify_all();
+    });
+  }
+  I.started = true;
+  log::error_log().info("portico started with {} worker(s)", I.workers.size());
+  return ok();
+}
+
+void Server::shutdown(bool graceful) {
+  if (!impl_->started) return;
+  if (impl_->stopping.exchange(true) && graceful) return;
+  impl_->stop_workers(graceful);
+  if (!graceful)
+    for (auto& wt : impl_->workers) wt->ctx.stop();
+}
+
+void Server::wait() {
+  auto& I = *impl_;
+  if (!I.started || I.joined) return;
+  {
+    std::unique_lock lk(I.mu);
+    if (!I.cv.wait_for(lk, I.conf.grace_period, [&] { return I.running == 0; })) {
+      log::error_log().warn("grace period over with requests in flight; stopping");
+      for (auto& wt : I.workers) wt->ctx.stop();
+    }
+  }
+  for (auto& wt : I.workers)
+    if (wt->thread.joinable()) wt->thread.join();
+  I.joined = true;
+}
+
+std::size_t Server::active_connections() const {
+  std::size_t n = 0;
+  for (auto& wt : impl_->workers) n += wt->worker.active();
+  return n;
+}
+
+int Server::run_forever() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGQUIT);
+  // Workers inherit the mask, so only this thread takes the signals.
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  if (auto r = start(); !r) {
+    log::error_log().critical("cannot start: {}", r.error().to_string());
+    return 1;
+  }
+  timespec tick{0, 200 * 1000 * 1000};
+  while (!impl_->stopping.load()) {
+    int sig = sigtimedwait(&set, nullptr, &tick);
+    if (sig == SIGINT) {
+      log::error_log().info("SIGINT: exiting now");
+      shutdown(false);
+    } else if (sig == SIGTERM) {
+      log::error_log().info("SIGTERM: graceful shutdown, grace period {} ms",
+                            impl_->conf.grace_period.count());
+      shutdown(true);
+    } else if (sig == SIGHUP || sig == SIGQUIT) {
+      log::error_log().info("signal {} ignored (reload and upgrade are not available yet)", sig);
+    }
+  }
+  wait();
+  log::error_log().info("portico stopped");
+  return 0;
+}
+
+}  // namespace portico

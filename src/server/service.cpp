@@ -1,0 +1,97 @@
+#include <portico/proxy/service.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+
+#include "core/log.hpp"
+#include "proxy/h1_connection.hpp"
+#include "server/worker.hpp"
+
+namespace portico {
+
+Service::~Service() = default;
+
+Result<void> Service::add_tcp(std::string_view addr) {
+  auto a = SocketAddr::parse(addr);
+  if (!a || !a->is_ip())
+    return Error::internal(ErrorType::BindError, "not a literal IP:port address: " + std::string(addr));
+  std::lock_guard lk(mu_);
+  listen_.push_back(*a);
+  bound_.clear();
+  return ok();
+}
+
+std::vector<SocketAddr> Service::listen_addrs() const {
+  std::lock_guard lk(mu_);
+  return listen_;
+}
+
+std::vector<SocketAddr> Service::local_endpoints() const {
+  std::lock_guard lk(mu_);
+  return bound_;
+}
+
+void Service::set_local_endpoint(std::size_t i, SocketAddr a) {
+  std::lock_guard lk(mu_);
+  if (bound_.size() <= i) bound_.resize(i + 1);
+  bound_[i] = a;
+}
+
+struct HttpProxyService::Impl {
+  std::mutex mu;
+  std::vector<std::shared_ptr<detail::ServiceWorkerState>> states;
+};
+
+HttpProxyService::HttpProxyService(std::shared_ptr<detail::ProxyHttpErased> app,
+                                   HttpServerOptions opts, std::string name)
+    : Service(std::move(name)), app_(std::move(app)), opts_(opts), impl_(std::make_unique<Impl>()) {}
+
+HttpProxyService::~HttpProxyService() = default;
+
+void HttpProxyService::attach_worker(detail::Worker& w) {
+  auto st = std::make_shared<detail::ServiceWorkerState>(
+      detail::PoolLimits{opts_.pool_max_idle_per_key, opts_.pool_max_idle_total});
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->states.push_back(st);
+  }
+  w.set_state(this, std::move(st));
+}
+
+namespace {
+task<void> run_connection(std::unique_ptr<detail::H1Connection> c) { co_await c->run(); }
+}  // namespace
+
+void HttpProxyService::serve_connection(detail::Worker& w, detail::Accepted& a) {
+  auto* st = static_cast<detail::ServiceWorkerState*>(w.state_for(this));
+  if (!st) {
+    attach_worker(w);
+    st = static_cast<detail::ServiceWorkerState*>(w.state_for(this));
+  }
+  auto conn = std::make_unique<detail::H1Connection>(*this, *st, w, std::move(a.socket));
+  boost::asio::co_spawn(w.executor(), run_connection(std::move(conn)), [](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      log::error_log().error("connection ended by an exception: {}", x.what());
+    } catch (...) {
+      log::error_log().error("connection ended by an unknown exception");
+    }
+  });
+}
+
+std::uint64_t HttpProxyService::upstream_connections_opened() const noexcept {
+  std::lock_guard lk(impl_->mu);
+  std::uint64_t n = 0;
+  for (auto& s : impl_->states) n += s->pool.opened.load(std::memory_order_relaxed);
+  return n;
+}
+
+std::uint64_t HttpProxyService::upstream_connections_reused() const noexcept {
+  std::lock_guard lk(impl_->mu);
+  std::uint64_t n = 0;
+  for (auto& s : impl_->states) n += s->pool.reused.load(std::memory_order_relaxed);
+  return n;
+}
+
+}  // namespace portico

@@ -1,0 +1,87 @@
+// Worker: one event loop thread and what it owns.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+namespace portico::detail {
+
+/// A connection the worker can ask to stop (graceful shutdown).
+class Drainable {
+ public:
+  virtual ~Drainable() = default;
+  /// Stop after the current request; close now when idle.
+  virtual void drain() noexcept = 0;
+  /// Close now.
+  virtual void abort() noexcept = 0;
+  Drainable* prev_ = nullptr;
+  Drainable* next_ = nullptr;
+};
+
+class Worker {
+ public:
+  Worker(boost::asio::any_io_executor ex, std::size_t index) : executor_(std::move(ex)), index_(index) {}
+
+  const boost::asio::any_io_executor& executor() const noexcept { return executor_; }
+  std::size_t index() const noexcept { return index_; }
+  bool draining() const noexcept { return draining_; }
+
+  void add(Drainable* c) noexcept {
+    c->prev_ = nullptr;
+    c->next_ = head_;
+    if (head_) head_->prev_ = c;
+    head_ = c;
+    active_.fetch_add(1, std::memory_order_relaxed);
+  }
+  void remove(Drainable* c) noexcept {
+    if (c->prev_) c->prev_->next_ = c->next_; else head_ = c->next_;
+    if (c->next_) c->next_->prev_ = c->prev_;
+    c->prev_ = c->next_ = nullptr;
+    active_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  /// On the worker's thread: every connection finishes its current request and closes.
+  void drain_all() noexcept {
+    draining_ = true;
+    for (Drainable* c = head_; c;) {
+      Drainable* n = c->next_;
+      c->drain();
+      c = n;
+    }
+  }
+  void abort_all() noexcept {
+    draining_ = true;
+    for (Drainable* c = head_; c;) {
+      Drainable* n = c->next_;
+      c->abort();
+      c = n;
+    }
+  }
+  std::size_t active() const noexcept { return active_.load(std::memory_order_relaxed); }
+
+  /// Per-service state owned by this worker (its upstream pool, ...). Worker thread only.
+  void* state_for(const void* service) const noexcept {
+    auto it = states_.find(service);
+    return it == states_.end() ? nullptr : it->second.get();
+  }
+  void set_state(const void* service, std::shared_ptr<void> st) { states_[service] = std::move(st); }
+
+ private:
+  boost::asio::any_io_executor executor_;
+  std::size_t index_;
+  bool draining_ = false;
+  Drainable* head_ = nullptr;
+  std::atomic<std::size_t> active_{0};
+  std::unordered_map<const void*, std::shared_ptr<void>> states_;
+};
+
+struct Accepted {
+  boost::asio::ip::tcp::socket socket;
+};
+
+}  // namespace portico::detail

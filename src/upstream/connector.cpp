@@ -1,0 +1,80 @@
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <boost/asio/error.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "upstream/connection.hpp"
+
+namespace portico::detail {
+
+namespace asio = boost::asio;
+using generic_ep = asio::generic::stream_protocol::endpoint;
+
+namespace {
+Error connect_error(const boost::system::error_code& ec, bool timed_out, const HttpPeer& peer) {
+  ErrorType t = ErrorType::ConnectError;
+  if (timed_out)
+    t = ErrorType::ConnectTimedout;
+  else if (ec == asio::error::connection_refused)
+    t = ErrorType::ConnectRefused;
+  else if (ec == asio::error::host_unreachable || ec == asio::error::network_unreachable)
+    t = ErrorType::ConnectNoRoute;
+  Error e = Error::upstream(t, "connecting to " + peer.address.to_string() +
+                                   (timed_out ? "" : ": " + ec.message()));
+  e.set_retry(true);
+  return e;
+}
+}  // namespace
+
+task<Result<UpstreamConnPtr>> connect_upstream(const HttpPeer& peer, Watchdog& wd,
+                                               http1::ParserLimits limits) {
+  auto ex = co_await asio::this_coro::executor;
+  auto c = std::make_unique<UpstreamConn>(ex, limits);
+  c->key = peer.reuse_hash();
+  c->peer = peer.address;
+  c->idle_timeout = peer.options.idle_timeout;
+  const int family = peer.address.family();
+  const int protocol = peer.address.is_unix() ? 0 : IPPROTO_TCP;
+  boost::system::error_code ec;
+  c->sock.open(asio::generic::stream_protocol(family, protocol), ec);
+  if (ec) {
+    Error e = Error::internal(ErrorType::SocketError, "socket(): " + ec.message());
+    co_return e;
+  }
+  if (!peer.address.is_unix()) {
+    int one = 1;
+    ::setsockopt(c->fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (auto ka = peer.options.tcp_keepalive.count(); ka > 0) {
+      int secs = static_cast<int>(std::max<long>(1, ka / 1000));
+      ::setsockopt(c->fd(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+      ::setsockopt(c->fd(), IPPROTO_TCP, TCP_KEEPIDLE, &secs, sizeof secs);
+    }
+  }
+  if (peer.options.bind_to) {
+    c->sock.bind(generic_ep(peer.options.bind_to->data(), peer.options.bind_to->size()), ec);
+    if (ec) {
+      Error e = Error::internal(ErrorType::BindError,
+                                "bind to " + peer.options.bind_to->to_string() + ": " + ec.message());
+      co_return e;
+    }
+  }
+  auto timeout = peer.options.connection_timeout;
+  if (peer.options.total_connection_timeout.count() > 0 &&
+      (timeout.count() <= 0 || peer.options.total_connection_timeout < timeout))
+    timeout = peer.options.total_connection_timeout;
+  wd.arm(Watchdog::UsRead, timeout,
+         [](void* s) { static_cast<stream_socket*>(s)->cancel(); }, &c->sock);
+  co_await c->sock.async_connect(generic_ep(peer.address.data(), peer.address.size()),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+  const bool timed_out = wd.expired(Watchdog::UsRead);
+  wd.disarm(Watchdog::UsRead);
+  if (ec || timed_out) co_return connect_error(ec, timed_out, peer);
+  generic_ep local = c->sock.local_endpoint(ec);
+  if (!ec) c->local = SocketAddr::from_sockaddr(local.data(), static_cast<socklen_t>(local.size()));
+  co_return c;
+}
+
+}  // namespace portico::detail

@@ -1,0 +1,51 @@
+#include "upstream/connection.hpp"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+
+namespace portico::detail {
+
+bool UpstreamConn::still_usable() noexcept {
+  if (begin != end) return false;  // bytes the previous response did not account for
+  char b;
+  ssize_t n = ::recv(fd(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+UpstreamConnPtr Pool::take(std::uint64_t key) {
+  auto it = idle_.find(key);
+  if (it == idle_.end()) return nullptr;
+  auto& v = it->second;
+  const auto now = std::chrono::steady_clock::now();
+  while (!v.empty()) {
+    UpstreamConnPtr c = std::move(v.back());
+    v.pop_back();
+    --total_;
+    if (now - c->idle_since < c->idle_timeout && c->still_usable()) {
+      bump(reused);
+      return c;
+    }
+    bump(evicted);  // closed by the destructor
+  }
+  return nullptr;
+}
+
+void Pool::put(UpstreamConnPtr c) {
+  if (c->idle_timeout.count() <= 0) return;
+  auto& v = idle_[c->key];
+  if (v.size() >= limits_.max_idle_per_key) {
+    v.erase(v.begin());  // the coldest one
+    --total_;
+    bump(evicted);
+  }
+  if (total_ >= limits_.max_idle_total) {
+    bump(evicted);
+    return;
+  }
+  c->idle_since = std::chrono::steady_clock::now();
+  v.push_back(std::move(c));
+  ++total_;
+}
+
+}  // namespace portico::detail

@@ -1,0 +1,203 @@
+// The HTTP/1 codec without sockets: bytes in, events out.
+#include "http1/codec.hpp"
+
+using namespace portico;
+using namespace portico::http1;
+
+namespace {
+Parser req_parser() { return Parser(Kind::Request, ParserLimits{}); }
+
+struct Parsed {
+  RequestHeader head;
+  std::string body;
+  bool complete = false;
+  std::uint16_t error = 0;
+};
+
+// Feeds `bytes` in pieces of `step` bytes, like a socket would deliver them.
+Parsed parse_request(std::string_view bytes, std::size_t step = 1 << 20, ParserLimits l = {}) {
+  Parser p(Kind::Request, l);
+  Parsed out;
+  std::string buf;
+  std::size_t fed = 0;
+  std::size_t off = 0;
+  for (int guard = 0; guard < 100000; ++guard) {
+    if (off == buf.size() && !(p.in_body() && fed == bytes.size())) {
+      if (fed == bytes.size()) break;
+      auto n = std::min(step, bytes.size() - fed);
+      buf.assign(bytes.substr(fed, n));
+      fed += n;
+      off = 0;
+    }
+    auto s = p.feed(buf.data() + off, buf.size() - off);
+    for (auto c : p.body_chunks()) out.body.append(c);
+    off += s.consumed;
+    if (s.event == Event::Headers) p.take_request(out.head);
+    if (s.event == Event::Error) {
+      out.error = p.error_status();
+      return out;
+    }
+    if (s.event == Event::MessageComplete) {
+      out.complete = true;
+      return out;
+    }
+  }
+  return out;
+}
+}  // namespace
+
+TEST(Codec, ParsesRequestHeadAndKeepsFieldCase) {
+  auto r = parse_request("GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nX-MiXeD: Yes\r\n\r\n");
+  ASSERT_TRUE(r.complete);
+  EXPECT_EQ(r.head.method(), "GET");
+  EXPECT_EQ(r.head.uri(), "/a?b=1");
+  EXPECT_EQ(r.head.version(), Version::Http11);
+  ASSERT_EQ(r.head.headers().size(), 2u);
+  EXPECT_EQ(r.head.headers()[1].name, "X-MiXeD");
+  EXPECT_EQ(r.head.headers().get("x-mixed").value(), "Yes");
+}
+
+TEST(Codec, ByteAtATimeGivesTheSameResult) {
+  const std::string req =
+      "POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+  auto whole = parse_request(req);
+  auto bytewise = parse_request(req, 1);
+  ASSERT_TRUE(whole.complete);
+  ASSERT_TRUE(bytewise.complete);
+  EXPECT_EQ(whole.body, "hello world");
+  EXPECT_EQ(bytewise.body, "hello world");
+  EXPECT_EQ(bytewise.head.headers().get("host").value(), "h");
+}
+
+TEST(Codec, ContentLengthBodyAndFraming) {
+  Parser p = req_parser();
+  std::string in = "PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nabcdeGET / HTTP/1.1\r\n";
+  auto s = p.feed(in.data(), in.size());
+  ASSERT_EQ(s.event, Event::Headers);
+  EXPECT_EQ(p.framing(), Framing::ContentLength);
+  EXPECT_EQ(p.content_length(), 5u);
+  std::size_t off = s.consumed;
+  s = p.feed(in.data() + off, in.size() - off);
+  EXPECT_EQ(s.event, Event::MessageComplete);
+  ASSERT_EQ(p.body_chunks().size(), 1u);
+  EXPECT_EQ(p.body_chunks()[0], "abcde");
+  off += s.consumed;
+  // The pipelined next request stays unconsumed.
+  EXPECT_EQ(std::string_view(in).substr(off), "GET / HTTP/1.1\r\n");
+}
+
+TEST(Codec, PipelinedRequestsComeOutInOrder) {
+  Parser p = req_parser();
+  std::string in = "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n";
+  std::vector<std::string> targets;
+  std::size_t off = 0;
+  for (int i = 0; i < 10 && off < in.size(); ++i) {
+    auto s = p.feed(in.data() + off, in.size() - off);
+    off += s.consumed;
+    if (s.event == Event::Headers) {
+      RequestHeader h;
+      p.take_request(h);
+      targets.emplace_back(h.uri());
+    }
+  }
+  EXPECT_EQ(targets, (std::vector<std::string>{"/1", "/2"}));
+}
+
+TEST(Codec, RejectsContentLengthWithTransferEncoding) {
+  auto r = parse_request("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+  EXPECT_EQ(r.error, 400);
+}
+
+TEST(Codec, RejectsDuplicateContentLength) {
+  auto r = parse_request("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc");
+  EXPECT_EQ(r.error, 400);
+}
+
+TEST(Codec, RejectsMissingOrDuplicateHost) {
+  EXPECT_EQ(parse_request("GET / HTTP/1.1\r\n\r\n").error, 400);
+  EXPECT_EQ(parse_request("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").error, 400);
+  EXPECT_TRUE(parse_request("GET / HTTP/1.0\r\n\r\n").complete);
+}
+
+TEST(Codec, RejectsBadChunkSize) {
+  auto r = parse_request("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+  EXPECT_EQ(r.error, 400);
+}
+
+TEST(Codec, HeaderLimitsAtAndPastTheLimit) {
+  ParserLimits l;
+  l.max_header_count = 3;
+  EXPECT_TRUE(parse_request("GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\n\r\n", 1 << 20, l).complete);
+  EXPECT_EQ(parse_request("GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 1 << 20, l).error, 431);
+  ParserLimits b;
+  b.max_header_bytes = 100;
+  std::string head = "GET / HTTP/1.1\r\nHost: h\r\nA: ";
+  std::string fits = head + std::string(100 - head.size() - 4, 'x') + "\r\n\r\n";
+  ASSERT_EQ(fits.size(), 100u);
+  EXPECT_TRUE(parse_request(fits, 7, b).complete);
+  std::string over = head + std::string(100 - head.size() - 3, 'x') + "\r\n\r\n";
+  EXPECT_EQ(parse_request(over, 7, b).error, 431);
+}
+
+TEST(Codec, TargetLimitGives414) {
+  ParserLimits l;
+  l.max_target_bytes = 16;
+  EXPECT_TRUE(parse_request("GET /0123456789abcde HTTP/1.1\r\nHost: h\r\n\r\n", 1 << 20, l).complete);
+  EXPECT_EQ(parse_request("GET /0123456789abcdef HTTP/1.1\r\nHost: h\r\n\r\n", 1 << 20, l).error, 414);
+}
+
+TEST(Codec, UnsupportedVersionGives505) {
+  EXPECT_EQ(parse_request("GET / HTTP/1.2\r\nHost: h\r\n\r\n").error, 505);
+}
+
+TEST(Codec, ResponseToHeadHasNoBody) {
+  Parser p(Kind::Response, ParserLimits{});
+  p.set_no_body_expected(true);
+  std::string in = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
+  auto s = p.feed(in.data(), in.size());
+  ASSERT_EQ(s.event, Event::Headers);
+  EXPECT_EQ(p.framing(), Framing::None);
+  s = p.feed(in.data() + s.consumed, in.size() - s.consumed);
+  EXPECT_EQ(s.event, Event::MessageComplete);
+}
+
+TEST(Codec, CloseDelimitedResponseEndsAtEof) {
+  Parser p(Kind::Response, ParserLimits{});
+  std::string in = "HTTP/1.1 200 OK\r\n\r\nsome body";
+  auto s = p.feed(in.data(), in.size());
+  ASSERT_EQ(s.event, Event::Headers);
+  EXPECT_EQ(p.framing(), Framing::UntilClose);
+  s = p.feed(in.data() + s.consumed, in.size() - s.consumed);
+  EXPECT_EQ(s.event, Event::Body);
+  EXPECT_EQ(p.body_chunks().at(0), "some body");
+  EXPECT_EQ(p.finish().event, Event::MessageComplete);
+}
+
+TEST(Codec, TruncatedLengthBodyIsAnErrorAtEof) {
+  Parser p(Kind::Response, ParserLimits{});
+  std::string in = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc";
+  auto s = p.feed(in.data(), in.size());
+  s = p.feed(in.data() + s.consumed, in.size() - s.consumed);
+  EXPECT_EQ(s.event, Event::Body);
+  EXPECT_EQ(p.finish().event, Event::Error);
+}
+
+TEST(Codec, SerializeAndStripHopByHop) {
+  RequestHeader r = RequestHeader::build("GET", "/p");
+  r.append_header("Host", "h");
+  r.append_header("Connection", "keep-alive, X-Hop");
+  r.append_header("X-Hop", "1");
+  r.append_header("Keep-Alive", "timeout=5");
+  r.append_header("TE", "trailers, gzip");
+  r.append_header("Upgrade", "websocket");
+  r.append_header("X-End", "2");
+  strip_hop_by_hop(r.headers());
+  std::string out;
+  serialize_request_head(r, out);
+  EXPECT_EQ(out, "GET /p HTTP/1.1\r\nHost: h\r\nX-End: 2\r\nTE: trailers\r\n\r\n");
+  std::string chunk;
+  append_chunk_size(255, chunk);
+  append_last_chunk(nullptr, chunk);
+  EXPECT_EQ(chunk, "ff\r\n0\r\n\r\n");
+}

@@ -1,0 +1,74 @@
+#include <portico/http/header_map.hpp>
+#include <portico/http/message.hpp>
+
+using namespace portico;
+
+TEST(HeaderMap, KeepsCaseAndInsertionOrder) {
+  HeaderMap h;
+  h.append("X-Custom-B", "2");
+  h.append("x-custom-a", "1");
+  h.append("Set-Cookie", "a=1");
+  h.append("Set-Cookie", "b=2");
+  ASSERT_EQ(h.size(), 4u);
+  EXPECT_EQ(h[0].name, "X-Custom-B");
+  EXPECT_EQ(h[1].name, "x-custom-a");
+  EXPECT_EQ(h.get("X-CUSTOM-A").value(), "1");
+  EXPECT_EQ(h.count("set-cookie"), 2u);
+  auto all = h.get_all("set-cookie");
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[1], "b=2");
+}
+
+TEST(HeaderMap, InsertReplacesAllAndRemoveCounts) {
+  HeaderMap h;
+  h.append("Host", "a");
+  h.append("Accept", "*/*");
+  h.append("host", "b");
+  h.insert("HOST", "c");
+  EXPECT_EQ(h.count("host"), 1u);
+  EXPECT_EQ(h.get("host").value(), "c");
+  EXPECT_EQ(h[h.size() - 1].name, "HOST");
+  EXPECT_EQ(h.remove("accept"), 1u);
+  EXPECT_EQ(h.remove("accept"), 0u);
+  EXPECT_FALSE(h.contains("accept"));
+  EXPECT_EQ(h.size(), 1u);
+}
+
+TEST(HeaderMap, InsertFromOwnValueIsSafe) {
+  HeaderMap h;
+  h.append("A", "value-that-is-long-enough-to-not-fit-in-sso");
+  auto v = h.get("a").value();
+  h.insert("B", v);
+  EXPECT_EQ(h.get("b").value(), "value-that-is-long-enough-to-not-fit-in-sso");
+}
+
+TEST(HeaderMap, TokensAreCommaSeparatedAndCaseInsensitive) {
+  HeaderMap h;
+  h.append("Connection", "keep-alive, Upgrade");
+  h.append("Connection", "X-Foo");
+  EXPECT_TRUE(h.has_token("connection", "upgrade"));
+  EXPECT_TRUE(h.has_token("connection", "x-foo"));
+  EXPECT_FALSE(h.has_token("connection", "close"));
+}
+
+TEST(HeaderMap, ClearKeepsWorking) {
+  HeaderMap h;
+  for (int i = 0; i < 100; ++i) h.append("F" + std::to_string(i), std::to_string(i));
+  h.clear();
+  EXPECT_TRUE(h.empty());
+  EXPECT_EQ(h.byte_size(), 0u);
+  h.append("A", "b");
+  EXPECT_EQ(h.get("a").value(), "b");
+}
+
+TEST(Message, RequestPathAndQuery) {
+  auto r = RequestHeader::build("GET", "/a/b?c=d&e");
+  EXPECT_EQ(r.path(), "/a/b");
+  EXPECT_EQ(r.query(), "c=d&e");
+  r.set_uri("/x");
+  EXPECT_EQ(r.query(), "");
+  auto resp = ResponseHeader::build(502);
+  EXPECT_EQ(resp.reason(), "Bad Gateway");
+  resp.set_reason("Custom");
+  EXPECT_EQ(resp.reason(), "Custom");
+}
