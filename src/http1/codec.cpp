@@ -168,7 +168,7 @@ struct Callbacks {
     return HPE_PAUSED;
   }
   static int on_body(llhttp_t* p, const char* at, std::size_t len) {
-    I(p).self->body_.emplace_back(at, len);
+    if (len) I(p).self->body_.emplace_back(at, len);  // llhttp flushes empty spans at the end
     return 0;
   }
   static int on_message_complete(llhttp_t* p) {

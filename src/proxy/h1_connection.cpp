@@ -299,6 +299,8 @@ task<void> H1Connection::handle_request() {
   req_has_body_ = parser_.framing() != http1::Framing::None;
   req_body_done_ = !req_has_body_;
   req_body_started_ = false;
+  // A bodyless request is complete now; this also lets the parser reach its next message.
+  if (!req_has_body_) parser_.feed(rbuf_.data() + rbegin_, 0);
 
   std::string panic;
   bool ctx_built = false;
@@ -387,7 +389,7 @@ task<Result<void>> H1Connection::run_phases() {
   for (;;) {
     auto pr = co_await app_.e_upstream_peer(*this, ctx_);
     if (!pr) co_return pr.error();
-    if (!*pr) co_return Error::internal(ErrorType::InternalError, "upstream_peer returned no peer");
+    if (!*pr) co_return Error::upstream(ErrorType::ConnectNoRoute, "upstream_peer returned no peer");
     peer_ = std::move(*pr);
     const HttpPeer& peer = *peer_;
     const std::uint64_t key = peer.reuse_hash();
@@ -412,7 +414,7 @@ task<Result<void>> H1Connection::run_phases() {
         co_return e;
       }
       conn = std::move(*c);
-      Pool::bump(state_.pool.opened);
+      PoolStats::bump(state_.pool.stats().opened);
     }
     bool response_started = false;
     auto r = co_await proxy_attempt(conn, reused, response_started);
@@ -539,7 +541,6 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
               pump_timer_.cancel();
             }));
   } else if (!req_has_body_) {
-    parser_.feed(rbuf_.data() + rbegin_, 0);  // completes the bodyless message
     BodyChunk empty;
     if (auto r = app_.e_request_body_filter(*this, empty, true, ctx_); !r) co_return r;
   }

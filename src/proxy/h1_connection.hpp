@@ -110,7 +110,7 @@ class H1Connection final : public Session, public Drainable {
 
 /// Per-service state owned by one worker.
 struct ServiceWorkerState {
-  explicit ServiceWorkerState(PoolLimits l) : pool(l) {}
+  ServiceWorkerState(PoolLimits l, std::shared_ptr<PoolStats> stats) : pool(l, std::move(stats)) {}
   Pool pool;
 };
 

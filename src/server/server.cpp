@@ -54,8 +54,24 @@ task<void> accept_loop(tcp::acceptor& acc, Service& svc, Worker& w) {
 namespace {
 struct WorkerThread {
   explicit WorkerThread(std::size_t i)
-      : ctx(1), guard(ctx.get_executor()), worker(ctx.get_executor(), i) {}
-  asio::io_context ctx;
+      : ctx(1), guard(ctx->get_executor()), worker(ctx->get_executor(), i) {}
+  ~WorkerThread() {
+    // Everything bound to the io_context goes before it: listeners, pooled connections, and
+    // finally (in ctx's destructor) the frames of connections a hard stop left suspended, which
+    // still refer to `worker`.
+    guard.reset();
+    acceptors.clear();
+    worker.clear_states();
+    ctx.reset();
+  }
+  // ctx is a pointer so that it can be destroyed before `worker`.
+  struct Ctx {
+    explicit Ctx(int hint) : io(std::make_unique<asio::io_context>(hint)) {}
+    asio::io_context* operator->() const { return io.get(); }
+    asio::io_context& operator*() const { return *io; }
+    void reset() { io.reset(); }
+    std::unique_ptr<asio::io_context> io;
+  } ctx;
   asio::executor_work_guard<asio::io_context::executor_type> guard;
   detail::Worker worker;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
@@ -98,13 +114,15 @@ struct Server::Impl {
 
   void stop_workers(bool graceful) {
     for (auto& wt : workers) {
-      asio::post(wt->ctx, [w = wt.get(), graceful] {
+      asio::post(*wt->ctx, [w = wt.get(), graceful] {
         boost::system::error_code ec;
         for (auto& a : w->acceptors) a->close(ec);
-        if (graceful)
+        if (graceful) {
           w->worker.drain_all();
-        else
+        } else {
           w->worker.abort_all();
+          w->ctx->stop();
+        }
         w->guard.reset();
       });
     }
@@ -135,7 +153,7 @@ Result<void> Server::start() {
     for (std::size_t k = 0; k < addrs.size(); ++k) {
       SocketAddr addr = addrs[k];
       for (auto& wt : I.workers) {
-        auto acc = open_listener(wt->ctx, addr, I.conf.backlog);
+        auto acc = open_listener(*wt->ctx, addr, I.conf.backlog);
         if (!acc) {
           I.workers.clear();
           return acc.error();
@@ -155,7 +173,7 @@ Result<void> Server::start() {
     for (auto& svc : I.services) {
       svc->attach_worker(wt->worker);
       for (std::size_t k = 0; k < svc->listen_addrs().size(); ++k, ++a)
-        asio::co_spawn(wt->ctx, detail::accept_loop(*wt->acceptors[a], *svc, wt->worker),
+        asio::co_spawn(*wt->ctx, detail::accept_loop(*wt->acceptors[a], *svc, wt->worker),
                        asio::detached);
     }
   }
@@ -164,7 +182,8 @@ Result<void> Server::start() {
     wt->thread = std::thread([this, w = wt.get()] {
       for (;;) {
         try {
-          w->ctx.run();
+          w->ctx->run();
+          w->worker.clear_states();
           break;
         } catch (const std::exception& e) {
           log::error_log().error("worker {}: {}", w->worker.index(), e.what());
@@ -183,8 +202,6 @@ void Server::shutdown(bool graceful) {
   if (!impl_->started) return;
   if (impl_->stopping.exchange(true) && graceful) return;
   impl_->stop_workers(graceful);
-  if (!graceful)
-    for (auto& wt : impl_->workers) wt->ctx.stop();
 }
 
 void Server::wait() {
@@ -194,7 +211,7 @@ void Server::wait() {
     std::unique_lock lk(I.mu);
     if (!I.cv.wait_for(lk, I.conf.grace_period, [&] { return I.running == 0; })) {
       log::error_log().warn("grace period over with requests in flight; stopping");
-      for (auto& wt : I.workers) wt->ctx.stop();
+      for (auto& wt : I.workers) wt->ctx->stop();
     }
   }
   for (auto& wt : I.workers)

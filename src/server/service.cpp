@@ -38,7 +38,7 @@ void Service::set_local_endpoint(std::size_t i, SocketAddr a) {
 
 struct HttpProxyService::Impl {
   std::mutex mu;
-  std::vector<std::shared_ptr<detail::ServiceWorkerState>> states;
+  std::vector<std::shared_ptr<detail::PoolStats>> stats;
 };
 
 HttpProxyService::HttpProxyService(std::shared_ptr<detail::ProxyHttpErased> app,
@@ -48,13 +48,15 @@ HttpProxyService::HttpProxyService(std::shared_ptr<detail::ProxyHttpErased> app,
 HttpProxyService::~HttpProxyService() = default;
 
 void HttpProxyService::attach_worker(detail::Worker& w) {
-  auto st = std::make_shared<detail::ServiceWorkerState>(
-      detail::PoolLimits{opts_.pool_max_idle_per_key, opts_.pool_max_idle_total});
+  auto stats = std::make_shared<detail::PoolStats>();
   {
     std::lock_guard lk(impl_->mu);
-    impl_->states.push_back(st);
+    impl_->stats.push_back(stats);
   }
-  w.set_state(this, std::move(st));
+  // The pool belongs to the worker alone, so its sockets close on the worker's thread.
+  w.set_state(this, std::make_shared<detail::ServiceWorkerState>(
+                        detail::PoolLimits{opts_.pool_max_idle_per_key, opts_.pool_max_idle_total},
+                        std::move(stats)));
 }
 
 namespace {
@@ -83,14 +85,14 @@ void HttpProxyService::serve_connection(detail::Worker& w, detail::Accepted& a) 
 std::uint64_t HttpProxyService::upstream_connections_opened() const noexcept {
   std::lock_guard lk(impl_->mu);
   std::uint64_t n = 0;
-  for (auto& s : impl_->states) n += s->pool.opened.load(std::memory_order_relaxed);
+  for (auto& s : impl_->stats) n += s->opened.load(std::memory_order_relaxed);
   return n;
 }
 
 std::uint64_t HttpProxyService::upstream_connections_reused() const noexcept {
   std::lock_guard lk(impl_->mu);
   std::uint64_t n = 0;
-  for (auto& s : impl_->states) n += s->pool.reused.load(std::memory_order_relaxed);
+  for (auto& s : impl_->stats) n += s->reused.load(std::memory_order_relaxed);
   return n;
 }
 

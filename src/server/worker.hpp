@@ -70,6 +70,9 @@ class Worker {
     return it == states_.end() ? nullptr : it->second.get();
   }
   void set_state(const void* service, std::shared_ptr<void> st) { states_[service] = std::move(st); }
+  /// Drops every service state (closing pooled upstream connections). Worker thread only.
+  void clear_states() noexcept { states_.clear(); }
+  ~Worker() { clear_states(); }
 
  private:
   boost::asio::any_io_executor executor_;

@@ -50,25 +50,30 @@ struct PoolLimits {
   std::size_t max_idle_total = 4096;
 };
 
-/// Idle upstream connections of one service on one worker. Not thread-safe: the owning worker's
-/// thread is the only one to touch it. LIFO within a key, so the warmest connection is reused.
-class Pool {
- public:
-  explicit Pool(PoolLimits l) : limits_(l) {}
-  UpstreamConnPtr take(std::uint64_t key);
-  void put(UpstreamConnPtr c);
-  std::size_t idle() const noexcept { return total_; }
-
-  /// Written by the owning worker only, read by anyone (statistics).
+/// Counters of one pool, written by its worker only and read by anyone.
+struct PoolStats {
   std::atomic<std::uint64_t> opened{0};
   std::atomic<std::uint64_t> reused{0};
   std::atomic<std::uint64_t> evicted{0};
   static void bump(std::atomic<std::uint64_t>& c) noexcept {
     c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
+};
+
+/// Idle upstream connections of one service on one worker. Not thread-safe: the owning worker's
+/// thread is the only one to touch it. LIFO within a key, so the warmest connection is reused.
+class Pool {
+ public:
+  Pool(PoolLimits l, std::shared_ptr<PoolStats> stats) : limits_(l), stats_(std::move(stats)) {}
+  UpstreamConnPtr take(std::uint64_t key);
+  void put(UpstreamConnPtr c);
+  std::size_t idle() const noexcept { return total_; }
+
+  PoolStats& stats() noexcept { return *stats_; }
 
  private:
   PoolLimits limits_;
+  std::shared_ptr<PoolStats> stats_;
   std::unordered_map<std::uint64_t, std::vector<UpstreamConnPtr>> idle_;
   std::size_t total_ = 0;
 };

@@ -23,10 +23,10 @@ UpstreamConnPtr Pool::take(std::uint64_t key) {
     v.pop_back();
     --total_;
     if (now - c->idle_since < c->idle_timeout && c->still_usable()) {
-      bump(reused);
+      PoolStats::bump(stats_->reused);
       return c;
     }
-    bump(evicted);  // closed by the destructor
+    PoolStats::bump(stats_->evicted);  // closed by the destructor
   }
   return nullptr;
 }
@@ -37,10 +37,10 @@ void Pool::put(UpstreamConnPtr c) {
   if (v.size() >= limits_.max_idle_per_key) {
     v.erase(v.begin());  // the coldest one
     --total_;
-    bump(evicted);
+    PoolStats::bump(stats_->evicted);
   }
   if (total_ >= limits_.max_idle_total) {
-    bump(evicted);
+    PoolStats::bump(stats_->evicted);
     return;
   }
   c->idle_since = std::chrono::steady_clock::now();

@@ -1,0 +1,177 @@
+// Server runtime: port 0, workers, graceful and immediate shutdown, embedding.
+#include "integration/helpers.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <portico/server/serve.hpp>
+
+#include <fcntl.h>
+
+#include <thread>
+
+using namespace itest;
+using portico::testing::Client;
+using portico::testing::Origin;
+using portico::testing::RawOrigin;
+
+TEST(Server, PortZeroIsResolvedForEveryListener) {
+  Origin origin;
+  Server server(ServerConf{.threads = 2});
+  auto svc = http_proxy_service(std::make_shared<Forward>(origin.addr()));
+  ASSERT_TRUE(svc->add_tcp("127.0.0.1:0"));
+  ASSERT_TRUE(svc->add_tcp("127.0.0.1:0"));
+  EXPECT_FALSE(svc->add_tcp("localhost:80")) << "names are not resolved";
+  server.add_service(svc);
+  ASSERT_TRUE(server.start());
+  auto eps = svc->local_endpoints();
+  ASSERT_EQ(eps.size(), 2u);
+  EXPECT_NE(eps[0].port(), 0);
+  EXPECT_NE(eps[1].port(), 0);
+  EXPECT_NE(eps[0].port(), eps[1].port());
+  for (auto& ep : eps) {
+    Client c(ep.port());
+    auto r = c.get("/");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200u);
+  }
+  server.shutdown(false);
+  server.wait();
+}
+
+TEST(Server, ListeningOnABusyPortIsAnError) {
+  Origin origin;
+  Server first;
+  auto a = http_proxy_service(std::make_shared<Forward>(origin.addr()));
+  ASSERT_TRUE(a->add_tcp("127.0.0.1:0"));
+  first.add_service(a);
+  ASSERT_TRUE(first.start());
+  // SO_REUSEPORT lets processes of the same user share a port, so take one bound without it.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  ::listen(fd, 1);
+  socklen_t len = sizeof sa;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+  Server second;
+  auto b = http_proxy_service(std::make_shared<Forward>(origin.addr()));
+  ASSERT_TRUE(b->add_tcp("127.0.0.1:" + std::to_string(ntohs(sa.sin_port))));
+  second.add_service(b);
+  auto r = second.start();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().type(), ErrorType::BindError);
+  ::close(fd);
+}
+
+TEST(Server, GracefulShutdownFinishesInFlightRequests) {
+  Latch origin_got_request;
+  Latch release_origin;
+  RawOrigin origin([&](int fd) {
+    std::string extra;
+    if (pt::read_head(fd, extra).empty()) return;
+    origin_got_request.add();
+    release_origin.wait_for(1, 10s);
+    pt::write_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow");
+  });
+  Server server(ServerConf{.threads = 1, .grace_period = std::chrono::milliseconds(10000)});
+  auto svc = http_proxy_service(std::make_shared<Forward>(origin.addr()));
+  ASSERT_TRUE(svc->add_tcp("127.0.0.1:0"));
+  server.add_service(svc);
+  ASSERT_TRUE(server.start());
+  const auto port = svc->local_endpoints()[0].port();
+
+  Client busy(port);
+  Client idle(port);
+  ASSERT_TRUE(idle.send(""));  // connected, no request
+  ASSERT_TRUE(busy.send("GET /slow HTTP/1.1\r\nHost: h\r\n\r\n"));
+  ASSERT_TRUE(origin_got_request.wait_for(1));
+  server.shutdown(true);
+  EXPECT_TRUE(idle.closed_by_peer()) << "idle connections close at once";
+  release_origin.add();
+  auto r = busy.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, "slow");
+  EXPECT_EQ(r->header("Connection"), "close");
+  server.wait();
+  Client late(port, 1s);
+  EXPECT_FALSE(late.connected() && late.get("/")) << "no longer accepting";
+}
+
+TEST(Server, ImmediateShutdownDropsEverything) {
+  Latch got;
+  RawOrigin origin([&](int fd) {
+    std::string extra;
+    pt::read_head(fd, extra);
+    got.add();
+    char b;
+    ::recv(fd, &b, 1, 0);
+  });
+  Server server;
+  auto svc = http_proxy_service(std::make_shared<Forward>(origin.addr()));
+  ASSERT_TRUE(svc->add_tcp("127.0.0.1:0"));
+  server.add_service(svc);
+  ASSERT_TRUE(server.start());
+  Client c(svc->local_endpoints()[0].port());
+  ASSERT_TRUE(c.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+  ASSERT_TRUE(got.wait_for(1));
+  const auto t0 = std::chrono::steady_clock::now();
+  server.shutdown(false);
+  server.wait();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  EXPECT_TRUE(c.closed_by_peer());
+}
+
+TEST(Server, ServeRunsOnTheApplicationsOwnIoContext) {
+  Origin origin(Origin::text("embedded"));
+  boost::asio::io_context ioc(1);
+  boost::asio::ip::tcp::acceptor acc(ioc, {boost::asio::ip::make_address("127.0.0.1"), 0});
+  auto svc = http_proxy_service(std::make_shared<Forward>(origin.addr()));
+  bool finished = false;
+  boost::asio::co_spawn(ioc, serve(acc, svc), [&](std::exception_ptr) { finished = true; });
+  std::thread loop([&] { ioc.run(); });
+  {
+    Client c(acc.local_endpoint().port());
+    for (int i = 0; i < 3; ++i) {
+      auto r = c.get("/");
+      ASSERT_TRUE(r);
+      EXPECT_EQ(r->body, "embedded");
+    }
+  }
+  EXPECT_EQ(svc->local_endpoints().at(0).port(), acc.local_endpoint().port());
+  boost::asio::post(ioc, [&] { acc.close(); });
+  loop.join();  // run() returns: serve() finished and left nothing behind
+  EXPECT_TRUE(finished);
+}
+
+TEST(Server, ManyShortConnectionsLeakNoDescriptors) {
+  Origin origin;
+  pt::TestProxy px(std::make_shared<Forward>(origin.addr()));
+  auto count_fds = [] {
+    std::size_t n = 0;
+    for (int fd = 0; fd < 4096; ++fd)
+      if (::fcntl(fd, F_GETFD) != -1) ++n;
+    return n;
+  };
+  {
+    Client warm(px.port());
+    ASSERT_TRUE(warm.get("/"));
+  }
+  const std::size_t before = count_fds();
+  for (int i = 0; i < 200; ++i) {
+    Client c(px.port());
+    if (i % 3 == 0) continue;  // connect and leave
+    if (i % 3 == 1) {
+      c.send("GET / HTTP/1.1\r\nHo");  // leave mid-header
+      continue;
+    }
+    ASSERT_TRUE(c.get("/"));
+  }
+  // Wait (bounded) for the proxy to notice the last closes.
+  for (int i = 0; i < 200 && px.server().active_connections() > 0; ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(px.server().active_connections(), 0u);
+  EXPECT_LE(count_fds(), before + 1);
+}
