@@ -38,7 +38,8 @@ H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
       sock_(std::move(sock)),
       wd_(std::make_shared<Watchdog>(sock_.get_executor())),
       parser_(http1::Kind::Request,
-              http1::ParserLimits{opts_.max_header_bytes, opts_.max_header_count, 8 * 1024}),
+              http1::ParserLimits{opts_.max_header_bytes, opts_.max_header_count,
+                                 opts_.max_request_target_bytes}),
       pump_timer_(sock_.get_executor()) {
   error_code ec;
   auto re = sock_.remote_endpoint(ec);

@@ -32,7 +32,7 @@ struct ConnectionInfo {
 /// The downstream request being proxied, plus the means to answer it directly.
 ///
 /// The engine owns the session; hooks receive it by reference for the duration of one request.
-/// `write_response_header` / `write_body` / `respond*` let `request_filter` (or any header-phase
+/// `write_response_header` / `write_response_body` / `respond*` let `request_filter` (or any header-phase
 /// hook) answer without going upstream. They fail with a Downstream WriteError when the client is
 /// gone; after a final response header was written the proxy will not send another.
 class Session {

@@ -15,6 +15,8 @@ struct HttpServerOptions {
   std::size_t max_header_bytes = 64 * 1024;
   /// Most fields in a request header section; past it the client gets 431.
   std::size_t max_header_count = 128;
+  /// Longest request-target (path and query); past it the client gets 414.
+  std::size_t max_request_target_bytes = 8 * 1024;
   /// Largest upstream response header section; past it the client gets 502.
   std::size_t max_response_header_bytes = 64 * 1024;
   std::size_t max_response_header_count = 128;

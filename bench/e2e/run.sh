@@ -1,0 +1,700 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: CPU cost per request of portico's reverse_proxy example against nginx
+# (and HAProxy / h2o when they are available), all measured in the same run with the same load.
+#
+#   bash bench/e2e/run.sh                      # DURATION=5 REPEATS=3
+#   DURATION=2 REPEATS=1 bash bench/e2e/run.sh # quick look
+#
+# Environment:
+#   DURATION          seconds of each measured wrk run (default 5)
+#   REPEATS           measured runs per target and scenario; the median is reported (default 3)
+#   WARMUP            seconds of the unmeasured wrk run before each measured run (default 1)
+#   CONNECTIONS       wrk connections (default 50)
+#   PORTICO_BIN       portico binary (default build/examples/reverse_proxy in the repository)
+#   INSTALL_OPTIONAL  1 (default): apt-install haproxy and h2o when missing; 0: use them only if present
+#   PROXY_CPU/WRK_CPU CPUs for the servers / for wrk (default 0 / 1)
+#   RESULTS_DIR       where the markdown report goes (default bench/results)
+#
+# Everything listens on 127.0.0.1 only. Every process the script starts is killed on exit and the
+# temporary directory is removed. See bench/README.md for the method.
+set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin" # nginx and haproxy live in /usr/sbin, not on a user's PATH
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+DURATION=${DURATION:-5}
+REPEATS=${REPEATS:-3}
+WARMUP=${WARMUP:-1}
+CONNECTIONS=${CONNECTIONS:-50}
+PORTICO_BIN=${PORTICO_BIN:-$ROOT/build/examples/reverse_proxy}
+INSTALL_OPTIONAL=${INSTALL_OPTIONAL:-1}
+PROXY_CPU=${PROXY_CPU:-0}
+WRK_CPU=${WRK_CPU:-1}
+RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
+
+log() { printf '[e2e] %s\n' "$*" >&2; }
+die() { printf '[e2e] error: %s\n' "$*" >&2; exit 1; }
+
+is_uint() { [[ $1 =~ ^(0|[1-9][0-9]{0,5})$ ]]; }
+check_var() { # check_var NAME VALUE MIN MAX
+  if ! is_uint "$2" || (($2 < $3 || $2 > $4)); then die "$1 must be an integer in $3..$4 (got '$2')"; fi
+}
+check_var DURATION "$DURATION" 1 600
+check_var REPEATS "$REPEATS" 1 50
+check_var WARMUP "$WARMUP" 0 60
+check_var CONNECTIONS "$CONNECTIONS" 1 10000
+check_var PROXY_CPU "$PROXY_CPU" 0 4095
+check_var WRK_CPU "$WRK_CPU" 0 4095
+
+# ---------------------------------------------------------------------------------------------
+# Process bookkeeping and cleanup.
+# ---------------------------------------------------------------------------------------------
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/portico-e2e.XXXXXX")
+chmod 755 "$TMP"
+ROOTS=()
+declare -A EXIT_STATUS
+
+descendants() { # descendants PID : PID and every process below it, one per line
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
+    { s = $0; sub(/.*\) /, "", s); split(s, f, " "); ppid[$1] = f[2] }
+    END {
+      want[root] = 1; print root; changed = 1
+      while (changed) {
+        changed = 0
+        for (p in ppid) if (!(p in want) && (ppid[p] in want)) { want[p] = 1; print p; changed = 1 }
+      }
+    }'
+}
+
+parent_of() { { cat "/proc/$1/stat" 2>/dev/null || true; } | awk '{ sub(/.*\) /, ""); print $2 }'; }
+running() { # running PID : exists and is not a zombie (an orphan's zombie may never be reaped here)
+  local st
+  st=$({ cat "/proc/$1/stat" 2>/dev/null || true; } | awk '{ sub(/.*\) /, ""); print $1 }')
+  [[ -n $st && $st != Z && $st != X ]]
+}
+
+kill_tree() { # kill_tree PID... : TERM these process trees, wait up to 3 s, then KILL what is left
+  local pids="" p i alive
+  # Only PIDs that are still this script's children: a PID that ended may have been reused.
+  for p in "$@"; do [[ $(parent_of "$p") == "$$" ]] && pids+=" $(descendants "$p")"; done
+  for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
+  for ((i = 0; i < 30; i++)); do
+    alive=0
+    for p in $pids; do running "$p" && alive=1; done
+    ((alive)) || break
+    sleep 0.1
+  done
+  for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
+  for p in "$@"; do
+    EXIT_STATUS[$p]=0
+    wait "$p" 2>/dev/null || EXIT_STATUS[$p]=$?
+  done
+}
+
+stop_root() { # kill a process tree started by start_server and forget it
+  local r keep=()
+  kill_tree "$1"
+  for r in ${ROOTS[@]+"${ROOTS[@]}"}; do [[ $r == "$1" ]] || keep+=("$r"); done
+  ROOTS=(${keep[@]+"${keep[@]}"})
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  # shellcheck disable=SC2086 # WRK_PID is empty or one number
+  kill_tree ${WRK_PID:-} ${ROOTS[@]+"${ROOTS[@]}"}
+  rm -rf "$TMP"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------------
+# Packages: installed with apt only when missing; `apt-get update` only before an install.
+# ---------------------------------------------------------------------------------------------
+if [[ $(id -u) -eq 0 ]]; then SUDO=(); elif command -v sudo >/dev/null; then SUDO=(sudo); else SUDO=(); fi
+APT_UPDATED=0
+apt_install() { # apt_install PKG... ; returns apt-get's status
+  command -v apt-get >/dev/null || { log "apt-get not available, cannot install: $*"; return 1; }
+  if [[ $(id -u) -ne 0 && ${#SUDO[@]} -eq 0 ]]; then log "not root and no sudo, cannot install: $*"; return 1; fi
+  if ((APT_UPDATED == 0)); then
+    log "apt-get update"
+    if ! "${SUDO[@]}" apt-get update -q >"$TMP/apt.log" 2>&1; then
+      tail -n 20 "$TMP/apt.log" | sed 's/^/    /' >&2
+      return 1
+    fi
+    APT_UPDATED=1
+  fi
+  log "apt-get install $*"
+  if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" \
+    >"$TMP/apt.log" 2>&1; then
+    tail -n 20 "$TMP/apt.log" | sed 's/^/    /' >&2
+    return 1
+  fi
+}
+svc_running() { command -v pgrep >/dev/null && pgrep -x "$1" >/dev/null; }
+ensure_cmd() { # ensure_cmd CMD PKG : install PKG when CMD is missing
+  command -v "$1" >/dev/null && return 0
+  local was_running=0
+  svc_running "$1" && was_running=1
+  apt_install "$2" || return 1
+  hash -r
+  # Where the package's maintainer scripts start the system service, stop it again: this script
+  # runs its own instances and leaves nothing behind.
+  if ((was_running == 0)) && svc_running "$1" && command -v service >/dev/null; then
+    log "stopping the $1 system service that the install of $2 started"
+    "${SUDO[@]}" service "$1" stop >&2 || true
+  fi
+  command -v "$1" >/dev/null
+}
+
+ensure_cmd nginx nginx-light || die "nginx is required (apt package nginx-light)"
+ensure_cmd wrk wrk || die "wrk is required (apt package wrk)"
+command -v curl >/dev/null || ensure_cmd curl curl || log "curl missing: responses are checked for status only"
+
+HAVE_HAPROXY=0 HAVE_H2O=0
+if command -v haproxy >/dev/null || { [[ $INSTALL_OPTIONAL == 1 ]] && ensure_cmd haproxy haproxy; }; then
+  HAVE_HAPROXY=1
+else
+  log "haproxy not available: skipped (optional)"
+fi
+if command -v h2o >/dev/null || { [[ $INSTALL_OPTIONAL == 1 ]] && ensure_cmd h2o h2o; }; then
+  HAVE_H2O=1
+else
+  log "h2o not available: skipped (optional)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Pinning: servers on PROXY_CPU, wrk on WRK_CPU.
+# ---------------------------------------------------------------------------------------------
+NCPU=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+if command -v taskset >/dev/null && ((NCPU >= 2 && PROXY_CPU < NCPU && WRK_CPU < NCPU && PROXY_CPU != WRK_CPU)); then
+  PIN_SRV=(taskset -c "$PROXY_CPU")
+  PIN_WRK=(taskset -c "$WRK_CPU")
+  PINNING="servers on CPU $PROXY_CPU, wrk on CPU $WRK_CPU (taskset)"
+else
+  PIN_SRV=() PIN_WRK=()
+  PINNING="none (needs taskset and 2 distinct online CPUs; $NCPU online)"
+  log "warning: no CPU pinning: $PINNING"
+fi
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------------------------------------
+# Ports: random high ports below the ephemeral range, checked free, never reused in a run.
+# ---------------------------------------------------------------------------------------------
+USED_PORTS=" "
+port_busy() {
+  if command -v ss >/dev/null; then
+    [[ -n $(ss -Htln "sport = :$1" 2>/dev/null) ]]
+  elif command -v python3 >/dev/null; then
+    if python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null; then
+      return 1
+    fi
+  else
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  fi
+}
+pick_port() { # sets REPLY
+  local i p
+  for ((i = 0; i < 200; i++)); do
+    p=$((20000 + (RANDOM * 32768 + RANDOM) % 12000))
+    [[ $USED_PORTS == *" $p "* ]] && continue
+    port_busy "$p" && continue
+    USED_PORTS+="$p "
+    REPLY=$p
+    return 0
+  done
+  die "no free port found"
+}
+
+start_server() { # start_server NAME LOG CMD... : pinned, in the background; sets REPLY to its pid
+  local name=$1 logf=$2
+  shift 2
+  "${PIN_SRV[@]}" "$@" >"$logf" 2>&1 &
+  REPLY=$!
+  ROOTS+=("$REPLY")
+  log "started $name (pid $REPLY): $*"
+}
+
+wait_listen() { # wait_listen NAME PID PORT LOG : up to 10 s for PORT to accept while PID lives
+  local name=$1 pid=$2 port=$3 logf=$4 i
+  for ((i = 0; i < 100; i++)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "$name exited during start-up; last lines of its logs:"
+      tail -n 20 "$logf" "${@:5}" 2>/dev/null | sed 's/^/    /' >&2 || true
+      return 1
+    fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  log "$name did not listen on 127.0.0.1:$port within 10 s"
+  return 1
+}
+
+check_http() { # check_http PORT PATH FILE : GET returns 200 and exactly FILE's bytes
+  local port=$1 path=$2 file=$3 code
+  if command -v curl >/dev/null; then
+    code=$(curl -sS -m 5 -o "$TMP/check.body" -w '%{http_code}' "http://127.0.0.1:$port$path" 2>"$TMP/check.err") || code=000
+    [[ $code == 200 ]] && cmp -s "$TMP/check.body" "$file" && return 0
+    log "GET 127.0.0.1:$port$path: status $code, body $(wc -c <"$TMP/check.body" 2>/dev/null || echo 0) bytes (want 200, $(wc -c <"$file") bytes) $(cat "$TMP/check.err" 2>/dev/null)"
+    return 1
+  fi
+  local first
+  # shellcheck disable=SC2016 # $1/$2 are expanded by the inner bash
+  first=$(timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" "$2" >&3 && head -n 1 <&3' _ "$port" "$path" 2>/dev/null) || true
+  [[ $first == *" 200 "* ]] && return 0
+  log "GET 127.0.0.1:$port$path: '$first'"
+  return 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# Origin: nginx serving a 5-byte and a 1 KiB file.
+# ---------------------------------------------------------------------------------------------
+USER_LINE=""
+[[ $(id -u) -eq 0 ]] && USER_LINE="user root;"
+
+nginx_temp_paths() { # nginx_temp_paths DIR
+  local d=$1
+  printf '    client_body_temp_path %s/tmp/body;\n    proxy_temp_path %s/tmp/proxy;\n' "$d" "$d"
+  printf '    fastcgi_temp_path %s/tmp/fastcgi;\n    uwsgi_temp_path %s/tmp/uwsgi;\n    scgi_temp_path %s/tmp/scgi;\n' "$d" "$d" "$d"
+}
+
+O_DIR=$TMP/origin
+mkdir -p "$O_DIR/www" "$O_DIR/tmp"
+printf 'hello' >"$O_DIR/www/5b"
+head -c 1024 /dev/zero | tr '\0' 'x' >"$O_DIR/www/1k"
+chmod -R a+rX "$O_DIR/www"
+pick_port
+O_PORT=$REPLY
+cat >"$O_DIR/origin.conf" <<EOF
+$USER_LINE
+worker_processes 1;
+pid $O_DIR/nginx.pid;
+error_log $O_DIR/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+$(nginx_temp_paths "$O_DIR")
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    open_file_cache max=16 inactive=60s;
+    server {
+        listen 127.0.0.1:$O_PORT;
+        root $O_DIR/www;
+        location / { }
+    }
+}
+EOF
+start_server origin "$O_DIR/stdout.log" nginx -e "$O_DIR/error.log" -p "$O_DIR" -c "$O_DIR/origin.conf" -g 'daemon off;'
+O_PID=$REPLY
+wait_listen origin "$O_PID" "$O_PORT" "$O_DIR/stdout.log" "$O_DIR/error.log" || die "origin nginx did not start"
+if ! check_http "$O_PORT" /5b "$O_DIR/www/5b" || ! check_http "$O_PORT" /1k "$O_DIR/www/1k"; then
+  die "origin does not serve its files"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Proxies, one worker each, all forwarding to the origin.
+# ---------------------------------------------------------------------------------------------
+declare -A T_PORT T_PID T_NOTE DEAD
+TARGETS=()      # proxies that started and answered correctly
+ALL_PROXIES=(portico nginx haproxy h2o)
+
+register() { # register NAME PID PORT LOG [MORE LOGS]
+  local name=$1 pid=$2 port=$3
+  if wait_listen "$name" "$pid" "$port" "${@:4}" &&
+    check_http "$port" /5b "$O_DIR/www/5b" && check_http "$port" /1k "$O_DIR/www/1k"; then
+    T_PORT[$name]=$port T_PID[$name]=$pid
+    TARGETS+=("$name")
+  else
+    T_NOTE[$name]="failed to start or to proxy correctly (see the script's messages)"
+    stop_root "$pid"
+  fi
+}
+
+# portico
+if [[ -f $PORTICO_BIN && -x $PORTICO_BIN ]]; then
+  pick_port
+  P_PORT=$REPLY
+  mkdir -p "$TMP/portico"
+  start_server portico "$TMP/portico/out.log" "$PORTICO_BIN" --listen "127.0.0.1:$P_PORT" --upstream "127.0.0.1:$O_PORT" --threads 1
+  register portico "$REPLY" "$P_PORT" "$TMP/portico/out.log"
+else
+  T_NOTE[portico]="skipped: binary not found at $PORTICO_BIN (build it with \`make build\`, or set PORTICO_BIN)"
+  log "portico SKIPPED: binary not found or not executable: $PORTICO_BIN (build it with 'make build' or set PORTICO_BIN)"
+fi
+
+# nginx as a reverse proxy
+pick_port
+N_PORT=$REPLY
+N_DIR=$TMP/nginx-proxy
+mkdir -p "$N_DIR/tmp"
+cat >"$N_DIR/proxy.conf" <<EOF
+$USER_LINE
+worker_processes 1;
+pid $N_DIR/nginx.pid;
+error_log $N_DIR/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+$(nginx_temp_paths "$N_DIR")
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    upstream origin {
+        server 127.0.0.1:$O_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$N_PORT;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+start_server nginx "$N_DIR/stdout.log" nginx -e "$N_DIR/error.log" -p "$N_DIR" -c "$N_DIR/proxy.conf" -g 'daemon off;'
+register nginx "$REPLY" "$N_PORT" "$N_DIR/stdout.log" "$N_DIR/error.log"
+
+# HAProxy (optional)
+if ((HAVE_HAPROXY)); then
+  pick_port
+  H_PORT=$REPLY
+  H_DIR=$TMP/haproxy
+  mkdir -p "$H_DIR"
+  cat >"$H_DIR/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$H_PORT
+    default_backend origin
+backend origin
+    server o1 127.0.0.1:$O_PORT
+EOF
+  if haproxy -c -q -f "$H_DIR/haproxy.cfg" >"$H_DIR/check.log" 2>&1; then
+    start_server haproxy "$H_DIR/stdout.log" haproxy -db -f "$H_DIR/haproxy.cfg"
+    register haproxy "$REPLY" "$H_PORT" "$H_DIR/stdout.log"
+  else
+    T_NOTE[haproxy]="skipped: configuration rejected by $(haproxy -v 2>/dev/null | head -n 1)"
+    sed 's/^/    /' "$H_DIR/check.log" >&2
+  fi
+else
+  T_NOTE[haproxy]="skipped: haproxy not installed and not installable"
+fi
+
+# h2o (optional)
+if ((HAVE_H2O)); then
+  pick_port
+  Q_PORT=$REPLY
+  Q_DIR=$TMP/h2o
+  mkdir -p "$Q_DIR"
+  cat >"$Q_DIR/h2o.conf" <<EOF
+num-threads: 1
+listen:
+  host: 127.0.0.1
+  port: $Q_PORT
+error-log: $Q_DIR/error.log
+hosts:
+  default:
+    paths:
+      "/":
+        proxy.reverse.url: "http://127.0.0.1:$O_PORT/"
+EOF
+  if h2o -t -c "$Q_DIR/h2o.conf" >"$Q_DIR/check.log" 2>&1; then
+    start_server h2o "$Q_DIR/stdout.log" h2o -c "$Q_DIR/h2o.conf"
+    register h2o "$REPLY" "$Q_PORT" "$Q_DIR/stdout.log" "$Q_DIR/error.log"
+  else
+    T_NOTE[h2o]="skipped: configuration rejected by $(h2o --version 2>/dev/null | head -n 1)"
+    sed 's/^/    /' "$Q_DIR/check.log" >&2
+  fi
+else
+  T_NOTE[h2o]="skipped: h2o not installed and not installable"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Measurement.
+# ---------------------------------------------------------------------------------------------
+cpu_ticks() { # cpu_ticks PID... : utime+stime (fields 14+15, all threads) summed, in clock ticks
+  local p
+  for p in "$@"; do cat "/proc/$p/stat" 2>/dev/null || true; done |
+    awk '{ s = $0; sub(/.*\) /, "", s); split(s, f, " "); t += f[12] + f[13] } END { print t + 0 }'
+}
+
+parse_wrk() { # parse_wrk FILE : "requests rps p99_ms errors"
+  awk '
+    / requests in / { reqs = $1 }
+    /^Requests\/sec:/ { rps = $2 }
+    /^ +99(\.0+)?%/ { p99 = $2 }
+    /Socket errors:/ { l = $0; gsub(/[^0-9]+/, " ", l); n = split(l, a, " "); for (i = 1; i <= n; i++) err += a[i] }
+    /Non-2xx or 3xx responses:/ { err += $NF }
+    END {
+      v = p99 + 0; u = p99; sub(/^[0-9.]+/, "", u)
+      if (u == "us") v /= 1000; else if (u == "s") v *= 1000; else if (u == "m") v *= 60000; else if (u == "h") v *= 3600000
+      if (reqs == "") reqs = 0
+      if (rps == "") rps = 0
+      printf "%d %s %.3f %d\n", reqs, rps, v, err
+    }' "$1"
+}
+
+RAW=$TMP/raw.tsv
+: >"$RAW"
+WRK_LOG=$TMP/wrk.out
+
+WRK_PID=""
+run_wrk() { # run_wrk PORT PATH SECONDS : output in $WRK_LOG; bounded by timeout
+  # In the background and waited for, so that a signal to the script is handled at once.
+  timeout -k 5 $(($3 + 30)) "${PIN_WRK[@]}" wrk -t1 -c"$CONNECTIONS" -d"$3"s --latency \
+    "http://127.0.0.1:$1$2" >"$WRK_LOG" 2>&1 &
+  WRK_PID=$!
+  local rc=0
+  wait "$WRK_PID" || rc=$?
+  WRK_PID=""
+  return "$rc"
+}
+
+measure() { # measure SCENARIO TARGET REP PORT PATH [PROXY_ROOT_PID]
+  local scen=$1 target=$2 rep=$3 port=$4 path=$5 root=${6:-} ppids="" opids
+  local p0=0 p1=0 o0 o1 t0 t1 reqs rps p99 errs
+  if ((WARMUP > 0)); then run_wrk "$port" "$path" "$WARMUP" || true; fi
+  [[ -n $root ]] && ppids=$(descendants "$root")
+  opids=$(descendants "$O_PID")
+  # shellcheck disable=SC2086
+  { [[ -n $root ]] && p0=$(cpu_ticks $ppids); o0=$(cpu_ticks $opids); t0=$(date +%s%N); }
+  if ! run_wrk "$port" "$path" "$DURATION"; then
+    log "wrk failed against $target ($scen, run $rep):"
+    sed 's/^/    /' "$WRK_LOG" >&2
+  fi
+  # shellcheck disable=SC2086
+  { t1=$(date +%s%N); o1=$(cpu_ticks $opids); [[ -n $root ]] && p1=$(cpu_ticks $ppids); }
+  read -r reqs rps p99 errs < <(parse_wrk "$WRK_LOG")
+  # A run counts only if it had no errors and every connection got well past its first request.
+  local flag=ok
+  if ((errs > 0)); then
+    flag=errors
+  elif ((reqs < 10 * CONNECTIONS)); then
+    flag=stalled
+    log "warning: only $reqs requests completed in ${DURATION}s with $CONNECTIONS connections: $target stalled"
+  fi
+  if [[ -n $root ]] && ! kill -0 "$root" 2>/dev/null; then flag=died; fi
+  awk -v f="$flag" -v s="$scen" -v t="$target" -v r="$rep" -v n="$reqs" -v rps="$rps" -v p99="$p99" -v e="$errs" \
+    -v pt=$((p1 - p0)) -v ot=$((o1 - o0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) -v proxy="${root:+1}" '
+    BEGIN {
+      pus = (proxy && n > 0) ? sprintf("%.2f", pt * 1e6 / hz / n) : "-"
+      ppc = proxy ? sprintf("%.1f", pt / hz / (ns / 1e9) * 100) : "-"
+      ous = n > 0 ? sprintf("%.2f", ot * 1e6 / hz / n) : "-"
+      printf "%s\t%s\t%s\t%d\t%.2f\t%.3f\t%d\t%s\t%s\t%s\t%s\n", s, t, r, n, rps, p99, e, pus, ppc, ous, f
+    }' >>"$RAW"
+  log "$(tail -n 1 "$RAW" | awk -F'\t' '{ printf "%-4s %-15s run %s: %9.0f req/s  p99 %7.3f ms  errors %d  proxy %s us/req (%s%% CPU)  origin %s us/req%s", $1, $2, $3, $5, $6, $7, $8, $9, $10, ($11 == "ok" ? "" : "  [" $11 ": not counted]") }')"
+}
+
+busy_pct() { # busy_pct : % of all CPUs busy over the next second, from /proc/stat
+  local a b
+  a=$(head -n 1 /proc/stat)
+  sleep 1
+  b=$(head -n 1 /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN {
+    n = split(a, x, " "); split(b, y, " ")
+    for (i = 2; i <= n; i++) { t += y[i] - x[i]; if (i == 5 || i == 6) idle += y[i] - x[i] }
+    printf "%.0f", (t > 0 ? 100 * (t - idle) / t : 0) }'
+}
+BUSY_BEFORE=$(busy_pct)
+if ((BUSY_BEFORE >= 10)); then
+  log "warning: the machine is already ${BUSY_BEFORE}% busy: other work (a build?) will distort the numbers"
+fi
+SCENARIOS=("5b:/5b:5 B" "1k:/1k:1 KiB")
+n_runs=$(((2 * REPEATS + REPEATS * ${#TARGETS[@]}) * ${#SCENARIOS[@]}))
+log "targets: direct ${TARGETS[*]:-}; $n_runs measured runs of ${DURATION}s (+${WARMUP}s warm-up each), about $((n_runs * (DURATION + WARMUP) / 60 + 1)) min"
+((${#TARGETS[@]} > 0)) || log "warning: no proxy is running; only the direct numbers will be measured"
+
+for sc in "${SCENARIOS[@]}"; do
+  IFS=: read -r key path _ <<<"$sc"
+  for ((rep = 1; rep <= REPEATS; rep++)); do measure "$key" "direct (before)" "$rep" "$O_PORT" "$path"; done
+  for ((rep = 1; rep <= REPEATS; rep++)); do
+    for t in ${TARGETS[@]+"${TARGETS[@]}"}; do
+      if [[ -n ${DEAD[$t]:-} ]]; then continue; fi
+      if ! kill -0 "${T_PID[$t]}" 2>/dev/null; then
+        log "$t is no longer running: dropped from the rest of the run"
+        DEAD[$t]=1
+        continue
+      fi
+      measure "$key" "$t" "$rep" "${T_PORT[$t]}" "$path" "${T_PID[$t]}"
+    done
+  done
+  for ((rep = 1; rep <= REPEATS; rep++)); do measure "$key" "direct (after)" "$rep" "$O_PORT" "$path"; done
+done
+
+# Stop the proxies one by one now, to see how each of them exits on SIGTERM.
+add_note() { T_NOTE[$1]="${T_NOTE[$1]:+${T_NOTE[$1]}; }$2"; }
+for t in ${TARGETS[@]+"${TARGETS[@]}"}; do
+  pid=${T_PID[$t]}
+  stop_root "$pid"
+  st=${EXIT_STATUS[$pid]:-0}
+  when="when stopped with SIGTERM"
+  [[ -n ${DEAD[$t]:-} ]] && when="during the run; later runs skipped"
+  case $st in
+    0 | 143) ;;
+    137) add_note "$t" "did not exit within 3 s of SIGTERM and was killed" ;;
+    *)
+      if ((st > 128)); then
+        add_note "$t" "ended with signal $((st - 128)) (SIG$(kill -l $((st - 128)) 2>/dev/null || echo '?')) $when"
+      else
+        add_note "$t" "exited with status $st $when"
+      fi
+      ;;
+  esac
+  if [[ -n ${DEAD[$t]:-} && -z ${T_NOTE[$t]:-} ]]; then add_note "$t" "exited during the run; later runs skipped"; fi
+  if [[ -n ${T_NOTE[$t]:-} ]]; then log "$t: ${T_NOTE[$t]}"; fi
+done
+
+# ---------------------------------------------------------------------------------------------
+# Report.
+# ---------------------------------------------------------------------------------------------
+SUMMARY=$TMP/summary.md
+ORDER="direct (before)"
+for t in "${ALL_PROXIES[@]}"; do ORDER+=",$t"; done
+ORDER+=",direct (after)"
+awk -F'\t' -v order="$ORDER" -v cpufile="$TMP/cpu.tsv" '
+  function median(key,   n, i, j, v, a) {
+    n = cnt[key]
+    for (i = 1; i <= n; i++) a[i] = vals[key, i]
+    for (i = 2; i <= n; i++) { v = a[i]; j = i - 1; while (j >= 1 && a[j] > v) { a[j + 1] = a[j]; j-- } a[j + 1] = v }
+    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  function add(key, x) { cnt[key]++; vals[key, cnt[key]] = x + 0 }
+  function fmt(key, f) { return cnt[key] ? sprintf(f, median(key)) : "—" }
+  {
+    k = $1 SUBSEP $2; seen[k] = 1; errs[k] += $7; runs[k]++
+    if ($11 != "ok") { bad[k] = bad[k] (bad[k] == "" ? "" : ", ") $11; next }
+    good[k]++
+    add(k SUBSEP "rps", $5); add(k SUBSEP "p99", $6)
+    if ($8 != "-") add(k SUBSEP "pus", $8)
+    if ($9 != "-") add(k SUBSEP "ppc", $9)
+    if ($10 != "-") add(k SUBSEP "ous", $10)
+  }
+  END {
+    split("5b 1k", sc, " "); label["5b"] = "5 B"; label["1k"] = "1 KiB"
+    nt = split(order, tg, ",")
+    print "| scenario | target | req/s | vs direct | p99 latency | errors | valid runs | proxy CPU µs/req | proxy CPU % | origin CPU µs/req |"
+    print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for (s = 1; s <= 2; s++) {
+      best = 0
+      for (d = 0; d < 2; d++) {
+        k = sc[s] SUBSEP (d ? "direct (after)" : "direct (before)")
+        if (cnt[k SUBSEP "rps"]) { m = median(k SUBSEP "rps"); if (m > best) best = m }
+      }
+      for (i = 1; i <= nt; i++) {
+        k = sc[s] SUBSEP tg[i]
+        if (!(k in seen)) continue
+        rps = cnt[k SUBSEP "rps"] ? median(k SUBSEP "rps") : 0
+        vs = (best > 0 && cnt[k SUBSEP "rps"]) ? sprintf("%.2f", rps / best) : "—"
+        valid = (good[k] + 0) "/" runs[k] (bad[k] != "" ? " (" bad[k] ")" : "")
+        name = (tg[i] ~ /^direct/) ? tg[i] : "**" tg[i] "**"
+        printf "| %s keep-alive | %s | %s | %s | %s | %d | %s | %s | %s | %s |\n", label[sc[s]], name,
+          fmt(k SUBSEP "rps", "%.0f"), vs, fmt(k SUBSEP "p99", "%.2f ms"), errs[k], valid,
+          fmt(k SUBSEP "pus", "%.2f"), fmt(k SUBSEP "ppc", "%.0f"), fmt(k SUBSEP "ous", "%.2f")
+        if (tg[i] !~ /^direct/ && cnt[k SUBSEP "pus"]) print sc[s] "\t" tg[i] "\t" fmt(k SUBSEP "pus", "%.2f") > cpufile
+      }
+    }
+  }' "$RAW" >"$SUMMARY"
+
+cpu_of() { awk -F'\t' -v s="$1" -v t="$2" '$1 == s && $2 == t { print $3 }' "$TMP/cpu.tsv" 2>/dev/null; }
+RATIOS=$TMP/ratios.md
+{
+  for sc in "${SCENARIOS[@]}"; do
+    IFS=: read -r key _ label <<<"$sc"
+    base=$(cpu_of "$key" nginx)
+    line="- $label keep-alive, proxy CPU µs/request relative to nginx:"
+    any=0
+    for t in portico haproxy h2o; do
+      v=$(cpu_of "$key" "$t")
+      [[ -n $v && -n $base ]] || continue
+      ((any)) && line+=","
+      line+=" $t/nginx = $(awk -v a="$v" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }')"
+      any=1
+    done
+    ((any)) || line+=" n/a"
+    echo "$line"
+  done
+  echo
+  for sc in "${SCENARIOS[@]}"; do
+    IFS=: read -r key _ label <<<"$sc"
+    v=$(cpu_of "$key" portico) base=$(cpu_of "$key" nginx)
+    if [[ -n $v && -n $base ]]; then
+      printf '**portico/nginx CPU µs per request, %s: %s** (portico %.2f µs, nginx %.2f µs; below 1 means portico is cheaper)\n\n' \
+        "$label" "$(awk -v a="$v" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }')" "$v" "$base"
+    else
+      missing=portico
+      [[ -n $v ]] && missing=nginx
+      if [[ -n ${T_PORT[$missing]:-} ]]; then why="no valid $missing run: see the valid runs column"; else why="$missing was not run: see below"; fi
+      printf '**portico/nginx CPU µs per request, %s: n/a** (%s)\n\n' "$label" "$why"
+    fi
+  done
+  for t in "${ALL_PROXIES[@]}"; do
+    [[ -n ${T_NOTE[$t]:-} ]] && echo "- $t: ${T_NOTE[$t]}"
+  done
+  true
+} >"$RATIOS"
+
+version_of() {
+  case $1 in
+    nginx) nginx -v 2>&1 | head -n 1 | sed 's/^nginx version: //' ;;
+    haproxy) haproxy -v 2>/dev/null | head -n 1 | awk '{ print $1, $3 }' ;;
+    h2o) h2o --version 2>/dev/null | head -n 1 ;;
+    wrk) wrk -v 2>&1 | head -n 1 | awk '{ print $1, $2 }' ;;
+  esac
+}
+
+STAMP=$(date +%Y%m%d-%H%M%S)
+mkdir -p "$RESULTS_DIR"
+[[ -e $RESULTS_DIR/.gitkeep ]] || : >"$RESULTS_DIR/.gitkeep"
+REPORT=$RESULTS_DIR/e2e-$STAMP.md
+{
+  echo "# portico end-to-end benchmark, $(date '+%Y-%m-%d %H:%M:%S %Z')"
+  echo
+  echo "- machine: $(uname -srm), $NCPU CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown))"
+  echo "- load: \`wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency\`, ${WARMUP}s warm-up before each run, median of $REPEATS run(s)"
+  echo "- pinning: $PINNING"
+  echo "- other load: CPUs ${BUSY_BEFORE}% busy in the second before the first run (servers idle)"
+  echo "- origin: $(version_of nginx), 1 worker, static files, access_log off"
+  if [[ -n ${T_PORT[portico]:-} ]]; then
+    echo "- portico: \`$PORTICO_BIN --listen 127.0.0.1:${T_PORT[portico]} --upstream 127.0.0.1:$O_PORT --threads 1\` (repository at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no commit yet'))"
+  fi
+  for t in nginx haproxy h2o; do
+    [[ -n ${T_PORT[$t]:-} ]] && echo "- $t: $(version_of "$t"), 1 worker/thread, keep-alive to the origin, no access log"
+  done
+  echo "- wrk: $(version_of wrk)"
+  echo
+  echo "CPU µs/req = (utime+stime of the server's processes and threads over the measured run) ÷ completed requests."
+  echo "\"vs direct\" = req/s ÷ the better of the direct runs before and after the proxies."
+  echo
+  cat "$SUMMARY"
+  echo
+  cat "$RATIOS"
+  echo
+  echo "<details><summary>every run</summary>"
+  echo
+  echo "| scenario | target | run | requests | req/s | p99 ms | errors | proxy µs/req | proxy CPU % | origin µs/req | counted |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  awk -F'\t' '{ printf "| %s | %s | %s | %s | %.0f | %.3f | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, ($11 == "ok" ? "yes" : "no: " $11) }' "$RAW"
+  echo
+  echo "</details>"
+} >"$REPORT"
+
+echo
+cat "$SUMMARY"
+echo
+cat "$RATIOS"
+echo "report: ${REPORT#"$ROOT"/}"
