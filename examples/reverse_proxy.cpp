@@ -57,7 +57,16 @@ int main(int argc, char** argv) {
   auto svc = http_proxy_service(std::make_shared<ReverseProxy>(*lb));
   if (auto r = svc->add_tcp(listen); !r) { std::fprintf(stderr, "%s\n", r.error().to_string().c_str()); return 2; }
   server.add_service(svc);
-  if (!self_test) return server.run_forever();
+  if (!self_test) {
+    if (auto r = server.start(); !r) {
+      std::fprintf(stderr, "%s\n", r.error().to_string().c_str());
+      return 1;
+    }
+    // Scripts and tests learn the bound port (e.g. after --listen 127.0.0.1:0) from this line.
+    std::printf("listening on %s\n", svc->local_endpoints().at(0).to_string().c_str());
+    std::fflush(stdout);
+    return server.run_forever();
+  }
 
   if (!server.start()) return 1;
   testing::Client c(svc->local_endpoints()[0].port());

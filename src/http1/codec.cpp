@@ -174,10 +174,9 @@ struct Callbacks {
   static int on_message_complete(llhttp_t* p) {
     auto& i = I(p);
     Parser& self = *i.self;
-    for (std::size_t k = i.trailer_first; k < i.slots.size(); ++k) {
-      const Slot& s = i.slots[k];
-      self.trailers_.append(name_of(i, s), std::string_view(i.raw.data() + s.vo, s.vl));
-    }
+    for (std::size_t k = i.trailer_first; k < i.slots.size(); ++k)
+      self.trailers_.append(name_of(i, i.slots[k]),
+                            std::string_view(i.raw.data() + i.slots[k].vo, i.slots[k].vl));
     self.in_body_ = false;
     self.started_ = false;
     i.pause = Pause::Complete;
@@ -283,18 +282,23 @@ Parser::Step Parser::finish() {
   return {Event::NeedMore, 0};
 }
 
+namespace {
+void copy_fields(const Parser::Impl& i, std::size_t n, HeaderMap& h) {
+  h.reserve(n, i.raw.size());
+  for (std::size_t k = 0; k < n; ++k) {
+    const Slot& s = i.slots[k];
+    h.append(Callbacks::name_of(i, s), std::string_view(i.raw.data() + s.vo, s.vl));
+  }
+}
+}  // namespace
+
 void Parser::take_request(RequestHeader& out) {
   Impl& i = *impl_;
   out.clear();
   out.set_method(llhttp_method_name(static_cast<llhttp_method_t>(i.p.method)));
   out.set_uri(std::string_view(i.raw.data(), i.url_len));
   out.set_version(i.p.http_minor == 0 ? Version::Http10 : Version::Http11);
-  HeaderMap& h = out.headers();
-  h.reserve(i.trailer_first, i.raw.size());
-  for (std::size_t k = 0; k < i.trailer_first; ++k) {
-    const Slot& s = i.slots[k];
-    h.append(Callbacks::name_of(i, s), std::string_view(i.raw.data() + s.vo, s.vl));
-  }
+  copy_fields(i, i.trailer_first, out.headers());
 }
 
 void Parser::take_response(ResponseHeader& out) {
@@ -303,12 +307,7 @@ void Parser::take_response(ResponseHeader& out) {
   out.set_status(static_cast<std::uint16_t>(i.p.status_code));
   if (i.reason_len) out.set_reason(std::string_view(i.raw.data(), i.reason_len));
   out.set_version(i.p.http_minor == 0 ? Version::Http10 : Version::Http11);
-  HeaderMap& h = out.headers();
-  h.reserve(i.trailer_first, i.raw.size());
-  for (std::size_t k = 0; k < i.trailer_first; ++k) {
-    const Slot& s = i.slots[k];
-    h.append(Callbacks::name_of(i, s), std::string_view(i.raw.data() + s.vo, s.vl));
-  }
+  copy_fields(i, i.trailer_first, out.headers());
 }
 
 bool Parser::keep_alive() const noexcept { return impl_->keep_alive; }
@@ -372,9 +371,25 @@ void append_last_chunk(const HeaderMap* trailers, std::string& out) {
 }
 
 void strip_hop_by_hop(HeaderMap& h) {
-  // Fields named by Connection are hop-by-hop too (RFC 9110 §7.6.1).
+  // Fields named by Connection are hop-by-hop too (RFC 9110 §7.6.1). Most requests carry no
+  // Connection field or only "keep-alive"/"close", so the common path allocates nothing.
+  bool te_trailers = false;
+  bool any = false;
+  for (auto f : h) {
+    if (iequals(f.name, "connection") || iequals(f.name, "keep-alive") ||
+        iequals(f.name, "proxy-connection") || iequals(f.name, "transfer-encoding") ||
+        iequals(f.name, "upgrade")) {
+      any = true;
+    } else if (iequals(f.name, "te")) {
+      any = true;
+      te_trailers = te_trailers || h.has_token("te", "trailers");
+    }
+  }
+  if (!any) return;
   std::vector<std::string> named;
-  for (auto v : h.get_all("connection")) {
+  for (auto f : h) {
+    if (!iequals(f.name, "connection")) continue;
+    std::string_view v = f.value;
     while (!v.empty()) {
       auto comma = v.find(',');
       auto item = v.substr(0, comma);
@@ -387,7 +402,6 @@ void strip_hop_by_hop(HeaderMap& h) {
     }
   }
   for (auto& n : named) h.remove(n);
-  bool te_trailers = h.has_token("te", "trailers");
   h.remove("connection");
   h.remove("keep-alive");
   h.remove("proxy-connection");

@@ -387,6 +387,13 @@ task<Result<void>> H1Connection::run_phases() {
       co_return ok();
     }
   }
+  // A failed attempt that may be retried: log it, remember its peer, go round again.
+  auto retrying = [this](const Error& e) {
+    log::error_log().warn("Fail to proxy: {}, tries: {}, retry: true, {}", e.to_string(),
+                          retries_ + 1, request_summary());
+    failed_peers_.push_back(peer_);
+    ++retries_;
+  };
   for (;;) {
     auto pr = co_await app_.e_upstream_peer(*this, ctx_);
     if (!pr) co_return pr.error();
@@ -401,15 +408,12 @@ task<Result<void>> H1Connection::run_phases() {
       auto c = co_await connect_upstream(
           peer, *wd_,
           http1::ParserLimits{opts_.max_response_header_bytes, opts_.max_response_header_count,
-                              8 * 1024});
+                              opts_.max_request_target_bytes});
       if (!c) {
         Error e = app_.e_fail_to_connect(*this, peer, ctx_, std::move(c.error()));
         e.set_source(ErrorSource::Upstream);
         if (e.retry() && retries_ < opts_.max_retries) {
-          log::error_log().warn("Fail to proxy: {}, tries: {}, retry: true, {}", e.to_string(),
-                                retries_ + 1, request_summary());
-          failed_peers_.push_back(peer_);
-          ++retries_;
+          retrying(e);
           continue;
         }
         co_return e;
@@ -425,10 +429,7 @@ task<Result<void>> H1Connection::run_phases() {
     Error e = app_.e_error_while_proxy(peer, *this, std::move(r.error()), ctx_, reused);
     const bool replayable = !req_body_started_ && !response_started && !response_written();
     if (e.retry() && replayable && retries_ < opts_.max_retries) {
-      log::error_log().warn("Fail to proxy: {}, tries: {}, retry: true, {}", e.to_string(),
-                            retries_ + 1, request_summary());
-      failed_peers_.push_back(peer_);
-      ++retries_;
+      retrying(e);
       continue;
     }
     co_return e;
@@ -589,6 +590,8 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
       }
       continue;
     }
+    if (st == 101)  // the Upgrade field is not forwarded, so a switch was never asked for
+      co_return Error::upstream(ErrorType::InvalidHTTPHeader, "101 without an upgrade request");
     break;
   }
   response_started = true;
