@@ -18,6 +18,8 @@ using std::chrono::milliseconds;
 namespace {
 constexpr std::size_t kReadBuffer = 16 * 1024;
 constexpr std::string_view kCrlf = "\r\n";
+constexpr std::size_t kLingerBytes = 1 << 20;
+constexpr milliseconds kLingerTimeout{1000};
 
 void cancel_tcp(void* s) { static_cast<asio::ip::tcp::socket*>(s)->cancel(); }
 void cancel_stream(void* s) { static_cast<stream_socket*>(s)->cancel(); }
@@ -246,7 +248,20 @@ task<void> H1Connection::run() {
   }
   error_code ec;
   sock_.shutdown(asio::socket_base::shutdown_send, ec);
+  if (!closed_ && (!req_body_done_ || rbegin_ < rend_)) co_await linger();
   sock_.close(ec);
+}
+
+task<void> H1Connection::linger() {
+  // Closing with unread input makes the kernel send a reset, which can destroy the response
+  // the client has not read yet. Drain what the client still sends, within bounds.
+  std::size_t drained = 0;
+  while (drained < kLingerBytes) {
+    rbegin_ = rend_ = 0;
+    auto n = co_await ds_read(kLingerTimeout);
+    if (!n) break;
+    drained += *n;
+  }
 }
 
 void H1Connection::log_failure(const Error& e, std::uint16_t status) {

@@ -63,6 +63,8 @@ class H1Connection final : public Session, public Drainable {
   task<Result<void>> us_write(UpstreamConn& up, const std::vector<boost::asio::const_buffer>& b);
   task<Result<std::size_t>> us_read(UpstreamConn& up);
   task<void> finish_request(const Error* err);
+  /// Reads and discards what the client still sends, so closing does not reset the response.
+  task<void> linger();
   void log_failure(const Error& e, std::uint16_t status);
 
   HttpProxyService& svc_;

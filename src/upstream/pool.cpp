@@ -6,6 +6,10 @@
 
 namespace portico::detail {
 
+namespace {
+constexpr auto kProbeAfter = std::chrono::milliseconds(200);
+}
+
 bool UpstreamConn::still_usable() noexcept {
   if (begin != end) return false;  // bytes the previous response did not account for
   char b;
@@ -22,7 +26,12 @@ UpstreamConnPtr Pool::take(std::uint64_t key) {
     UpstreamConnPtr c = std::move(v.back());
     v.pop_back();
     --total_;
-    if (now - c->idle_since < c->idle_timeout && c->still_usable()) {
+    const auto idle = now - c->idle_since;
+    // A connection idle for a moment is trusted without a probe (a syscall per request); the
+    // rare one the upstream closed meanwhile fails before any response byte and the request is
+    // retried on a fresh connection (RetryType::ReusedOnly).
+    if (idle < c->idle_timeout && c->begin == c->end &&
+        (idle < kProbeAfter || c->still_usable())) {
       PoolStats::bump(stats_->reused);
       return c;
     }

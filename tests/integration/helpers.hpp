@@ -70,6 +70,7 @@ class Forward : public ProxyHttp<> {
       last_error = e ? std::optional<Error>(*e) : std::nullopt;
       last_status = s.response_status();
       last_reused = s.upstream_reused();
+      last_retries = s.retries();
     }
     logged.add();
     co_return;
@@ -78,6 +79,7 @@ class Forward : public ProxyHttp<> {
   std::optional<Error> last_error;
   std::uint16_t last_status = 0;
   bool last_reused = false;
+  std::uint32_t last_retries = 0;
   Latch logged;
 
  private:

@@ -6,6 +6,7 @@ using portico::testing::Client;
 using portico::testing::Origin;
 using portico::testing::OriginRequest;
 using portico::testing::OriginResponse;
+using portico::testing::RawOrigin;
 
 namespace {
 Origin::Handler echo() {
@@ -248,4 +249,27 @@ TEST(Proxy, MultipleWorkersServeConcurrentClients) {
     });
   for (auto& t : ts) t.join();
   EXPECT_EQ(good.load(), 100);
+}
+
+TEST(Proxy, StaleReusedConnectionIsRetriedOnAFreshOne) {
+  // The origin closes every connection right after its response, without saying so: the
+  // proxy pools it, and the next request finds it dead.
+  RawOrigin origin([](int fd) {
+    std::string extra;
+    if (pt::read_head(fd, extra).empty()) return;
+    pt::write_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh");
+  });
+  auto fwd = std::make_shared<Forward>(origin.addr());
+  pt::TestProxy px(fwd);
+  Client c(px.port());
+  for (int i = 0; i < 3; ++i) {
+    auto r = c.get("/");
+    ASSERT_TRUE(r) << i;
+    EXPECT_EQ(r->status, 200u);
+    EXPECT_EQ(r->body, "fresh");
+  }
+  ASSERT_TRUE(fwd->logged.wait_for(3));
+  std::lock_guard lk(fwd->mu);
+  EXPECT_FALSE(fwd->last_error.has_value());
+  EXPECT_LE(fwd->last_retries, 1u);
 }
