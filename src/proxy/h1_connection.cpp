@@ -151,6 +151,8 @@ void H1Connection::prepare_response_head(ResponseHeader& h, bool bodyless) {
     keepalive_ = false;
   }
   if (drain_requested_ || worker_.draining()) keepalive_ = false;
+  // Answering before the request body was read: the connection cannot carry another request.
+  if (!req_body_done_) keepalive_ = false;
   if (opts_.keepalive_request_limit && conn_requests_ + 1 >= opts_.keepalive_request_limit)
     keepalive_ = false;
   h.headers().remove("connection");
@@ -512,9 +514,11 @@ task<Result<void>> H1Connection::proxy_attempt(UpstreamConnPtr& conn, bool reuse
   }
   if (exc) std::rethrow_exception(exc);
   if (pump_exception_) std::rethrow_exception(pump_exception_);
-  // A failed body pump explains a failed response read better than "operation aborted".
-  if (!pump_result_ && (!r || !req_body_done_)) r = pump_result_.error();
-  if (r && !req_body_done_) keepalive_ = false;
+  // A failed body pump explains a failed response read better than "operation aborted". A
+  // response that completed while the upload was still going is a success; the connection
+  // closes because the rest of the body was not read.
+  if (!pump_result_ && !r) r = pump_result_.error();
+  if (!req_body_done_) keepalive_ = false;
 
   const bool reusable = r && req_body_done_ && up.parser.keep_alive() && up.begin == up.end &&
                         (opts_.upstream_request_limit == 0 ||
@@ -529,11 +533,9 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
   http1::strip_hop_by_hop(up_req_.headers());
   up_req_.set_version(Version::Http11);
   if (auto r = co_await app_.e_upstream_request_filter(*this, up_req_, ctx_); !r) co_return r;
-  bool chunked_up = false;
-  if (req_has_body_ && !up_req_.headers().contains("content-length")) {
+  // A body without a length (or whose length a hook removed) is re-chunked upstream.
+  if (req_has_body_ && !up_req_.headers().contains("content-length"))
     up_req_.headers().append("Transfer-Encoding", "chunked");
-    chunked_up = true;
-  }
   us_frame_.clear();
   http1::serialize_request_head(up_req_, us_frame_);
   us_iov_.clear();
@@ -543,7 +545,6 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
   // Request body: streamed concurrently with the response.
   if (req_has_body_ && !req_body_done_) {
     pump_running_ = true;
-    (void)chunked_up;
     asio::co_spawn(
         sock_.get_executor(), pump_request_body(up),
         asio::bind_cancellation_slot(

@@ -25,12 +25,12 @@ task<void> serve(asio::ip::tcp::acceptor& acceptor, std::shared_ptr<Service> ser
   co_await detail::accept_loop(acceptor, *service, worker);
   // The acceptor closed: let open connections finish their request, then return. Connections
   // refer to `worker`, so this frame outlives them.
+  asio::steady_timer all_closed(ex, asio::steady_timer::time_point::max());
+  worker.set_on_empty([&all_closed] { all_closed.cancel(); });
   worker.drain_all();
-  asio::steady_timer t(ex);
-  while (worker.active() > 0) {
-    t.expires_after(std::chrono::milliseconds(10));
-    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-  }
+  while (worker.active() > 0)
+    co_await all_closed.async_wait(asio::as_tuple(asio::use_awaitable));
+  worker.set_on_empty(nullptr);
 }
 
 }  // namespace portico

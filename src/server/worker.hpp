@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <unordered_map>
 
@@ -43,8 +44,10 @@ class Worker {
     if (c->prev_) c->prev_->next_ = c->next_; else head_ = c->next_;
     if (c->next_) c->next_->prev_ = c->prev_;
     c->prev_ = c->next_ = nullptr;
-    active_.fetch_sub(1, std::memory_order_relaxed);
+    if (active_.fetch_sub(1, std::memory_order_relaxed) == 1 && on_empty_) on_empty_();
   }
+  /// Called on the worker's thread whenever its last connection closes.
+  void set_on_empty(std::function<void()> f) { on_empty_ = std::move(f); }
   /// On the worker's thread: every connection finishes its current request and closes.
   void drain_all() noexcept {
     draining_ = true;
@@ -80,6 +83,7 @@ class Worker {
   bool draining_ = false;
   Drainable* head_ = nullptr;
   std::atomic<std::size_t> active_{0};
+  std::function<void()> on_empty_;
   std::unordered_map<const void*, std::shared_ptr<void>> states_;
 };
 

@@ -212,12 +212,18 @@ TEST(Body, EarlyResponseDuringUploadClosesTheConnection) {
     pt::read_head(fd, extra);
     pt::write_all(fd, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\n\r\ntoo big!");
   });
-  pt::TestProxy px(std::make_shared<Forward>(origin.addr()));
+  auto fwd = std::make_shared<Forward>(origin.addr());
+  pt::TestProxy px(fwd);
   Client c(px.port());
   ASSERT_TRUE(c.send("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100000000\r\n\r\nstart"));
   auto r = c.read_response();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 413u);
   EXPECT_EQ(r->body, "too big!");
-  EXPECT_TRUE(c.closed_by_peer()) << "the unread request body makes the connection unusable";
+  EXPECT_EQ(r->header("Connection"), "close") << "the unread request body ends the connection";
+  EXPECT_TRUE(c.closed_by_peer());
+  ASSERT_TRUE(fwd->logged.wait_for(1));
+  std::lock_guard lk(fwd->mu);
+  EXPECT_FALSE(fwd->last_error.has_value()) << "the response itself was delivered whole";
+  EXPECT_EQ(fwd->last_status, 413);
 }
