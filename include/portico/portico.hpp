@@ -9,6 +9,7 @@
 #include <portico/http/header_map.hpp>
 #include <portico/http/message.hpp>
 #include <portico/lb/load_balancer.hpp>
+#include <portico/proxy/forwarded.hpp>
 #include <portico/proxy/peer.hpp>
 #include <portico/proxy/proxy_http.hpp>
 #include <portico/proxy/service.hpp>

@@ -24,6 +24,37 @@ constexpr milliseconds kLingerTimeout{1000};
 void cancel_tcp(void* s) { static_cast<asio::ip::tcp::socket*>(s)->cancel(); }
 void cancel_stream(void* s) { static_cast<stream_socket*>(s)->cancel(); }
 
+/// Appends to `iov` the buffers that send `pieces` as a body: raw, or as chunks followed (when
+/// `end`) by the last chunk and `trailers`. Chunk-size lines are written to `frame` first, so the
+/// buffers point into a string that does not grow afterwards.
+std::size_t frame_body(const std::vector<std::string_view>& pieces, bool chunked, bool end,
+                       const HeaderMap* trailers, std::string& frame,
+                       std::vector<asio::const_buffer>& iov) {
+  frame.clear();
+  if (chunked) {
+    frame.reserve(pieces.size() * 20 + 64 +
+                  (trailers ? trailers->byte_size() + 4 * trailers->size() : 0));
+    for (auto p : pieces)
+      if (!p.empty()) http1::append_chunk_size(p.size(), frame);
+    if (end) http1::append_last_chunk(trailers, frame);
+  }
+  std::size_t body = 0;
+  std::size_t off = 0;
+  for (auto p : pieces) {
+    if (p.empty()) continue;
+    body += p.size();
+    if (chunked) {
+      std::size_t line = frame.find('\n', off) + 1;
+      iov.emplace_back(frame.data() + off, line - off);
+      off = line;
+    }
+    iov.emplace_back(p.data(), p.size());
+    if (chunked) iov.emplace_back(kCrlf.data(), kCrlf.size());
+  }
+  if (chunked && end) iov.emplace_back(frame.data() + off, frame.size() - off);
+  return body;
+}
+
 bool is_client_gone(const error_code& ec) {
   return ec == asio::error::eof || ec == asio::error::connection_reset ||
          ec == asio::error::broken_pipe || ec == asio::error::connection_aborted;
@@ -125,6 +156,9 @@ task<Result<bool>> H1Connection::read_request_header() {
       if (step.event == http1::Event::Headers) co_return true;
       if (step.event == http1::Event::Error) co_return false;
       first = parser_.idle();
+      // The end of the previous message (e.g. after a declined upgrade) consumes nothing; the
+      // bytes already here are the next request.
+      if (step.event == http1::Event::MessageComplete) continue;
     }
     // The first byte of a request may take the keep-alive time; the rest, the header timeout.
     auto r = co_await ds_read(first ? opts_.keepalive_timeout : opts_.header_read_timeout);
@@ -168,31 +202,10 @@ void H1Connection::prepare_response_head(ResponseHeader& h, bool bodyless) {
 
 task<Result<void>> H1Connection::ds_send(const std::vector<std::string_view>& pieces, bool end,
                                          const HeaderMap* trailers) {
-  frame_.clear();
   iov_.clear();
-  const bool chunked = ds_framing_ == DsFraming::Chunked;
-  std::size_t body = 0;
-  if (chunked) {
-    // Size lines first, so the buffers below point into a string that no longer grows.
-    frame_.reserve(pieces.size() * 20 + 64 + (trailers ? trailers->byte_size() + 4 * trailers->size() : 0));
-    for (auto p : pieces)
-      if (!p.empty()) http1::append_chunk_size(p.size(), frame_);
-    if (end) http1::append_last_chunk(trailers, frame_);
-  }
   if (!wbuf_.empty()) iov_.emplace_back(wbuf_.data(), wbuf_.size());
-  std::size_t off = 0;
-  for (auto p : pieces) {
-    if (p.empty()) continue;
-    body += p.size();
-    if (chunked) {
-      std::size_t line = frame_.find('\n', off) + 1;
-      iov_.emplace_back(frame_.data() + off, line - off);
-      off = line;
-    }
-    iov_.emplace_back(p.data(), p.size());
-    if (chunked) iov_.emplace_back(kCrlf.data(), kCrlf.size());
-  }
-  if (chunked && end) iov_.emplace_back(frame_.data() + off, frame_.size() - off);
+  const std::size_t body =
+      frame_body(pieces, ds_framing_ == DsFraming::Chunked, end, trailers, frame_, iov_);
   if (iov_.empty()) co_return ok();
   auto r = co_await ds_write(iov_);
   wbuf_.clear();
@@ -314,9 +327,14 @@ task<void> H1Connection::handle_request() {
   body_sent_ = body_received_ = 0;
   ds_framing_ = DsFraming::None;
   head_request_ = req_.method() == "HEAD";
+  connect_ = req_.method() == "CONNECT";
+  upgrade_ = parser_.upgrade() && !connect_;
+  tunnel_ = false;
   req_has_body_ = parser_.framing() != http1::Framing::None;
   req_body_done_ = !req_has_body_;
   req_body_started_ = false;
+  replay_.clear();
+  replay_truncated_ = false;
   // A bodyless request is complete now; this also lets the parser reach its next message.
   if (!req_has_body_) parser_.feed(rbuf_.data() + rbegin_, 0);
 
@@ -326,7 +344,7 @@ task<void> H1Connection::handle_request() {
   try {
     app_.construct_ctx(ctx_);
     ctx_built = true;
-    if (req_.method() == "CONNECT") {
+    if (connect_ && !opts_.allow_connect_method) {
       r = Error::http_status(405, "CONNECT is not allowed");
     } else {
       r = co_await run_phases();
@@ -444,7 +462,8 @@ task<Result<void>> H1Connection::run_phases() {
       co_return ok();
     }
     Error e = app_.e_error_while_proxy(peer, *this, std::move(r.error()), ctx_, reused);
-    const bool replayable = !req_body_started_ && !response_started && !response_written();
+    const bool replayable = !response_started && !response_written() &&
+                            !(req_body_started_ && replay_truncated_);
     if (e.retry() && replayable && retries_ < opts_.max_retries) {
       retrying(e);
       continue;
@@ -471,10 +490,11 @@ task<Result<void>> H1Connection::us_write(UpstreamConn& up, const std::vector<as
   co_return ok();
 }
 
-task<Result<std::size_t>> H1Connection::us_read(UpstreamConn& up) {
+task<Result<std::size_t>> H1Connection::us_read(UpstreamConn& up, milliseconds timeout) {
   if (up.buf.empty()) up.buf.resize(opts_.body_buffer_bytes);
   up.begin = up.end = 0;
-  wd_->arm(Watchdog::UsRead, peer_->options.read_timeout, &cancel_stream, &up.sock);
+  wd_->arm(Watchdog::UsRead, timeout.count() ? timeout : peer_->options.read_timeout,
+           &cancel_stream, &up.sock);
   error_code ec;
   std::size_t n = co_await up.sock.async_read_some(asio::buffer(up.buf),
                                                    asio::redirect_error(asio::use_awaitable, ec));
@@ -510,7 +530,6 @@ task<Result<void>> H1Connection::proxy_attempt(UpstreamConnPtr& conn, bool reuse
       error_code ec;
       co_await pump_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     }
-    keepalive_ = false;
   }
   if (exc) std::rethrow_exception(exc);
   if (pump_exception_) std::rethrow_exception(pump_exception_);
@@ -518,9 +537,10 @@ task<Result<void>> H1Connection::proxy_attempt(UpstreamConnPtr& conn, bool reuse
   // response that completed while the upload was still going is a success; the connection
   // closes because the rest of the body was not read.
   if (!pump_result_ && !r) r = pump_result_.error();
-  if (!req_body_done_) keepalive_ = false;
+  // Whether the client connection survives is decided once, for the final outcome, in
+  // handle_request: a failed attempt may still be retried.
 
-  const bool reusable = r && req_body_done_ && up.parser.keep_alive() && up.begin == up.end &&
+  const bool reusable = r && !tunnel_ && req_body_done_ && up.parser.keep_alive() && up.begin == up.end &&
                         (opts_.upstream_request_limit == 0 ||
                          ++up.requests < opts_.upstream_request_limit);
   if (reusable) state_.pool.put(std::move(conn));
@@ -528,10 +548,24 @@ task<Result<void>> H1Connection::proxy_attempt(UpstreamConnPtr& conn, bool reuse
 }
 
 task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_started) {
+  if (connect_) {
+    response_started = true;
+    tunnel_ = true;
+    resp_status_ = 200;
+    wbuf_.assign("HTTP/1.1 200 Connection Established\r\n\r\n");
+    pieces_.clear();
+    if (auto w = co_await ds_send(pieces_, false, nullptr); !w) co_return w;
+    co_return co_await run_tunnel(up);
+  }
   // Request head.
   up_req_ = req_;
   http1::strip_hop_by_hop(up_req_.headers());
   up_req_.set_version(Version::Http11);
+  if (upgrade_) {
+    // The one hop-by-hop exchange a proxy forwards on purpose: the switch of protocols.
+    if (auto u = req_.headers().get("upgrade")) up_req_.headers().append("Upgrade", *u);
+    up_req_.headers().append("Connection", "upgrade");
+  }
   if (auto r = co_await app_.e_upstream_request_filter(*this, up_req_, ctx_); !r) co_return r;
   // A body without a length (or whose length a hook removed) is re-chunked upstream.
   if (req_has_body_ && !up_req_.headers().contains("content-length"))
@@ -543,22 +577,9 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
   if (auto r = co_await us_write(up, us_iov_); !r) co_return r;
 
   // Request body: streamed concurrently with the response.
-  if (req_has_body_ && !req_body_done_) {
-    pump_running_ = true;
-    asio::co_spawn(
-        sock_.get_executor(), pump_request_body(up),
-        asio::bind_cancellation_slot(
-            pump_cancel_.slot(), [this, &up](std::exception_ptr e, Result<void> res) {
-              pump_running_ = false;
-              pump_exception_ = e;
-              pump_result_ = std::move(res);
-              if (e || !pump_result_) {
-                error_code ec;
-                up.sock.cancel(ec);  // unblock the response read
-              }
-              pump_timer_.cancel();
-            }));
-  } else if (!req_has_body_) {
+  if (req_has_body_) {
+    start_side(pump_request_body(up), up);
+  } else {
     BodyChunk empty;
     if (auto r = app_.e_request_body_filter(*this, empty, true, ctx_); !r) co_return r;
   }
@@ -606,11 +627,29 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
       }
       continue;
     }
-    if (st == 101)  // the Upgrade field is not forwarded, so a switch was never asked for
+    if (st == 101 && !upgrade_)
       co_return Error::upstream(ErrorType::InvalidHTTPHeader, "101 without an upgrade request");
     break;
   }
   response_started = true;
+
+  if (resp_.status() == 101) {
+    // The upstream switched protocols: relay the 101, then the connection is a byte tunnel.
+    const std::string upgrade(resp_.headers().get("upgrade").value_or(""));
+    http1::strip_hop_by_hop(resp_.headers());
+    if (auto r = app_.e_upstream_response_filter(*this, resp_, ctx_); !r) co_return r;
+    if (auto r = co_await app_.e_response_filter(*this, resp_, ctx_); !r) co_return r;
+    resp_.headers().append("Connection", "upgrade");
+    if (!upgrade.empty()) resp_.headers().append("Upgrade", upgrade);
+    resp_.set_version(Version::Http11);
+    wbuf_.clear();
+    http1::serialize_response_head(resp_, wbuf_);
+    resp_status_ = 101;
+    tunnel_ = true;
+    pieces_.clear();
+    if (auto w = co_await ds_send(pieces_, false, nullptr); !w) co_return w;
+    co_return co_await run_tunnel(up);
+  }
 
   // Response header filters, then the head goes out with the first body bytes.
   http1::strip_hop_by_hop(resp_.headers());
@@ -673,8 +712,97 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
   co_return ok();
 }
 
-task<Result<void>> H1Connection::pump_request_body(UpstreamConn& up) {
+void H1Connection::start_side(task<Result<void>> t, UpstreamConn& up) {
+  pump_running_ = true;
+  asio::co_spawn(
+      sock_.get_executor(), std::move(t),
+      asio::bind_cancellation_slot(
+          pump_cancel_.slot(), [this, &up](std::exception_ptr e, Result<void> res) {
+            pump_running_ = false;
+            pump_exception_ = e;
+            pump_result_ = std::move(res);
+            if (e || !pump_result_) {
+              error_code ec;
+              up.sock.cancel(ec);  // unblock the other direction
+            }
+            pump_timer_.cancel();
+          }));
+}
+
+task<Result<void>> H1Connection::run_tunnel(UpstreamConn& up) {
+  keepalive_ = false;
+  start_side(tunnel_to_upstream(up), up);
+  // Upstream to client, in this coroutine. Bytes that came with the 101 go first.
+  if (chunks_.empty()) chunks_.resize(1);
+  for (;;) {
+    if (up.begin == up.end) {
+      auto n = co_await us_read(up, opts_.tunnel_idle_timeout);
+      if (!n) co_return n.error();
+      if (*n == 0) break;  // the upstream closed its side
+    }
+    chunks_[0].reset(std::string_view(up.buf.data() + up.begin, up.end - up.begin));
+    up.begin = up.end;
+    if (auto r = app_.e_response_body_filter(*this, chunks_[0], false, ctx_); !r) co_return r;
+    pieces_.assign(1, chunks_[0].data());
+    if (auto w = co_await ds_send(pieces_, false, nullptr); !w) co_return w;
+  }
+  error_code ec;
+  sock_.shutdown(asio::socket_base::shutdown_send, ec);
+  co_return ok();
+}
+
+task<Result<void>> H1Connection::tunnel_to_upstream(UpstreamConn& up) {
+  if (req_chunks_.empty()) req_chunks_.resize(1);
+  for (;;) {
+    if (rbegin_ == rend_) {
+      auto n = co_await ds_read(opts_.tunnel_idle_timeout);
+      if (!n) {
+        if (n.error().type() != ErrorType::ConnectionClosed) co_return n.error();
+        error_code ec;
+        up.sock.shutdown(asio::socket_base::shutdown_send, ec);  // pass the half-close on
+        req_body_done_ = true;
+        co_return ok();
+      }
+    }
+    req_chunks_[0].reset(std::string_view(rbuf_.data() + rbegin_, rend_ - rbegin_));
+    rbegin_ = rend_;
+    if (auto r = app_.e_request_body_filter(*this, req_chunks_[0], false, ctx_); !r) co_return r;
+    if (req_chunks_[0].empty()) continue;
+    us_iov_.assign(1, asio::const_buffer(req_chunks_[0].data().data(), req_chunks_[0].size()));
+    body_received_ += req_chunks_[0].size();
+    if (auto w = co_await us_write(up, us_iov_); !w) co_return w;
+  }
+}
+
+task<Result<void>> H1Connection::us_send_body(UpstreamConn& up, std::size_t n, bool end) {
   const bool chunked = up_req_.headers().has_token("transfer-encoding", "chunked");
+  us_pieces_.clear();
+  for (std::size_t k = 0; k < n; ++k) us_pieces_.push_back(req_chunks_[k].data());
+  const HeaderMap* trailers = end && chunked && !parser_.trailers().empty() ? &parser_.trailers() : nullptr;
+  us_iov_.clear();
+  body_received_ += frame_body(us_pieces_, chunked, end, trailers, us_frame_, us_iov_);
+  if (us_iov_.empty()) co_return ok();
+  co_return co_await us_write(up, us_iov_);
+}
+
+task<Result<void>> H1Connection::pump_request_body(UpstreamConn& up) {
+  if (req_chunks_.size() < 2) req_chunks_.resize(2);
+  // A retry first replays what earlier attempts read from the client (through the filter again).
+  if (req_body_started_ || req_body_done_) {
+    std::size_t n = 0;
+    if (!replay_.empty()) {
+      req_chunks_[n].reset(replay_);
+      if (auto r = app_.e_request_body_filter(*this, req_chunks_[n], false, ctx_); !r) co_return r;
+      ++n;
+    }
+    if (req_body_done_) {
+      req_chunks_[n].reset({});
+      if (auto r = app_.e_request_body_filter(*this, req_chunks_[n], true, ctx_); !r) co_return r;
+      ++n;
+    }
+    if (auto w = co_await us_send_body(up, n, req_body_done_); !w) co_return w;
+    if (req_body_done_) co_return ok();
+  }
   for (;;) {
     auto step = parser_.feed(rbuf_.data() + rbegin_, rend_ - rbegin_);
     if (step.event == http1::Event::NeedMore) {
@@ -690,52 +818,32 @@ task<Result<void>> H1Connection::pump_request_body(UpstreamConn& up) {
     }
     if (step.event == http1::Event::Error)
       co_return Error::downstream(parser_.error_type(), std::string(parser_.error_reason()));
+    // The parser has taken these bytes: account for them now, so that a cancelled write cannot
+    // leave them to be parsed (and replayed) twice. The spans stay valid until the next read.
+    rbegin_ += step.consumed;
     const auto& spans = parser_.body_chunks();
     const bool end = step.event == http1::Event::MessageComplete;
     if (req_chunks_.size() < spans.size() + 1) req_chunks_.resize(spans.size() + 1);
-    us_frame_.clear();
-    us_iov_.clear();
-    std::size_t total = 0;
     for (std::size_t k = 0; k < spans.size(); ++k) {
-      req_chunks_[k].reset(spans[k]);
       req_body_started_ = true;
+      // Keep a copy for a retry while it fits; past the limit the request is no longer replayable.
+      if (!replay_truncated_) {
+        if (replay_.size() + spans[k].size() <= opts_.retry_buffer_bytes)
+          replay_.append(spans[k]);
+        else
+          replay_truncated_ = true;
+      }
+      req_chunks_[k].reset(spans[k]);
       if (auto r = app_.e_request_body_filter(*this, req_chunks_[k], false, ctx_); !r) co_return r;
-      total += req_chunks_[k].size();
     }
     if (end) {
       req_chunks_[spans.size()].reset({});
       if (auto r = app_.e_request_body_filter(*this, req_chunks_[spans.size()], true, ctx_); !r)
         co_return r;
     }
-    const std::size_t n = spans.size() + (end ? 1 : 0);
-    if (chunked) {
-      us_frame_.reserve(n * 20 + 8);
-      for (std::size_t k = 0; k < n; ++k)
-        if (!req_chunks_[k].empty()) http1::append_chunk_size(req_chunks_[k].size(), us_frame_);
-      if (end) us_frame_.append("0\r\n\r\n");
-    }
-    std::size_t off = 0;
-    for (std::size_t k = 0; k < n; ++k) {
-      const BodyChunk& c = req_chunks_[k];
-      if (c.empty()) continue;
-      if (chunked) {
-        std::size_t line = us_frame_.find('\n', off) + 1;
-        us_iov_.emplace_back(us_frame_.data() + off, line - off);
-        off = line;
-      }
-      us_iov_.emplace_back(c.data().data(), c.size());
-      if (chunked) us_iov_.emplace_back(kCrlf.data(), kCrlf.size());
-    }
-    if (chunked && end) us_iov_.emplace_back(us_frame_.data() + off, us_frame_.size() - off);
-    body_received_ += total;
-    if (!us_iov_.empty()) {
-      if (auto w = co_await us_write(up, us_iov_); !w) co_return w;
-    }
-    rbegin_ += step.consumed;
-    if (end) {
-      req_body_done_ = true;
-      co_return ok();
-    }
+    if (end) req_body_done_ = true;  // read in full; a retry replays it without reading
+    if (auto w = co_await us_send_body(up, spans.size() + (end ? 1 : 0), end); !w) co_return w;
+    if (end) co_return ok();
   }
 }
 

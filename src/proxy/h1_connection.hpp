@@ -60,8 +60,16 @@ class H1Connection final : public Session, public Drainable {
   task<Result<void>> proxy_attempt(UpstreamConnPtr& conn, bool reused, bool& response_started);
   task<Result<void>> attempt_inner(UpstreamConn& up, bool& response_started);
   task<Result<void>> pump_request_body(UpstreamConn& up);
+  /// Frames and writes req_chunks_[0, n) upstream; `end` adds the last chunk and trailers.
+  task<Result<void>> us_send_body(UpstreamConn& up, std::size_t n, bool end);
   task<Result<void>> us_write(UpstreamConn& up, const std::vector<boost::asio::const_buffer>& b);
-  task<Result<std::size_t>> us_read(UpstreamConn& up);
+  /// Reads from the upstream; a zero timeout means the peer's read_timeout.
+  task<Result<std::size_t>> us_read(UpstreamConn& up, std::chrono::milliseconds timeout = {});
+  /// Runs `t` beside the current coroutine (request body or tunnel direction); see proxy_attempt.
+  void start_side(task<Result<void>> t, UpstreamConn& up);
+  /// After a 101 or an accepted CONNECT: bytes both ways until one side closes.
+  task<Result<void>> run_tunnel(UpstreamConn& up);
+  task<Result<void>> tunnel_to_upstream(UpstreamConn& up);
   task<void> finish_request(const Error* err);
   /// Reads and discards what the client still sends, so closing does not reset the response.
   task<void> linger();
@@ -95,6 +103,9 @@ class H1Connection final : public Session, public Drainable {
   bool req_body_done_ = true;
   bool req_body_started_ = false;
   bool head_request_ = false;
+  bool connect_ = false;
+  bool upgrade_ = false;
+  bool tunnel_ = false;
   bool idle_ = true;
   bool closed_ = false;
   bool drain_requested_ = false;
@@ -108,6 +119,9 @@ class H1Connection final : public Session, public Drainable {
   std::string us_frame_;
   std::vector<boost::asio::const_buffer> us_iov_;
   std::vector<BodyChunk> req_chunks_;
+  std::vector<std::string_view> us_pieces_;
+  std::string replay_;  // request body bytes read so far, for a retry
+  bool replay_truncated_ = false;
 };
 
 /// Per-service state owned by one worker.

@@ -66,7 +66,8 @@ class Session {
 
   /// The status of the response header sent downstream, 0 when none was sent yet.
   std::uint16_t response_status() const noexcept { return resp_status_; }
-  bool response_written() const noexcept { return resp_status_ >= 200; }
+  /// True once a final response (or a 101 switching protocols) went to the client.
+  bool response_written() const noexcept { return resp_status_ >= 200 || resp_status_ == 101; }
   /// Body bytes sent to the client and received from it (after filters), for logging.
   std::uint64_t body_bytes_sent() const noexcept { return body_sent_; }
   std::uint64_t body_bytes_received() const noexcept { return body_received_; }

@@ -32,10 +32,19 @@ struct HttpServerOptions {
   ms body_read_timeout{60000};
   /// Writing to the client.
   ms write_timeout{60000};
+  /// A tunnel (after a 101, or an accepted CONNECT) closes after this long without a byte in a
+  /// direction that is being read.
+  ms tunnel_idle_timeout{300000};
 
   /// Retries after the first attempt. Connect failures, and failures on a reused upstream
   /// connection before any response byte, are retried; nothing else is by default.
   std::uint32_t max_retries = 3;
+  /// Request body bytes kept so that a retried attempt can send them again. A request whose
+  /// body outgrew it is not retried once its body started flowing.
+  std::size_t retry_buffer_bytes = 64 * 1024;
+  /// Let CONNECT requests through the hooks: `upstream_peer` picks the target, the client gets
+  /// "200 Connection Established" and bytes are tunnelled. Off: CONNECT is answered 405.
+  bool allow_connect_method = false;
   /// Requests served on one client connection before it is closed; 0 = unlimited.
   std::uint32_t keepalive_request_limit = 0;
 
