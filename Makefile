@@ -11,11 +11,13 @@ LAUNCHER  := $(if $(shell command -v ccache 2>/dev/null),-DCMAKE_CXX_COMPILER_LA
 # Debian packages the build, the tests and the demo need. Nothing else is downloaded.
 PACKAGES := cmake ninja-build g++ make pkg-config ccache curl \
             libboost1.81-dev node-llhttp libnghttp2-dev libssl-dev libfmt-dev libspdlog-dev \
-            zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev
+            zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev clang-14 libclang-rt-14-dev
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: deps build test test-fast test-asan demo bench clean
+.PHONY: deps build test test-fast test-asan fuzz demo bench clean
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
 
 deps:
 	@missing=""; for p in $(PACKAGES); do \
@@ -45,7 +47,17 @@ test-asan: deps $(ASAN_BUILD)/build.ninja
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS) --timeout 900
 
-test: test-fast test-asan
+# libFuzzer (clang) on the HTTP/1 parser for FUZZ_SECONDS; a crash fails the run.
+fuzz: deps
+	CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_BUILD) $(CMAKE_GEN) $(LAUNCHER) \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPORTICO_BUILD_FUZZ=ON -DPORTICO_BUILD_TESTS=OFF \
+	  -DPORTICO_BUILD_EXAMPLES=OFF
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target h1_parser_fuzz
+	mkdir -p $(FUZZ_BUILD)/corpus && cp tests/fuzz/corpus/* $(FUZZ_BUILD)/corpus/
+	./$(FUZZ_BUILD)/tests/fuzz/h1_parser_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	  -rss_limit_mb=2048 -print_final_stats=1 $(FUZZ_BUILD)/corpus
+
+test: test-fast test-asan fuzz
 
 demo: build
 	./$(BUILD)/examples/load_balancer
