@@ -29,6 +29,11 @@ struct Parser::Impl {
   bool paused_upgrade = false;
   bool keep_alive = false;
   bool upgrade = false;
+  // The input of the current feed(), to tell a value split by a buffer boundary from one
+  // continued on a folded line.
+  const char* feed_begin = nullptr;
+  const char* feed_end = nullptr;
+  bool value_at_feed_end = false;
 
   void fail(std::uint16_t status, ErrorType t, std::string_view why) {
     if (self->err_status_ == 0) {
@@ -99,10 +104,26 @@ struct Callbacks {
   }
   static int on_header_value(llhttp_t* p, const char* at, std::size_t len) {
     auto& i = I(p);
+    // llhttp keeps an obs-fold (a line break inside a value) in the value; RFC 9112 §5.2 lets a
+    // recipient reject it, and a proxy must not pass it on.
+    for (std::size_t k = 0; k < len; ++k) {
+      if (at[k] == '\r' || at[k] == '\n' || at[k] == '\0') {
+        i.fail(i.self->kind_ == Kind::Request ? 400 : 502, ErrorType::InvalidHTTPHeader,
+               "line folding or a control character in a field value");
+        return -1;
+      }
+    }
     if (i.fs != FieldState::Value) {
       i.slots.back().vo = static_cast<std::uint32_t>(i.raw.size());
       i.fs = FieldState::Value;
+    } else if (!(i.value_at_feed_end && at == i.feed_begin)) {
+      // A second piece of one value that is not the continuation of a buffer boundary: llhttp
+      // accepted an obs-fold (RFC 9112 §5.2). Reject it rather than forward it.
+      i.fail(i.self->kind_ == Kind::Request ? 400 : 502, ErrorType::InvalidHTTPHeader,
+             "obsolete line folding in a field value");
+      return -1;
     }
+    i.value_at_feed_end = at + len == i.feed_end;
     i.raw.append(at, len);
     i.slots.back().vl += static_cast<std::uint32_t>(len);
     return check_size(i);
@@ -128,6 +149,18 @@ struct Callbacks {
     if (p->http_major != 1 || p->http_minor > 1) {
       i.fail(505, ErrorType::InvalidHTTPHeader, "unsupported HTTP version");
       return -1;
+    }
+    if (self.kind_ == Kind::Request && (p->flags & F_TRANSFER_ENCODING)) {
+      // Decided here, before the head is handed to the hooks: such a request must never start
+      // its way upstream.
+      if (p->http_minor == 0) {
+        i.fail(400, ErrorType::InvalidHTTPHeader, "Transfer-Encoding in an HTTP/1.0 request");
+        return -1;
+      }
+      if (!(p->flags & F_CHUNKED)) {
+        i.fail(501, ErrorType::InvalidHTTPHeader, "Transfer-Encoding does not end in chunked");
+        return -1;
+      }
     }
     if (self.kind_ == Kind::Request) {
       std::size_t hosts = 0;
@@ -229,6 +262,8 @@ Parser::Step Parser::feed(const char* data, std::size_t len) {
   }
   const bool header_phase = !in_body_;
   i.pause = Pause::None;
+  i.feed_begin = data;
+  i.feed_end = data + len;
   llhttp_errno_t err = llhttp_execute(&i.p, data, len);
   std::size_t consumed = len;
   Event ev = Event::NeedMore;

@@ -335,8 +335,15 @@ task<void> H1Connection::handle_request() {
   req_body_started_ = false;
   replay_.clear();
   replay_truncated_ = false;
-  // A bodyless request is complete now; this also lets the parser reach its next message.
-  if (!req_has_body_) parser_.feed(rbuf_.data() + rbegin_, 0);
+  // A bodyless request is complete now; this also lets the parser reach its next message. The
+  // parser has validated the head already, so this step cannot fail; if it ever did, the
+  // request is not forwarded.
+  if (!req_has_body_ &&
+      parser_.feed(rbuf_.data() + rbegin_, 0).event == http1::Event::Error) {
+    co_await handle_parse_error();
+    keepalive_ = false;
+    co_return;
+  }
 
   std::string panic;
   bool ctx_built = false;

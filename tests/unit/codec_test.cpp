@@ -201,3 +201,28 @@ TEST(Codec, SerializeAndStripHopByHop) {
   append_last_chunk(nullptr, chunk);
   EXPECT_EQ(chunk, "ff\r\n0\r\n\r\n");
 }
+
+TEST(Codec, TransferEncodingIsJudgedBeforeTheHeadIsReleased) {
+  // The head must not come out as a valid request when its framing is unusable.
+  for (const char* te : {"gzip", "identity", "chunked, gzip", "chunked\t"}) {
+    Parser p = req_parser();
+    std::string in = std::string("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: ") + te +
+                     "\r\n\r\n0\r\n\r\n";
+    auto s = p.feed(in.data(), in.size());
+    EXPECT_EQ(s.event, Event::Error) << te;
+    EXPECT_EQ(p.error_status(), 501) << te;
+  }
+  EXPECT_EQ(parse_request("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").error, 400);
+  EXPECT_TRUE(parse_request("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n").complete);
+}
+
+TEST(Codec, ObsoleteLineFoldingIsRejected) {
+  EXPECT_EQ(parse_request("GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n").error, 400);
+  EXPECT_EQ(parse_request("GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n\tb\r\n\r\n").error, 400);
+}
+
+TEST(Codec, BareLineFeedsAndSpaceBeforeColonAreRejected) {
+  EXPECT_EQ(parse_request("GET / HTTP/1.1\nHost: h\n\n").error, 400);
+  EXPECT_EQ(parse_request("GET / HTTP/1.1\r\nHost : h\r\n\r\n").error, 400);
+  EXPECT_EQ(parse_request("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\nhello").error, 400);
+}
