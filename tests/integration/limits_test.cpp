@@ -165,3 +165,55 @@ TEST(Limits, PeerIdleTimeoutZeroDisablesPooling) {
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(c.get("/"));
   EXPECT_EQ(origin.connections(), 3u);
 }
+
+TEST(Limits, ClientThatStopsReadingIsCutAtTheWriteTimeout) {
+  RawOrigin origin([](int fd) {
+    std::string extra;
+    if (pt::read_head(fd, extra).empty()) return;
+    const std::size_t total = 64u << 20;
+    if (!pt::write_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(total) + "\r\n\r\n")) return;
+    std::string block(256 * 1024, 'z');
+    for (std::size_t sent = 0; sent < total; sent += block.size())
+      if (!pt::write_all(fd, block)) return;
+  });
+  HttpServerOptions o;
+  o.write_timeout = std::chrono::milliseconds(300);
+  auto fwd = std::make_shared<Forward>(origin.addr());
+  pt::TestProxy px(fwd, o);
+  Client c(px.port(), 10s);
+  ASSERT_TRUE(c.send("GET /big HTTP/1.1\r\nHost: h\r\n\r\n"));
+  // Read nothing: the proxy's writes stall once the socket buffers are full.
+  ASSERT_TRUE(fwd->logged.wait_for(1, 20s));
+  std::lock_guard lk(fwd->mu);
+  ASSERT_TRUE(fwd->last_error);
+  EXPECT_EQ(fwd->last_error->type(), ErrorType::WriteTimedout);
+  EXPECT_EQ(fwd->last_error->source(), ErrorSource::Downstream);
+}
+
+TEST(Limits, UpstreamThatStopsReadingGives504AtItsWriteTimeout) {
+  Latch release;
+  RawOrigin origin([&](int fd) {
+    std::string extra;
+    if (pt::read_head(fd, extra).empty()) return;
+    release.wait_for(1, 20s);  // never reads the body
+  });
+  auto peer = std::make_shared<HttpPeer>(origin.addr(), false);
+  peer->options.write_timeout = std::chrono::milliseconds(300);
+  auto fwd = std::make_shared<Forward>(HttpPeerPtr(peer));
+  pt::TestProxy px(fwd);
+  Client c(px.port(), 20s);
+  const std::size_t total = 64u << 20;
+  ASSERT_TRUE(c.send("POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: " + std::to_string(total) + "\r\n\r\n"));
+  std::thread sender([&] {
+    std::string block(256 * 1024, 'u');
+    for (std::size_t sent = 0; sent < total; sent += block.size())
+      if (!pt::write_all(c.fd(), block)) return;  // fails once the proxy gives up
+  });
+  auto r = c.read_response();
+  release.add();
+  ::shutdown(c.fd(), SHUT_RDWR);
+  sender.join();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 504u);
+  EXPECT_EQ(r->header("Connection"), "close");
+}
