@@ -23,6 +23,13 @@ namespace portico::detail {
 
 struct ServiceWorkerState;
 
+/// Appends to `iov` the buffers that send `pieces` as a body: raw, or as chunks followed (when
+/// `end`) by the last chunk and `trailers`. Chunk-size lines are written to `frame` first, so
+/// the buffers point into a string that does not grow afterwards. Returns the body bytes.
+std::size_t frame_body(const std::vector<std::string_view>& pieces, bool chunked, bool end,
+                       const HeaderMap* trailers, std::string& frame,
+                       std::vector<boost::asio::const_buffer>& iov);
+
 /// How the body of the response to the client is delimited.
 enum class DsFraming : std::uint8_t { None, Length, Chunked, Close };
 

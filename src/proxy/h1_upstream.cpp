@@ -1,0 +1,397 @@
+// The upstream half of an HTTP/1 exchange: one attempt, the request-body pump, tunnels.
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include "core/log.hpp"
+#include "proxy/h1_connection.hpp"
+
+namespace portico::detail {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using std::chrono::milliseconds;
+
+namespace {
+void cancel_stream(void* s) { static_cast<stream_socket*>(s)->cancel(); }
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// one attempt on one upstream connection
+
+task<Result<void>> H1Connection::us_write(UpstreamConn& up, const std::vector<asio::const_buffer>& b) {
+  wd_->arm(Watchdog::UsWrite, peer_->options.write_timeout, &cancel_stream, &up.sock);
+  error_code ec;
+  co_await asio::async_write(up.sock, b, asio::redirect_error(asio::use_awaitable, ec));
+  const bool timed_out = wd_->expired(Watchdog::UsWrite);
+  wd_->disarm(Watchdog::UsWrite);
+  if (timed_out) co_return Error::upstream(ErrorType::WriteTimedout, "writing to the upstream");
+  if (ec) {
+    Error e = Error::upstream(ErrorType::WriteError, ec.message());
+    e.set_retry_type(RetryType::ReusedOnly);
+    co_return e;
+  }
+  co_return ok();
+}
+
+task<Result<std::size_t>> H1Connection::us_read(UpstreamConn& up, milliseconds timeout) {
+  if (up.buf.empty()) up.buf.resize(opts_.body_buffer_bytes);
+  up.begin = up.end = 0;
+  wd_->arm(Watchdog::UsRead, timeout.count() ? timeout : peer_->options.read_timeout,
+           &cancel_stream, &up.sock);
+  error_code ec;
+  std::size_t n = co_await up.sock.async_read_some(asio::buffer(up.buf),
+                                                   asio::redirect_error(asio::use_awaitable, ec));
+  const bool timed_out = wd_->expired(Watchdog::UsRead);
+  wd_->disarm(Watchdog::UsRead);
+  if (timed_out) co_return Error::upstream(ErrorType::ReadTimedout, "reading from the upstream");
+  if (ec == asio::error::eof) co_return std::size_t{0};
+  if (ec) co_return Error::upstream(ErrorType::ReadError, ec.message());
+  up.end = n;
+  co_return n;
+}
+
+task<Result<void>> H1Connection::proxy_attempt(UpstreamConnPtr& conn, bool reused,
+                                               bool& response_started) {
+  UpstreamConn& up = *conn;
+  pump_running_ = false;
+  pump_exception_ = nullptr;
+  pump_result_ = ok();
+  Result<void> r;
+  std::exception_ptr exc;
+  try {
+    ConnectionInfo info{reused, up.peer, up.local, up.fd()};
+    r = co_await app_.e_connected_to_upstream(*this, info, ctx_);
+    if (r) r = co_await attempt_inner(up, response_started);
+  } catch (...) {
+    exc = std::current_exception();
+  }
+  if (pump_running_) {
+    // The response ended (or failed) before the client finished sending its body.
+    pump_cancel_.emit(asio::cancellation_type::terminal);
+    while (pump_running_) {
+      pump_timer_.expires_at(std::chrono::steady_clock::time_point::max());
+      error_code ec;
+      co_await pump_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+  if (exc) std::rethrow_exception(exc);
+  if (pump_exception_) std::rethrow_exception(pump_exception_);
+  // A failed body pump explains a failed response read better than "operation aborted". A
+  // response that completed while the upload was still going is a success; the connection
+  // closes because the rest of the body was not read.
+  if (!pump_result_ && !r) r = pump_result_.error();
+  // Whether the client connection survives is decided once, for the final outcome, in
+  // handle_request: a failed attempt may still be retried.
+
+  const bool reusable = r && !tunnel_ && req_body_done_ && up.parser.keep_alive() && up.begin == up.end &&
+                        (opts_.upstream_request_limit == 0 ||
+                         ++up.requests < opts_.upstream_request_limit);
+  if (reusable) state_.pool.put(std::move(conn));
+  co_return r;
+}
+
+task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_started) {
+  if (connect_) {
+    response_started = true;
+    tunnel_ = true;
+    resp_status_ = 200;
+    wbuf_.assign("HTTP/1.1 200 Connection Established\r\n\r\n");
+    pieces_.clear();
+    if (auto w = co_await ds_send(pieces_, false, nullptr); !w) co_return w;
+    co_return co_await run_tunnel(up);
+  }
+  // Request head.
+  up_req_ = req_;
+  http1::strip_hop_by_hop(up_req_.headers());
+  up_req_.set_version(Version::Http11);
+  if (upgrade_) {
+    // The one hop-by-hop exchange a proxy forwards on purpose: the switch of protocols.
+    if (auto u = req_.headers().get("upgrade")) up_req_.headers().append("Upgrade", *u);
+    up_req_.headers().append("Connection", "upgrade");
+  }
+  if (auto r = co_await app_.e_upstream_request_filter(*this, up_req_, ctx_); !r) co_return r;
+  // A body without a length (or whose length a hook removed) is re-chunked upstream.
+  if (req_has_body_ && !up_req_.headers().contains("content-length"))
+    up_req_.headers().append("Transfer-Encoding", "chunked");
+  us_frame_.clear();
+  http1::serialize_request_head(up_req_, us_frame_);
+  us_iov_.clear();
+  us_iov_.emplace_back(us_frame_.data(), us_frame_.size());
+  if (auto r = co_await us_write(up, us_iov_); !r) co_return r;
+
+  // Request body: streamed concurrently with the response.
+  if (req_has_body_) {
+    start_side(pump_request_body(up), up);
+  } else {
+    BodyChunk empty;
+    if (auto r = app_.e_request_body_filter(*this, empty, true, ctx_); !r) co_return r;
+  }
+
+  // Response head (skipping 1xx interim responses, which are relayed to HTTP/1.1 clients).
+  up.parser.set_no_body_expected(head_request_);
+  bool got_bytes = false;
+  for (;;) {
+    if (up.begin == up.end) {
+      auto n = co_await us_read(up);
+      if (!n) {
+        Error e = n.error();
+        if (!got_bytes && e.type() == ErrorType::ReadError) e.set_retry_type(RetryType::ReusedOnly);
+        co_return e;
+      }
+      if (*n == 0) {
+        if (got_bytes) co_return Error::upstream(ErrorType::InvalidHTTPHeader, "upstream closed mid-header");
+        Error e = Error::upstream(ErrorType::ConnectionClosed, "upstream closed before responding");
+        e.set_retry_type(RetryType::ReusedOnly);
+        co_return e;
+      }
+      got_bytes = true;
+    }
+    auto step = up.parser.feed(up.buf.data() + up.begin, up.end - up.begin);
+    up.begin += step.consumed;
+    if (step.event == http1::Event::Error)
+      co_return Error::upstream(up.parser.error_type(),
+                                "invalid response: " + std::string(up.parser.error_reason()));
+    if (step.event != http1::Event::Headers) continue;
+    up.parser.take_response(resp_);
+    const std::uint16_t st = resp_.status();
+    if (st >= 100 && st < 200 && st != 101) {
+      if (auto r = app_.e_upstream_response_filter(*this, resp_, ctx_); !r) co_return r;
+      // Consume the (bodyless) interim message, then relay it.
+      auto done = up.parser.feed(up.buf.data() + up.begin, up.end - up.begin);
+      up.begin += done.consumed;
+      if (req_.version() != Version::Http10) {
+        wbuf_.clear();
+        http1::serialize_response_head(resp_, wbuf_);
+        iov_.clear();
+        iov_.emplace_back(wbuf_.data(), wbuf_.size());
+        auto w = co_await ds_write(iov_);
+        wbuf_.clear();
+        if (!w) co_return w;
+      }
+      continue;
+    }
+    if (st == 101 && !upgrade_)
+      co_return Error::upstream(ErrorType::InvalidHTTPHeader, "101 without an upgrade request");
+    break;
+  }
+  response_started = true;
+
+  if (resp_.status() == 101) {
+    // The upstream switched protocols: relay the 101, then the connection is a byte tunnel.
+    const std::string upgrade(resp_.headers().get("upgrade").value_or(""));
+    http1::strip_hop_by_hop(resp_.headers());
+    if (auto r = app_.e_upstream_response_filter(*this, resp_, ctx_); !r) co_return r;
+    if (auto r = co_await app_.e_response_filter(*this, resp_, ctx_); !r) co_return r;
+    resp_.headers().append("Connection", "upgrade");
+    if (!upgrade.empty()) resp_.headers().append("Upgrade", upgrade);
+    resp_.set_version(Version::Http11);
+    wbuf_.clear();
+    http1::serialize_response_head(resp_, wbuf_);
+    resp_status_ = 101;
+    tunnel_ = true;
+    pieces_.clear();
+    if (auto w = co_await ds_send(pieces_, false, nullptr); !w) co_return w;
+    co_return co_await run_tunnel(up);
+  }
+
+  // Response header filters, then the head goes out with the first body bytes.
+  http1::strip_hop_by_hop(resp_.headers());
+  if (auto r = app_.e_upstream_response_filter(*this, resp_, ctx_); !r) co_return r;
+  if (auto r = co_await app_.e_response_filter(*this, resp_, ctx_); !r) co_return r;
+  const bool bodyless = up.parser.framing() == http1::Framing::None &&
+                        (head_request_ || resp_.status() == 204 || resp_.status() == 304);
+  if (up.parser.framing() == http1::Framing::UntilClose ||
+      up.parser.framing() == http1::Framing::Chunked) {
+    // Re-framed for the client; a length from a close-delimited upstream cannot be trusted.
+    if (up.parser.framing() == http1::Framing::UntilClose) resp_.headers().remove("content-length");
+  }
+  prepare_response_head(resp_, bodyless);
+
+  for (;;) {
+    // Feeding zero bytes is fine: it completes a bodyless message.
+    auto step = up.parser.feed(up.buf.data() + up.begin, up.end - up.begin);
+    up.begin += step.consumed;
+    if (step.event == http1::Event::NeedMore) {
+      auto n = co_await us_read(up);
+      if (!n) co_return n.error();
+      if (*n > 0) continue;
+      step = up.parser.finish();
+    }
+    if (step.event == http1::Event::Error) {
+      // Truncated or corrupt body after the head went out: close so the client sees it.
+      keepalive_ = false;
+      ds_framing_ = DsFraming::Close;
+      Error e = Error::upstream(up.parser.error_type(), std::string(up.parser.error_reason()));
+      co_return e;
+    }
+    const auto& spans = up.parser.body_chunks();
+    const bool end = step.event == http1::Event::MessageComplete;
+    if (chunks_.size() < spans.size() + 1) chunks_.resize(spans.size() + 1);
+    pieces_.clear();
+    for (std::size_t k = 0; k < spans.size(); ++k) {
+      chunks_[k].reset(spans[k]);
+      if (auto r = app_.e_response_body_filter(*this, chunks_[k], false, ctx_); !r) co_return r;
+      pieces_.push_back(chunks_[k].data());
+    }
+    const HeaderMap* trailers = nullptr;
+    if (end) {
+      BodyChunk& last = chunks_[spans.size()];
+      last.reset({});
+      if (auto r = app_.e_response_body_filter(*this, last, true, ctx_); !r) co_return r;
+      pieces_.push_back(last.data());
+      if (!up.parser.trailers().empty()) {
+        if (auto r = app_.e_response_trailer_filter(*this, up.parser.trailers(), ctx_); !r)
+          co_return r;
+        trailers = &up.parser.trailers();
+      }
+    }
+    if (!pieces_.empty() || end || !wbuf_.empty()) {
+      auto w = co_await ds_send(pieces_, end, trailers);
+      if (!w) co_return w;
+    }
+    if (end) break;
+  }
+  if (ds_framing_ == DsFraming::Close) keepalive_ = false;
+  co_return ok();
+}
+
+void H1Connection::start_side(task<Result<void>> t, UpstreamConn& up) {
+  pump_running_ = true;
+  asio::co_spawn(
+      sock_.get_executor(), std::move(t),
+      asio::bind_cancellation_slot(
+          pump_cancel_.slot(), [this, &up](std::exception_ptr e, Result<void> res) {
+            pump_running_ = false;
+            pump_exception_ = e;
+            pump_result_ = std::move(res);
+            if (e || !pump_result_) {
+              error_code ec;
+              up.sock.cancel(ec);  // unblock the other direction
+            }
+            pump_timer_.cancel();
+          }));
+}
+
+task<Result<void>> H1Connection::run_tunnel(UpstreamConn& up) {
+  keepalive_ = false;
+  start_side(tunnel_to_upstream(up), up);
+  // Upstream to client, in this coroutine. Bytes that came with the 101 go first.
+  if (chunks_.empty()) chunks_.resize(1);
+  for (;;) {
+    if (up.begin == up.end) {
+      auto n = co_await us_read(up, opts_.tunnel_idle_timeout);
+      if (!n) co_return n.error();
+      if (*n == 0) break;  // the upstream closed its side
+    }
+    chunks_[0].reset(std::string_view(up.buf.data() + up.begin, up.end - up.begin));
+    up.begin = up.end;
+    if (auto r = app_.e_response_body_filter(*this, chunks_[0], false, ctx_); !r) co_return r;
+    pieces_.assign(1, chunks_[0].data());
+    if (auto w = co_await ds_send(pieces_, false, nullptr); !w) co_return w;
+  }
+  error_code ec;
+  sock_.shutdown(asio::socket_base::shutdown_send, ec);
+  co_return ok();
+}
+
+task<Result<void>> H1Connection::tunnel_to_upstream(UpstreamConn& up) {
+  if (req_chunks_.empty()) req_chunks_.resize(1);
+  for (;;) {
+    if (rbegin_ == rend_) {
+      auto n = co_await ds_read(opts_.tunnel_idle_timeout);
+      if (!n) {
+        if (n.error().type() != ErrorType::ConnectionClosed) co_return n.error();
+        error_code ec;
+        up.sock.shutdown(asio::socket_base::shutdown_send, ec);  // pass the half-close on
+        req_body_done_ = true;
+        co_return ok();
+      }
+    }
+    req_chunks_[0].reset(std::string_view(rbuf_.data() + rbegin_, rend_ - rbegin_));
+    rbegin_ = rend_;
+    if (auto r = app_.e_request_body_filter(*this, req_chunks_[0], false, ctx_); !r) co_return r;
+    if (req_chunks_[0].empty()) continue;
+    us_iov_.assign(1, asio::const_buffer(req_chunks_[0].data().data(), req_chunks_[0].size()));
+    body_received_ += req_chunks_[0].size();
+    if (auto w = co_await us_write(up, us_iov_); !w) co_return w;
+  }
+}
+
+task<Result<void>> H1Connection::us_send_body(UpstreamConn& up, std::size_t n, bool end) {
+  const bool chunked = up_req_.headers().has_token("transfer-encoding", "chunked");
+  us_pieces_.clear();
+  for (std::size_t k = 0; k < n; ++k) us_pieces_.push_back(req_chunks_[k].data());
+  const HeaderMap* trailers = end && chunked && !parser_.trailers().empty() ? &parser_.trailers() : nullptr;
+  us_iov_.clear();
+  body_received_ += frame_body(us_pieces_, chunked, end, trailers, us_frame_, us_iov_);
+  if (us_iov_.empty()) co_return ok();
+  co_return co_await us_write(up, us_iov_);
+}
+
+task<Result<void>> H1Connection::pump_request_body(UpstreamConn& up) {
+  if (req_chunks_.size() < 2) req_chunks_.resize(2);
+  // A retry first replays what earlier attempts read from the client (through the filter again).
+  if (req_body_started_ || req_body_done_) {
+    std::size_t n = 0;
+    if (!replay_.empty()) {
+      req_chunks_[n].reset(replay_);
+      if (auto r = app_.e_request_body_filter(*this, req_chunks_[n], false, ctx_); !r) co_return r;
+      ++n;
+    }
+    if (req_body_done_) {
+      req_chunks_[n].reset({});
+      if (auto r = app_.e_request_body_filter(*this, req_chunks_[n], true, ctx_); !r) co_return r;
+      ++n;
+    }
+    if (auto w = co_await us_send_body(up, n, req_body_done_); !w) co_return w;
+    if (req_body_done_) co_return ok();
+  }
+  for (;;) {
+    auto step = parser_.feed(rbuf_.data() + rbegin_, rend_ - rbegin_);
+    if (step.event == http1::Event::NeedMore) {
+      rbegin_ += step.consumed;
+      auto n = co_await ds_read(opts_.body_read_timeout);
+      if (!n) {
+        Error e = n.error();
+        if (e.type() == ErrorType::ConnectionClosed)
+          e = Error::downstream(ErrorType::PrematureBodyEnd, "client closed during the request body");
+        co_return e;
+      }
+      continue;
+    }
+    if (step.event == http1::Event::Error)
+      co_return Error::downstream(parser_.error_type(), std::string(parser_.error_reason()));
+    // The parser has taken these bytes: account for them now, so that a cancelled write cannot
+    // leave them to be parsed (and replayed) twice. The spans stay valid until the next read.
+    rbegin_ += step.consumed;
+    const auto& spans = parser_.body_chunks();
+    const bool end = step.event == http1::Event::MessageComplete;
+    if (req_chunks_.size() < spans.size() + 1) req_chunks_.resize(spans.size() + 1);
+    for (std::size_t k = 0; k < spans.size(); ++k) {
+      req_body_started_ = true;
+      // Keep a copy for a retry while it fits; past the limit the request is no longer replayable.
+      if (!replay_truncated_) {
+        if (replay_.size() + spans[k].size() <= opts_.retry_buffer_bytes)
+          replay_.append(spans[k]);
+        else
+          replay_truncated_ = true;
+      }
+      req_chunks_[k].reset(spans[k]);
+      if (auto r = app_.e_request_body_filter(*this, req_chunks_[k], false, ctx_); !r) co_return r;
+    }
+    if (end) {
+      req_chunks_[spans.size()].reset({});
+      if (auto r = app_.e_request_body_filter(*this, req_chunks_[spans.size()], true, ctx_); !r)
+        co_return r;
+    }
+    if (end) req_body_done_ = true;  // read in full; a retry replays it without reading
+    if (auto w = co_await us_send_body(up, spans.size() + (end ? 1 : 0), end); !w) co_return w;
+    if (end) co_return ok();
+  }
+}
+
+}  // namespace portico::detail
