@@ -61,6 +61,7 @@ H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
     : svc_(svc),
       app_(svc.app()),
       opts_(svc.options()),
+      hooks_(svc.hooks()),
       state_(state),
       worker_(w),
       sock_(std::move(sock)),
@@ -301,7 +302,7 @@ task<void> H1Connection::handle_parse_error() {
   co_await respond_error(status);
   if (exc) co_return;
   try {
-    co_await app_.e_logging(*this, &e, ctx_);
+    if (has(kLogging)) co_await app_.e_logging(*this, &e, ctx_);
   } catch (const std::exception& x) {
     log::error_log().error("exception in logging hook: {}", x.what());
   } catch (...) {
@@ -397,7 +398,7 @@ task<void> H1Connection::handle_request() {
 
 task<void> H1Connection::finish_request(const Error* err) {
   try {
-    co_await app_.e_logging(*this, err, ctx_);
+    if (has(kLogging)) co_await app_.e_logging(*this, err, ctx_);
   } catch (const std::exception& x) {
     log::error_log().error("logging hook threw: {}, {}", x.what(), request_summary());
   } catch (...) {
@@ -407,8 +408,9 @@ task<void> H1Connection::finish_request(const Error* err) {
 }
 
 task<Result<void>> H1Connection::run_phases() {
-  if (auto r = co_await app_.e_early_request_filter(*this, ctx_); !r) co_return r.error();
-  {
+  if (has(kEarlyRequestFilter))
+    if (auto r = co_await app_.e_early_request_filter(*this, ctx_); !r) co_return r.error();
+  if (has(kRequestFilter)) {
     auto r = co_await app_.e_request_filter(*this, ctx_);
     if (!r) co_return r.error();
     if (*r) {
@@ -416,7 +418,7 @@ task<Result<void>> H1Connection::run_phases() {
       co_return ok();
     }
   }
-  {
+  if (has(kProxyUpstreamFilter)) {
     auto r = co_await app_.e_proxy_upstream_filter(*this, ctx_);
     if (!r) co_return r.error();
     if (!*r) {

@@ -85,6 +85,8 @@ class H1Connection final : public Session, public Drainable {
   HttpProxyService& svc_;
   detail::ProxyHttpErased& app_;
   const HttpServerOptions& opts_;
+  const std::uint32_t hooks_;  // the coroutine hooks the proxy overrides
+  bool has(HookBit b) const noexcept { return (hooks_ & b) != 0; }
   ServiceWorkerState& state_;
   Worker& worker_;
   boost::asio::ip::tcp::socket sock_;

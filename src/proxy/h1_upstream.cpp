@@ -64,7 +64,7 @@ task<Result<void>> H1Connection::proxy_attempt(UpstreamConnPtr& conn, bool reuse
   std::exception_ptr exc;
   try {
     ConnectionInfo info{reused, up.peer, up.local, up.fd()};
-    r = co_await app_.e_connected_to_upstream(*this, info, ctx_);
+    if (has(kConnectedToUpstream)) r = co_await app_.e_connected_to_upstream(*this, info, ctx_);
     if (r) r = co_await attempt_inner(up, response_started);
   } catch (...) {
     exc = std::current_exception();
@@ -113,7 +113,8 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
     if (auto u = req_.headers().get("upgrade")) up_req_.headers().append("Upgrade", *u);
     up_req_.headers().append("Connection", "upgrade");
   }
-  if (auto r = co_await app_.e_upstream_request_filter(*this, up_req_, ctx_); !r) co_return r;
+  if (has(kUpstreamRequestFilter))
+    if (auto r = co_await app_.e_upstream_request_filter(*this, up_req_, ctx_); !r) co_return r;
   // A body without a length (or whose length a hook removed) is re-chunked upstream.
   if (req_has_body_ && !up_req_.headers().contains("content-length"))
     up_req_.headers().append("Transfer-Encoding", "chunked");
@@ -185,6 +186,8 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
     const std::string upgrade(resp_.headers().get("upgrade").value_or(""));
     http1::strip_hop_by_hop(resp_.headers());
     if (auto r = app_.e_upstream_response_filter(*this, resp_, ctx_); !r) co_return r;
+    if (has(kResponseFilter))
+      if (has(kResponseFilter))
     if (auto r = co_await app_.e_response_filter(*this, resp_, ctx_); !r) co_return r;
     resp_.headers().append("Connection", "upgrade");
     if (!upgrade.empty()) resp_.headers().append("Upgrade", upgrade);
@@ -201,7 +204,8 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
   // Response header filters, then the head goes out with the first body bytes.
   http1::strip_hop_by_hop(resp_.headers());
   if (auto r = app_.e_upstream_response_filter(*this, resp_, ctx_); !r) co_return r;
-  if (auto r = co_await app_.e_response_filter(*this, resp_, ctx_); !r) co_return r;
+  if (has(kResponseFilter))
+    if (auto r = co_await app_.e_response_filter(*this, resp_, ctx_); !r) co_return r;
   const bool bodyless = up.parser.framing() == http1::Framing::None &&
                         (head_request_ || resp_.status() == 204 || resp_.status() == 304);
   if (up.parser.framing() == http1::Framing::UntilClose ||

@@ -42,8 +42,12 @@ struct HttpProxyService::Impl {
 };
 
 HttpProxyService::HttpProxyService(std::shared_ptr<detail::ProxyHttpErased> app,
-                                   HttpServerOptions opts, std::string name)
-    : Service(std::move(name)), app_(std::move(app)), opts_(opts), impl_(std::make_unique<Impl>()) {}
+                                   HttpServerOptions opts, std::string name, std::uint32_t hooks)
+    : Service(std::move(name)),
+      app_(std::move(app)),
+      opts_(opts),
+      hooks_(hooks),
+      impl_(std::make_unique<Impl>()) {}
 
 HttpProxyService::~HttpProxyService() = default;
 

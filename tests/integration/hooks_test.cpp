@@ -309,3 +309,20 @@ TEST(HookOrder, HooksAreTestableWithoutSockets) {
   EXPECT_FALSE(known_done);
   EXPECT_FALSE(known.response_written());
 }
+
+TEST(HookOrder, DefaultCoroutineHooksAreKnownAtCompileTime) {
+  // The engine skips coroutine hooks a proxy does not override (a frame each per request).
+  class OnlyPeer : public ProxyHttp<> {
+   public:
+    task<Result<HttpPeerPtr>> upstream_peer(Session&, NoCtx&) override { co_return nullptr; }
+  };
+  class Mid : public OnlyPeer {
+   public:
+    task<Result<void>> response_filter(Session&, ResponseHeader&, NoCtx&) override { co_return ok(); }
+  };
+  class Leaf : public Mid {};
+  EXPECT_EQ(detail::overridden_hooks<OnlyPeer>(), 0u);
+  EXPECT_EQ(detail::overridden_hooks<Leaf>(), std::uint32_t{detail::kResponseFilter});
+  EXPECT_EQ(detail::overridden_hooks<Recorder>(), 0x7fu & ~std::uint32_t{detail::kProxyUpstreamFilter});
+  EXPECT_EQ(detail::overridden_hooks<Forward>(), std::uint32_t{detail::kLogging});
+}

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <type_traits>
 #include <utility>
 
 #include <portico/core/error.hpp>
@@ -57,6 +58,19 @@ class ProxyHttpErased {
   virtual task<FailToProxy> e_fail_to_proxy(Session&, const Error&, void*) = 0;
   virtual bool e_suppress_error_log(const Session&, const void*, const Error&) = 0;
   virtual task<void> e_logging(Session&, const Error*, void*) = 0;
+};
+
+/// Coroutine hooks the engine may skip when a proxy keeps their default (each call costs a
+/// coroutine frame). `http_proxy_service<P>` finds out at compile time which ones P overrides.
+enum HookBit : std::uint32_t {
+  kEarlyRequestFilter = 1u << 0,
+  kRequestFilter = 1u << 1,
+  kProxyUpstreamFilter = 1u << 2,
+  kConnectedToUpstream = 1u << 3,
+  kUpstreamRequestFilter = 1u << 4,
+  kResponseFilter = 1u << 5,
+  kLogging = 1u << 6,
+  kAllHooks = ~0u,
 };
 
 /// The default status mapping of `fail_to_proxy` (see docs/lifecycle.md):
@@ -214,5 +228,32 @@ class ProxyHttp : public detail::ProxyHttpErased {
   }
   task<void> e_logging(Session& s, const Error* e, void* x) final { return logging(s, e, c(x)); }
 };
+
+namespace detail {
+
+/// Which coroutine hooks `P` overrides. A member pointer names the class that declares the
+/// member, so `&P::hook` has the base's type exactly when P (or a class between) keeps the default.
+template <class P>
+constexpr std::uint32_t overridden_hooks() noexcept {
+  if constexpr (!requires { typename P::ctx_type; }) {
+    return kAllHooks;
+  } else {
+    using B = ProxyHttp<typename P::ctx_type>;
+    std::uint32_t m = 0;
+#define PORTICO_HOOK_BIT(name, bit) \
+  if (!std::is_same_v<decltype(&P::name), decltype(&B::name)>) m |= bit;
+    PORTICO_HOOK_BIT(early_request_filter, kEarlyRequestFilter)
+    PORTICO_HOOK_BIT(request_filter, kRequestFilter)
+    PORTICO_HOOK_BIT(proxy_upstream_filter, kProxyUpstreamFilter)
+    PORTICO_HOOK_BIT(connected_to_upstream, kConnectedToUpstream)
+    PORTICO_HOOK_BIT(upstream_request_filter, kUpstreamRequestFilter)
+    PORTICO_HOOK_BIT(response_filter, kResponseFilter)
+    PORTICO_HOOK_BIT(logging, kLogging)
+#undef PORTICO_HOOK_BIT
+    return m;
+  }
+}
+
+}  // namespace detail
 
 }  // namespace portico

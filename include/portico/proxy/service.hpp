@@ -58,14 +58,17 @@ class Service {
 /// An HTTP proxy service: the engine driving a ProxyHttp's hooks.
 class HttpProxyService final : public Service {
  public:
+  /// `hooks` lists the coroutine hooks the proxy overrides (detail::HookBit); the others are
+  /// not called. http_proxy_service() computes it; the default calls every hook.
   HttpProxyService(std::shared_ptr<detail::ProxyHttpErased> app, HttpServerOptions opts,
-                   std::string name = "proxy");
+                   std::string name = "proxy", std::uint32_t hooks = detail::kAllHooks);
   ~HttpProxyService() override;
 
   const HttpServerOptions& options() const noexcept { return opts_; }
   /// Changes options; takes effect for connections accepted afterwards. Call before start.
   HttpServerOptions& mutable_options() noexcept { return opts_; }
   detail::ProxyHttpErased& app() noexcept { return *app_; }
+  std::uint32_t hooks() const noexcept { return hooks_; }
 
   void serve_connection(detail::Worker& w, detail::Accepted& a) override;
   void attach_worker(detail::Worker& w) override;
@@ -78,6 +81,7 @@ class HttpProxyService final : public Service {
   struct Impl;
   std::shared_ptr<detail::ProxyHttpErased> app_;
   HttpServerOptions opts_;
+  std::uint32_t hooks_;
   std::unique_ptr<Impl> impl_;
 };
 
@@ -86,7 +90,8 @@ template <class P>
 std::shared_ptr<HttpProxyService> http_proxy_service(std::shared_ptr<P> proxy,
                                                      HttpServerOptions opts = {},
                                                      std::string name = "proxy") {
-  return std::make_shared<HttpProxyService>(std::move(proxy), opts, std::move(name));
+  constexpr std::uint32_t hooks = detail::overridden_hooks<P>();
+  return std::make_shared<HttpProxyService>(std::move(proxy), opts, std::move(name), hooks);
 }
 
 }  // namespace portico
