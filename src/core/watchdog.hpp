@@ -14,7 +14,7 @@ namespace portico::detail {
 class Watchdog : public std::enable_shared_from_this<Watchdog> {
  public:
   using clock = std::chrono::steady_clock;
-  enum Slot : unsigned { DsRead = 0, DsWrite = 1, UsRead = 2, UsWrite = 3, kSlots = 4 };
+  enum Slot : unsigned { DsRead = 0, DsWrite = 1, UsRead = 2, UsWrite = 3, Total = 4, kSlots = 5 };
   using CancelFn = void (*)(void*);
 
   explicit Watchdog(const boost::asio::any_io_executor& ex) : timer_(ex) {}

@@ -118,7 +118,7 @@ task<Result<std::size_t>> H1Connection::ds_read(milliseconds timeout) {
   std::size_t n = co_await sock_.async_read_some(
       asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_),
       asio::redirect_error(asio::use_awaitable, ec));
-  const bool timed_out = wd_->expired(Watchdog::DsRead);
+  const bool timed_out = wd_->expired(Watchdog::DsRead) || (ec && wd_->expired(Watchdog::Total));
   wd_->disarm(Watchdog::DsRead);
   if (timed_out) co_return Error::downstream(ErrorType::ReadTimedout, "reading from the client");
   if (ec == asio::error::eof)
@@ -132,7 +132,7 @@ task<Result<void>> H1Connection::ds_write(const std::vector<asio::const_buffer>&
   wd_->arm(Watchdog::DsWrite, opts_.write_timeout, &cancel_tcp, &sock_);
   error_code ec;
   co_await asio::async_write(sock_, bufs, asio::redirect_error(asio::use_awaitable, ec));
-  const bool timed_out = wd_->expired(Watchdog::DsWrite);
+  const bool timed_out = wd_->expired(Watchdog::DsWrite) || (ec && wd_->expired(Watchdog::Total));
   wd_->disarm(Watchdog::DsWrite);
   if (timed_out) co_return Error::downstream(ErrorType::WriteTimedout, "writing to the client");
   if (ec) {
@@ -341,6 +341,8 @@ task<void> H1Connection::handle_request() {
     co_return;
   }
 
+  if (opts_.request_timeout.count() > 0)
+    wd_->arm(Watchdog::Total, opts_.request_timeout, &H1Connection::expire_request, this);
   std::string panic;
   bool ctx_built = false;
   Result<void> r;
@@ -362,6 +364,7 @@ task<void> H1Connection::handle_request() {
   }
   if (!ctx_built) {
     log::error_log().error("new_ctx threw: {}, {}", panic, request_summary());
+    wd_->disarm(Watchdog::Total);
     if (!response_written()) co_await respond_error(500);
     keepalive_ = false;
     co_return;
@@ -396,7 +399,17 @@ task<void> H1Connection::handle_request() {
   co_await finish_request(r ? nullptr : &final_error);
 }
 
+void H1Connection::expire_request(void* self) {
+  // The whole-request deadline passed: stop whatever I/O the request is waiting for. Each I/O
+  // step reports the expiry as its own timeout (504 upstream, a closed connection downstream).
+  auto* c = static_cast<H1Connection*>(self);
+  error_code ec;
+  c->sock_.cancel(ec);
+  if (c->current_up_) c->current_up_->sock.cancel(ec);
+}
+
 task<void> H1Connection::finish_request(const Error* err) {
+  wd_->disarm(Watchdog::Total);
   try {
     if (has(kLogging)) co_await app_.e_logging(*this, err, ctx_);
   } catch (const std::exception& x) {

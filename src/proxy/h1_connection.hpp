@@ -78,6 +78,7 @@ class H1Connection final : public Session, public Drainable {
   task<Result<void>> run_tunnel(UpstreamConn& up);
   task<Result<void>> tunnel_to_upstream(UpstreamConn& up);
   task<void> finish_request(const Error* err);
+  static void expire_request(void* self);
   /// Reads and discards what the client still sends, so closing does not reset the response.
   task<void> linger();
   void log_failure(const Error& e, std::uint16_t status);
@@ -115,6 +116,7 @@ class H1Connection final : public Session, public Drainable {
   bool connect_ = false;
   bool upgrade_ = false;
   bool tunnel_ = false;
+  UpstreamConn* current_up_ = nullptr;  // the upstream connection of the running attempt
   bool idle_ = true;
   bool closed_ = false;
   bool drain_requested_ = false;

@@ -26,7 +26,7 @@ task<Result<void>> H1Connection::us_write(UpstreamConn& up, const std::vector<as
   wd_->arm(Watchdog::UsWrite, peer_->options.write_timeout, &cancel_stream, &up.sock);
   error_code ec;
   co_await asio::async_write(up.sock, b, asio::redirect_error(asio::use_awaitable, ec));
-  const bool timed_out = wd_->expired(Watchdog::UsWrite);
+  const bool timed_out = wd_->expired(Watchdog::UsWrite) || (ec && wd_->expired(Watchdog::Total));
   wd_->disarm(Watchdog::UsWrite);
   if (timed_out) co_return Error::upstream(ErrorType::WriteTimedout, "writing to the upstream");
   if (ec) {
@@ -45,7 +45,7 @@ task<Result<std::size_t>> H1Connection::us_read(UpstreamConn& up, milliseconds t
   error_code ec;
   std::size_t n = co_await up.sock.async_read_some(asio::buffer(up.buf),
                                                    asio::redirect_error(asio::use_awaitable, ec));
-  const bool timed_out = wd_->expired(Watchdog::UsRead);
+  const bool timed_out = wd_->expired(Watchdog::UsRead) || (ec && wd_->expired(Watchdog::Total));
   wd_->disarm(Watchdog::UsRead);
   if (timed_out) co_return Error::upstream(ErrorType::ReadTimedout, "reading from the upstream");
   if (ec == asio::error::eof) co_return std::size_t{0};
@@ -57,6 +57,7 @@ task<Result<std::size_t>> H1Connection::us_read(UpstreamConn& up, milliseconds t
 task<Result<void>> H1Connection::proxy_attempt(UpstreamConnPtr& conn, bool reused,
                                                bool& response_started) {
   UpstreamConn& up = *conn;
+  current_up_ = &up;
   pump_running_ = false;
   pump_exception_ = nullptr;
   pump_result_ = ok();
@@ -90,6 +91,7 @@ task<Result<void>> H1Connection::proxy_attempt(UpstreamConnPtr& conn, bool reuse
   const bool reusable = r && !tunnel_ && req_body_done_ && up.parser.keep_alive() && up.begin == up.end &&
                         (opts_.upstream_request_limit == 0 ||
                          ++up.requests < opts_.upstream_request_limit);
+  current_up_ = nullptr;
   if (reusable) state_.pool.put(std::move(conn));
   co_return r;
 }

@@ -217,3 +217,43 @@ TEST(Limits, UpstreamThatStopsReadingGives504AtItsWriteTimeout) {
   EXPECT_EQ(r->status, 504u);
   EXPECT_EQ(r->header("Connection"), "close");
 }
+
+TEST(Limits, WholeRequestDeadlineGives504) {
+  // The origin trickles its response: each read is quick, the whole is not.
+  RawOrigin origin([](int fd) {
+    std::string extra;
+    if (pt::read_head(fd, extra).empty()) return;
+    if (!pt::write_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")) return;
+    for (int i = 0; i < 100; ++i) {
+      if (!pt::write_all(fd, "0123456789")) return;
+      std::this_thread::sleep_for(50ms);  // the load being simulated, not synchronisation
+    }
+  });
+  RawOrigin slow_head([](int fd) {
+    std::string extra;
+    if (pt::read_head(fd, extra).empty()) return;
+    char b;
+    ::recv(fd, &b, 1, 0);
+  });
+  HttpServerOptions o;
+  o.request_timeout = std::chrono::milliseconds(300);
+  {
+    pt::TestProxy px(std::make_shared<Forward>(slow_head.addr()), o);
+    Client c(px.port());
+    auto r = c.get("/");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 504u);
+  }
+  {
+    auto fwd = std::make_shared<Forward>(origin.addr());
+    pt::TestProxy px(fwd, o);
+    Client c(px.port());
+    ASSERT_TRUE(c.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+    std::string got = read_until_close(c.fd());
+    EXPECT_LT(got.size(), 1000u) << "the response was cut, and the cut is visible";
+    ASSERT_TRUE(fwd->logged.wait_for(1));
+    std::lock_guard lk(fwd->mu);
+    ASSERT_TRUE(fwd->last_error);
+    EXPECT_EQ(fwd->last_error->type(), ErrorType::ReadTimedout);
+  }
+}

@@ -32,6 +32,9 @@ struct HttpServerOptions {
   ms body_read_timeout{60000};
   /// Writing to the client.
   ms write_timeout{60000};
+  /// Whole-request deadline, from the complete request head to the end of the response; 0 = none.
+  /// Upstream waits cut by it answer 504.
+  ms request_timeout{0};
   /// A tunnel (after a 101, or an accepted CONNECT) closes after this long without a byte in a
   /// direction that is being read.
   ms tunnel_idle_timeout{300000};
