@@ -12,8 +12,22 @@ namespace portico {
 /// HTTP version of a message as major*10+minor: 10, 11 or 20.
 enum class Version : std::uint8_t { Http10 = 10, Http11 = 11, Http2 = 20 };
 
+/// The fields of a request or response head, and the shorthands Pingora users know.
+class MessageFields {
+ public:
+  HeaderMap& headers() noexcept { return headers_; }
+  const HeaderMap& headers() const noexcept { return headers_; }
+  /// Replaces every field named `n` with one field (Pingora's insert_header).
+  void insert_header(std::string_view n, std::string_view v) { headers_.insert(n, v); }
+  void append_header(std::string_view n, std::string_view v) { headers_.append(n, v); }
+  std::size_t remove_header(std::string_view n) { return headers_.remove(n); }
+
+ protected:
+  HeaderMap headers_;
+};
+
 /// The request line and fields of an HTTP request.
-class RequestHeader {
+class RequestHeader : public MessageFields {
  public:
   RequestHeader() = default;
   /// A request for `method` on `target` (origin form: "/path?query").
@@ -32,11 +46,6 @@ class RequestHeader {
   Version version() const noexcept { return version_; }
   void set_version(Version v) noexcept { version_ = v; }
 
-  HeaderMap& headers() noexcept { return headers_; }
-  const HeaderMap& headers() const noexcept { return headers_; }
-  void insert_header(std::string_view n, std::string_view v) { headers_.insert(n, v); }
-  void append_header(std::string_view n, std::string_view v) { headers_.append(n, v); }
-  std::size_t remove_header(std::string_view n) { return headers_.remove(n); }
   /// The Host field, or empty.
   std::string_view host() const noexcept { return headers_.get("host").value_or(std::string_view{}); }
 
@@ -46,11 +55,10 @@ class RequestHeader {
   std::string method_;
   std::string target_;
   Version version_ = Version::Http11;
-  HeaderMap headers_;
 };
 
 /// The status line and fields of an HTTP response.
-class ResponseHeader {
+class ResponseHeader : public MessageFields {
  public:
   ResponseHeader() = default;
   static ResponseHeader build(std::uint16_t status, Version v = Version::Http11);
@@ -66,11 +74,6 @@ class ResponseHeader {
   Version version() const noexcept { return version_; }
   void set_version(Version v) noexcept { version_ = v; }
 
-  HeaderMap& headers() noexcept { return headers_; }
-  const HeaderMap& headers() const noexcept { return headers_; }
-  void insert_header(std::string_view n, std::string_view v) { headers_.insert(n, v); }
-  void append_header(std::string_view n, std::string_view v) { headers_.append(n, v); }
-  std::size_t remove_header(std::string_view n) { return headers_.remove(n); }
 
   void clear() noexcept;
 
@@ -78,7 +81,6 @@ class ResponseHeader {
   std::uint16_t status_ = 200;
   Version version_ = Version::Http11;
   std::string reason_;
-  HeaderMap headers_;
 };
 
 /// The canonical reason phrase of a status code ("OK", "Bad Gateway", ...), or "Unknown".
