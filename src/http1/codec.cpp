@@ -2,6 +2,7 @@
 
 #include <llhttp.h>
 
+#include <cctype>
 #include <charconv>
 
 namespace portico::http1 {
@@ -34,6 +35,10 @@ struct Parser::Impl {
   const char* feed_begin = nullptr;
   const char* feed_end = nullptr;
   bool value_at_feed_end = false;
+  // Header-section byte scan (what llhttp's strict mode still lets through): the previous
+  // byte, and whether the request/status line is still being read.
+  char prev = '\n';
+  bool first_line = true;
 
   void fail(std::uint16_t status, ErrorType t, std::string_view why) {
     if (self->err_status_ == 0) {
@@ -57,6 +62,7 @@ struct Callbacks {
     i.self->started_ = true;
     i.self->in_body_ = false;
     i.self->trailers_.clear();
+    i.first_line = true;
     return 0;
   }
   static int on_url(llhttp_t* p, const char* at, std::size_t len) {
@@ -141,6 +147,54 @@ struct Callbacks {
   static std::string_view name_of(const Parser::Impl& i, const Slot& s) {
     return std::string_view(i.raw.data() + s.no, s.nl);
   }
+  static std::string_view value_of(const Parser::Impl& i, const Slot& s) {
+    return std::string_view(i.raw.data() + s.vo, s.vl);
+  }
+  /// uri-host [ ":" port ] (RFC 9112 §3.2): no list, no userinfo, no path, a numeric port.
+  static bool valid_host(std::string_view h) {
+    if (h.empty()) return true;  // allowed when the target has no authority
+    std::size_t colon = h.rfind(':');
+    std::string_view host = h, port;
+    if (h.front() == '[') {
+      auto close = h.find(']');
+      if (close == std::string_view::npos) return false;
+      host = h.substr(0, close + 1);
+      port = h.substr(close + 1);
+      if (!port.empty() && port.front() != ':') return false;
+      if (!port.empty()) port.remove_prefix(1);
+      for (char c : host.substr(1, host.size() - 2))
+        if (!(std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.')) return false;
+    } else {
+      if (colon != std::string_view::npos) {
+        host = h.substr(0, colon);
+        port = h.substr(colon + 1);
+        if (port.empty()) return false;
+      }
+      if (host.empty()) return false;
+      for (char c : host) {
+        auto u = static_cast<unsigned char>(c);
+        if (!(std::isalnum(u) || std::string_view("-._~%!$&'()*+;=").find(c) != std::string_view::npos))
+          return false;
+      }
+    }
+    for (char c : port)
+      if (c < '0' || c > '9') return false;
+    return port.size() <= 5;
+  }
+  /// Request-target forms (RFC 9112 §3.2): no fragment, "*" only for OPTIONS.
+  static const char* bad_target(const Parser::Impl& i, const llhttp_t* p) {
+    std::string_view t(i.raw.data(), i.url_len);
+    if (t.find('#') != std::string_view::npos) return "fragment in the request-target";
+    if (t == "*" && p->method != HTTP_OPTIONS) return "asterisk-form for a method other than OPTIONS";
+    for (std::string_view scheme : {std::string_view("http://"), std::string_view("https://")}) {
+      if (t.size() > scheme.size() && iequals(t.substr(0, scheme.size()), scheme)) {
+        std::string_view rest = t.substr(scheme.size());
+        std::string_view authority = rest.substr(0, rest.find_first_of("/?"));
+        if (authority.empty() || !valid_host(authority)) return "invalid authority in the request-target";
+      }
+    }
+    return nullptr;
+  }
   static int on_headers_complete(llhttp_t* p) {
     auto& i = I(p);
     Parser& self = *i.self;
@@ -157,15 +211,47 @@ struct Callbacks {
         i.fail(400, ErrorType::InvalidHTTPHeader, "Transfer-Encoding in an HTTP/1.0 request");
         return -1;
       }
-      if (!(p->flags & F_CHUNKED)) {
-        i.fail(501, ErrorType::InvalidHTTPHeader, "Transfer-Encoding does not end in chunked");
+      // Only "chunked" alone: a coding before it would be lost when the body is re-chunked.
+      std::size_t te = 0;
+      bool only_chunked = true;
+      for (const Slot& s : i.slots)
+        if (iequals(name_of(i, s), "transfer-encoding")) {
+          ++te;
+          std::string_view v = value_of(i, s);
+          while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+          only_chunked = only_chunked && iequals(v, "chunked");
+        }
+      if (!(p->flags & F_CHUNKED) || te != 1 || !only_chunked) {
+        i.fail(501, ErrorType::InvalidHTTPHeader, "Transfer-Encoding other than chunked");
+        return -1;
+      }
+    }
+    for (const Slot& s : i.slots) {
+      if (s.nl == 0) {
+        i.fail(self.kind_ == Kind::Request ? 400 : 502, ErrorType::InvalidHTTPHeader,
+               "empty field name");
+        return -1;
+      }
+      if (iequals(name_of(i, s), "transfer-encoding") && value_of(i, s).empty()) {
+        i.fail(self.kind_ == Kind::Request ? 400 : 502, ErrorType::InvalidHTTPHeader,
+               "empty Transfer-Encoding");
         return -1;
       }
     }
     if (self.kind_ == Kind::Request) {
+      if (const char* why = bad_target(i, p)) {
+        i.fail(400, ErrorType::InvalidHTTPHeader, why);
+        return -1;
+      }
       std::size_t hosts = 0;
-      for (const Slot& s : i.slots)
-        if (iequals(name_of(i, s), "host")) ++hosts;
+      for (const Slot& s : i.slots) {
+        if (!iequals(name_of(i, s), "host")) continue;
+        ++hosts;
+        if (!valid_host(value_of(i, s))) {
+          i.fail(400, ErrorType::InvalidHTTPHeader, "invalid Host");
+          return -1;
+        }
+      }
       if (hosts > 1) {
         i.fail(400, ErrorType::InvalidHTTPHeader, "more than one Host field");
         return -1;
@@ -249,6 +335,28 @@ Parser::Parser(Kind kind, ParserLimits limits)
 
 Parser::~Parser() = default;
 
+bool Parser::scan_head(Impl& i, const char* data, std::size_t n) {
+  // llhttp's strict mode still takes a bare LF as a line end, unfolds obs-fold after a colon
+  // and collapses runs of spaces in the request line; a proxy must not pass on any of them.
+  for (std::size_t k = 0; k < n; ++k) {
+    const char c = data[k];
+    const char* why = nullptr;
+    if (c == '\n' && i.prev != '\r')
+      why = "bare LF as a line end";
+    else if (i.prev == '\n' && !i.first_line && (c == ' ' || c == '\t'))
+      why = "obsolete line folding";
+    else if (kind_ == Kind::Request && i.first_line && c == ' ' && i.prev == ' ')
+      why = "repeated spaces in the start line";
+    if (why) {
+      i.fail(kind_ == Kind::Request ? 400 : 502, ErrorType::InvalidHTTPHeader, why);
+      return false;
+    }
+    if (c == '\n' && i.prev == '\r' && started_) i.first_line = false;
+    i.prev = c;
+  }
+  return true;
+}
+
 Parser::Step Parser::feed(const char* data, std::size_t len) {
   Impl& i = *impl_;
   body_.clear();
@@ -286,6 +394,7 @@ Parser::Step Parser::feed(const char* data, std::size_t len) {
   } else if (!body_.empty()) {
     ev = Event::Body;
   }
+  if (header_phase && !scan_head(i, data, consumed)) return {Event::Error, 0};
   if (header_phase) {
     i.header_phase_bytes += consumed;
     if (i.header_phase_bytes > limits_.max_header_bytes) {
@@ -334,6 +443,21 @@ void Parser::take_request(RequestHeader& out) {
   out.set_uri(std::string_view(i.raw.data(), i.url_len));
   out.set_version(i.p.http_minor == 0 ? Version::Http10 : Version::Http11);
   copy_fields(i, i.trailer_first, out.headers());
+  // Absolute-form (RFC 9112 §3.2.2): the authority of the target replaces any Host, and the
+  // request goes on in origin-form.
+  std::string_view t = out.uri();
+  std::size_t scheme = 0;
+  if (t.size() > 7 && iequals(t.substr(0, 7), "http://")) scheme = 7;
+  else if (t.size() > 8 && iequals(t.substr(0, 8), "https://")) scheme = 8;
+  if (scheme) {
+    std::string_view rest = t.substr(scheme);
+    std::size_t end = rest.find_first_of("/?");
+    std::string authority(rest.substr(0, end));
+    std::string path = end == std::string_view::npos ? std::string("/") : std::string(rest.substr(end));
+    if (path.front() == '?') path.insert(path.begin(), '/');
+    out.headers().insert("Host", authority);
+    out.set_uri(path);
+  }
 }
 
 void Parser::take_response(ResponseHeader& out) {

@@ -83,6 +83,8 @@ class Parser {
   struct Impl;
 
  private:
+  bool scan_head(Impl& i, const char* data, std::size_t n);
+
   std::unique_ptr<Impl> impl_;
   Kind kind_;
   ParserLimits limits_;

@@ -110,6 +110,8 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
   up_req_ = req_;
   http1::strip_hop_by_hop(up_req_.headers());
   up_req_.set_version(Version::Http11);
+  if (!up_req_.headers().contains("host"))  // an HTTP/1.0 request may have none; 1.1 needs it
+    up_req_.headers().append("Host", peer_->sni.empty() ? peer_->address.to_string() : peer_->sni);
   if (upgrade_) {
     // The one hop-by-hop exchange a proxy forwards on purpose: the switch of protocols.
     if (auto u = req_.headers().get("upgrade")) up_req_.headers().append("Upgrade", *u);
@@ -208,6 +210,9 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
   if (auto r = app_.e_upstream_response_filter(*this, resp_, ctx_); !r) co_return r;
   if (has(kResponseFilter))
     if (auto r = co_await app_.e_response_filter(*this, resp_, ctx_); !r) co_return r;
+  if (resp_.status() == 204) {  // RFC 9110 §8.6: no Content-Length in a 204
+    resp_.headers().remove("content-length");
+  }
   const bool bodyless = up.parser.framing() == http1::Framing::None &&
                         (head_request_ || resp_.status() == 204 || resp_.status() == 304);
   if (up.parser.framing() == http1::Framing::UntilClose ||
@@ -226,6 +231,14 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
       if (!n) co_return n.error();
       if (*n > 0) continue;
       step = up.parser.finish();
+    }
+    if (step.event == http1::Event::Error && !wbuf_.empty()) {
+      // Nothing was sent yet (the head waits for the first body bytes): drop it, so the error
+      // is answered with a proper 502.
+      wbuf_.clear();
+      resp_status_ = 0;
+      co_return Error::upstream(up.parser.error_type(),
+                                "invalid response body: " + std::string(up.parser.error_reason()));
     }
     if (step.event == http1::Event::Error) {
       // Truncated or corrupt body after the head went out: close so the client sees it.

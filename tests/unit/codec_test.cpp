@@ -213,7 +213,9 @@ TEST(Codec, TransferEncodingIsJudgedBeforeTheHeadIsReleased) {
     EXPECT_EQ(p.error_status(), 501) << te;
   }
   EXPECT_EQ(parse_request("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").error, 400);
-  EXPECT_TRUE(parse_request("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n").complete);
+  // A coding before chunked would be lost when the proxy re-chunks the body: refused too.
+  EXPECT_EQ(parse_request("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n").error, 501);
+  EXPECT_TRUE(parse_request("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked \r\n\r\n0\r\n\r\n").complete);
 }
 
 TEST(Codec, ObsoleteLineFoldingIsRejected) {
