@@ -58,16 +58,12 @@ int main(int argc, char** argv) {
   if (auto r = svc->add_tcp(listen); !r) { std::fprintf(stderr, "%s\n", r.error().to_string().c_str()); return 2; }
   server.add_service(svc);
   if (!self_test) {
-    if (auto r = server.start(); !r) {
-      std::fprintf(stderr, "%s\n", r.error().to_string().c_str());
-      return 1;
-    }
     // Scripts and tests learn the bound port (e.g. after --listen 127.0.0.1:0) from this line.
-    std::printf("listening on %s\n", svc->local_endpoints().at(0).to_string().c_str());
-    std::fflush(stdout);
-    return server.run_forever();
+    return server.run_forever([&] {
+      std::printf("listening on %s\n", svc->local_endpoints().at(0).to_string().c_str());
+      std::fflush(stdout);
+    });
   }
-
   if (!server.start()) return 1;
   testing::Client c(svc->local_endpoints()[0].port());
   auto get = c.get("/hello?x=1");

@@ -225,7 +225,7 @@ std::size_t Server::active_connections() const {
   return n;
 }
 
-int Server::run_forever() {
+int Server::run_forever(std::function<void()> on_ready) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
@@ -239,6 +239,7 @@ int Server::run_forever() {
     log::error_log().critical("cannot start: {}", r.error().to_string());
     return 1;
   }
+  if (on_ready) on_ready();
   timespec tick{0, 200 * 1000 * 1000};
   while (!impl_->stopping.load()) {
     int sig = sigtimedwait(&set, nullptr, &tick);

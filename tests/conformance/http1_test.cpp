@@ -760,9 +760,8 @@ std::vector<Case> passing_cases() {
   };
 }
 
-/// Cases portico does not pass yet (found while writing this suite for issue 4); same format.
-/// Each comment says what portico does today (at commit 1e20d3c).
-/// Cases that were pending when the suite was written and pass since the HTTP/1.1 hardening.
+/// Cases that failed when the suite was written (each comment says what portico did then) and
+/// pass since the HTTP/1.1 hardening.
 std::vector<Case> landed_cases() {
   return {
       // --- Transfer-Encoding on requests (RFC 9112 §6.1, §6.3) ----------------------------------

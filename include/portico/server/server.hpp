@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,9 +39,11 @@ class Server {
   /// Binds every listener and starts the workers, then returns. After it, each service's
   /// `local_endpoints()` names the bound addresses.
   Result<void> start();
-  /// Starts (if needed) and blocks until a signal or shutdown() ends the server. Returns the
-  /// process exit status: 0 after a graceful stop.
-  int run_forever();
+  /// Takes SIGINT/SIGTERM/SIGHUP/SIGQUIT for the server, starts it (if needed), calls
+  /// `on_ready` (e.g. to print or announce the bound addresses; signals are already handled
+  /// then), and blocks until a signal or shutdown() ends the server. Returns the process exit
+  /// status: 0 after a stop, 1 when the server could not start.
+  int run_forever(std::function<void()> on_ready = {});
   /// Stops the server from any thread. Graceful: stop accepting, drain in-flight requests up to
   /// the grace period. Not graceful: close everything now. Returns without waiting; see wait().
   void shutdown(bool graceful = true);
