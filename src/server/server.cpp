@@ -111,6 +111,9 @@ struct Server::Impl {
   std::condition_variable cv;
   std::size_t running = 0;
   bool joined = false;
+  // Signalled by a worker whenever its last connection closes (see wait_idle).
+  mutable std::mutex idle_mu;
+  mutable std::condition_variable idle_cv;
 
   void stop_workers(bool graceful) {
     for (auto& wt : workers) {
@@ -169,6 +172,10 @@ Result<void> Server::start() {
     }
   }
   for (auto& wt : I.workers) {
+    wt->worker.set_on_empty([&I] {
+      std::lock_guard lk(I.idle_mu);
+      I.idle_cv.notify_all();
+    });
     std::size_t a = 0;
     for (auto& svc : I.services) {
       svc->attach_worker(wt->worker);
@@ -223,6 +230,12 @@ std::size_t Server::active_connections() const {
   std::size_t n = 0;
   for (auto& wt : impl_->workers) n += wt->worker.active();
   return n;
+}
+
+bool Server::wait_idle(std::chrono::milliseconds timeout) const {
+  auto& I = *impl_;
+  std::unique_lock lk(I.idle_mu);
+  return I.idle_cv.wait_for(lk, timeout, [this] { return active_connections() == 0; });
 }
 
 int Server::run_forever(std::function<void()> on_ready) {

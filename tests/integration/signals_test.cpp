@@ -25,7 +25,8 @@ class Child {
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
     posix_spawn_file_actions_addclose(&fa, fds[0]);
-    std::string bin = std::string(PORTICO_EXAMPLES_DIR) + "/reverse_proxy";
+    std::string bin(PORTICO_EXAMPLES_DIR);
+    bin += "/reverse_proxy";
     std::vector<std::string> args = {bin, "--listen", "127.0.0.1:0", "--upstream", upstream};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());

@@ -51,6 +51,8 @@ class Server {
   void wait();
   /// Connections currently open on all workers.
   std::size_t active_connections() const;
+  /// Blocks until no connection is open on any worker, or `timeout` passes; true when idle.
+  bool wait_idle(std::chrono::milliseconds timeout) const;
 
   struct Impl;
 
