@@ -301,14 +301,7 @@ task<void> H1Connection::handle_parse_error() {
   }
   co_await respond_error(status);
   if (exc) co_return;
-  try {
-    if (has(kLogging)) co_await app_.e_logging(*this, &e, ctx_);
-  } catch (const std::exception& x) {
-    log::error_log().error("exception in logging hook: {}", x.what());
-  } catch (...) {
-    log::error_log().error("exception in logging hook");
-  }
-  app_.destroy_ctx(ctx_);
+  co_await finish_request(&e);
 }
 
 task<void> H1Connection::handle_request() {
