@@ -8,10 +8,10 @@ using portico::testing::RawOrigin;
 
 namespace {
 /// A proxy whose hooks fail in configurable ways.
-class Faulty : public ProxyHttp<> {
+/// Forward, with hooks that fail according to the request path; logging is Forward's.
+class Faulty : public Forward {
  public:
-  explicit Faulty(SocketAddr up) : peer_(make_peer(up)) {}
-  enum class Mode { None, Throw, HttpStatus, PlainError, NoPeer, PeerError } mode = Mode::None;
+  using Forward::Forward;
 
   task<Result<bool>> request_filter(Session& s, NoCtx&) override {
     if (s.req_header().path() == "/throw") throw std::runtime_error("boom from request_filter");
@@ -20,26 +20,12 @@ class Faulty : public ProxyHttp<> {
       co_return Error(ErrorType::InternalError, ErrorSource::Unset);
     co_return false;
   }
-  task<Result<HttpPeerPtr>> upstream_peer(Session& s, NoCtx&) override {
+  task<Result<HttpPeerPtr>> upstream_peer(Session& s, NoCtx& ctx) override {
     if (s.req_header().path() == "/nopeer") co_return nullptr;
     if (s.req_header().path() == "/peererror")
       co_return Error::upstream(ErrorType::ConnectNoRoute, "no backend is healthy");
-    co_return peer_;
+    co_return co_await Forward::upstream_peer(s, ctx);
   }
-  task<void> logging(Session&, const Error* e, NoCtx&) override {
-    {
-      std::lock_guard lk(mu);
-      last = e ? std::optional<Error>(*e) : std::nullopt;
-    }
-    logged.add();
-    co_return;
-  }
-  std::mutex mu;
-  std::optional<Error> last;
-  Latch logged;
-
- private:
-  HttpPeerPtr peer_;
 };
 }  // namespace
 
@@ -97,9 +83,9 @@ TEST(Errors, ThrowingHookGives500AndTheWorkerLivesOn) {
   ASSERT_TRUE(f->logged.wait_for(3));
   {
     std::lock_guard lk(f->mu);
-    ASSERT_TRUE(f->last);
-    EXPECT_EQ(f->last->type(), ErrorType::HookPanic);
-    EXPECT_NE(f->last->context().find("boom from request_filter"), std::string_view::npos);
+    ASSERT_TRUE(f->last_error);
+    EXPECT_EQ(f->last_error->type(), ErrorType::HookPanic);
+    EXPECT_NE(f->last_error->context().find("boom from request_filter"), std::string_view::npos);
   }
   Client c(px.port());
   auto r = c.get("/fine");
