@@ -185,14 +185,17 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
   }
   response_started = true;
 
-  if (resp_.status() == 101) {
-    // The upstream switched protocols: relay the 101, then the connection is a byte tunnel.
-    const std::string upgrade(resp_.headers().get("upgrade").value_or(""));
-    http1::strip_hop_by_hop(resp_.headers());
-    if (auto r = app_.e_upstream_response_filter(*this, resp_, ctx_); !r) co_return r;
-    if (has(kResponseFilter))
-      if (has(kResponseFilter))
+  // Response header filters; a 101 keeps the Upgrade value that hop-by-hop stripping removes.
+  const bool switched = resp_.status() == 101;  // decided by the upstream, not by a filter
+  const std::string upgrade =
+      switched ? std::string(resp_.headers().get("upgrade").value_or("")) : "";
+  http1::strip_hop_by_hop(resp_.headers());
+  if (auto r = app_.e_upstream_response_filter(*this, resp_, ctx_); !r) co_return r;
+  if (has(kResponseFilter))
     if (auto r = co_await app_.e_response_filter(*this, resp_, ctx_); !r) co_return r;
+
+  if (switched) {
+    // The upstream switched protocols: relay the 101, then the connection is a byte tunnel.
     resp_.headers().append("Connection", "upgrade");
     if (!upgrade.empty()) resp_.headers().append("Upgrade", upgrade);
     resp_.set_version(Version::Http11);
@@ -205,21 +208,14 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
     co_return co_await run_tunnel(up);
   }
 
-  // Response header filters, then the head goes out with the first body bytes.
-  http1::strip_hop_by_hop(resp_.headers());
-  if (auto r = app_.e_upstream_response_filter(*this, resp_, ctx_); !r) co_return r;
-  if (has(kResponseFilter))
-    if (auto r = co_await app_.e_response_filter(*this, resp_, ctx_); !r) co_return r;
+  // The head goes out with the first body bytes.
   if (resp_.status() == 204) {  // RFC 9110 §8.6: no Content-Length in a 204
     resp_.headers().remove("content-length");
   }
   const bool bodyless = up.parser.framing() == http1::Framing::None &&
                         (head_request_ || resp_.status() == 204 || resp_.status() == 304);
-  if (up.parser.framing() == http1::Framing::UntilClose ||
-      up.parser.framing() == http1::Framing::Chunked) {
-    // Re-framed for the client; a length from a close-delimited upstream cannot be trusted.
-    if (up.parser.framing() == http1::Framing::UntilClose) resp_.headers().remove("content-length");
-  }
+  // Re-framed for the client; a length from a close-delimited upstream cannot be trusted.
+  if (up.parser.framing() == http1::Framing::UntilClose) resp_.headers().remove("content-length");
   prepare_response_head(resp_, bodyless);
 
   for (;;) {
