@@ -16,3 +16,4 @@
 #include <portico/proxy/session.hpp>
 #include <portico/server/options.hpp>
 #include <portico/server/server.hpp>
+#include <portico/upstream/pool.hpp>

@@ -446,14 +446,12 @@ task<Result<void>> H1Connection::run_phases() {
     peer_ = std::move(*pr);
     const HttpPeer& peer = *peer_;
     const std::uint64_t key = peer.reuse_hash();
-    UpstreamConnPtr conn = state_.pool.take(key);
+    UpstreamConnPtr conn = state_.pool->take(key);
+    if (!conn) conn = co_await state_.pool->take_remote(peer, key);
     const bool reused = conn != nullptr;
     upstream_reused_ = reused;
     if (!conn) {
-      auto c = co_await connect_upstream(
-          peer, *wd_,
-          http1::ParserLimits{opts_.max_response_header_bytes, opts_.max_response_header_count,
-                              opts_.max_request_target_bytes});
+      auto c = co_await connect_upstream(peer, *wd_, upstream_parser_limits(opts_));
       if (!c) {
         Error e = app_.e_fail_to_connect(*this, peer, ctx_, std::move(c.error()));
         e.set_source(ErrorSource::Upstream);
@@ -464,7 +462,7 @@ task<Result<void>> H1Connection::run_phases() {
         co_return e;
       }
       conn = std::move(*c);
-      PoolStats::bump(state_.pool.stats().opened);
+      state_.pool->opened(peer, key);
     }
     bool response_started = false;
     auto r = co_await proxy_attempt(conn, reused, response_started);

@@ -136,9 +136,15 @@ class H1Connection final : public Session, public Drainable {
 };
 
 /// Per-service state owned by one worker.
-struct ServiceWorkerState {
-  ServiceWorkerState(PoolLimits l, std::shared_ptr<PoolStats> stats) : pool(l, std::move(stats)) {}
-  Pool pool;
+/// How strictly upstream responses are parsed.
+inline http1::ParserLimits upstream_parser_limits(const HttpServerOptions& o) {
+  return {o.max_response_header_bytes, o.max_response_header_count, o.max_request_target_bytes};
+}
+
+struct ServiceWorkerState final : WorkerState {
+  explicit ServiceWorkerState(std::shared_ptr<Pool> p) : pool(std::move(p)) {}
+  void drain() noexcept override { pool->drain(); }
+  std::shared_ptr<Pool> pool;
 };
 
 }  // namespace portico::detail

@@ -92,7 +92,7 @@ task<Result<void>> H1Connection::proxy_attempt(UpstreamConnPtr& conn, bool reuse
                         (opts_.upstream_request_limit == 0 ||
                          ++up.requests < opts_.upstream_request_limit);
   current_up_ = nullptr;
-  if (reusable) state_.pool.put(std::move(conn));
+  if (reusable) state_.pool->put(std::move(conn));
   co_return r;
 }
 

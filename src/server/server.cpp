@@ -54,7 +54,7 @@ task<void> accept_loop(tcp::acceptor& acc, Service& svc, Worker& w) {
 namespace {
 struct WorkerThread {
   explicit WorkerThread(std::size_t i)
-      : ctx(1), guard(ctx->get_executor()), worker(ctx->get_executor(), i) {}
+      : ctx(1), guard(ctx->get_executor()), worker(ctx->get_executor(), i, true) {}
   ~WorkerThread() {
     // Everything bound to the io_context goes before it: listeners, pooled connections, and
     // finally (in ctx's destructor) the frames of connections a hard stop left suspended, which

@@ -37,8 +37,7 @@ void Service::set_local_endpoint(std::size_t i, SocketAddr a) {
 }
 
 struct HttpProxyService::Impl {
-  std::mutex mu;
-  std::vector<std::shared_ptr<detail::PoolStats>> stats;
+  std::shared_ptr<detail::PoolRegistry> registry = std::make_shared<detail::PoolRegistry>();
 };
 
 HttpProxyService::HttpProxyService(std::shared_ptr<detail::ProxyHttpErased> app,
@@ -52,15 +51,13 @@ HttpProxyService::HttpProxyService(std::shared_ptr<detail::ProxyHttpErased> app,
 HttpProxyService::~HttpProxyService() = default;
 
 void HttpProxyService::attach_worker(detail::Worker& w) {
-  auto stats = std::make_shared<detail::PoolStats>();
-  {
-    std::lock_guard lk(impl_->mu);
-    impl_->stats.push_back(stats);
-  }
+  if (w.state_for(this)) return;
+  detail::PoolLimits limits{opts_.pool_max_idle_per_key, opts_.pool_max_idle_total,
+                            opts_.pool_cross_worker, opts_.pool_steal_timeout};
   // The pool belongs to the worker alone, so its sockets close on the worker's thread.
-  w.set_state(this, std::make_shared<detail::ServiceWorkerState>(
-                        detail::PoolLimits{opts_.pool_max_idle_per_key, opts_.pool_max_idle_total},
-                        std::move(stats)));
+  auto pool = std::make_shared<detail::Pool>(w.executor(), limits, detail::upstream_parser_limits(opts_),
+                                             impl_->registry, w.shares());
+  w.set_state(this, std::make_shared<detail::ServiceWorkerState>(std::move(pool)));
 }
 
 namespace {
@@ -86,18 +83,14 @@ void HttpProxyService::serve_connection(detail::Worker& w, detail::Accepted& a) 
   });
 }
 
-std::uint64_t HttpProxyService::upstream_connections_opened() const noexcept {
-  std::lock_guard lk(impl_->mu);
-  std::uint64_t n = 0;
-  for (auto& s : impl_->stats) n += s->opened.load(std::memory_order_relaxed);
-  return n;
+UpstreamPoolStats HttpProxyService::pool_stats() const { return impl_->registry->total(); }
+
+std::vector<PeerPoolStats> HttpProxyService::pool_stats_by_peer() const {
+  return impl_->registry->by_peer();
 }
 
-std::uint64_t HttpProxyService::upstream_connections_reused() const noexcept {
-  std::lock_guard lk(impl_->mu);
-  std::uint64_t n = 0;
-  for (auto& s : impl_->stats) n += s->reused.load(std::memory_order_relaxed);
-  return n;
-}
+std::uint64_t HttpProxyService::upstream_connections_opened() const { return pool_stats().opened; }
+
+std::uint64_t HttpProxyService::upstream_connections_reused() const { return pool_stats().reused; }
 
 }  // namespace portico

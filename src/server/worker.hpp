@@ -25,13 +25,25 @@ class Drainable {
   Drainable* next_ = nullptr;
 };
 
+/// What a service keeps per worker (its upstream pool, ...).
+class WorkerState {
+ public:
+  virtual ~WorkerState() = default;
+  /// The worker is shutting down: release what is idle, keep what is in use.
+  virtual void drain() noexcept {}
+};
+
 class Worker {
  public:
-  Worker(boost::asio::any_io_executor ex, std::size_t index) : executor_(std::move(ex)), index_(index) {}
+  /// `shares` marks a worker of a Server, whose siblings may take its idle upstream
+  /// connections; serve() runs a worker alone.
+  Worker(boost::asio::any_io_executor ex, std::size_t index, bool shares = false)
+      : executor_(std::move(ex)), index_(index), shares_(shares) {}
 
   const boost::asio::any_io_executor& executor() const noexcept { return executor_; }
   std::size_t index() const noexcept { return index_; }
   bool draining() const noexcept { return draining_; }
+  bool shares() const noexcept { return shares_; }
 
   void add(Drainable* c) noexcept {
     c->prev_ = nullptr;
@@ -51,6 +63,7 @@ class Worker {
   /// On the worker's thread: every connection finishes its current request and closes.
   void drain_all() noexcept {
     draining_ = true;
+    for (auto& [svc, st] : states_) st->drain();
     for (Drainable* c = head_; c;) {
       Drainable* n = c->next_;
       c->drain();
@@ -59,6 +72,7 @@ class Worker {
   }
   void abort_all() noexcept {
     draining_ = true;
+    for (auto& [svc, st] : states_) st->drain();
     for (Drainable* c = head_; c;) {
       Drainable* n = c->next_;
       c->abort();
@@ -68,11 +82,13 @@ class Worker {
   std::size_t active() const noexcept { return active_.load(std::memory_order_relaxed); }
 
   /// Per-service state owned by this worker (its upstream pool, ...). Worker thread only.
-  void* state_for(const void* service) const noexcept {
+  WorkerState* state_for(const void* service) const noexcept {
     auto it = states_.find(service);
     return it == states_.end() ? nullptr : it->second.get();
   }
-  void set_state(const void* service, std::shared_ptr<void> st) { states_[service] = std::move(st); }
+  void set_state(const void* service, std::shared_ptr<WorkerState> st) {
+    states_[service] = std::move(st);
+  }
   /// Drops every service state (closing pooled upstream connections). Worker thread only.
   void clear_states() noexcept { states_.clear(); }
   ~Worker() { clear_states(); }
@@ -80,11 +96,12 @@ class Worker {
  private:
   boost::asio::any_io_executor executor_;
   std::size_t index_;
+  bool shares_;
   bool draining_ = false;
   Drainable* head_ = nullptr;
   std::atomic<std::size_t> active_{0};
   std::function<void()> on_empty_;
-  std::unordered_map<const void*, std::shared_ptr<void>> states_;
+  std::unordered_map<const void*, std::shared_ptr<WorkerState>> states_;
 };
 
 struct Accepted {

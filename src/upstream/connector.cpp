@@ -38,6 +38,8 @@ task<Result<UpstreamConnPtr>> connect_upstream(const HttpPeer& peer, Watchdog& w
   c->idle_timeout = peer.options.idle_timeout;
   const int family = peer.address.family();
   const int protocol = peer.address.is_unix() ? 0 : IPPROTO_TCP;
+  c->family = family;
+  c->protocol = protocol;
   boost::system::error_code ec;
   c->sock.open(asio::generic::stream_protocol(family, protocol), ec);
   if (ec) {

@@ -12,6 +12,7 @@
 #include <portico/core/socket_addr.hpp>
 #include <portico/proxy/proxy_http.hpp>
 #include <portico/server/options.hpp>
+#include <portico/upstream/pool.hpp>
 
 namespace portico {
 
@@ -73,9 +74,13 @@ class HttpProxyService final : public Service {
   void serve_connection(detail::Worker& w, detail::Accepted& a) override;
   void attach_worker(detail::Worker& w) override;
 
-  /// Upstream connections opened and reused so far, summed over workers.
-  std::uint64_t upstream_connections_opened() const noexcept;
-  std::uint64_t upstream_connections_reused() const noexcept;
+  /// Upstream connection pool counters summed over workers and peers; any thread may call.
+  UpstreamPoolStats pool_stats() const;
+  /// The same per pool key, sorted by peer.
+  std::vector<PeerPoolStats> pool_stats_by_peer() const;
+  /// Shorthands for pool_stats().opened and pool_stats().reused.
+  std::uint64_t upstream_connections_opened() const;
+  std::uint64_t upstream_connections_reused() const;
 
  private:
   struct Impl;

@@ -54,6 +54,11 @@ struct HttpServerOptions {
   /// Idle upstream connections kept per peer key and in total, per worker.
   std::size_t pool_max_idle_per_key = 128;
   std::size_t pool_max_idle_total = 4096;
+  /// When a worker has no idle connection for a peer, take one another worker holds before
+  /// opening a new one (Server only; serve() runs one worker).
+  bool pool_cross_worker = true;
+  /// How long a worker waits for another to hand over an idle connection before it connects.
+  ms pool_steal_timeout{10};
   /// Requests served on one upstream connection before it is retired; 0 = unlimited.
   std::uint32_t upstream_request_limit = 0;
 };
