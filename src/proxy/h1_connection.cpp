@@ -446,12 +446,26 @@ task<Result<void>> H1Connection::run_phases() {
     peer_ = std::move(*pr);
     const HttpPeer& peer = *peer_;
     const std::uint64_t key = peer.reuse_hash();
-    UpstreamConnPtr conn = state_.pool->take(key);
-    if (!conn) conn = co_await state_.pool->take_remote(peer, key);
+    const bool speaks_for_client = peer.options.proxy_protocol != ProxyProtocol::None;
+    UpstreamConnPtr conn;
+    if (speaks_for_client) {
+      if (private_up_ && private_up_->key == key &&
+          std::chrono::steady_clock::now() - private_up_->idle_since < private_up_->idle_timeout) {
+        conn = std::move(private_up_);
+        state_.pool->reused(key);
+      }
+      private_up_.reset();
+    } else {
+      conn = state_.pool->take(key);
+      if (!conn) conn = co_await state_.pool->take_remote(peer, key);
+    }
     const bool reused = conn != nullptr;
     upstream_reused_ = reused;
     if (!conn) {
-      auto c = co_await connect_upstream(peer, *wd_, upstream_parser_limits(opts_));
+      std::string preamble;
+      if (speaks_for_client)
+        preamble = proxy_protocol_header(peer.options.proxy_protocol, client_addr_, server_addr_);
+      auto c = co_await connect_upstream(peer, *wd_, upstream_parser_limits(opts_), preamble);
       if (!c) {
         Error e = app_.e_fail_to_connect(*this, peer, ctx_, std::move(c.error()));
         e.set_source(ErrorSource::Upstream);

@@ -117,6 +117,9 @@ class H1Connection final : public Session, public Drainable {
   bool upgrade_ = false;
   bool tunnel_ = false;
   UpstreamConn* current_up_ = nullptr;  // the upstream connection of the running attempt
+  // An upstream connection that speaks for this client only (PROXY protocol): kept here for
+  // the client's next request instead of in the shared pool.
+  UpstreamConnPtr private_up_;
   bool idle_ = true;
   bool closed_ = false;
   bool drain_requested_ = false;

@@ -92,7 +92,14 @@ task<Result<void>> H1Connection::proxy_attempt(UpstreamConnPtr& conn, bool reuse
                         (opts_.upstream_request_limit == 0 ||
                          ++up.requests < opts_.upstream_request_limit);
   current_up_ = nullptr;
-  if (reusable) state_.pool->put(std::move(conn));
+  if (reusable) {
+    if (peer_->options.proxy_protocol == ProxyProtocol::None) {
+      state_.pool->put(std::move(conn));
+    } else if (up.idle_timeout.count() > 0) {
+      up.idle_since = std::chrono::steady_clock::now();
+      private_up_ = std::move(conn);
+    }
+  }
   co_return r;
 }
 

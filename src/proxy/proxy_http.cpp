@@ -54,6 +54,7 @@ std::uint64_t HttpPeer::reuse_hash() const noexcept {
   mix(options.verify_hostname);
   mix(std::hash<std::string>{}(options.ca_file));
   mix(static_cast<std::uint64_t>(options.alpn));
+  mix(static_cast<std::uint64_t>(options.proxy_protocol));
   mix(group_key);
   return h;
 }

@@ -176,6 +176,8 @@ class Pool : public std::enable_shared_from_this<Pool> {
   task<UpstreamConnPtr> take_remote(const HttpPeer& peer, std::uint64_t key);
   /// Counts a connection this worker opened for `peer`.
   void opened(const HttpPeer& peer, std::uint64_t key);
+  /// Counts a reuse of a connection kept outside the pool (one client's own).
+  void reused(std::uint64_t key);
   /// Keeps `c` for reuse (or closes it when over a limit or draining).
   void put(UpstreamConnPtr c);
   /// Closes every idle connection and refuses new ones (graceful shutdown).
@@ -220,9 +222,13 @@ class Pool : public std::enable_shared_from_this<Pool> {
   std::chrono::steady_clock::time_point sweep_at_ = std::chrono::steady_clock::time_point::max();
 };
 
-/// Connects to `peer` with its connect timeout. Failures are Upstream errors marked retryable
-/// (nothing was sent).
+/// The PROXY protocol header announcing a client connection from `src` to `dst`.
+std::string proxy_protocol_header(ProxyProtocol version, const SocketAddr& src, const SocketAddr& dst);
+
+/// Connects to `peer` with its connect timeout, then sends `preamble` (a PROXY protocol header)
+/// if any. Failures are Upstream errors marked retryable (no request byte was sent).
 task<Result<UpstreamConnPtr>> connect_upstream(const HttpPeer& peer, Watchdog& wd,
-                                               http1::ParserLimits limits);
+                                               http1::ParserLimits limits,
+                                               std::string_view preamble = {});
 
 }  // namespace portico::detail

@@ -5,6 +5,9 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <algorithm>
 
 #include "upstream/connection.hpp"
 
@@ -30,7 +33,8 @@ Error connect_error(const boost::system::error_code& ec, bool timed_out, const H
 }  // namespace
 
 task<Result<UpstreamConnPtr>> connect_upstream(const HttpPeer& peer, Watchdog& wd,
-                                               http1::ParserLimits limits) {
+                                               http1::ParserLimits limits,
+                                               std::string_view preamble) {
   auto ex = co_await asio::this_coro::executor;
   auto c = std::make_unique<UpstreamConn>(ex, limits);
   c->key = peer.reuse_hash();
@@ -50,9 +54,18 @@ task<Result<UpstreamConnPtr>> connect_upstream(const HttpPeer& peer, Watchdog& w
     int one = 1;
     ::setsockopt(c->fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (auto ka = peer.options.tcp_keepalive.count(); ka > 0) {
-      int secs = static_cast<int>(std::max<long>(1, ka / 1000));
+      auto secs = [](long ms) { return static_cast<int>(std::clamp<long>(ms / 1000, 1, 32767)); };
+      int idle = secs(ka);
       ::setsockopt(c->fd(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-      ::setsockopt(c->fd(), IPPROTO_TCP, TCP_KEEPIDLE, &secs, sizeof secs);
+      ::setsockopt(c->fd(), IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+      if (auto iv = peer.options.tcp_keepalive_interval.count(); iv > 0) {
+        int interval = secs(iv);
+        ::setsockopt(c->fd(), IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+      }
+      if (peer.options.tcp_keepalive_count > 0) {
+        int count = static_cast<int>(std::min<std::uint32_t>(peer.options.tcp_keepalive_count, 127));
+        ::setsockopt(c->fd(), IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+      }
     }
   }
   if (peer.options.bind_to) {
@@ -76,6 +89,21 @@ task<Result<UpstreamConnPtr>> connect_upstream(const HttpPeer& peer, Watchdog& w
   if (ec || timed_out) co_return connect_error(ec, timed_out, peer);
   generic_ep local = c->sock.local_endpoint(ec);
   if (!ec) c->local = SocketAddr::from_sockaddr(local.data(), static_cast<socklen_t>(local.size()));
+  if (!preamble.empty()) {
+    wd.arm(Watchdog::UsWrite, peer.options.write_timeout,
+           [](void* s) { static_cast<stream_socket*>(s)->cancel(); }, &c->sock);
+    co_await asio::async_write(c->sock, asio::buffer(preamble),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    const bool write_timed_out = wd.expired(Watchdog::UsWrite);
+    wd.disarm(Watchdog::UsWrite);
+    if (ec || write_timed_out) {
+      Error e = Error::upstream(write_timed_out ? ErrorType::WriteTimedout : ErrorType::WriteError,
+                                "sending the PROXY protocol header to " + peer.address.to_string() +
+                                    (write_timed_out ? "" : ": " + ec.message()));
+      e.set_retry(true);
+      co_return e;
+    }
+  }
   co_return c;
 }
 

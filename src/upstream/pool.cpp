@@ -181,6 +181,10 @@ void Pool::opened(const HttpPeer& peer, std::uint64_t key) {
   KeyWorkerStats::bump(b->stats->opened);
 }
 
+void Pool::reused(std::uint64_t key) {
+  if (Bucket* b = find(key)) KeyWorkerStats::bump(b->stats->reused);
+}
+
 UpstreamConnPtr Pool::pop(Bucket& b) {
   const auto now = Clock::now();
   while (!b.conns.empty()) {
@@ -336,10 +340,13 @@ void Pool::on_watch(std::uint64_t key, const UpstreamConn* c, std::uint64_t gen,
 
 void Pool::evict(Bucket& b, std::size_t i, PoolEviction why) {
   if (i >= b.conns.size()) return;
-  b.conns.erase(b.conns.begin() + static_cast<std::ptrdiff_t>(i));  // closes the socket
+  UpstreamConnPtr gone = std::move(b.conns[i]);
+  b.conns.erase(b.conns.begin() + static_cast<std::ptrdiff_t>(i));
   --total_;
+  // Counted before the socket closes, so whoever sees the close also sees the count.
   KeyWorkerStats::drop(b.stats->idle);
   KeyWorkerStats::bump(b.stats->evicted[static_cast<std::size_t>(why)]);
+  gone.reset();
 }
 
 void Pool::evict_all(PoolEviction why) {

@@ -17,6 +17,10 @@ using Millis = std::chrono::milliseconds;
 /// HTTP version preference toward an upstream.
 enum class Alpn : std::uint8_t { H1, H2, H2H1 };
 
+/// PROXY protocol header sent to the upstream right after connecting, carrying the client's
+/// address (https://www.haproxy.org/download/2.8/doc/proxy-protocol.txt).
+enum class ProxyProtocol : std::uint8_t { None, V1, V2 };
+
 /// How to connect to and talk with a peer. Unlike Pingora, every timeout has a finite default.
 struct PeerOptions {
   /// TCP (or Unix) connect; on expiry the attempt fails with ConnectTimedout.
@@ -37,8 +41,15 @@ struct PeerOptions {
   Alpn alpn = Alpn::H1;
   /// Streams per upstream HTTP/2 connection.
   std::uint32_t max_h2_streams = 100;
-  /// TCP keepalive idle time; 0 = off.
+  /// TCP keepalive: idle time before the first probe; 0 = off.
   Millis tcp_keepalive{0};
+  /// TCP keepalive: time between probes and probes before the connection is dropped; 0 = the
+  /// system default.
+  Millis tcp_keepalive_interval{0};
+  std::uint32_t tcp_keepalive_count = 0;
+  /// Send a PROXY protocol header. Such a connection speaks for one client, so it is reused
+  /// only by later requests of the same client connection, never pooled for others.
+  ProxyProtocol proxy_protocol = ProxyProtocol::None;
   /// Local address to bind before connecting, if any.
   std::optional<SocketAddr> bind_to;
 };
@@ -61,7 +72,8 @@ class HttpPeer {
   PeerOptions options;
 
   /// A hash of exactly the fields that make two connections interchangeable: address, scheme,
-  /// SNI, verification flags, CA, ALPN and group key. Timeouts are not part of it.
+  /// SNI, verification flags, CA, ALPN, PROXY protocol and group key. Timeouts are not part
+  /// of it.
   std::uint64_t reuse_hash() const noexcept;
   /// "127.0.0.1:8080" or "tls://host@1.2.3.4:443".
   std::string to_string() const;
