@@ -4,6 +4,7 @@
 
 #include <cctype>
 #include <charconv>
+#include <cstring>
 
 namespace portico::http1 {
 
@@ -39,6 +40,21 @@ struct Parser::Impl {
   // byte, and whether the request/status line is still being read.
   char prev = '\n';
   bool first_line = true;
+  // The last bytes of a chunked body consumed so far, to check that it ends with CRLF CRLF
+  // (llhttp takes a bare LF as the blank line that ends it).
+  char tail[4] = {};
+  std::size_t tail_len = 0;
+
+  /// Appends `n` consumed body bytes to the rolling tail.
+  void track_tail(const char* d, std::size_t n) {
+    for (std::size_t k = n > 4 ? n - 4 : 0; k < n; ++k) {
+      if (tail_len == 4) {
+        std::memmove(tail, tail + 1, 3);
+        tail_len = 3;
+      }
+      tail[tail_len++] = d[k];
+    }
+  }
 
   void fail(std::uint16_t status, ErrorType t, std::string_view why) {
     if (self->err_status_ == 0) {
@@ -369,6 +385,7 @@ Parser::Step Parser::feed(const char* data, std::size_t len) {
     i.paused = i.paused_upgrade = false;
   }
   const bool header_phase = !in_body_;
+  const bool chunked_body = in_body_ && framing_ == Framing::Chunked;
   i.pause = Pause::None;
   i.feed_begin = data;
   i.feed_end = data + len;
@@ -394,6 +411,14 @@ Parser::Step Parser::feed(const char* data, std::size_t len) {
   } else if (!body_.empty()) {
     ev = Event::Body;
   }
+  if (chunked_body) {
+    i.track_tail(data, consumed);
+    if (ev == Event::MessageComplete && !(i.tail_len == 4 && std::memcmp(i.tail, "\r\n\r\n", 4) == 0)) {
+      i.fail(kind_ == Kind::Request ? 400 : 502, ErrorType::InvalidChunk,
+             "chunked body does not end with CRLF CRLF");
+      return {Event::Error, 0};
+    }
+  }
   if (header_phase && !scan_head(i, data, consumed)) return {Event::Error, 0};
   if (header_phase) {
     i.header_phase_bytes += consumed;
@@ -403,7 +428,10 @@ Parser::Step Parser::feed(const char* data, std::size_t len) {
       return {Event::Error, 0};
     }
   }
-  if (ev == Event::Headers) i.header_phase_bytes = 0;
+  if (ev == Event::Headers) {
+    i.header_phase_bytes = 0;
+    i.tail_len = 0;
+  }
   return {ev, consumed};
 }
 

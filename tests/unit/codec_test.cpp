@@ -228,3 +228,18 @@ TEST(Codec, BareLineFeedsAndSpaceBeforeColonAreRejected) {
   EXPECT_EQ(parse_request("GET / HTTP/1.1\r\nHost : h\r\n\r\n").error, 400);
   EXPECT_EQ(parse_request("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\nhello").error, 400);
 }
+
+TEST(Codec, ChunkedBodyMustEndWithCrlfCrlfWhateverTheFeedSizes) {
+  const std::string good = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           "5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n";
+  const std::string bare = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           "5\r\nhello\r\n0\r\n\n";
+  for (std::size_t step : {1u, 2u, 3u, 5u, 1000u}) {
+    auto g = parse_request(good, step);
+    EXPECT_TRUE(g.complete) << step;
+    EXPECT_EQ(g.body, "hello") << step;
+    auto b = parse_request(bare, step);
+    EXPECT_FALSE(b.complete) << step;
+    EXPECT_EQ(b.error, 400) << step;
+  }
+}
