@@ -40,6 +40,9 @@ struct Parser::Impl {
   // byte, and whether the request/status line is still being read.
   char prev = '\n';
   bool first_line = true;
+  // Status line of a response: spaces seen and digits of the status code.
+  std::uint8_t status_spaces = 0;
+  std::uint8_t status_digits = 0;
   // The last bytes of a chunked body consumed so far, to check that it ends with CRLF CRLF
   // (llhttp takes a bare LF as the blank line that ends it).
   char tail[4] = {};
@@ -79,6 +82,7 @@ struct Callbacks {
     i.self->in_body_ = false;
     i.self->trailers_.clear();
     i.first_line = true;
+    i.status_spaces = i.status_digits = 0;
     return 0;
   }
   static int on_url(llhttp_t* p, const char* at, std::size_t len) {
@@ -220,14 +224,9 @@ struct Callbacks {
       i.fail(505, ErrorType::InvalidHTTPHeader, "unsupported HTTP version");
       return -1;
     }
-    if (self.kind_ == Kind::Request && (p->flags & F_TRANSFER_ENCODING)) {
-      // Decided here, before the head is handed to the hooks: such a request must never start
-      // its way upstream.
-      if (p->http_minor == 0) {
-        i.fail(400, ErrorType::InvalidHTTPHeader, "Transfer-Encoding in an HTTP/1.0 request");
-        return -1;
-      }
-      // Only "chunked" alone: a coding before it would be lost when the body is re-chunked.
+    if (p->flags & F_TRANSFER_ENCODING) {
+      // Only "chunked" alone: a coding before it would be lost when the body is re-chunked,
+      // and portico does not decode transfer codings.
       std::size_t te = 0;
       bool only_chunked = true;
       for (const Slot& s : i.slots)
@@ -237,8 +236,21 @@ struct Callbacks {
           while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
           only_chunked = only_chunked && iequals(v, "chunked");
         }
-      if (!(p->flags & F_CHUNKED) || te != 1 || !only_chunked) {
-        i.fail(501, ErrorType::InvalidHTTPHeader, "Transfer-Encoding other than chunked");
+      const bool plain_chunked = (p->flags & F_CHUNKED) && te == 1 && only_chunked;
+      if (self.kind_ == Kind::Request) {
+        // Decided here, before the head is handed to the hooks: such a request must never
+        // start its way upstream.
+        if (p->http_minor == 0) {
+          i.fail(400, ErrorType::InvalidHTTPHeader, "Transfer-Encoding in an HTTP/1.0 request");
+          return -1;
+        }
+        if (!plain_chunked) {
+          i.fail(501, ErrorType::InvalidHTTPHeader, "Transfer-Encoding other than chunked");
+          return -1;
+        }
+      } else if (!plain_chunked && !self.no_body_expected_ && p->status_code >= 200 &&
+                 p->status_code != 204 && p->status_code != 304) {
+        i.fail(502, ErrorType::InvalidHTTPHeader, "response Transfer-Encoding other than chunked");
         return -1;
       }
     }
@@ -351,6 +363,23 @@ Parser::Parser(Kind kind, ParserLimits limits)
 
 Parser::~Parser() = default;
 
+namespace {
+// RFC 9112 §4: status-line = HTTP-version SP 3DIGIT SP [ reason-phrase ]. The SP after the code
+// is tolerated when the reason is absent, as every client does.
+bool status_code_char(Parser::Impl& i, char c) {
+  if (i.status_spaces == 1) {
+    if (c >= '0' && c <= '9') return ++i.status_digits <= 3;
+    if (c == ' ' || c == '\r') {
+      ++i.status_spaces;
+      return i.status_digits == 3;
+    }
+    return false;
+  }
+  if (c == ' ' && i.status_spaces == 0) ++i.status_spaces;
+  return true;
+}
+}  // namespace
+
 bool Parser::scan_head(Impl& i, const char* data, std::size_t n) {
   // llhttp's strict mode still takes a bare LF as a line end, unfolds obs-fold after a colon
   // and collapses runs of spaces in the request line; a proxy must not pass on any of them.
@@ -363,6 +392,8 @@ bool Parser::scan_head(Impl& i, const char* data, std::size_t n) {
       why = "obsolete line folding";
     else if (kind_ == Kind::Request && i.first_line && c == ' ' && i.prev == ' ')
       why = "repeated spaces in the start line";
+    else if (kind_ == Kind::Response && i.first_line && !status_code_char(i, c))
+      why = "status code is not three digits";  // llhttp takes "20" for 020
     if (why) {
       i.fail(kind_ == Kind::Request ? 400 : 502, ErrorType::InvalidHTTPHeader, why);
       return false;

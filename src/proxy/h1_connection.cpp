@@ -311,6 +311,7 @@ task<void> H1Connection::handle_request() {
   failed_peers_.clear();
   peer_.reset();
   upstream_reused_ = false;
+  client_gone_ = false;
   keepalive_ = parser_.keep_alive();
   resp_status_ = 0;
   body_sent_ = body_received_ = 0;

@@ -120,6 +120,13 @@ class H1Connection final : public Session, public Drainable {
   // An upstream connection that speaks for this client only (PROXY protocol): kept here for
   // the client's next request instead of in the shared pool.
   UpstreamConnPtr private_up_;
+  // The client is watched for a close while the response head is awaited.
+  struct ClientWatch;
+  std::shared_ptr<ClientWatch> client_watch_;
+  bool awaiting_head_ = false;
+  bool client_gone_ = false;
+  void arm_client_watch();
+  void disarm_client_watch() noexcept;
   bool idle_ = true;
   bool closed_ = false;
   bool drain_requested_ = false;

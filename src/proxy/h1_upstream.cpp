@@ -20,6 +20,44 @@ void cancel_stream(void* s) { static_cast<stream_socket*>(s)->cancel(); }
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
+// watching the client while the response is awaited
+
+// Shared with the pending peek, so a completion that arrives after the watch ended (or after
+// the connection is gone) finds `conn` null.
+struct H1Connection::ClientWatch {
+  H1Connection* conn;
+  char byte;
+};
+
+void H1Connection::arm_client_watch() {
+  if (client_watch_ || closed_) return;
+  client_watch_ = std::make_shared<ClientWatch>(ClientWatch{this, 0});
+  // A peek that completes on EOF or a reset; bytes (a pipelined request) end the watch, are
+  // left in the socket and read later. The socket was drained by the request read, so arming
+  // this costs no system call.
+  sock_.async_receive(asio::buffer(&client_watch_->byte, 1), asio::socket_base::message_peek,
+                      [w = client_watch_](const error_code& ec, std::size_t n) {
+                        H1Connection* c = w->conn;
+                        if (!c || ec == asio::error::operation_aborted) return;
+                        c->client_watch_.reset();
+                        if (!ec && n > 0) return;
+                        c->client_gone_ = true;
+                        if (c->current_up_) {
+                          error_code ignored;
+                          c->current_up_->sock.cancel(ignored);
+                        }
+                      });
+}
+
+void H1Connection::disarm_client_watch() noexcept {
+  if (!client_watch_) return;
+  client_watch_->conn = nullptr;
+  client_watch_.reset();
+  error_code ec;
+  sock_.cancel(ec);  // nothing else is pending on the client socket while the watch is armed
+}
+
+// ---------------------------------------------------------------------------------------------
 // one attempt on one upstream connection
 
 task<Result<void>> H1Connection::us_write(UpstreamConn& up, const std::vector<asio::const_buffer>& b) {
@@ -144,11 +182,24 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
   }
 
   // Response head (skipping 1xx interim responses, which are relayed to HTTP/1.1 clients).
+  // While it is awaited and the client sends nothing, a client that goes away cancels it.
   up.parser.set_no_body_expected(head_request_);
+  awaiting_head_ = true;
+  if (!pump_running_) arm_client_watch();
+  struct Disarm {
+    H1Connection& c;
+    ~Disarm() {
+      c.awaiting_head_ = false;
+      c.disarm_client_watch();
+    }
+  } disarm{*this};
   bool got_bytes = false;
   for (;;) {
     if (up.begin == up.end) {
       auto n = co_await us_read(up);
+      if (client_gone_)
+        co_return Error::downstream(ErrorType::ConnectionClosed,
+                                    "the client closed the connection before the response");
       if (!n) {
         Error e = n.error();
         if (!got_bytes && e.type() == ErrorType::ReadError) e.set_retry_type(RetryType::ReusedOnly);
@@ -290,6 +341,7 @@ void H1Connection::start_side(task<Result<void>> t, UpstreamConn& up) {
             pump_running_ = false;
             pump_exception_ = e;
             pump_result_ = std::move(res);
+            if (!e && pump_result_ && awaiting_head_) arm_client_watch();
             if (e || !pump_result_) {
               error_code ec;
               up.sock.cancel(ec);  // unblock the other direction

@@ -825,6 +825,14 @@ std::vector<Case> landed_cases() {
       // the next request. A proxy in front that reads the bare LF differently sees other
       // boundaries, so the request is refused instead.
       reject_body("chunked_end_bare_lf", chunked("5\r\nhello\r\n0\r\n\n" + kSmuggled)),
+      // RFC 9112 §4: three digits. Before the hardening: llhttp read "20" and the client got "020".
+      bad_upstream("origin_two_digit_status", "HTTP/1.1 20 OK\r\nContent-Length: 2\r\n\r\nok"),
+      // A transfer coding portico does not decode: re-framing would drop it and corrupt the body.
+      // Before the hardening: the gzip bytes went out as if they were the content.
+      bad_upstream("origin_te_gzip_close_delimited",
+                   "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n\x1f\x8b\x08"),
+      bad_upstream("origin_te_gzip_then_chunked",
+                   "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\n\x1f\x8b\x08\r\n0\r\n\r\n"),
       bad_upstream("origin_chunked_end_bare_lf",
                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\n"),
       // RFC 9110 §5.6.3 makes this "chunked" followed by OWS, so the request is valid; llhttp does

@@ -274,3 +274,44 @@ TEST(Errors, ClientGoneMidUploadClosesUpstreamAndLogs) {
   EXPECT_EQ(fwd->last_error->source(), ErrorSource::Downstream);
   EXPECT_EQ(fwd->last_error->type(), ErrorType::PrematureBodyEnd);
 }
+
+// A client that leaves while the upstream is still thinking: the exchange is cancelled at
+// once (not at the upstream read timeout), the upstream connection is closed, logging runs.
+class ClientGoneBeforeResponse : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ClientGoneBeforeResponse, CancelsTheUpstreamExchange) {
+  const bool with_body = GetParam();
+  Latch got_request, origin_eof;
+  RawOrigin origin([&](int fd) {
+    std::string extra;
+    pt::read_head(fd, extra);
+    got_request.add();
+    char b[4096];
+    while (::recv(fd, b, sizeof b, 0) > 0) {  // never answers; waits for the proxy to close
+    }
+    origin_eof.add();
+  });
+  auto peer = std::make_shared<HttpPeer>(origin.addr(), false);
+  peer->options.read_timeout = 30s;
+  auto fwd = std::make_shared<Forward>(HttpPeerPtr(peer));
+  pt::TestProxy px(fwd);
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    Client c(px.port());
+    ASSERT_TRUE(c.send(with_body ? "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+                                 : "GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+    // The request reached the origin before the client leaves.
+    ASSERT_TRUE(got_request.wait_for(1));
+  }
+  ASSERT_TRUE(origin_eof.wait_for(1, 10s));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << "cancelled, not timed out";
+  ASSERT_TRUE(fwd->logged.wait_for(1));
+  std::lock_guard lk(fwd->mu);
+  ASSERT_TRUE(fwd->last_error);
+  EXPECT_EQ(fwd->last_error->source(), ErrorSource::Downstream);
+  EXPECT_EQ(fwd->last_error->type(), ErrorType::ConnectionClosed);
+  EXPECT_EQ(fwd->last_retries, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Errors, ClientGoneBeforeResponse, ::testing::Bool(),
+                         [](const auto& i) { return i.param ? "WithBody" : "WithoutBody"; });
