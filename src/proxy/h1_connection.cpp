@@ -57,7 +57,7 @@ std::size_t frame_body(const std::vector<std::string_view>& pieces, bool chunked
 }
 
 H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,
-                           asio::ip::tcp::socket sock)
+                           asio::ip::tcp::socket sock, std::shared_ptr<ServerTls> tls)
     : svc_(svc),
       app_(svc.app()),
       opts_(svc.options()),
@@ -82,10 +82,14 @@ H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
   void* p = ctx_mem_.get();
   std::size_t space = app_.ctx_size() + align;
   ctx_ = std::align(app_.ctx_align(), app_.ctx_size(), p, space);
+  server_tls_ = std::move(tls);
   worker_.add(this);
 }
 
 H1Connection::~H1Connection() {
+  // As for upstream connections: keep the client's session resumable (session-ID cache).
+  if (tls_ && SSL_is_init_finished(tls_->native_handle()))
+    SSL_set_shutdown(tls_->native_handle(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   wd_->close();
   worker_.remove(this);
 }
@@ -115,13 +119,17 @@ task<Result<std::size_t>> H1Connection::ds_read(milliseconds timeout) {
   }
   wd_->arm(Watchdog::DsRead, timeout, &cancel_tcp, &sock_);
   error_code ec;
-  std::size_t n = co_await sock_.async_read_some(
-      asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_),
-      asio::redirect_error(asio::use_awaitable, ec));
+  const auto into = asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_);
+  // (Not a conditional expression: GCC 12 destroys temporaries of a co_await in one twice.)
+  std::size_t n;
+  if (tls_)
+    n = co_await tls_->async_read_some(into, asio::redirect_error(asio::use_awaitable, ec));
+  else
+    n = co_await sock_.async_read_some(into, asio::redirect_error(asio::use_awaitable, ec));
   const bool timed_out = wd_->expired(Watchdog::DsRead) || (ec && wd_->expired(Watchdog::Total));
   wd_->disarm(Watchdog::DsRead);
   if (timed_out) co_return Error::downstream(ErrorType::ReadTimedout, "reading from the client");
-  if (ec == asio::error::eof)
+  if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated)
     co_return Error::downstream(ErrorType::ConnectionClosed, "client closed the connection");
   if (ec) co_return Error::downstream(ErrorType::ReadError, ec.message());
   rend_ += n;
@@ -131,7 +139,10 @@ task<Result<std::size_t>> H1Connection::ds_read(milliseconds timeout) {
 task<Result<void>> H1Connection::ds_write(const std::vector<asio::const_buffer>& bufs) {
   wd_->arm(Watchdog::DsWrite, opts_.write_timeout, &cancel_tcp, &sock_);
   error_code ec;
-  co_await asio::async_write(sock_, bufs, asio::redirect_error(asio::use_awaitable, ec));
+  if (tls_)
+    co_await asio::async_write(*tls_, bufs, asio::redirect_error(asio::use_awaitable, ec));
+  else
+    co_await asio::async_write(sock_, bufs, asio::redirect_error(asio::use_awaitable, ec));
   const bool timed_out = wd_->expired(Watchdog::DsWrite) || (ec && wd_->expired(Watchdog::Total));
   wd_->disarm(Watchdog::DsWrite);
   if (timed_out) co_return Error::downstream(ErrorType::WriteTimedout, "writing to the client");
@@ -236,7 +247,67 @@ task<Result<void>> H1Connection::write_response_body(std::string_view data, bool
 // ---------------------------------------------------------------------------------------------
 // the connection loop
 
+task<bool> H1Connection::tls_handshake() {
+  tls_set_ = server_tls_->current();
+  const TlsSettings& s = tls_set_->settings();
+  wd_->arm(Watchdog::DsRead, s.handshake_timeout, &cancel_tcp, &sock_);
+  SSL_CTX* ctx = tls_set_->default_ctx();
+  error_code ec;
+  if (s.certificate_hook) {
+    // Read the ClientHello without consuming it, to learn the SNI name before OpenSSL does.
+    std::string sni;
+    unsigned char hello[16 * 1024 + 5];
+    for (int rounds = 0; rounds < 64; ++rounds) {
+      co_await sock_.async_wait(asio::socket_base::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec || wd_->expired(Watchdog::DsRead)) break;
+      const ssize_t n = ::recv(sock_.native_handle(), hello, sizeof hello, MSG_PEEK);
+      if (n <= 0) break;
+      std::size_t need = 0;
+      auto name = client_hello_sni(hello, static_cast<std::size_t>(n), need);
+      if (name) {
+        sni = std::move(*name);
+        break;
+      }
+      if (need == 0 || need > sizeof hello || static_cast<std::size_t>(n) >= need) break;
+    }
+    if (!ec && !wd_->expired(Watchdog::DsRead)) {
+      CertifiedKeyPtr ck;
+      try {
+        ck = co_await s.certificate_hook(sni);
+      } catch (const std::exception& e) {
+        log::error_log().error("TLS certificate hook for \"{}\" threw: {}", sni, e.what());
+      }
+      if (ck)
+        if (SSL_CTX* chosen = tls_set_->ctx_for(ck)) ctx = chosen;
+    }
+  }
+  SSL* ssl = SSL_new(ctx);
+  if (!ssl) {
+    wd_->disarm(Watchdog::DsRead);
+    log::error_log().error("TLS: SSL_new: {}", ssl_error_text());
+    co_return false;
+  }
+  tls_ = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket&>>(sock_, ssl);
+  co_await tls_->async_handshake(asio::ssl::stream_base::server,
+                                 asio::redirect_error(asio::use_awaitable, ec));
+  const bool timed_out = wd_->expired(Watchdog::DsRead);
+  wd_->disarm(Watchdog::DsRead);
+  if (timed_out || ec) {
+    log::error_log().info("TLS handshake with {} failed: {}", client_addr_.to_string(),
+                          timed_out ? std::string("timed out") : ec.message());
+    co_return false;
+  }
+  tls_info_ = std::make_unique<TlsInfo>();
+  describe(tls_->native_handle(), *tls_info_);
+  co_return true;
+}
+
 task<void> H1Connection::run() {
+  if (server_tls_ && !co_await tls_handshake()) {
+    error_code ec;
+    sock_.close(ec);
+    co_return;
+  }
   while (!closed_) {
     idle_ = true;
     if (drain_requested_ || worker_.draining()) break;
@@ -466,7 +537,8 @@ task<Result<void>> H1Connection::run_phases() {
       std::string preamble;
       if (speaks_for_client)
         preamble = proxy_protocol_header(peer.options.proxy_protocol, client_addr_, server_addr_);
-      auto c = co_await connect_upstream(peer, *wd_, upstream_parser_limits(opts_), preamble);
+      auto c = co_await connect_upstream(peer, *wd_, upstream_parser_limits(opts_), preamble,
+                                         state_.client_tls, key);
       if (!c) {
         Error e = app_.e_fail_to_connect(*this, peer, ctx_, std::move(c.error()));
         e.set_source(ErrorSource::Upstream);

@@ -9,6 +9,8 @@
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <portico/proxy/proxy_http.hpp>
@@ -17,6 +19,7 @@
 #include "core/watchdog.hpp"
 #include "http1/codec.hpp"
 #include "server/worker.hpp"
+#include "tls/tls.hpp"
 #include "upstream/connection.hpp"
 
 namespace portico::detail {
@@ -35,8 +38,9 @@ enum class DsFraming : std::uint8_t { None, Length, Chunked, Close };
 
 class H1Connection final : public Session, public Drainable {
  public:
+  /// `tls`: the listener's TLS, or null for plain text.
   H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,
-               boost::asio::ip::tcp::socket sock);
+               boost::asio::ip::tcp::socket sock, std::shared_ptr<ServerTls> tls = nullptr);
   ~H1Connection() override;
 
   /// Serves requests until the client leaves, an error closes the connection, or a drain.
@@ -50,6 +54,8 @@ class H1Connection final : public Session, public Drainable {
 
  private:
   // -- downstream I/O ---------------------------------------------------------------------------
+  /// The TLS handshake of a TLS listener (certificate hook, SNI, ALPN); false: close.
+  task<bool> tls_handshake();
   task<Result<std::size_t>> ds_read(std::chrono::milliseconds timeout);
   task<Result<void>> ds_write(const std::vector<boost::asio::const_buffer>& bufs);
   /// Reads and parses until a request header is complete. An empty error means a clean close.
@@ -120,6 +126,11 @@ class H1Connection final : public Session, public Drainable {
   // An upstream connection that speaks for this client only (PROXY protocol): kept here for
   // the client's next request instead of in the shared pool.
   UpstreamConnPtr private_up_;
+  // TLS toward the client: the listener, the certificate generation the handshake used, and
+  // the stream over sock_ (null on plain listeners).
+  std::shared_ptr<ServerTls> server_tls_;
+  std::shared_ptr<const ServerCtxSet> tls_set_;
+  std::unique_ptr<boost::asio::ssl::stream<boost::asio::ip::tcp::socket&>> tls_;
   // The client is watched for a close while the response head is awaited.
   struct ClientWatch;
   std::shared_ptr<ClientWatch> client_watch_;
@@ -152,9 +163,11 @@ inline http1::ParserLimits upstream_parser_limits(const HttpServerOptions& o) {
 }
 
 struct ServiceWorkerState final : WorkerState {
-  explicit ServiceWorkerState(std::shared_ptr<Pool> p) : pool(std::move(p)) {}
+  ServiceWorkerState(std::shared_ptr<Pool> p, std::shared_ptr<ClientTls> tls)
+      : pool(std::move(p)), client_tls(std::move(tls)) {}
   void drain() noexcept override { pool->drain(); }
   std::shared_ptr<Pool> pool;
+  std::shared_ptr<ClientTls> client_tls;  // the service's, shared by its workers
 };
 
 }  // namespace portico::detail

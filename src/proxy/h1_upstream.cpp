@@ -63,7 +63,11 @@ void H1Connection::disarm_client_watch() noexcept {
 task<Result<void>> H1Connection::us_write(UpstreamConn& up, const std::vector<asio::const_buffer>& b) {
   wd_->arm(Watchdog::UsWrite, peer_->options.write_timeout, &cancel_stream, &up.sock);
   error_code ec;
-  co_await asio::async_write(up.sock, b, asio::redirect_error(asio::use_awaitable, ec));
+  // (Not a conditional expression: GCC 12 destroys temporaries of a co_await in one twice.)
+  if (up.tls)
+    co_await asio::async_write(*up.tls, b, asio::redirect_error(asio::use_awaitable, ec));
+  else
+    co_await asio::async_write(up.sock, b, asio::redirect_error(asio::use_awaitable, ec));
   const bool timed_out = wd_->expired(Watchdog::UsWrite) || (ec && wd_->expired(Watchdog::Total));
   wd_->disarm(Watchdog::UsWrite);
   if (timed_out) co_return Error::upstream(ErrorType::WriteTimedout, "writing to the upstream");
@@ -81,12 +85,17 @@ task<Result<std::size_t>> H1Connection::us_read(UpstreamConn& up, milliseconds t
   wd_->arm(Watchdog::UsRead, timeout.count() ? timeout : peer_->options.read_timeout,
            &cancel_stream, &up.sock);
   error_code ec;
-  std::size_t n = co_await up.sock.async_read_some(asio::buffer(up.buf),
-                                                   asio::redirect_error(asio::use_awaitable, ec));
+  std::size_t n;
+  if (up.tls)
+    n = co_await up.tls->async_read_some(asio::buffer(up.buf), asio::redirect_error(asio::use_awaitable, ec));
+  else
+    n = co_await up.sock.async_read_some(asio::buffer(up.buf), asio::redirect_error(asio::use_awaitable, ec));
   const bool timed_out = wd_->expired(Watchdog::UsRead) || (ec && wd_->expired(Watchdog::Total));
   wd_->disarm(Watchdog::UsRead);
   if (timed_out) co_return Error::upstream(ErrorType::ReadTimedout, "reading from the upstream");
-  if (ec == asio::error::eof) co_return std::size_t{0};
+  // A TLS upstream that closes without close_notify is taken as a plain close, as browsers and
+  // other proxies do; a truncated body is still detected by its framing.
+  if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) co_return std::size_t{0};
   if (ec) co_return Error::upstream(ErrorType::ReadError, ec.message());
   up.end = n;
   co_return n;

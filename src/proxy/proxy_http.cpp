@@ -53,6 +53,8 @@ std::uint64_t HttpPeer::reuse_hash() const noexcept {
   mix(options.verify_cert);
   mix(options.verify_hostname);
   mix(std::hash<std::string>{}(options.ca_file));
+  mix(std::hash<std::string>{}(options.client_cert_file));
+  mix(std::hash<std::string>{}(options.client_key_file));
   mix(static_cast<std::uint64_t>(options.alpn));
   mix(static_cast<std::uint64_t>(options.proxy_protocol));
   mix(group_key);

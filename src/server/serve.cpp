@@ -12,7 +12,7 @@ namespace portico {
 namespace asio = boost::asio;
 
 namespace detail {
-task<void> accept_loop(asio::ip::tcp::acceptor& acc, Service& svc, Worker& w);
+task<void> accept_loop(asio::ip::tcp::acceptor& acc, Service& svc, Worker& w, std::size_t listener);
 }
 
 task<void> serve(asio::ip::tcp::acceptor& acceptor, std::shared_ptr<Service> service) {
@@ -22,7 +22,7 @@ task<void> serve(asio::ip::tcp::acceptor& acceptor, std::shared_ptr<Service> ser
   auto ep = acceptor.local_endpoint();
   if (service->local_endpoints().empty())
     service->set_local_endpoint(0, SocketAddr::from_sockaddr(ep.data(), static_cast<socklen_t>(ep.size())));
-  co_await detail::accept_loop(acceptor, *service, worker);
+  co_await detail::accept_loop(acceptor, *service, worker, 0);
   // The acceptor closed: let open connections finish their request, then return. Connections
   // refer to `worker`, so this frame outlives them.
   asio::steady_timer all_closed(ex, asio::steady_timer::time_point::max());

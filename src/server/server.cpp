@@ -30,7 +30,7 @@ using asio::ip::tcp;
 namespace detail {
 
 /// Accepts on one listening socket until it is closed, handing connections to `svc`.
-task<void> accept_loop(tcp::acceptor& acc, Service& svc, Worker& w) {
+task<void> accept_loop(tcp::acceptor& acc, Service& svc, Worker& w, std::size_t listener) {
   for (;;) {
     auto [ec, sock] = co_await acc.async_accept(asio::as_tuple(asio::use_awaitable));
     if (ec) {
@@ -44,7 +44,7 @@ task<void> accept_loop(tcp::acceptor& acc, Service& svc, Worker& w) {
       }
       continue;
     }
-    Accepted a{std::move(sock)};
+    Accepted a{std::move(sock), listener};
     svc.serve_connection(w, a);
   }
 }
@@ -180,7 +180,7 @@ Result<void> Server::start() {
     for (auto& svc : I.services) {
       svc->attach_worker(wt->worker);
       for (std::size_t k = 0; k < svc->listen_addrs().size(); ++k, ++a)
-        asio::co_spawn(*wt->ctx, detail::accept_loop(*wt->acceptors[a], *svc, wt->worker),
+        asio::co_spawn(*wt->ctx, detail::accept_loop(*wt->acceptors[a], *svc, wt->worker, k),
                        asio::detached);
     }
   }
@@ -263,8 +263,11 @@ int Server::run_forever(std::function<void()> on_ready) {
       log::error_log().info("SIGTERM: graceful shutdown, grace period {} ms",
                             impl_->conf.grace_period.count());
       shutdown(true);
-    } else if (sig == SIGHUP || sig == SIGQUIT) {
-      log::error_log().info("signal {} ignored (reload and upgrade are not available yet)", sig);
+    } else if (sig == SIGHUP) {
+      log::error_log().info("SIGHUP: reloading TLS certificates");
+      for (auto& svc : impl_->services) (void)svc->reload_tls();
+    } else if (sig == SIGQUIT) {
+      log::error_log().info("SIGQUIT ignored (graceful upgrade is not available yet)");
     }
   }
   wait();

@@ -5,6 +5,7 @@
 #include "core/log.hpp"
 #include "proxy/h1_connection.hpp"
 #include "server/worker.hpp"
+#include "tls/tls.hpp"
 
 namespace portico {
 
@@ -16,8 +17,47 @@ Result<void> Service::add_tcp(std::string_view addr) {
     return Error::internal(ErrorType::BindError, "not a literal IP:port address: " + std::string(addr));
   std::lock_guard lk(mu_);
   listen_.push_back(*a);
+  tls_.push_back(nullptr);
   bound_.clear();
   return ok();
+}
+
+Result<void> Service::add_tls(std::string_view addr, TlsSettings settings) {
+  auto a = SocketAddr::parse(addr);
+  if (!a || !a->is_ip())
+    return Error::internal(ErrorType::BindError, "not a literal IP:port address: " + std::string(addr));
+  auto tls = detail::ServerTls::create(std::move(settings));
+  if (!tls) return tls.error();
+  std::lock_guard lk(mu_);
+  listen_.push_back(*a);
+  tls_.push_back(std::move(*tls));
+  bound_.clear();
+  return ok();
+}
+
+std::shared_ptr<detail::ServerTls> Service::tls_of(std::size_t i) const {
+  std::lock_guard lk(mu_);
+  return i < tls_.size() ? tls_[i] : nullptr;
+}
+
+Result<void> Service::reload_tls() {
+  std::vector<std::shared_ptr<detail::ServerTls>> all;
+  {
+    std::lock_guard lk(mu_);
+    all = tls_;
+  }
+  Result<void> first = ok();
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    if (!all[i]) continue;
+    if (auto r = all[i]->reload(); !r) {
+      log::error_log().error("{}: TLS reload of listener {} failed, keeping its certificates: {}",
+                             name(), i, r.error().to_string());
+      if (first) first = r.error();
+    } else {
+      log::error_log().info("{}: TLS certificates of listener {} reloaded", name(), i);
+    }
+  }
+  return first;
 }
 
 std::vector<SocketAddr> Service::listen_addrs() const {
@@ -38,6 +78,7 @@ void Service::set_local_endpoint(std::size_t i, SocketAddr a) {
 
 struct HttpProxyService::Impl {
   std::shared_ptr<detail::PoolRegistry> registry = std::make_shared<detail::PoolRegistry>();
+  std::shared_ptr<detail::ClientTls> client_tls = std::make_shared<detail::ClientTls>();
 };
 
 HttpProxyService::HttpProxyService(std::shared_ptr<detail::ProxyHttpErased> app,
@@ -57,7 +98,7 @@ void HttpProxyService::attach_worker(detail::Worker& w) {
   // The pool belongs to the worker alone, so its sockets close on the worker's thread.
   auto pool = std::make_shared<detail::Pool>(w.executor(), limits, detail::upstream_parser_limits(opts_),
                                              impl_->registry, w.shares());
-  w.set_state(this, std::make_shared<detail::ServiceWorkerState>(std::move(pool)));
+  w.set_state(this, std::make_shared<detail::ServiceWorkerState>(std::move(pool), impl_->client_tls));
 }
 
 namespace {
@@ -70,7 +111,8 @@ void HttpProxyService::serve_connection(detail::Worker& w, detail::Accepted& a) 
     attach_worker(w);
     st = static_cast<detail::ServiceWorkerState*>(w.state_for(this));
   }
-  auto conn = std::make_unique<detail::H1Connection>(*this, *st, w, std::move(a.socket));
+  auto conn = std::make_unique<detail::H1Connection>(*this, *st, w, std::move(a.socket),
+                                                     tls_of(a.listener));
   boost::asio::co_spawn(w.executor(), run_connection(std::move(conn)), [](std::exception_ptr e) {
     if (!e) return;
     try {
@@ -88,6 +130,9 @@ UpstreamPoolStats HttpProxyService::pool_stats() const { return impl_->registry-
 std::vector<PeerPoolStats> HttpProxyService::pool_stats_by_peer() const {
   return impl_->registry->by_peer();
 }
+
+std::uint64_t HttpProxyService::upstream_tls_resumed() const { return impl_->client_tls->resumed(); }
+std::uint64_t HttpProxyService::upstream_tls_full_handshakes() const { return impl_->client_tls->full(); }
 
 std::uint64_t HttpProxyService::upstream_connections_opened() const { return pool_stats().opened; }
 

@@ -106,6 +106,8 @@ class Worker {
 
 struct Accepted {
   boost::asio::ip::tcp::socket socket;
+  /// Index of the listener (Service::add_tcp / add_tls order) that accepted it.
+  std::size_t listener = 0;
 };
 
 }  // namespace portico::detail

@@ -20,6 +20,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <portico/core/result.hpp>
@@ -33,10 +34,18 @@
 
 namespace portico::detail {
 
+class ClientTls;
 using stream_socket = boost::asio::generic::stream_protocol::socket;
+using tls_stream = boost::asio::ssl::stream<stream_socket&>;
 
-/// What survives a move to another worker: everything but the reactor registration.
+/// What survives a move to another worker: everything but the reactor registration. Owns the
+/// descriptor and the TLS reference until adopted.
 struct ConnParts {
+  ConnParts() = default;
+  ConnParts(ConnParts&& o) noexcept { *this = std::move(o); }
+  ConnParts& operator=(ConnParts&& o) noexcept;
+  ~ConnParts();
+
   int fd = -1;
   int family = 0;
   int protocol = 0;
@@ -46,13 +55,22 @@ struct ConnParts {
   SocketAddr local;
   std::chrono::milliseconds idle_timeout{0};
   std::vector<char> buf;
+  // TLS state (one reference), and who owns the session cache its handshakes fed.
+  SSL* ssl = nullptr;
+  std::shared_ptr<ClientTls> tls_owner;
 };
 
 struct UpstreamConn {
   UpstreamConn(const boost::asio::any_io_executor& ex, http1::ParserLimits limits)
       : sock(ex), parser(http1::Kind::Response, limits) {}
+  ~UpstreamConn();
+  UpstreamConn(const UpstreamConn&) = delete;
+  UpstreamConn& operator=(const UpstreamConn&) = delete;
 
   stream_socket sock;
+  // TLS over `sock` (declared after it, so it goes first); null for plain text.
+  std::unique_ptr<tls_stream> tls;
+  std::shared_ptr<ClientTls> tls_owner;
   http1::Parser parser;
   std::vector<char> buf;
   std::size_t begin = 0;
@@ -225,10 +243,14 @@ class Pool : public std::enable_shared_from_this<Pool> {
 /// The PROXY protocol header announcing a client connection from `src` to `dst`.
 std::string proxy_protocol_header(ProxyProtocol version, const SocketAddr& src, const SocketAddr& dst);
 
-/// Connects to `peer` with its connect timeout, then sends `preamble` (a PROXY protocol header)
-/// if any. Failures are Upstream errors marked retryable (no request byte was sent).
+/// Connects to `peer` with its connect timeout, sends `preamble` (a PROXY protocol header) if
+/// any, and for a TLS peer runs the handshake (`tls` holds contexts and sessions; `key` is the
+/// pool key its session is kept under). Connect and handshake failures other than a refused
+/// certificate are Upstream errors marked retryable (no request byte was sent).
 task<Result<UpstreamConnPtr>> connect_upstream(const HttpPeer& peer, Watchdog& wd,
                                                http1::ParserLimits limits,
-                                               std::string_view preamble = {});
+                                               std::string_view preamble = {},
+                                               const std::shared_ptr<ClientTls>& tls = nullptr,
+                                               std::uint64_t key = 0);
 
 }  // namespace portico::detail

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 
+#include "tls/tls.hpp"
 #include "upstream/connection.hpp"
 
 namespace portico::detail {
@@ -34,7 +35,10 @@ Error connect_error(const boost::system::error_code& ec, bool timed_out, const H
 
 task<Result<UpstreamConnPtr>> connect_upstream(const HttpPeer& peer, Watchdog& wd,
                                                http1::ParserLimits limits,
-                                               std::string_view preamble) {
+                                               std::string_view preamble,
+                                               const std::shared_ptr<ClientTls>& tls,
+                                               std::uint64_t key) {
+  const auto started = std::chrono::steady_clock::now();
   auto ex = co_await asio::this_coro::executor;
   auto c = std::make_unique<UpstreamConn>(ex, limits);
   c->key = peer.reuse_hash();
@@ -103,6 +107,40 @@ task<Result<UpstreamConnPtr>> connect_upstream(const HttpPeer& peer, Watchdog& w
       e.set_retry(true);
       co_return e;
     }
+  }
+  if (peer.tls) {
+    if (!tls) co_return Error::internal(ErrorType::TLSHandshakeFailure, "no TLS client context");
+    auto ssl = tls->new_ssl(peer, key);
+    if (!ssl) co_return ssl.error();
+    c->tls = std::make_unique<tls_stream>(c->sock, *ssl);
+    c->tls_owner = tls;
+    // The handshake gets what is left of total_connection_timeout, else connection_timeout.
+    auto budget = peer.options.connection_timeout;
+    if (peer.options.total_connection_timeout.count() > 0)
+      budget = std::chrono::duration_cast<Millis>(peer.options.total_connection_timeout -
+                                                   (std::chrono::steady_clock::now() - started));
+    if (budget.count() <= 0) budget = Millis(1);
+    wd.arm(Watchdog::UsRead, budget, [](void* s) { static_cast<stream_socket*>(s)->cancel(); },
+           &c->sock);
+    co_await c->tls->async_handshake(asio::ssl::stream_base::client,
+                                     asio::redirect_error(asio::use_awaitable, ec));
+    const bool hs_timed_out = wd.expired(Watchdog::UsRead);
+    wd.disarm(Watchdog::UsRead);
+    if (hs_timed_out || ec) {
+      const long verify = SSL_get_verify_result(c->tls->native_handle());
+      if (!hs_timed_out && verify != X509_V_OK) {
+        // The certificate was refused: another attempt at the same peer would fail the same way.
+        co_return Error::upstream(ErrorType::InvalidCert,
+                                  "TLS to " + peer.to_string() + ": certificate refused: " +
+                                      X509_verify_cert_error_string(verify));
+      }
+      Error e = Error::upstream(hs_timed_out ? ErrorType::TLSHandshakeTimedout : ErrorType::TLSHandshakeFailure,
+                                "TLS handshake with " + peer.to_string() +
+                                    (hs_timed_out ? std::string(" timed out") : ": " + ec.message()));
+      e.set_retry(true);
+      co_return e;
+    }
+    tls->count_handshake(c->tls->native_handle());
   }
   co_return c;
 }

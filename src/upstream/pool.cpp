@@ -1,6 +1,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <utility>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/post.hpp>
@@ -30,6 +31,37 @@ using Clock = std::chrono::steady_clock;
 
 // ---- UpstreamConn -------------------------------------------------------------------------
 
+ConnParts& ConnParts::operator=(ConnParts&& o) noexcept {
+  if (this == &o) return *this;
+  this->~ConnParts();
+  fd = std::exchange(o.fd, -1);
+  family = o.family;
+  protocol = o.protocol;
+  key = o.key;
+  requests = o.requests;
+  peer = o.peer;
+  local = o.local;
+  idle_timeout = o.idle_timeout;
+  buf = std::move(o.buf);
+  ssl = std::exchange(o.ssl, nullptr);
+  tls_owner = std::move(o.tls_owner);
+  return *this;
+}
+
+ConnParts::~ConnParts() {
+  if (fd >= 0) ::close(fd);
+  if (ssl) SSL_free(ssl);
+  fd = -1;
+  ssl = nullptr;
+}
+
+UpstreamConn::~UpstreamConn() {
+  // OpenSSL withdraws the session of a connection freed without a shutdown; a connection that
+  // got past its handshake ends normally here, so its session stays good for resumption.
+  if (tls && SSL_is_init_finished(tls->native_handle()))
+    SSL_set_shutdown(tls->native_handle(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+}
+
 ConnParts UpstreamConn::detach() {
   ConnParts p;
   p.family = family;
@@ -40,6 +72,13 @@ ConnParts UpstreamConn::detach() {
   p.local = local;
   p.idle_timeout = idle_timeout;
   p.buf = std::move(buf);
+  if (tls) {
+    // Keep the TLS state: take a reference before the stream (and its BIO pair) goes.
+    p.ssl = tls->native_handle();
+    SSL_up_ref(p.ssl);
+    tls.reset();
+    p.tls_owner = std::move(tls_owner);
+  }
   boost::system::error_code ec;
   p.fd = sock.release(ec);  // cancels the idle watch, unregisters from this reactor
   if (ec) p.fd = -1;
@@ -48,13 +87,15 @@ ConnParts UpstreamConn::detach() {
 
 UpstreamConnPtr UpstreamConn::adopt(ConnParts&& p, const asio::any_io_executor& ex,
                                     http1::ParserLimits limits) {
-  if (p.fd < 0) return nullptr;
+  if (p.fd < 0) return nullptr;  // ~ConnParts frees what is left
   auto c = std::make_unique<UpstreamConn>(ex, limits);
   boost::system::error_code ec;
   c->sock.assign(asio::generic::stream_protocol(p.family, p.protocol), p.fd, ec);
-  if (ec) {
-    ::close(p.fd);
-    return nullptr;
+  if (ec) return nullptr;
+  p.fd = -1;  // the socket owns it now
+  if (p.ssl) {
+    c->tls = std::make_unique<tls_stream>(c->sock, std::exchange(p.ssl, nullptr));
+    c->tls_owner = std::move(p.tls_owner);
   }
   c->family = p.family;
   c->protocol = p.protocol;
@@ -266,11 +307,8 @@ task<UpstreamConnPtr> Pool::take_remote(const HttpPeer& peer, std::uint64_t key)
         st->parts = c->detach();
         c.reset();
         int waiting = 0;
-        if (!st->phase.compare_exchange_strong(waiting, 1, std::memory_order_acq_rel) &&
-            st->parts.fd >= 0) {
-          ::close(st->parts.fd);  // the taker stopped waiting meanwhile
-          st->parts.fd = -1;
-        }
+        if (!st->phase.compare_exchange_strong(waiting, 1, std::memory_order_acq_rel))
+          st->parts = ConnParts();  // the taker stopped waiting meanwhile: close it
       }
     }
     asio::post(back, [st] {

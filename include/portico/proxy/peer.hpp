@@ -38,6 +38,10 @@ struct PeerOptions {
   bool verify_hostname = true;
   /// A CA bundle for this peer; empty = the system store.
   std::string ca_file;
+  /// A client certificate chain (PEM) and its key, for upstreams that require mTLS. The key
+  /// file may be omitted when the certificate file holds the key too.
+  std::string client_cert_file;
+  std::string client_key_file;
   Alpn alpn = Alpn::H1;
   /// Streams per upstream HTTP/2 connection.
   std::uint32_t max_h2_streams = 100;

@@ -12,6 +12,7 @@
 #include <portico/core/socket_addr.hpp>
 #include <portico/proxy/proxy_http.hpp>
 #include <portico/server/options.hpp>
+#include <portico/tls/tls_settings.hpp>
 #include <portico/upstream/pool.hpp>
 
 namespace portico {
@@ -20,6 +21,7 @@ namespace detail {
 class Worker;
 struct Accepted;
 struct ServiceWorkerState;
+class ServerTls;
 }  // namespace detail
 
 /// Something that serves connections accepted on its listening addresses.
@@ -35,6 +37,15 @@ class Service {
   /// Listens on a TCP address, e.g. "127.0.0.1:6188", "[::]:8080", or port 0 for any free port.
   /// Returns an error when the text is not a literal address.
   Result<void> add_tcp(std::string_view addr);
+  /// Listens on a TCP address with TLS. The certificates are loaded now: an unreadable file, a
+  /// key that does not match or bad settings are reported here, not at the first handshake.
+  Result<void> add_tls(std::string_view addr, TlsSettings settings);
+  /// Re-reads the certificate files of every TLS listener. New handshakes use the new ones;
+  /// established connections keep theirs. A listener whose new files do not load keeps its
+  /// current certificates; the first such error is returned (and each is logged).
+  Result<void> reload_tls();
+  /// The TLS of listener `i` (add_tcp/add_tls order), or null for plain text.
+  std::shared_ptr<detail::ServerTls> tls_of(std::size_t i) const;
   /// The addresses given to add_tcp, in order.
   std::vector<SocketAddr> listen_addrs() const;
   /// The addresses actually bound (port 0 resolved), in add_tcp order; empty before the server
@@ -53,6 +64,7 @@ class Service {
   std::string name_;
   mutable std::mutex mu_;
   std::vector<SocketAddr> listen_;
+  std::vector<std::shared_ptr<detail::ServerTls>> tls_;  // per listener, null for plain
   std::vector<SocketAddr> bound_;
 };
 
@@ -78,6 +90,9 @@ class HttpProxyService final : public Service {
   UpstreamPoolStats pool_stats() const;
   /// The same per pool key, sorted by peer.
   std::vector<PeerPoolStats> pool_stats_by_peer() const;
+  /// Upstream TLS handshakes that resumed a session, and full ones.
+  std::uint64_t upstream_tls_resumed() const;
+  std::uint64_t upstream_tls_full_handshakes() const;
   /// Shorthands for pool_stats().opened and pool_stats().reused.
   std::uint64_t upstream_connections_opened() const;
   std::uint64_t upstream_connections_reused() const;

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -12,6 +13,7 @@
 #include <portico/core/task.hpp>
 #include <portico/http/message.hpp>
 #include <portico/proxy/peer.hpp>
+#include <portico/tls/tls_settings.hpp>
 
 namespace portico {
 
@@ -63,6 +65,9 @@ class Session {
   const HttpPeerPtr& peer() const noexcept { return peer_; }
   /// Whether the current attempt's upstream connection came from the pool.
   bool upstream_reused() const noexcept { return upstream_reused_; }
+  /// The client's TLS connection (version, cipher, SNI, ALPN, resumption, verified client
+  /// certificate), or null on a plain-text listener.
+  const TlsInfo* tls() const noexcept { return tls_info_.get(); }
 
   /// The status of the response header sent downstream, 0 when none was sent yet.
   std::uint16_t response_status() const noexcept { return resp_status_; }
@@ -100,6 +105,7 @@ class Session {
   std::vector<HttpPeerPtr> failed_peers_;
   HttpPeerPtr peer_;
   bool upstream_reused_ = false;
+  std::unique_ptr<TlsInfo> tls_info_;
   bool keepalive_ = true;
   std::uint16_t resp_status_ = 0;
   std::uint64_t body_sent_ = 0;
