@@ -5,7 +5,14 @@
 //                 [--connect-timeout-ms N] [--upstream-read-timeout-ms N]
 //                 [--upstream-write-timeout-ms N] [--header-read-timeout-ms N]
 //                 [--body-read-timeout-ms N] [--keepalive-timeout-ms N]
+//                 [--tls-cert FILE --tls-key FILE]... [--upstream-tls] [--upstream-sni NAME]
+//                 [--ca FILE] [--no-verify]
 //   reverse_proxy --self-test
+//
+// TLS: with --tls-cert/--tls-key (repeatable; the first pair is the default certificate, the
+// others are chosen by SNI) the listener speaks TLS; SIGHUP re-reads the files. --upstream-tls
+// makes the upstreams TLS, verified against the system store or --ca FILE, with --upstream-sni
+// as SNI and the name checked (--no-verify turns verification off).
 //
 // The timeout flags set PeerOptions (connect, upstream read/write) and HttpServerOptions (header,
 // body, keep-alive); unset ones keep the library defaults (docs/http1.md).
@@ -52,6 +59,10 @@ int main(int argc, char** argv) {
   bool self_test = false;
   HttpServerOptions opts;
   PeerOptions peer_opts;
+  TlsSettings tls;
+  std::vector<std::string> keys;
+  bool upstream_tls = false;
+  std::string upstream_sni;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     // "NAME N": stores N ms into `field`. False when the argument is not NAME; exits with status 2
@@ -71,6 +82,12 @@ int main(int argc, char** argv) {
     else if (a == "--upstream" && i + 1 < argc) upstreams.push_back(argv[++i]);
     else if (a == "--threads" && i + 1 < argc) threads = std::strtoul(argv[++i], nullptr, 10);
     else if (a == "--self-test") self_test = true;
+    else if (a == "--tls-cert" && i + 1 < argc) tls.certificates.push_back({argv[++i], ""});
+    else if (a == "--tls-key" && i + 1 < argc) keys.push_back(argv[++i]);
+    else if (a == "--upstream-tls") upstream_tls = true;
+    else if (a == "--upstream-sni" && i + 1 < argc) upstream_sni = argv[++i];
+    else if (a == "--ca" && i + 1 < argc) peer_opts.ca_file = argv[++i];
+    else if (a == "--no-verify") peer_opts.verify_cert = peer_opts.verify_hostname = false;
     else if (ms_flag("--connect-timeout-ms", peer_opts.connection_timeout) ||
              ms_flag("--upstream-read-timeout-ms", peer_opts.read_timeout) ||
              ms_flag("--upstream-write-timeout-ms", peer_opts.write_timeout)) {
@@ -83,7 +100,9 @@ int main(int argc, char** argv) {
                    "       [--connect-timeout-ms N] [--upstream-read-timeout-ms N]"
                    " [--upstream-write-timeout-ms N]\n"
                    "       [--header-read-timeout-ms N] [--body-read-timeout-ms N]"
-                   " [--keepalive-timeout-ms N]\n",
+                   " [--keepalive-timeout-ms N]\n"
+                   "       [--tls-cert FILE --tls-key FILE]... [--upstream-tls]"
+                   " [--upstream-sni NAME] [--ca FILE] [--no-verify]\n",
                    argv[0]);
       return 2;
     }
@@ -101,14 +120,20 @@ int main(int argc, char** argv) {
   for (const auto& u : upstreams) {
     auto addr = SocketAddr::parse(u);
     if (!addr) { std::fprintf(stderr, "not a literal address: %s\n", u.c_str()); return 2; }
-    auto p = std::make_shared<HttpPeer>(*addr, false);
+    auto p = std::make_shared<HttpPeer>(*addr, upstream_tls, upstream_sni);
     p->options = peer_opts;
     peers.push_back(std::move(p));
   }
 
   Server server(ServerConf{.threads = threads});
   auto svc = http_proxy_service(std::make_shared<ReverseProxy>(std::move(peers)), opts);
-  if (auto r = svc->add_tcp(listen); !r) { std::fprintf(stderr, "%s\n", r.error().to_string().c_str()); return 2; }
+  if (keys.size() != tls.certificates.size()) {
+    std::fprintf(stderr, "each --tls-cert needs its --tls-key\n");
+    return 2;
+  }
+  for (std::size_t k = 0; k < keys.size(); ++k) tls.certificates[k].key_file = keys[k];
+  auto added = tls.certificates.empty() ? svc->add_tcp(listen) : svc->add_tls(listen, tls);
+  if (!added) { std::fprintf(stderr, "%s\n", added.error().to_string().c_str()); return 2; }
   server.add_service(svc);
   if (!self_test) {
     // Scripts and tests learn the bound port (e.g. after --listen 127.0.0.1:0) from this line.

@@ -329,6 +329,14 @@ task<void> H1Connection::run() {
     if (!keepalive_) break;
   }
   error_code ec;
+  if (tls_ && !closed_ && SSL_is_init_finished(tls_->native_handle())) {
+    // Send close_notify (clients such as OpenSSL 3 report a close without it as an error, and
+    // withdraw the session), but do not wait for the client's: mark it as received first.
+    SSL_set_shutdown(tls_->native_handle(), SSL_RECEIVED_SHUTDOWN);
+    wd_->arm(Watchdog::DsWrite, std::min(opts_.write_timeout, milliseconds(1000)), &cancel_tcp, &sock_);
+    co_await tls_->async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
+    wd_->disarm(Watchdog::DsWrite);
+  }
   sock_.shutdown(asio::socket_base::shutdown_send, ec);
   if (!closed_ && (!req_body_done_ || rbegin_ < rend_)) co_await linger();
   sock_.close(ec);
