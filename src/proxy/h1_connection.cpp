@@ -257,6 +257,7 @@ task<bool> H1Connection::tls_handshake() {
     // Read the ClientHello without consuming it, to learn the SNI name before OpenSSL does.
     std::string sni;
     unsigned char hello[16 * 1024 + 5];
+    ssize_t seen = 0;
     for (int rounds = 0; rounds < 64; ++rounds) {
       co_await sock_.async_wait(asio::socket_base::wait_read, asio::redirect_error(asio::use_awaitable, ec));
       if (ec || wd_->expired(Watchdog::DsRead)) break;
@@ -269,6 +270,13 @@ task<bool> H1Connection::tls_handshake() {
         break;
       }
       if (need == 0 || need > sizeof hello || static_cast<std::size_t>(n) >= need) break;
+      if (n == seen) {
+        // Part of the hello is here and the rest is not: readiness stays set while the bytes
+        // are unread, so pause instead of peeking in a loop.
+        asio::steady_timer pause(sock_.get_executor(), milliseconds(2));
+        co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      }
+      seen = n;
     }
     if (!ec && !wd_->expired(Watchdog::DsRead)) {
       CertifiedKeyPtr ck;
@@ -279,6 +287,11 @@ task<bool> H1Connection::tls_handshake() {
       }
       if (ck)
         if (SSL_CTX* chosen = tls_set_->ctx_for(ck)) ctx = chosen;
+    }
+    if (wd_->expired(Watchdog::DsRead)) {  // the hello or the hook took the whole timeout
+      wd_->disarm(Watchdog::DsRead);
+      log::error_log().info("TLS handshake with {} failed: timed out", client_addr_.to_string());
+      co_return false;
     }
   }
   SSL* ssl = SSL_new(ctx);

@@ -8,7 +8,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <portico/portico.hpp>
@@ -84,6 +86,25 @@ class Forward : public ProxyHttp<> {
 
  private:
   HttpPeerPtr peer_;
+};
+
+/// Forward that remembers which worker thread served each request.
+class ThreadTagging : public Forward {
+ public:
+  using Forward::Forward;
+  task<Result<HttpPeerPtr>> upstream_peer(Session& s, NoCtx& c) override {
+    {
+      std::lock_guard lk(tmu);
+      threads.insert(std::this_thread::get_id());
+    }
+    co_return co_await Forward::upstream_peer(s, c);
+  }
+  std::size_t distinct_threads() {
+    std::lock_guard lk(tmu);
+    return threads.size();
+  }
+  std::mutex tmu;
+  std::set<std::thread::id> threads;
 };
 
 /// Reads from `fd` until EOF, an error or `limit` bytes; returns what arrived.

@@ -41,25 +41,6 @@ std::size_t open_fds() {
   return n;
 }
 
-/// Forward that remembers which worker thread served each request.
-class ThreadTagging : public Forward {
- public:
-  using Forward::Forward;
-  task<Result<HttpPeerPtr>> upstream_peer(Session& s, NoCtx& c) override {
-    {
-      std::lock_guard lk(tmu);
-      threads.insert(std::this_thread::get_id());
-    }
-    co_return co_await Forward::upstream_peer(s, c);
-  }
-  std::size_t distinct_threads() {
-    std::lock_guard lk(tmu);
-    return threads.size();
-  }
-  std::mutex tmu;
-  std::set<std::thread::id> threads;
-};
-
 /// An origin that answers one keep-alive request per connection, then does what the test says
 /// once `go` is released (close its side, or send a byte nobody asked for) or nothing at all
 /// (Keep), and records when the proxy closes the connection.

@@ -430,33 +430,17 @@ TEST(UpstreamTlsPool, ATlsConnectionMovesToAnotherWorker) {
   TestPki pki;
   TlsOrigin up(pki, pki.issue({"origin.test"}));
   auto peer = tls_peer(up.addr(), "origin.test", [&](PeerOptions& o) { o.ca_file = pki.ca_file(); });
-  struct Tagging : Forward {
-    using Forward::Forward;
-    task<Result<HttpPeerPtr>> upstream_peer(Session& s, NoCtx& c) override {
-      {
-        std::lock_guard lk(tmu);
-        threads.insert(std::this_thread::get_id());
-      }
-      co_return co_await Forward::upstream_peer(s, c);
-    }
-    std::size_t distinct() {
-      std::lock_guard lk(tmu);
-      return threads.size();
-    }
-    std::mutex tmu;
-    std::set<std::thread::id> threads;
-  };
-  auto fwd = std::make_shared<Tagging>(peer);
+  auto fwd = std::make_shared<ThreadTagging>(peer);
   pt::TestProxy px(fwd, {}, 2);
   int sent = 0;
-  for (int i = 0; i < 64 && fwd->distinct() < 2; ++i) {
+  for (int i = 0; i < 64 && fwd->distinct_threads() < 2; ++i) {
     pt::Client c(px.port());
     auto r = c.get("/");
     ASSERT_TRUE(r);
     EXPECT_EQ(r->body, "secure");
     ASSERT_TRUE(fwd->logged.wait_for(++sent));
   }
-  ASSERT_EQ(fwd->distinct(), 2u);
+  ASSERT_EQ(fwd->distinct_threads(), 2u);
   auto st = px.service().pool_stats();
   EXPECT_EQ(st.opened, 1u) << "one TLS connection served every request";
   EXPECT_GE(st.reused_cross_worker, 1u);
