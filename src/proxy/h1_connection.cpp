@@ -57,25 +57,31 @@ std::size_t frame_body(const std::vector<std::string_view>& pieces, bool chunked
 }
 
 H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,
-                           asio::ip::tcp::socket sock, std::shared_ptr<ServerTls> tls)
+                           Accepted& a, std::shared_ptr<ServerTls> tls)
     : svc_(svc),
       app_(svc.app()),
       opts_(svc.options()),
       hooks_(svc.hooks()),
       state_(state),
       worker_(w),
-      sock_(std::move(sock)),
+      sock_(std::move(a.socket)),
       wd_(std::make_shared<Watchdog>(sock_.get_executor())),
       parser_(http1::Kind::Request,
               http1::ParserLimits{opts_.max_header_bytes, opts_.max_header_count,
                                  opts_.max_request_target_bytes}),
       pump_timer_(sock_.get_executor()) {
   error_code ec;
-  auto re = sock_.remote_endpoint(ec);
-  if (!ec) client_addr_ = SocketAddr::from_sockaddr(re.data(), static_cast<socklen_t>(re.size()));
-  auto le = sock_.local_endpoint(ec);
-  if (!ec) server_addr_ = SocketAddr::from_sockaddr(le.data(), static_cast<socklen_t>(le.size()));
-  sock_.set_option(asio::ip::tcp::no_delay(true), ec);
+  client_addr_ = a.peer;
+  server_addr_ = a.local;
+  if (client_addr_.empty()) {
+    auto re = sock_.remote_endpoint(ec);
+    if (!ec) client_addr_ = SocketAddr::from_sockaddr(re.data(), static_cast<socklen_t>(re.size()));
+  }
+  if (server_addr_.empty()) {
+    auto le = sock_.local_endpoint(ec);
+    if (!ec) server_addr_ = SocketAddr::from_sockaddr(le.data(), static_cast<socklen_t>(le.size()));
+  }
+  if (!a.nodelay) sock_.set_option(asio::ip::tcp::no_delay(true), ec);
   const std::size_t align = app_.ctx_align() < alignof(std::max_align_t) ? alignof(std::max_align_t)
                                                                          : app_.ctx_align();
   ctx_mem_.reset(new std::byte[app_.ctx_size() + align]);
@@ -350,8 +356,11 @@ task<void> H1Connection::run() {
     co_await tls_->async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
     wd_->disarm(Watchdog::DsWrite);
   }
-  sock_.shutdown(asio::socket_base::shutdown_send, ec);
-  if (!closed_ && (!req_body_done_ || rbegin_ < rend_)) co_await linger();
+  // close() alone sends the FIN; the separate half-close is only needed to linger.
+  if (!closed_ && (!req_body_done_ || rbegin_ < rend_)) {
+    sock_.shutdown(asio::socket_base::shutdown_send, ec);
+    co_await linger();
+  }
   sock_.close(ec);
 }
 

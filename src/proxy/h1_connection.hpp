@@ -39,8 +39,8 @@ enum class DsFraming : std::uint8_t { None, Length, Chunked, Close };
 class H1Connection final : public Session, public Drainable {
  public:
   /// `tls`: the listener's TLS, or null for plain text.
-  H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,
-               boost::asio::ip::tcp::socket sock, std::shared_ptr<ServerTls> tls = nullptr);
+  H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Worker& w, Accepted& a,
+               std::shared_ptr<ServerTls> tls = nullptr);
   ~H1Connection() override;
 
   /// Serves requests until the client leaves, an error closes the connection, or a drain.

@@ -31,8 +31,19 @@ namespace detail {
 
 /// Accepts on one listening socket until it is closed, handing connections to `svc`.
 task<void> accept_loop(tcp::acceptor& acc, Service& svc, Worker& w, std::size_t listener) {
+  // Learned once per listener instead of with two system calls per connection: the local
+  // address (unless the listener is bound to a wildcard) and whether TCP_NODELAY is inherited.
+  boost::system::error_code lec;
+  const tcp::endpoint bound = acc.local_endpoint(lec);
+  const SocketAddr local = !lec && !bound.address().is_unspecified()
+                               ? SocketAddr::from_sockaddr(bound.data(), static_cast<socklen_t>(bound.size()))
+                               : SocketAddr{};
+  asio::ip::tcp::no_delay nd;
+  acc.get_option(nd, lec);
+  const bool nodelay = !lec && nd.value();
+  tcp::endpoint peer;
   for (;;) {
-    auto [ec, sock] = co_await acc.async_accept(asio::as_tuple(asio::use_awaitable));
+    auto [ec, sock] = co_await acc.async_accept(peer, asio::as_tuple(asio::use_awaitable));
     if (ec) {
       if (ec == asio::error::operation_aborted || !acc.is_open()) co_return;
       log::error_log().warn("accept on {}: {}", svc.name(), ec.message());
@@ -44,7 +55,8 @@ task<void> accept_loop(tcp::acceptor& acc, Service& svc, Worker& w, std::size_t 
       }
       continue;
     }
-    Accepted a{std::move(sock), listener};
+    Accepted a{std::move(sock), listener,
+               SocketAddr::from_sockaddr(peer.data(), static_cast<socklen_t>(peer.size())), local, nodelay};
     svc.serve_connection(w, a);
   }
 }
@@ -85,6 +97,8 @@ Result<std::unique_ptr<tcp::acceptor>> open_listener(asio::io_context& ctx, cons
   const tcp proto = a.family() == AF_INET6 ? tcp::v6() : tcp::v4();
   acc->open(proto, ec);
   if (!ec) acc->set_option(asio::socket_base::reuse_address(true), ec);
+  // Accepted sockets inherit it, so connections need no setsockopt of their own.
+  if (!ec) acc->set_option(asio::ip::tcp::no_delay(true), ec);
   if (!ec) {
     int one = 1;
     if (::setsockopt(acc->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)

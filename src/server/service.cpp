@@ -111,8 +111,7 @@ void HttpProxyService::serve_connection(detail::Worker& w, detail::Accepted& a) 
     attach_worker(w);
     st = static_cast<detail::ServiceWorkerState*>(w.state_for(this));
   }
-  auto conn = std::make_unique<detail::H1Connection>(*this, *st, w, std::move(a.socket),
-                                                     tls_of(a.listener));
+  auto conn = std::make_unique<detail::H1Connection>(*this, *st, w, a, tls_of(a.listener));
   boost::asio::co_spawn(w.executor(), run_connection(std::move(conn)), [](std::exception_ptr e) {
     if (!e) return;
     try {

@@ -11,6 +11,8 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <portico/core/socket_addr.hpp>
+
 namespace portico::detail {
 
 /// A connection the worker can ask to stop (graceful shutdown).
@@ -108,6 +110,12 @@ struct Accepted {
   boost::asio::ip::tcp::socket socket;
   /// Index of the listener (Service::add_tcp / add_tls order) that accepted it.
   std::size_t listener = 0;
+  /// The client's address as accept() returned it, and the local address when the listener is
+  /// bound to a specific one (empty: ask the socket).
+  SocketAddr peer;
+  SocketAddr local;
+  /// The listener has TCP_NODELAY, which accepted sockets inherit on Linux.
+  bool nodelay = false;
 };
 
 }  // namespace portico::detail
