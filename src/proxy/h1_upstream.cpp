@@ -201,8 +201,12 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
       c.awaiting_head_ = false;
       c.disarm_client_watch();
     }
-  } disarm{*this};
+  };
   bool got_bytes = false;
+  // The watch ends with this block: when the head is in (or the attempt fails), not later, or
+  // a client leaving mid-body would be reported as an upstream read error.
+  {
+  Disarm disarm{*this};
   for (;;) {
     if (up.begin == up.end) {
       auto n = co_await us_read(up);
@@ -250,6 +254,7 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
       co_return Error::upstream(ErrorType::InvalidHTTPHeader, "101 without an upgrade request");
     break;
   }
+  }  // the client watch ends here
   response_started = true;
 
   // Response header filters; a 101 keeps the Upgrade value that hop-by-hop stripping removes.

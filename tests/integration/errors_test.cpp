@@ -315,3 +315,34 @@ TEST_P(ClientGoneBeforeResponse, CancelsTheUpstreamExchange) {
 
 INSTANTIATE_TEST_SUITE_P(Errors, ClientGoneBeforeResponse, ::testing::Bool(),
                          [](const auto& i) { return i.param ? "WithBody" : "WithoutBody"; });
+
+// The client watch covers the wait for the response head only: a client that leaves in the
+// middle of the body is a failed write to the client, never an upstream read error.
+TEST(Errors, ClientGoneMidBodyIsADownstreamError) {
+  for (int round = 0; round < 20; ++round) {
+    RawOrigin origin([](int fd) {
+      std::string extra;
+      pt::read_head(fd, extra);
+      const std::size_t total = 64u << 20;
+      if (!pt::write_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(total) + "\r\n\r\n"))
+        return;
+      std::string block(64 * 1024, 'b');
+      for (std::size_t sent = 0; sent < total; sent += block.size())
+        if (!pt::write_all(fd, block)) return;
+    });
+    auto fwd = std::make_shared<Forward>(origin.addr());
+    pt::TestProxy px(fwd);
+    {
+      Client c(px.port());
+      ASSERT_TRUE(c.send("GET /big HTTP/1.1\r\nHost: h\r\n\r\n"));
+      char buf[1024];
+      ASSERT_GT(::recv(c.fd(), buf, sizeof buf, 0), 0);
+      ::shutdown(c.fd(), SHUT_RDWR);
+    }
+    ASSERT_TRUE(fwd->logged.wait_for(1, 30s));
+    std::lock_guard lk(fwd->mu);
+    ASSERT_TRUE(fwd->last_error);
+    EXPECT_EQ(fwd->last_error->source(), ErrorSource::Downstream) << "round " << round << ": "
+                                                                  << fwd->last_error->to_string();
+  }
+}
