@@ -1,9 +1,20 @@
-// Round-robin load balancer: Pingora's first example in portico.
+// Load balancer: Pingora's first example in portico, with health checks and a choice of algorithm.
 //
 //   load_balancer                          two embedded origins, listening on 127.0.0.1:6188
 //   load_balancer --backend 10.0.0.1:80 --backend 10.0.0.2:80 [--listen ADDR:PORT]
-//   load_balancer --self-test              start, check the alternation, exit (used by ctest)
+//                 [--selection round_robin|random|hash|ketama|least_conn|p2c]
+//                 [--health-check none|tcp|http] [--health-interval-ms N]
+//   load_balancer --self-test              start, check balancing and health checks, exit (ctest)
+//
+// Hashing selections use the request path as the key. A request that fails to connect is retried
+// on another backend; three failures in a row mark a backend down (passive health) until the
+// active health check passes again.
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <future>
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -13,68 +24,162 @@
 
 using namespace portico;
 
-class LB : public ProxyHttp<> {
- public:
-  explicit LB(std::shared_ptr<LoadBalancer<RoundRobin>> lb) : lb_(std::move(lb)) {}
+struct Ctx {
+  InFlight in_flight;  // least_conn and p2c count requests in flight per backend
+};
 
-  task<Result<HttpPeerPtr>> upstream_peer(Session&, NoCtx&) override {
-    co_return lb_->select_peer();
+class LB : public ProxyHttp<Ctx> {
+ public:
+  explicit LB(std::shared_ptr<LoadBalancerBase> lb) : lb_(std::move(lb)) {}
+
+  task<Result<HttpPeerPtr>> upstream_peer(Session& s, Ctx& ctx) override {
+    // On a retry, skip the backends that already failed for this request.
+    auto not_failed = [&](const Backend& b) {
+      for (const auto& p : s.failed_peers())
+        if (p->address == b.addr) return false;
+      return true;
+    };
+    BackendRef b = lb_->select_any(s.req_header().path(), 256, not_failed);
+    if (!b) co_return Error::http_status(503, "no healthy backend");
+    ctx.in_flight = b.track();
+    co_return b.peer();
   }
 
-  task<Result<void>> upstream_request_filter(Session&, RequestHeader& req, NoCtx&) override {
-    req.insert_header("Host", "one.one.one.one");
-    co_return ok();
+  Error fail_to_connect(Session&, const HttpPeer& peer, Ctx&, Error e) override {
+    lb_->report(peer.address, false);
+    return e;  // connect errors are retried
+  }
+
+  task<void> logging(Session&, const Error* e, Ctx& ctx) override {
+    if (!e) lb_->report(ctx.in_flight.backend(), true);  // resets the passive failure count
+    co_return;
   }
 
  private:
-  std::shared_ptr<LoadBalancer<RoundRobin>> lb_;
+  std::shared_ptr<LoadBalancerBase> lb_;
 };
 
 int main(int argc, char** argv) {
-  std::vector<std::string> backends;
-  std::string listen = "127.0.0.1:6188";
+  std::vector<std::string> addrs;
+  std::string listen = "127.0.0.1:6188", selection = "round_robin", check = "none";
+  long interval_ms = 1000;
   bool self_test = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--backend" && i + 1 < argc) backends.push_back(argv[++i]);
-    else if (a == "--listen" && i + 1 < argc) listen = argv[++i];
-    else if (a == "--self-test") self_test = true, listen = "127.0.0.1:0";
-    else { std::fprintf(stderr, "usage: %s [--backend ADDR:PORT]... [--listen ADDR:PORT]\n", argv[0]); return 2; }
-  }
-
-  // With no --backend, two origins run inside this process so the demo needs no network.
-  std::vector<std::unique_ptr<testing::Origin>> origins;
-  if (backends.empty()) {
-    for (int n = 1; n <= 2; ++n) {
-      origins.push_back(std::make_unique<testing::Origin>(
-          testing::Origin::text("origin " + std::to_string(n) + "\n")));
-      backends.push_back(origins.back()->addr().to_string());
+    bool has_value = i + 1 < argc;
+    if (a == "--backend" && has_value)
+      addrs.push_back(argv[++i]);
+    else if (a == "--listen" && has_value)
+      listen = argv[++i];
+    else if (a == "--selection" && has_value)
+      selection = argv[++i];
+    else if (a == "--health-check" && has_value)
+      check = argv[++i];
+    else if (a == "--health-interval-ms" && has_value)
+      interval_ms = std::atol(argv[++i]);
+    else if (a == "--self-test")
+      self_test = true, listen = "127.0.0.1:0";
+    else {
+      std::fprintf(
+          stderr,
+          "usage: %s [--backend ADDR:PORT]... [--listen ADDR:PORT]\n"
+          "          [--selection round_robin|random|hash|ketama|least_conn|p2c]\n"
+          "          [--health-check none|tcp|http] [--health-interval-ms N] [--self-test]\n",
+          argv[0]);
+      return 2;
     }
   }
-  auto upstreams = LoadBalancer<RoundRobin>::try_from_iter(backends);
-  if (!upstreams) { std::fprintf(stderr, "%s\n", upstreams.error().to_string().c_str()); return 2; }
+  if (interval_ms <= 0 || (check != "none" && check != "tcp" && check != "http")) {
+    std::fprintf(stderr, "--health-check is none, tcp or http; --health-interval-ms is positive\n");
+    return 2;
+  }
+
+  // With no --backend, two origins (three in the self-test) run inside this process so the demo
+  // needs no network. The self-test adds a backend where nothing listens: the health check must
+  // take it out.
+  std::vector<std::unique_ptr<testing::Origin>> origins;
+  if (addrs.empty()) {
+    for (int n = 1; n <= (self_test ? 3 : 2); ++n) {
+      origins.push_back(std::make_unique<testing::Origin>(
+          testing::Origin::text("origin " + std::to_string(n) + "\n")));
+      addrs.push_back(origins.back()->addr().to_string());
+    }
+  }
+  if (self_test) {
+    testing::Origin probe;  // bound then closed: its port refuses connections
+    addrs.push_back(SocketAddr::loopback(probe.port()).to_string());
+    check = "http";
+    interval_ms = 100;
+  }
+
+  std::vector<Backend> backends;
+  for (const auto& a : addrs) {
+    auto b = Backend::parse(a);
+    if (!b) {
+      std::fprintf(stderr, "not a backend address: %s\n", a.c_str());
+      return 2;
+    }
+    backends.push_back(*b);
+  }
+  LoadBalancerOptions lb_opts;
+  lb_opts.passive_failures = 3;
+  std::promise<void> first_down;
+  std::once_flag once;
+  lb_opts.on_health_change = [&](const Backend&, bool healthy) {
+    if (!healthy) std::call_once(once, [&] { first_down.set_value(); });
+  };
+  auto lb = make_load_balancer(selection, backends, lb_opts);
+  if (!lb) {
+    std::fprintf(stderr, "%s\n", lb.error().to_string().c_str());
+    return 2;
+  }
 
   Server server;
-  auto lb = http_proxy_service(std::make_shared<LB>(*upstreams));
-  if (auto r = lb->add_tcp(listen); !r) { std::fprintf(stderr, "%s\n", r.error().to_string().c_str()); return 2; }
-  server.add_service(lb);
+  auto proxy = http_proxy_service(std::make_shared<LB>(*lb));
+  if (auto r = proxy->add_tcp(listen); !r) {
+    std::fprintf(stderr, "%s\n", r.error().to_string().c_str());
+    return 2;
+  }
+  server.add_service(proxy);
+
+  std::shared_ptr<HealthCheckService> health;
+  if (check != "none") {
+    std::shared_ptr<HealthCheck> hc = std::make_shared<TcpHealthCheck>();
+    if (check == "http") {
+      HttpHealthCheckOptions o;
+      o.path = "/";
+      hc = HttpHealthCheck::create(o).value();
+    }
+    health = std::make_shared<HealthCheckService>(
+        *lb, hc, HealthCheckConfig{.interval = Millis(interval_ms)});
+    server.add_background(health);
+  }
 
   if (!self_test) {
-    std::printf("load balancer on %s over %zu backend(s); try: curl %s\n", listen.c_str(),
-                backends.size(), listen.c_str());
-    std::fflush(stdout);
-    return server.run_forever();
+    // Scripts and tests learn the bound port (e.g. after --listen 127.0.0.1:0) from this line.
+    return server.run_forever([&] {
+      std::printf("listening on %s: %s over %zu backend(s), health check %s\n",
+                  proxy->local_endpoints().at(0).to_string().c_str(), selection.c_str(),
+                  addrs.size(), check.c_str());
+      std::fflush(stdout);
+    });
   }
+
+  // Self-test: the first health check round takes the dead backend out; then 30 requests all
+  // succeed, 10 on each origin (round robin skips the dead backend's turn).
   if (!server.start()) return 1;
-  testing::Client client(lb->local_endpoints()[0].port());
-  std::string seen;
-  for (int i = 0; i < 4; ++i) {
+  const bool dead_is_down =
+      first_down.get_future().wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  std::printf("dead backend marked down: %s\n", dead_is_down ? "yes" : "no");
+  testing::Client client(proxy->local_endpoints()[0].port());
+  std::map<std::string, int> seen;
+  for (int i = 0; i < 30; ++i) {
     auto r = client.get("/");
     if (!r || r->status != 200) return 1;
-    seen += r->body;
+    ++seen[r->body];
   }
-  std::printf("%s", seen.c_str());
-  const bool alternates = seen == "origin 1\norigin 2\norigin 1\norigin 2\n" ||
-                          seen == "origin 2\norigin 1\norigin 2\norigin 1\n";
-  return alternates ? 0 : 1;
+  for (auto& [body, n] : seen) std::printf("%d x %s", n, body.c_str());
+  const bool even = selection != "round_robin" ||
+                    (seen.size() == 3 && seen.begin()->second == 10 && seen.rbegin()->second == 10);
+  return dead_is_down && seen.size() == 3 && even ? 0 : 1;
 }

@@ -8,7 +8,11 @@
 #include <portico/http/body.hpp>
 #include <portico/http/header_map.hpp>
 #include <portico/http/message.hpp>
+#include <portico/lb/backend.hpp>
+#include <portico/lb/discovery.hpp>
+#include <portico/lb/health_check.hpp>
 #include <portico/lb/load_balancer.hpp>
+#include <portico/lb/selection.hpp>
 #include <portico/proxy/forwarded.hpp>
 #include <portico/proxy/peer.hpp>
 #include <portico/proxy/proxy_http.hpp>

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -17,6 +18,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include "core/log.hpp"
@@ -115,8 +117,94 @@ Result<std::unique_ptr<tcp::acceptor>> open_listener(asio::io_context& ctx, cons
 }
 }  // namespace
 
+// ShutdownWatch: sleepers register their timer; trigger() cancels them on the watch's executor.
+struct ShutdownWatch::State {
+  explicit State(asio::any_io_executor e) : ex(std::move(e)) {}
+  asio::any_io_executor ex;
+  std::atomic<bool> stopped{false};
+  std::vector<asio::steady_timer*> sleepers;  // touched on `ex` only
+};
+
+ShutdownWatch::ShutdownWatch(asio::any_io_executor ex) : s_(std::make_shared<State>(std::move(ex))) {}
+
+bool ShutdownWatch::stopped() const noexcept { return s_->stopped.load(std::memory_order_acquire); }
+
+task<bool> ShutdownWatch::sleep_for(std::chrono::steady_clock::duration d) const {
+  return sleep_until(std::chrono::steady_clock::now() + d);
+}
+
+task<bool> ShutdownWatch::sleep_until(std::chrono::steady_clock::time_point t) const {
+  auto s = s_;
+  if (s->stopped.load(std::memory_order_acquire)) co_return false;
+  asio::steady_timer timer(co_await asio::this_coro::executor, t);
+  s->sleepers.push_back(&timer);
+  // Registered until this frame ends, even when it is destroyed while suspended.
+  struct Registration {
+    State& st;
+    asio::steady_timer* t;
+    ~Registration() { st.sleepers.erase(std::find(st.sleepers.begin(), st.sleepers.end(), t)); }
+  } reg{*s, &timer};
+  co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+  co_return !s->stopped.load(std::memory_order_acquire);
+}
+
+void ShutdownWatch::trigger() const {
+  if (s_->stopped.exchange(true, std::memory_order_acq_rel)) return;
+  asio::post(s_->ex, [s = s_] {
+    for (auto* t : s->sleepers) t->cancel();
+  });
+}
+
+namespace {
+/// The control thread: one io_context running the background services.
+struct ControlThread {
+  ControlThread() : ctx(1), guard(ctx.get_executor()), watch(ctx.get_executor()) {}
+  asio::io_context ctx;
+  asio::executor_work_guard<asio::io_context::executor_type> guard;
+  ShutdownWatch watch;
+  std::thread thread;
+
+  void spawn(std::shared_ptr<BackgroundService> s) {
+    auto* svc = s.get();
+    asio::co_spawn(ctx, svc->start(watch), [s = std::move(s)](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& x) {
+        log::error_log().error("background service {}: {}", s->name(), x.what());
+      } catch (...) {
+        log::error_log().error("background service {} failed", s->name());
+      }
+    });
+  }
+  void run() {
+    thread = std::thread([this] {
+      for (;;) {
+        try {
+          ctx.run();
+          break;
+        } catch (const std::exception& e) {
+          log::error_log().error("control thread: {}", e.what());
+        }
+      }
+    });
+  }
+  /// Stops whatever still runs (services were told to stop by the watch at shutdown) and joins.
+  void stop() {
+    watch.trigger();
+    guard.reset();
+    ctx.stop();
+    if (thread.joinable()) thread.join();
+  }
+};
+}  // namespace
+
 struct Server::Impl {
   ServerConf conf;
+  std::vector<std::shared_ptr<BackgroundService>> background;
+  // Declared after `background`, so destroyed first: suspended service frames go before the
+  // services they point into.
+  std::unique_ptr<ControlThread> control;
   std::vector<std::shared_ptr<Service>> services;
   std::vector<std::unique_ptr<WorkerThread>> workers;
   bool started = false;
@@ -159,6 +247,14 @@ Server::~Server() {
 }
 
 void Server::add_service(std::shared_ptr<Service> s) { impl_->services.push_back(std::move(s)); }
+
+void Server::add_background(std::shared_ptr<BackgroundService> s) {
+  impl_->background.push_back(s);
+  if (impl_->control)
+    asio::post(impl_->control->ctx, [c = impl_->control.get(), s = std::move(s)]() mutable {
+      c->spawn(std::move(s));
+    });
+}
 
 Result<void> Server::start() {
   if (impl_->started) return ok();
@@ -214,6 +310,9 @@ Result<void> Server::start() {
       if (--impl_->running == 0) impl_->cv.notify_all();
     });
   }
+  I.control = std::make_unique<ControlThread>();
+  for (auto& s : I.background) I.control->spawn(s);
+  I.control->run();
   I.started = true;
   log::error_log().info("portico started with {} worker(s)", I.workers.size());
   return ok();
@@ -222,6 +321,7 @@ Result<void> Server::start() {
 void Server::shutdown(bool graceful) {
   if (!impl_->started) return;
   if (impl_->stopping.exchange(true) && graceful) return;
+  if (impl_->control) impl_->control->watch.trigger();
   impl_->stop_workers(graceful);
 }
 
@@ -237,6 +337,10 @@ void Server::wait() {
   }
   for (auto& wt : I.workers)
     if (wt->thread.joinable()) wt->thread.join();
+  if (I.control) {
+    I.control->stop();
+    I.control.reset();
+  }
   I.joined = true;
 }
 

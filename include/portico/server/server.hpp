@@ -10,6 +10,7 @@
 
 #include <portico/core/result.hpp>
 #include <portico/proxy/service.hpp>
+#include <portico/server/background.hpp>
 
 namespace portico {
 
@@ -23,7 +24,7 @@ struct ServerConf {
 };
 
 /// Runs services on N shared-nothing worker threads (one io_context each, SO_REUSEPORT
-/// listeners) plus a control thread for signals.
+/// listeners) plus a control thread for background services (health checks, discovery).
 ///
 /// SIGINT exits at once. SIGTERM stops accepting, closes idle keep-alive connections, lets
 /// in-flight requests finish (up to `grace_period`), then returns from run_forever().
@@ -35,6 +36,12 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   void add_service(std::shared_ptr<Service> s);
+  /// Runs `s` on the control thread (one extra thread with its own io_context, started by
+  /// start()): health checks, service discovery and other control-plane work, concurrent with
+  /// traffic. shutdown() triggers the ShutdownWatch each service got; wait() joins the thread
+  /// after the workers, abandoning what is still running then. Services added after start()
+  /// begin at once.
+  void add_background(std::shared_ptr<BackgroundService> s);
 
   /// Binds every listener and starts the workers, then returns. After it, each service's
   /// `local_endpoints()` names the bound addresses.
