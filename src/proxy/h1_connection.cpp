@@ -93,11 +93,25 @@ H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
 }
 
 H1Connection::~H1Connection() {
+  // A request cut short (its coroutine frames destroyed while suspended) still ends its context:
+  // what the context holds (in-flight counts, buffers, handles) is released.
+  drop_ctx();
   // As for upstream connections: keep the client's session resumable (session-ID cache).
   if (tls_ && SSL_is_init_finished(tls_->native_handle()))
     SSL_set_shutdown(tls_->native_handle(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   wd_->close();
   worker_.remove(this);
+}
+
+void H1Connection::build_ctx() {
+  app_.construct_ctx(ctx_);
+  ctx_live_ = true;
+}
+
+void H1Connection::drop_ctx() noexcept {
+  if (!ctx_live_) return;
+  ctx_live_ = false;
+  app_.destroy_ctx(ctx_);
 }
 
 void H1Connection::drain() noexcept {
@@ -396,7 +410,7 @@ task<void> H1Connection::handle_parse_error() {
                          e.to_string(), status);
   std::exception_ptr exc;
   try {
-    app_.construct_ctx(ctx_);
+    build_ctx();
   } catch (...) {
     exc = std::current_exception();
   }
@@ -442,7 +456,7 @@ task<void> H1Connection::handle_request() {
   bool ctx_built = false;
   Result<void> r;
   try {
-    app_.construct_ctx(ctx_);
+    build_ctx();
     ctx_built = true;
     if (connect_ && !opts_.allow_connect_method) {
       r = Error::http_status(405, "CONNECT is not allowed");
@@ -512,7 +526,7 @@ task<void> H1Connection::finish_request(const Error* err) {
   } catch (...) {
     log::error_log().error("logging hook threw, {}", request_summary());
   }
-  app_.destroy_ctx(ctx_);
+  drop_ctx();
 }
 
 task<Result<void>> H1Connection::run_phases() {

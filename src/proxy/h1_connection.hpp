@@ -112,6 +112,11 @@ class H1Connection final : public Session, public Drainable {
   // per request
   void* ctx_ = nullptr;
   std::unique_ptr<std::byte[]> ctx_mem_;
+  // A context is constructed in ctx_mem_ and not destroyed yet: finish_request destroys it, or
+  // the destructor when the connection is torn down mid-request (shutdown, grace period over).
+  bool ctx_live_ = false;
+  void build_ctx();
+  void drop_ctx() noexcept;
   RequestHeader up_req_;
   ResponseHeader resp_;
   DsFraming ds_framing_ = DsFraming::None;

@@ -124,6 +124,58 @@ TEST(Server, ImmediateShutdownDropsEverything) {
   EXPECT_TRUE(c.closed_by_peer());
 }
 
+/// A request context that counts how many exist, so a test sees whether each one was destroyed.
+struct CountedCtx {
+  static inline std::atomic<int> live{0};
+  static inline std::atomic<int> made{0};
+  CountedCtx() {
+    ++live;
+    ++made;
+  }
+  CountedCtx(CountedCtx&&) noexcept { ++live; }
+  ~CountedCtx() { --live; }
+};
+
+class CountingForward : public ProxyHttp<CountedCtx> {
+ public:
+  explicit CountingForward(SocketAddr up) : peer_(make_peer(up)) {}
+  task<Result<HttpPeerPtr>> upstream_peer(Session&, CountedCtx&) override { co_return peer_; }
+
+ private:
+  HttpPeerPtr peer_;
+};
+
+TEST(Server, ImmediateShutdownStillDestroysTheContextOfARequestInFlight) {
+  // A user's context may hold resources (an in-flight count, a handle): a request cut short by
+  // shutdown must still destroy it, although `logging` never runs for it.
+  Latch got;
+  Latch release;
+  RawOrigin origin([&](int fd) {
+    std::string extra;
+    pt::read_head(fd, extra);
+    got.add();
+    release.wait_for(1, 10s);
+  });
+  CountedCtx::live = 0;
+  CountedCtx::made = 0;
+  {
+    Server server;
+    auto svc = http_proxy_service(std::make_shared<CountingForward>(origin.addr()));
+    ASSERT_TRUE(svc->add_tcp("127.0.0.1:0"));
+    server.add_service(svc);
+    ASSERT_TRUE(server.start());
+    Client c(svc->local_endpoints()[0].port());
+    ASSERT_TRUE(c.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+    ASSERT_TRUE(got.wait_for(1));
+    EXPECT_EQ(CountedCtx::live.load(), 1) << "the request waits for its response";
+    server.shutdown(false);
+    server.wait();
+  }
+  release.add();
+  EXPECT_EQ(CountedCtx::made.load(), 1);
+  EXPECT_EQ(CountedCtx::live.load(), 0) << "the cut-short request's context was destroyed";
+}
+
 TEST(Server, ServeRunsOnTheApplicationsOwnIoContext) {
   Origin origin(Origin::text("embedded"));
   boost::asio::io_context ioc(1);
