@@ -11,6 +11,8 @@
 #include <thread>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -122,7 +124,8 @@ struct ShutdownWatch::State {
   explicit State(asio::any_io_executor e) : ex(std::move(e)) {}
   asio::any_io_executor ex;
   std::atomic<bool> stopped{false};
-  std::vector<asio::steady_timer*> sleepers;  // touched on `ex` only
+  std::vector<asio::steady_timer*> sleepers;          // touched on `ex` only
+  std::vector<asio::cancellation_signal*> cancellers;  // touched on `ex` only
 };
 
 ShutdownWatch::ShutdownWatch(asio::any_io_executor ex) : s_(std::make_shared<State>(std::move(ex))) {}
@@ -152,7 +155,27 @@ void ShutdownWatch::trigger() const {
   if (s_->stopped.exchange(true, std::memory_order_acq_rel)) return;
   asio::post(s_->ex, [s = s_] {
     for (auto* t : s->sleepers) t->cancel();
+    // Emitting may complete an operation whose coroutine then unregisters its signal: iterate
+    // over a copy.
+    auto cancellers = s->cancellers;
+    for (auto* c : cancellers)
+      if (std::find(s->cancellers.begin(), s->cancellers.end(), c) != s->cancellers.end())
+        c->emit(asio::cancellation_type::terminal);
   });
+}
+
+task<void> ShutdownWatch::cancel_on_shutdown(task<void> op) const {
+  auto s = s_;
+  if (s->stopped.load(std::memory_order_acquire)) co_return;
+  asio::cancellation_signal signal;
+  s->cancellers.push_back(&signal);
+  struct Registration {
+    State& st;
+    asio::cancellation_signal* c;
+    ~Registration() { st.cancellers.erase(std::find(st.cancellers.begin(), st.cancellers.end(), c)); }
+  } reg{*s, &signal};
+  co_await asio::co_spawn(co_await asio::this_coro::executor, std::move(op),
+                          asio::bind_cancellation_slot(signal.slot(), asio::use_awaitable));
 }
 
 namespace {
@@ -177,6 +200,10 @@ struct ControlThread {
       }
     });
   }
+  std::mutex mu;
+  std::condition_variable cv;
+  bool finished = false;  // under mu: ctx.run() returned for good
+
   void run() {
     thread = std::thread([this] {
       for (;;) {
@@ -187,13 +214,26 @@ struct ControlThread {
           log::error_log().error("control thread: {}", e.what());
         }
       }
+      std::lock_guard lk(mu);
+      finished = true;
+      cv.notify_all();
     });
   }
-  /// Stops whatever still runs (services were told to stop by the watch at shutdown) and joins.
-  void stop() {
+  /// Tells the services to stop and lets them finish (a check in flight is cancelled, a
+  /// DNS query may take a little longer), for at most `patience`; then abandons what is left
+  /// and joins.
+  void stop(std::chrono::milliseconds patience) {
     watch.trigger();
     guard.reset();
-    ctx.stop();
+    {
+      std::unique_lock lk(mu);
+      if (!cv.wait_for(lk, patience, [this] { return finished; })) {
+        log::error_log().warn("background services still running {} ms after shutdown; "
+                              "abandoning them",
+                              patience.count());
+        ctx.stop();
+      }
+    }
     if (thread.joinable()) thread.join();
   }
 };
@@ -338,7 +378,7 @@ void Server::wait() {
   for (auto& wt : I.workers)
     if (wt->thread.joinable()) wt->thread.join();
   if (I.control) {
-    I.control->stop();
+    I.control->stop(std::chrono::milliseconds(2000));
     I.control.reset();
   }
   I.joined = true;

@@ -26,6 +26,12 @@ class ShutdownWatch {
   /// shutdown began (at once if it already had).
   task<bool> sleep_for(std::chrono::steady_clock::duration d) const;
   task<bool> sleep_until(std::chrono::steady_clock::time_point t) const;
+  /// Runs `op` to completion, except that once shutdown begins the asynchronous operation `op`
+  /// is waiting for is cancelled (terminal cancellation: a connect, read or timer wait ends with
+  /// `operation_aborted`, and a later co_await on an I/O object throws it). For work that can
+  /// take long (connects, DNS queries), so that shutdown is prompt. Exceptions from `op`
+  /// propagate. Runs nothing when shutdown already began.
+  task<void> cancel_on_shutdown(task<void> op) const;
   /// Begins shutdown: wakes every sleeper. Idempotent; any thread.
   void trigger() const;
 
