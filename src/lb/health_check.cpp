@@ -14,6 +14,9 @@
 #include <boost/asio/write.hpp>
 
 #include "core/log.hpp"
+#include "core/watchdog.hpp"
+#include "tls/tls.hpp"
+#include "upstream/connection.hpp"
 
 namespace portico {
 
@@ -24,10 +27,12 @@ namespace {
 using generic_ep = asio::generic::stream_protocol::endpoint;
 
 /// A socket with one deadline at a time. Shared with the timer's handler, so a timer that fires
-/// while the check is finishing never touches a destroyed socket.
+/// while the check is finishing never touches a destroyed socket. The deadline cancels `target`:
+/// `sock`, or the socket of a TLS connection (disarmed before that connection goes).
 struct Probe {
   explicit Probe(const asio::any_io_executor& ex) : sock(ex), timer(ex) {}
   asio::generic::stream_protocol::socket sock;
+  asio::generic::stream_protocol::socket* target = &sock;
   asio::steady_timer timer;
   unsigned generation = 0;
   bool expired = false;
@@ -40,7 +45,7 @@ void arm(const std::shared_ptr<Probe>& p, Millis d) {
   p->timer.async_wait([p, gen](boost::system::error_code ec) {
     if (ec || gen != p->generation) return;
     p->expired = true;
-    p->sock.cancel(ec);
+    p->target->cancel(ec);
   });
 }
 
@@ -119,10 +124,6 @@ std::string_view HealthCheckResponse::header(std::string_view name) const {
 }
 
 Result<std::shared_ptr<HttpHealthCheck>> HttpHealthCheck::create(HttpHealthCheckOptions opts) {
-  if (opts.tls)
-    return Error::internal(ErrorType::InternalError,
-                           "TLS health checks need TLS support, which is not wired into health "
-                           "checks yet");
   if (opts.method.empty() || opts.method.find_first_of(" \r\n") != std::string::npos)
     return Error::internal(ErrorType::InternalError, "health check method must be one token");
   if (opts.path.empty() || opts.path[0] != '/' ||
@@ -131,14 +132,77 @@ Result<std::shared_ptr<HttpHealthCheck>> HttpHealthCheck::create(HttpHealthCheck
   for (const auto& [k, v] : opts.headers)
     if (k.empty() || (k + v).find_first_of("\r\n") != std::string::npos)
       return Error::internal(ErrorType::InternalError, "bad health check header field");
+  if ((opts.host + opts.sni).find_first_of(" \r\n") != std::string::npos)
+    return Error::internal(ErrorType::InternalError, "bad health check host or SNI name");
   return std::make_shared<HttpHealthCheck>(std::move(opts));
 }
+
+HttpHealthCheck::HttpHealthCheck(HttpHealthCheckOptions opts) : opts_(std::move(opts)) {
+  if (opts_.tls) tls_ = std::make_shared<detail::ClientTls>();
+}
+
+std::uint64_t HttpHealthCheck::tls_resumed() const noexcept { return tls_ ? tls_->resumed() : 0; }
+std::uint64_t HttpHealthCheck::tls_full_handshakes() const noexcept {
+  return tls_ ? tls_->full() : 0;
+}
+
+namespace {
+
+/// Sends `req` on `io` and reads the response header, within one deadline on `p`.
+template <class Stream>
+task<Result<HealthCheckResponse>> exchange(Stream& io, const std::shared_ptr<Probe>& p,
+                                           const std::string& req, Millis timeout,
+                                           const SocketAddr& addr) {
+  arm(p, timeout);
+  boost::system::error_code ec;
+  co_await asio::async_write(io, asio::buffer(req), asio::redirect_error(asio::use_awaitable, ec));
+  HealthCheckResponse resp;
+  constexpr std::size_t kMaxHead = 16 * 1024;
+  char buf[4096];
+  std::size_t end = std::string::npos;
+  while (!ec && end == std::string::npos && resp.head.size() < kMaxHead) {
+    std::size_t n =
+        co_await io.async_read_some(asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
+    resp.head.append(buf, n);
+    end = resp.head.find("\r\n\r\n");
+  }
+  const bool timed_out = p->expired;
+  disarm(p);
+  if (timed_out)
+    co_return Error::upstream(ErrorType::ReadTimedout, "health check of " + addr.to_string());
+  if (end == std::string::npos) {
+    if (resp.head.size() >= kMaxHead)
+      co_return Error::upstream(
+          ErrorType::InvalidHTTPHeader,
+          "health check of " + addr.to_string() + ": response header too long");
+    co_return Error::upstream(ErrorType::ReadError,
+                              "health check of " + addr.to_string() + ": no response" +
+                                  (ec && ec != asio::error::eof ? " (" + ec.message() + ")" : ""));
+  }
+  resp.head.resize(end + 2);
+  resp.status = parse_status(resp.head);
+  if (resp.status == 0)
+    co_return Error::upstream(ErrorType::InvalidHTTPHeader,
+                              "health check of " + addr.to_string() + ": not an HTTP/1 response");
+  co_return resp;
+}
+
+/// `host` without a trailing ":port" (brackets of an IPv6 literal removed).
+std::string host_name(std::string_view host) {
+  if (!host.empty() && host.front() == '[') {
+    auto close = host.find(']');
+    return std::string(host.substr(1, close == std::string_view::npos ? host.npos : close - 1));
+  }
+  auto colon = host.rfind(':');
+  if (colon != std::string_view::npos && host.find(':') == colon) host = host.substr(0, colon);
+  return std::string(host);
+}
+
+}  // namespace
 
 task<Result<void>> HttpHealthCheck::check(const Backend& backend) {
   auto p = std::make_shared<Probe>(co_await asio::this_coro::executor);
   const SocketAddr addr = target(backend, opts_.port);
-  auto connected = co_await connect(p, addr, opts_.connect_timeout);
-  if (!connected) co_return connected.error();
 
   std::string req =
       opts_.method + " " + opts_.path + " HTTP/1.1\r\nHost: " +
@@ -148,43 +212,33 @@ task<Result<void>> HttpHealthCheck::check(const Backend& backend) {
   for (const auto& [k, v] : opts_.headers) req += k + ": " + v + "\r\n";
   req += "\r\n";
 
-  // One deadline from the request to the end of the response header.
-  arm(p, opts_.read_timeout);
-  boost::system::error_code ec;
-  co_await asio::async_write(p->sock, asio::buffer(req),
-                             asio::redirect_error(asio::use_awaitable, ec));
-  HealthCheckResponse resp;
-  constexpr std::size_t kMaxHead = 16 * 1024;
-  char buf[4096];
-  std::size_t end = std::string::npos;
-  while (!ec && end == std::string::npos && resp.head.size() < kMaxHead) {
-    std::size_t n = co_await p->sock.async_read_some(asio::buffer(buf),
-                                                     asio::redirect_error(asio::use_awaitable, ec));
-    resp.head.append(buf, n);
-    end = resp.head.find("\r\n\r\n");
+  Result<HealthCheckResponse> resp = Error::internal(ErrorType::InternalError, "not run");
+  if (!opts_.tls) {
+    auto connected = co_await connect(p, addr, opts_.connect_timeout);
+    if (!connected) co_return connected.error();
+    resp = co_await exchange(p->sock, p, req, opts_.read_timeout, addr);
+    boost::system::error_code ec;
+    p->sock.close(ec);
+  } else {
+    HttpPeer peer(addr, true, opts_.sni.empty() ? host_name(opts_.host) : opts_.sni);
+    peer.options = opts_.tls_options;
+    peer.options.connection_timeout = opts_.connect_timeout;
+    peer.options.total_connection_timeout = Millis(0);
+    peer.options.proxy_protocol = ProxyProtocol::None;
+    auto wd = std::make_shared<detail::Watchdog>(co_await asio::this_coro::executor);
+    auto conn = co_await detail::connect_upstream(peer, *wd, http1::ParserLimits{}, {}, tls_,
+                                                  addr.hash());
+    wd->close();
+    if (!conn) co_return conn.error();
+    auto& c = **conn;
+    p->target = &c.sock;
+    resp = co_await exchange(*c.tls, p, req, opts_.read_timeout, addr);
   }
-  const bool timed_out = p->expired;
-  disarm(p);
-  p->sock.close(ec);
-  if (timed_out)
-    co_return Error::upstream(ErrorType::ReadTimedout, "health check of " + addr.to_string());
-  if (end == std::string::npos) {
-    if (resp.head.size() >= kMaxHead)
-      co_return Error::upstream(
-          ErrorType::InvalidHTTPHeader,
-          "health check of " + addr.to_string() + ": response header too long");
-    co_return Error::upstream(ErrorType::ReadError,
-                              "health check of " + addr.to_string() + ": no response");
-  }
-  resp.head.resize(end + 2);
-  resp.status = parse_status(resp.head);
-  if (resp.status == 0)
-    co_return Error::upstream(ErrorType::InvalidHTTPHeader,
-                              "health check of " + addr.to_string() + ": not an HTTP/1 response");
-  const bool good = opts_.validator ? opts_.validator(resp) : resp.status == opts_.expected_status;
+  if (!resp) co_return resp.error();
+  const bool good = opts_.validator ? opts_.validator(*resp) : resp->status == opts_.expected_status;
   if (!good)
-    co_return Error::http_status(resp.status, "health check of " + addr.to_string() + " answered " +
-                                                  std::to_string(resp.status));
+    co_return Error::http_status(resp->status, "health check of " + addr.to_string() +
+                                                   " answered " + std::to_string(resp->status));
   co_return ok();
 }
 
@@ -196,13 +250,15 @@ HealthCheckService::HealthCheckService(std::shared_ptr<LoadBalancerBase> lb,
   if (cfg_.interval.count() <= 0) cfg_.interval = Millis(1000);
 }
 
-task<void> HealthCheckService::check_one(BackendRef b) {
+task<void> HealthCheckService::check_one(BackendRef b, ShutdownWatch watch) {
   Result<void> r = ok();
   try {
     r = co_await check_->check(b.backend());
   } catch (const std::exception& e) {
     r = Error::internal(ErrorType::HookPanic, std::string("health check threw: ") + e.what());
   }
+  // A check cut short by shutdown says nothing about the backend.
+  if (watch.stopped()) co_return;
   checks_.fetch_add(1, std::memory_order_relaxed);
   auto& st = b.state();
   if (r) {
@@ -222,6 +278,11 @@ task<void> HealthCheckService::check_one(BackendRef b) {
 }
 
 task<void> HealthCheckService::run_once() {
+  ShutdownWatch never(co_await asio::this_coro::executor);  // a round of its own: never stopped
+  co_await round(never);
+}
+
+task<void> HealthCheckService::round(ShutdownWatch watch) {
   auto ex = co_await asio::this_coro::executor;
   std::vector<BackendRef> backends = lb_->refs();
   rounds_.fetch_add(1, std::memory_order_relaxed);
@@ -235,8 +296,10 @@ task<void> HealthCheckService::run_once() {
     asio::steady_timer done;
   };
   auto join = std::make_shared<Join>(ex, backends.size());
+  // Each check is cancelled when shutdown begins, so a slow connect does not hold up the exit.
   for (auto& b : backends)
-    asio::co_spawn(ex, check_one(std::move(b)), [join](std::exception_ptr) {
+    asio::co_spawn(ex, watch.cancel_on_shutdown(check_one(std::move(b), watch)),
+                   [join](std::exception_ptr) {
       if (--join->left == 0) join->done.cancel();
     });
   if (join->left > 0) co_await join->done.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -250,7 +313,7 @@ task<void> HealthCheckService::start(ShutdownWatch shutdown) {
   } leave{*lb_};
   while (!shutdown.stopped()) {
     const auto t0 = std::chrono::steady_clock::now();
-    co_await run_once();
+    co_await round(shutdown);
     detail::rcu::reclaim();
     // A statement, not a condition: GCC 12 mis-addresses a by-value coroutine parameter used in
     // a co_await inside an if/while condition.

@@ -15,6 +15,8 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include <portico/testing/tls.hpp>
+
 #include "integration/helpers.hpp"
 
 extern char** environ;
@@ -345,15 +347,98 @@ TEST(LbHealthCheck, HttpTimesOutOnASilentBackend) {
   EXPECT_LT(took, 2000);
 }
 
-TEST(LbHealthCheck, HttpsNeedsTlsSupport) {
+TEST(LbHealthCheck, RefusesOptionsThatCannotWork) {
   HttpHealthCheckOptions o;
-  o.tls = true;
-  auto hc = HttpHealthCheck::create(o);
-  ASSERT_FALSE(hc);
-  EXPECT_NE(hc.error().to_string().find("TLS health checks need TLS support"), std::string::npos);
-  o.tls = false;
   o.path = "no-slash";
   EXPECT_FALSE(HttpHealthCheck::create(o));
+  o.path = "/";
+  o.method = "GE T";
+  EXPECT_FALSE(HttpHealthCheck::create(o));
+  o.method = "GET";
+  o.host = "a\r\nX-Injected: 1";
+  EXPECT_FALSE(HttpHealthCheck::create(o));
+  o.host = "a.test";
+  EXPECT_TRUE(HttpHealthCheck::create(o));
+}
+
+/// An HTTPS backend: a TLS listener (certificate from `pki` for "backend.test") in front of an
+/// origin answering "secure".
+struct HttpsBackend {
+  explicit HttpsBackend(pt::TestPki& pki)
+      : origin(pt::Origin::text("secure")),
+        cert(pki.issue({"backend.test"})),
+        px(std::make_shared<Forward>(origin.addr()), {}, 1, [&] {
+          TlsSettings s;
+          s.certificates.push_back({cert.cert_file, cert.key_file});
+          return s;
+        }()) {}
+  Backend backend() { return backend_at(SocketAddr::loopback(px.port())); }
+  pt::Origin origin;
+  pt::TestPki::Issued cert;
+  pt::TestProxy px;
+};
+
+TEST(LbHealthCheck, HttpsVerifiesTheBackendAndResumesItsSession) {
+  pt::TestPki pki;
+  HttpsBackend b(pki);
+  HttpHealthCheckOptions o;
+  o.tls = true;
+  o.sni = "backend.test";
+  o.tls_options.ca_file = pki.ca_file();
+  auto hc = HttpHealthCheck::create(o).value();
+  auto first = run_task(hc->check(b.backend()));
+  ASSERT_TRUE(first) << first.error().to_string();
+  EXPECT_EQ(hc->tls_full_handshakes(), 1u);
+  auto second = run_task(hc->check(b.backend()));
+  ASSERT_TRUE(second) << second.error().to_string();
+  EXPECT_EQ(hc->tls_resumed(), 1u) << "the second probe resumes the first one's session";
+  EXPECT_EQ(b.origin.requests(), 2u);
+}
+
+TEST(LbHealthCheck, HttpsBackendWithAnUntrustedOrWrongCertificateIsDown) {
+  pt::TestPki pki;
+  HttpsBackend b(pki);
+  struct Case {
+    const char* name;
+    std::string sni;
+    bool trust;
+    bool verify;
+    bool healthy;
+  };
+  const Case cases[] = {
+      {"system store does not know the test CA", "backend.test", false, true, false},
+      {"certificate for another name", "other.test", true, true, false},
+      {"host name from Host when no SNI is set", "", true, true, true},
+      {"verification off", "other.test", false, false, true},
+  };
+  for (const auto& c : cases) {
+    HttpHealthCheckOptions o;
+    o.tls = true;
+    o.sni = c.sni;
+    if (c.sni.empty()) o.host = "backend.test:443";
+    if (c.trust) o.tls_options.ca_file = pki.ca_file();
+    o.tls_options.verify_cert = c.verify;
+    auto hc = HttpHealthCheck::create(o).value();
+    auto r = run_task(hc->check(b.backend()));
+    EXPECT_EQ(bool(r), c.healthy) << c.name;
+    if (!r && !c.healthy) {
+      EXPECT_EQ(r.error().type(), ErrorType::InvalidCert) << c.name;
+      EXPECT_NE(r.error().to_string().find("certificate refused"), std::string::npos)
+          << c.name << ": " << r.error().to_string();
+    }
+  }
+}
+
+TEST(LbHealthCheck, HttpsAgainstAPlainBackendFailsCleanly) {
+  pt::Origin plain(pt::Origin::text("plain"));
+  HttpHealthCheckOptions o;
+  o.tls = true;
+  o.tls_options.verify_cert = false;
+  o.connect_timeout = Millis(2000);
+  auto hc = HttpHealthCheck::create(o).value();
+  auto r = run_task(hc->check(backend_at(plain.addr())));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().type(), ErrorType::TLSHandshakeFailure) << r.error().to_string();
 }
 
 TEST(LbHealthCheck, FlipsAfterConsecutiveResults) {

@@ -69,27 +69,40 @@ struct HttpHealthCheckOptions {
   Millis read_timeout{1000};
   /// Probe this port instead of the backend's.
   std::optional<std::uint16_t> port;
-  /// HTTPS. The extension point for TLS health checks: the upstream TLS client is not wired in
-  /// here yet, so HttpHealthCheck::create() refuses it with "TLS health checks need TLS support".
+  /// HTTPS: the probe runs a TLS handshake first. The certificate is verified like an upstream
+  /// peer's (on by default, see `tls_options`), so a backend with a bad certificate is down.
   bool tls = false;
-  /// SNI and certificate name for `tls`.
+  /// SNI and the name the certificate must carry; empty = `host` without its port, or no SNI
+  /// and the backend's IP address when `host` is empty too.
   std::string sni;
+  /// Verification and client certificate for `tls`: verify_cert, verify_hostname, ca_file,
+  /// client_cert_file and client_key_file are used (connect_timeout above replaces
+  /// connection_timeout; the handshake shares it). TLS sessions are resumed between probes.
+  PeerOptions tls_options;
 };
 
-/// Sends one HTTP/1.1 request (`Connection: close`) and checks the response status (or the
-/// validator). The body is not read.
+namespace detail {
+class ClientTls;
+}
+
+/// Sends one HTTP/1.1 request (`Connection: close`), over TLS when `tls` is set, and checks the
+/// response status (or the validator). The body is not read.
 class HttpHealthCheck final : public HealthCheck {
  public:
-  /// An error for options that cannot work (TLS, an empty method or a path not starting with
-  /// '/').
+  /// An error for options that cannot work (an empty method, a path not starting with '/', a
+  /// header field with a line break).
   static Result<std::shared_ptr<HttpHealthCheck>> create(HttpHealthCheckOptions opts);
   task<Result<void>> check(const Backend& backend) override;
   const HttpHealthCheckOptions& options() const noexcept { return opts_; }
+  /// TLS handshakes so far that resumed a session / that were full (HTTPS checks only).
+  std::uint64_t tls_resumed() const noexcept;
+  std::uint64_t tls_full_handshakes() const noexcept;
 
-  explicit HttpHealthCheck(HttpHealthCheckOptions opts) : opts_(std::move(opts)) {}
+  explicit HttpHealthCheck(HttpHealthCheckOptions opts);
 
  private:
   HttpHealthCheckOptions opts_;
+  std::shared_ptr<detail::ClientTls> tls_;  // contexts and sessions of HTTPS checks
 };
 
 struct HealthCheckConfig {
@@ -129,7 +142,8 @@ class HealthCheckService final : public BackgroundService {
   HealthCheckStats stats() const noexcept;
 
  private:
-  task<void> check_one(BackendRef b);
+  task<void> round(ShutdownWatch watch);
+  task<void> check_one(BackendRef b, ShutdownWatch watch);
 
   std::shared_ptr<LoadBalancerBase> lb_;
   std::shared_ptr<HealthCheck> check_;
