@@ -11,8 +11,8 @@ LAUNCHER  := $(if $(shell command -v ccache 2>/dev/null),-DCMAKE_CXX_COMPILER_LA
 # Debian packages the build, the tests and the demo need. Nothing else is downloaded.
 PACKAGES := cmake ninja-build g++ make pkg-config ccache curl \
             libboost1.81-dev node-llhttp libnghttp2-dev libssl-dev libfmt-dev libspdlog-dev \
-            zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev clang-14 libclang-rt-14-dev \
-            python3 openssl
+            libyaml-cpp-dev libcli11-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev \
+            clang-14 libclang-rt-14-dev python3 openssl
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 

@@ -5,13 +5,14 @@
 //                 [--selection round_robin|random|hash|ketama|least_conn|p2c]
 //                 [--health-check none|tcp|http] [--health-interval-ms N]
 //   load_balancer --self-test              start, check balancing and health checks, exit (ctest)
+//   load_balancer -c conf.yaml [-t] ...    threads, limits, timeouts and listeners from a file
+//                                          (docs/configuration.md); flags override it
 //
 // Hashing selections use the request path as the key. A request that fails to connect is retried
 // on another backend; three failures in a row mark a backend down (passive health) until the
 // active health check passes again.
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <future>
 #include <map>
 #include <mutex>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include <portico/portico.hpp>
+#include <portico/server/cli.hpp>
 #include <portico/testing/client.hpp>
 #include <portico/testing/origin.hpp>
 
@@ -60,37 +62,23 @@ class LB : public ProxyHttp<Ctx> {
 };
 
 int main(int argc, char** argv) {
+  Cli cli("load_balancer", "Load balancer over --backend addresses, with health checks.");
   std::vector<std::string> addrs;
-  std::string listen = "127.0.0.1:6188", selection = "round_robin", check = "none";
-  long interval_ms = 1000;
+  std::string listen, selection = "round_robin", check = "none";
+  Millis interval{1000};
   bool self_test = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    bool has_value = i + 1 < argc;
-    if (a == "--backend" && has_value)
-      addrs.push_back(argv[++i]);
-    else if (a == "--listen" && has_value)
-      listen = argv[++i];
-    else if (a == "--selection" && has_value)
-      selection = argv[++i];
-    else if (a == "--health-check" && has_value)
-      check = argv[++i];
-    else if (a == "--health-interval-ms" && has_value)
-      interval_ms = std::atol(argv[++i]);
-    else if (a == "--self-test")
-      self_test = true, listen = "127.0.0.1:0";
-    else {
-      std::fprintf(
-          stderr,
-          "usage: %s [--backend ADDR:PORT]... [--listen ADDR:PORT]\n"
-          "          [--selection round_robin|random|hash|ketama|least_conn|p2c]\n"
-          "          [--health-check none|tcp|http] [--health-interval-ms N] [--self-test]\n",
-          argv[0]);
-      return 2;
-    }
-  }
-  if (interval_ms <= 0 || (check != "none" && check != "tcp" && check != "http")) {
-    std::fprintf(stderr, "--health-check is none, tcp or http; --health-interval-ms is positive\n");
+  cli.add_option("--backend", addrs, "ADDR:PORT of a backend (repeatable; none: embedded origins)")
+      .add_option("--listen", listen, "ADDR:PORT to listen on (default 127.0.0.1:6188)")
+      .add_option("--selection", selection, "round_robin|random|hash|ketama|least_conn|p2c")
+      .add_option("--health-check", check, "none|tcp|http")
+      .add_option("--health-interval-ms", interval, "Health check interval")
+      .add_option("--threads", cli.config().threads, "Worker threads", true)
+      .add_flag("--self-test", self_test, "Start, check balancing and health checks, exit");
+  if (auto outcome = cli.parse(argc, argv); !outcome.run) return outcome.exit_code;
+  ServerConfig& cfg = cli.config();
+  if (self_test) listen = "127.0.0.1:0";
+  if (check != "none" && check != "tcp" && check != "http") {
+    std::fprintf(stderr, "--health-check is none, tcp or http\n");
     return 2;
   }
 
@@ -109,7 +97,7 @@ int main(int argc, char** argv) {
     testing::Origin probe;  // bound then closed: its port refuses connections
     addrs.push_back(SocketAddr::loopback(probe.port()).to_string());
     check = "http";
-    interval_ms = 100;
+    interval = Millis(100);
   }
 
   std::vector<Backend> backends;
@@ -134,10 +122,17 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  Server server;
-  auto proxy = http_proxy_service(std::make_shared<LB>(*lb));
-  if (auto r = proxy->add_tcp(listen); !r) {
-    std::fprintf(stderr, "%s\n", r.error().to_string().c_str());
+  // --listen replaces the configuration's listeners; with neither, 127.0.0.1:6188.
+  if (!listen.empty() || cfg.listeners.empty()) {
+    ListenerConfig l;
+    l.address = listen.empty() ? "127.0.0.1:6188" : listen;
+    l.origin = "--listen";
+    cfg.listeners = {std::move(l)};
+  }
+  Server server(to_server_conf(cfg));
+  auto proxy = http_proxy_service(std::make_shared<LB>(*lb), to_http_server_options(cfg));
+  if (auto r = add_listeners(*proxy, cfg); !r) {
+    std::fprintf(stderr, "%s\n", std::string(r.error().context()).c_str());
     return 2;
   }
   server.add_service(proxy);
@@ -151,7 +146,7 @@ int main(int argc, char** argv) {
       hc = HttpHealthCheck::create(o).value();
     }
     health = std::make_shared<HealthCheckService>(
-        *lb, hc, HealthCheckConfig{.interval = Millis(interval_ms)});
+        *lb, hc, HealthCheckConfig{.interval = interval});
     server.add_background(health);
   }
 

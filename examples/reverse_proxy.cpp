@@ -6,25 +6,32 @@
 //                 [--upstream-write-timeout-ms N] [--header-read-timeout-ms N]
 //                 [--body-read-timeout-ms N] [--keepalive-timeout-ms N]
 //                 [--tls-cert FILE --tls-key FILE]... [--upstream-tls] [--upstream-sni NAME]
-//                 [--ca FILE] [--no-verify]
+//                 [--ca FILE] [--no-verify] [-c conf.yaml] [-t] [-d] [-u]
 //   reverse_proxy --self-test
+//
+// The shared command line of portico binaries (portico::Cli) comes with it: -c FILE loads a
+// configuration (docs/configuration.md) that sets threads, limits, timeouts, listeners and the
+// upstream CA; a flag given on the command line overrides the file. -t checks the configuration
+// and exits. --listen or --tls-cert replaces the file's listeners; with neither, and no
+// listeners in the file, the proxy listens on 127.0.0.1:8080.
 //
 // TLS: with --tls-cert/--tls-key (repeatable; the first pair is the default certificate, the
 // others are chosen by SNI) the listener speaks TLS; SIGHUP re-reads the files. --upstream-tls
-// makes the upstreams TLS, verified against the system store or --ca FILE, with --upstream-sni
-// as SNI and the name checked (--no-verify turns verification off).
+// makes the upstreams TLS, verified against the system store or --ca FILE (or the
+// configuration's ca_file), with --upstream-sni as SNI and the name checked (--no-verify turns
+// verification off).
 //
 // The timeout flags set PeerOptions (connect, upstream read/write) and HttpServerOptions (header,
-// body, keep-alive); unset ones keep the library defaults (docs/http1.md).
+// body, keep-alive); unset ones keep the configuration's values or the library defaults
+// (docs/http1.md).
 #include <atomic>
-#include <cerrno>
 #include <cstdio>
-#include <cstdlib>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include <portico/portico.hpp>
+#include <portico/server/cli.hpp>
+#include <portico/server/config.hpp>
 #include <portico/testing/client.hpp>
 #include <portico/testing/origin.hpp>
 
@@ -43,70 +50,36 @@ class ReverseProxy : public ProxyHttp<> {
   std::atomic<std::size_t> next_{0};
 };
 
-/// A positive number of milliseconds, or nullopt.
-static std::optional<Millis> parse_ms(const char* s) {
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long v = std::strtoull(s, &end, 10);
-  if (errno != 0 || end == s || *end != '\0' || *s == '-' || v == 0 || v > 86400000ULL) return std::nullopt;
-  return Millis(static_cast<Millis::rep>(v));
-}
-
 int main(int argc, char** argv) {
-  std::string listen = "127.0.0.1:8080";
-  std::vector<std::string> upstreams;
-  std::size_t threads = 1;
-  bool self_test = false;
-  HttpServerOptions opts;
-  PeerOptions peer_opts;
-  TlsSettings tls;
-  std::vector<std::string> keys;
-  bool upstream_tls = false;
+  Cli cli("reverse_proxy", "A reverse proxy: round robin over the --upstream addresses.");
+  ServerConfig& cfg = cli.config();  // the defaults, then -c FILE, then the flags bound to it
+  std::string listen;
+  std::vector<std::string> upstreams, certs, keys;
+  bool self_test = false, upstream_tls = false, no_verify = false;
   std::string upstream_sni;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    // "NAME N": stores N ms into `field`. False when the argument is not NAME; exits with status 2
-    // when N is missing or not in 1..86400000.
-    auto ms_flag = [&](const char* name, Millis& field) {
-      if (a != name) return false;
-      std::optional<Millis> v = i + 1 < argc ? parse_ms(argv[i + 1]) : std::nullopt;
-      if (!v) {
-        std::fprintf(stderr, "%s needs a number of milliseconds in 1..86400000\n", name);
-        std::exit(2);
-      }
-      ++i;
-      field = *v;
-      return true;
-    };
-    if (a == "--listen" && i + 1 < argc) listen = argv[++i];
-    else if (a == "--upstream" && i + 1 < argc) upstreams.push_back(argv[++i]);
-    else if (a == "--threads" && i + 1 < argc) threads = std::strtoul(argv[++i], nullptr, 10);
-    else if (a == "--self-test") self_test = true;
-    else if (a == "--tls-cert" && i + 1 < argc) tls.certificates.push_back({argv[++i], ""});
-    else if (a == "--tls-key" && i + 1 < argc) keys.push_back(argv[++i]);
-    else if (a == "--upstream-tls") upstream_tls = true;
-    else if (a == "--upstream-sni" && i + 1 < argc) upstream_sni = argv[++i];
-    else if (a == "--ca" && i + 1 < argc) peer_opts.ca_file = argv[++i];
-    else if (a == "--no-verify") peer_opts.verify_cert = peer_opts.verify_hostname = false;
-    else if (ms_flag("--connect-timeout-ms", peer_opts.connection_timeout) ||
-             ms_flag("--upstream-read-timeout-ms", peer_opts.read_timeout) ||
-             ms_flag("--upstream-write-timeout-ms", peer_opts.write_timeout)) {
-    } else if (ms_flag("--header-read-timeout-ms", opts.header_read_timeout) ||
-             ms_flag("--body-read-timeout-ms", opts.body_read_timeout) ||
-             ms_flag("--keepalive-timeout-ms", opts.keepalive_timeout)) {
-    } else {
-      std::fprintf(stderr,
-                   "usage: %s --listen ADDR:PORT --upstream ADDR:PORT... [--threads N]\n"
-                   "       [--connect-timeout-ms N] [--upstream-read-timeout-ms N]"
-                   " [--upstream-write-timeout-ms N]\n"
-                   "       [--header-read-timeout-ms N] [--body-read-timeout-ms N]"
-                   " [--keepalive-timeout-ms N]\n"
-                   "       [--tls-cert FILE --tls-key FILE]... [--upstream-tls]"
-                   " [--upstream-sni NAME] [--ca FILE] [--no-verify]\n",
-                   argv[0]);
-      return 2;
-    }
-  }
+  PeerOptions peer_opts;
+  cli.add_option("--listen", listen,
+                 "ADDR:PORT to listen on (replaces the configuration's listeners)")
+      .add_option("--upstream", upstreams, "ADDR:PORT of an upstream, taken in turn (repeatable)")
+      .add_option("--threads", cfg.threads, "Worker threads", true)
+      .add_option("--connect-timeout-ms", peer_opts.connection_timeout, "Upstream connect timeout")
+      .add_option("--upstream-read-timeout-ms", peer_opts.read_timeout, "Upstream read timeout")
+      .add_option("--upstream-write-timeout-ms", peer_opts.write_timeout, "Upstream write timeout")
+      .add_option("--header-read-timeout-ms", cfg.http.header_read_timeout,
+                  "Request header timeout")
+      .add_option("--body-read-timeout-ms", cfg.http.body_read_timeout, "Request body timeout")
+      .add_option("--keepalive-timeout-ms", cfg.http.keepalive_timeout, "Idle keep-alive timeout")
+      .add_option("--tls-cert", certs,
+                  "Certificate chain of a TLS listener (repeatable, the first is the default)")
+      .add_option("--tls-key", keys, "Key of the --tls-cert at the same position")
+      .add_flag("--upstream-tls", upstream_tls, "Connect to the upstreams over TLS")
+      .add_option("--upstream-sni", upstream_sni,
+                  "SNI sent to TLS upstreams, and the name verified")
+      .add_option("--ca", cfg.ca_file, "CA bundle TLS upstreams are verified against")
+      .add_flag("--no-verify", no_verify, "Do not verify TLS upstreams")
+      .add_flag("--self-test", self_test, "Start, proxy two requests to an embedded origin, exit");
+  if (auto outcome = cli.parse(argc, argv); !outcome.run) return outcome.exit_code;
+
   std::unique_ptr<testing::Origin> origin;
   if (self_test) {
     origin = std::make_unique<testing::Origin>([](const testing::OriginRequest& r) {
@@ -115,30 +88,53 @@ int main(int argc, char** argv) {
     upstreams = {origin->addr().to_string()};
     listen = "127.0.0.1:0";
   }
-  if (upstreams.empty()) { std::fprintf(stderr, "at least one --upstream is required\n"); return 2; }
+  if (upstreams.empty()) {
+    std::fprintf(stderr, "at least one --upstream is required\n");
+    return 2;
+  }
+  peer_opts.ca_file = default_peer_options(cfg).ca_file;
+  if (no_verify) peer_opts.verify_cert = peer_opts.verify_hostname = false;
   std::vector<HttpPeerPtr> peers;
   for (const auto& u : upstreams) {
     auto addr = SocketAddr::parse(u);
-    if (!addr) { std::fprintf(stderr, "not a literal address: %s\n", u.c_str()); return 2; }
+    if (!addr) {
+      std::fprintf(stderr, "not a literal address: %s\n", u.c_str());
+      return 2;
+    }
     auto p = std::make_shared<HttpPeer>(*addr, upstream_tls, upstream_sni);
     p->options = peer_opts;
     peers.push_back(std::move(p));
   }
-
-  Server server(ServerConf{.threads = threads});
-  auto svc = http_proxy_service(std::make_shared<ReverseProxy>(std::move(peers)), opts);
-  if (keys.size() != tls.certificates.size()) {
+  if (keys.size() != certs.size()) {
     std::fprintf(stderr, "each --tls-cert needs its --tls-key\n");
     return 2;
   }
-  for (std::size_t k = 0; k < keys.size(); ++k) tls.certificates[k].key_file = keys[k];
-  auto added = tls.certificates.empty() ? svc->add_tcp(listen) : svc->add_tls(listen, tls);
-  if (!added) { std::fprintf(stderr, "%s\n", added.error().to_string().c_str()); return 2; }
+  // --listen and --tls-cert describe the one listener; without them the configuration's are used.
+  if (!listen.empty() || !certs.empty() || cfg.listeners.empty()) {
+    ListenerConfig l;
+    l.address = listen.empty() ? "127.0.0.1:8080" : listen;
+    l.origin = "--listen";
+    if (!certs.empty()) {
+      l.tls.emplace();
+      for (std::size_t k = 0; k < certs.size(); ++k)
+        l.tls->certificates.push_back({certs[k], keys[k]});
+    }
+    cfg.listeners = {std::move(l)};
+  }
+
+  Server server(to_server_conf(cfg));
+  auto svc = http_proxy_service(std::make_shared<ReverseProxy>(std::move(peers)),
+                                to_http_server_options(cfg));
+  if (auto added = add_listeners(*svc, cfg); !added) {
+    std::fprintf(stderr, "%s\n", std::string(added.error().context()).c_str());
+    return 2;
+  }
   server.add_service(svc);
   if (!self_test) {
     // Scripts and tests learn the bound port (e.g. after --listen 127.0.0.1:0) from this line.
     return server.run_forever([&] {
-      std::printf("listening on %s\n", svc->local_endpoints().at(0).to_string().c_str());
+      for (const auto& ep : svc->local_endpoints())
+        std::printf("listening on %s\n", ep.to_string().c_str());
       std::fflush(stdout);
     });
   }
