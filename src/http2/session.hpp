@@ -1,0 +1,330 @@
+// portico::h2::Session: one HTTP/2 connection over nghttp2, server or client side, without I/O.
+//
+// Bytes in (`feed`), bytes out (`pending_output`/`consume_output`), events out (`poll_event`),
+// submissions in (`submit_*`, `send_*`). The owner moves bytes between the session and its socket
+// and timers; nothing here blocks, reads a clock other than the one given, or throws on the data
+// path. nghttp2 stays behind this header (pimpl-free: its types are only named as opaque pointers).
+//
+// Memory per connection is bounded, whatever the peer does:
+//  - received body bytes wait in per-stream buffers until the owner calls `consume()`; the
+//    WINDOW_UPDATEs that let the peer send more are sent only then, so the buffers hold at most
+//    `Settings::connection_window` bytes in total and `Settings::stream_window` per stream;
+//  - body bytes to send wait in per-stream buffers of at most `Settings::send_buffer_bytes`
+//    (`send_data` accepts no more), so at most max streams x send_buffer_bytes;
+//  - coalesced output frames: `Settings::output_buffer_bytes` plus one frame (<= 16 KiB + 9) or
+//    one header block (<= 128 KiB, larger ones are not sent and reset the stream); queued
+//    SETTINGS/PING ACKs are capped by `max_outbound_ack`;
+//  - header blocks: `Settings::max_header_list_size` per stream and block (bigger blocks are
+//    decoded, since HPACK state must stay in sync, but not stored), at most
+//    `max_concurrent_streams` streams open, HPACK tables `header_table_size` each way;
+//  - events hold header lists until polled: drain them after every `feed`.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <portico/core/result.hpp>
+#include <portico/http/header_map.hpp>
+
+#include "http2/translate.hpp"
+
+struct nghttp2_session;
+
+namespace portico::h2 {
+
+/// HTTP/2 error codes (RFC 9113 §7).
+enum class ErrorCode : std::uint32_t {
+  NoError = 0x0,
+  ProtocolError = 0x1,
+  InternalError = 0x2,
+  FlowControlError = 0x3,
+  SettingsTimeout = 0x4,
+  StreamClosed = 0x5,
+  FrameSizeError = 0x6,
+  RefusedStream = 0x7,
+  Cancel = 0x8,
+  CompressionError = 0x9,
+  ConnectError = 0xa,
+  EnhanceYourCalm = 0xb,
+  InadequateSecurity = 0xc,
+  Http11Required = 0xd,
+};
+
+/// Limits and windows of one session. Every field has a production default.
+struct Settings {
+  using ms = std::chrono::milliseconds;
+
+  // --- advertised in our SETTINGS ---
+  /// Streams the peer may have open at once (server side: client requests). Past it a new stream
+  /// is refused (REFUSED_STREAM before our SETTINGS are acknowledged, after that nghttp2 treats it
+  /// as a connection error).
+  std::uint32_t max_concurrent_streams = 128;
+  /// Largest header list (RFC 7541 §4.1 size: names + values + 32 per field) the peer may send.
+  /// Past it, a server answers 431 and resets the stream; a client resets the stream (CANCEL) and
+  /// reports `EventKind::Rejected` with 502.
+  std::uint32_t max_header_list_size = 64 * 1024;
+  /// Initial flow-control window of each stream we receive on: the most body bytes one stream
+  /// buffers before the owner consumes them.
+  std::uint32_t stream_window = 256 * 1024;
+  /// Flow-control window of the whole connection: the most body bytes all streams buffer.
+  std::uint32_t connection_window = 1024 * 1024;
+  /// Largest frame payload the peer may send (16 KiB .. 16 MiB - 1).
+  std::uint32_t max_frame_size = 16 * 1024;
+  /// HPACK dynamic table size for headers we receive.
+  std::uint32_t header_table_size = 4096;
+
+  // --- streams we open (client side) ---
+  /// Upper bound on streams this endpoint opens at once; the peer's SETTINGS may lower it.
+  std::uint32_t max_outbound_streams = 100;
+
+  // --- sending ---
+  /// Body bytes buffered per stream for sending; `send_data` accepts no more.
+  std::size_t send_buffer_bytes = 64 * 1024;
+  /// Output bytes `pending_output` coalesces before it returns.
+  std::size_t output_buffer_bytes = 64 * 1024;
+
+  // --- protections; crossing one sends GOAWAY ENHANCE_YOUR_CALM ---
+  /// The window the per-window counts below are taken over.
+  ms flood_window{10000};
+  /// Streams the peer resets (RST_STREAM) or makes us reset (a malformed request) before they
+  /// completed, per window, server side only: the rapid reset attack (CVE-2023-44487).
+  std::uint32_t max_resets_per_window = 400;
+  /// Non-ACK SETTINGS frames per window.
+  std::uint32_t max_settings_per_window = 100;
+  /// Non-ACK PING frames per window.
+  std::uint32_t max_pings_per_window = 100;
+  /// PRIORITY frames per window.
+  std::uint32_t max_priority_per_window = 1000;
+  /// Consecutive DATA frames with no payload and no END_STREAM.
+  std::uint32_t max_empty_frames = 32;
+  /// CONTINUATION frames after one HEADERS frame (CVE-2024-27316 and friends).
+  std::uint32_t max_continuations = 8;
+  /// SETTINGS and PING ACKs queued because the peer does not read; past it the session fails.
+  std::size_t max_outbound_ack = 1000;
+  /// Entries accepted in one SETTINGS frame.
+  std::size_t max_settings_entries = 32;
+};
+
+enum class Mode : std::uint8_t { Server, Client };
+
+/// What a session reports. `stream_id` is 0 for connection-level events.
+enum class EventKind : std::uint8_t {
+  /// A request head (server) or final response head (client) arrived: `fields`, `end_stream`.
+  /// On the server this is the first event of a stream.
+  Head,
+  /// A 1xx response head (client side): `fields`. The final head follows.
+  Informational,
+  /// `bytes` more body bytes are buffered: read them with `received()`, then `consume()`.
+  Data,
+  /// The trailer section: `fields`. EndStream follows.
+  Trailers,
+  /// The peer finished its side of the stream; every body byte was reported before.
+  EndStream,
+  /// The peer sent RST_STREAM with `code`. Closed follows.
+  Reset,
+  /// The stream is closed with `code` (NoError after a clean end). `retry_safe`: the peer did not
+  /// process it (REFUSED_STREAM, or above the last stream id of its GOAWAY), so a request may be
+  /// sent again elsewhere. No event about the stream follows; call `discard()` if body bytes stay.
+  Closed,
+  /// The peer sent GOAWAY: `last_stream_id`, `code`. Streams above it get Closed + retry_safe.
+  Goaway,
+  /// We sent GOAWAY: `last_stream_id`, `code` (a protection or a protocol error fired, or the
+  /// owner asked for it).
+  GoawaySent,
+  /// The peer's SETTINGS arrived: `available_streams()` may have changed.
+  Settings,
+  /// The ACK of a `ping()` arrived.
+  PingAck,
+  /// The stream's send buffer has room again after `send_data` accepted less than it was given.
+  Writable,
+  /// The session refused a header block larger than `max_header_list_size`. Server, request
+  /// head: `code` 431, already answered, the stream was never reported and nothing follows (log
+  /// it). Otherwise the session reset the stream with CANCEL: `code` is 431 (server, trailers) or
+  /// 502 (client: answer the downstream with it); Closed follows.
+  Rejected,
+};
+
+struct Event {
+  explicit Event(EventKind k, std::int32_t stream = 0) noexcept : kind(k), stream_id(stream) {}
+
+  EventKind kind;
+  std::int32_t stream_id = 0;
+  /// Reset, Closed, Goaway, GoawaySent: an ErrorCode value; Rejected: an HTTP status.
+  std::uint32_t code = 0;
+  /// Goaway, GoawaySent.
+  std::int32_t last_stream_id = 0;
+  /// Data.
+  std::size_t bytes = 0;
+  /// Head: END_STREAM came with the head (no body).
+  bool end_stream = false;
+  /// Closed.
+  bool retry_safe = false;
+  /// Head, Informational, Trailers: the field list, pseudo-header fields first.
+  HeaderMap fields;
+};
+
+/// How the first bytes of a cleartext connection compare with the HTTP/2 client preface
+/// (RFC 9113 §3.4). A listener serving HTTP/1.1 and h2c prior knowledge on one port peeks until
+/// the answer is not Partial; "PRI * HTTP/2.0" is not a valid HTTP/1.1 request, so No is safe.
+enum class PrefaceMatch : std::uint8_t { No, Partial, Yes };
+PrefaceMatch match_client_preface(std::string_view first_bytes) noexcept;
+
+/// One HTTP/2 connection endpoint. Not thread-safe; one owner drives it.
+class Session {
+ public:
+  using Clock = std::function<std::chrono::steady_clock::time_point()>;
+
+  /// A server session expects the client preface first; both sides queue their SETTINGS at once.
+  /// `clock` (steady_clock::now by default) times the flood windows.
+  Session(Mode mode, const Settings& settings = {}, Clock clock = {});
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  Mode mode() const noexcept { return mode_; }
+  const Settings& settings() const noexcept { return settings_; }
+
+  // ---- input ----
+  /// Processes received bytes; all of them are consumed unless an error is returned. Events are
+  /// queued. An error means the connection is over: a GOAWAY with the matching code (PROTOCOL_ERROR
+  /// for a bad preface, ENHANCE_YOUR_CALM for a flood) is queued; write the pending output, then
+  /// close. Protocol errors nghttp2 handles itself (frames on idle streams, bad SETTINGS, ...)
+  /// do not fail `feed`: they queue a GOAWAY, report GoawaySent when it is written, and
+  /// `want_read()` turns false.
+  Result<std::size_t> feed(std::string_view bytes);
+
+  /// The next event, or nothing.
+  std::optional<Event> poll_event();
+  bool has_events() const noexcept { return !events_.empty(); }
+
+  // ---- output ----
+  /// Bytes to write: frames serialised since the last `consume_output`, up to about
+  /// `output_buffer_bytes`. The view stays valid until the next `pending_output`; feeding,
+  /// submitting and `consume_output` leave it in place, so a writer may hold it across an
+  /// asynchronous write while the reader keeps feeding.
+  std::string_view pending_output();
+  /// The first `n` bytes of `pending_output()` were written.
+  void consume_output(std::size_t n) noexcept;
+
+  /// nghttp2 still expects frames from the peer / has frames to send. Both false: close.
+  bool want_read() const noexcept;
+  bool want_write() const noexcept;
+  /// The connection is done: nothing to read or write, and no output left.
+  bool finished() const noexcept;
+
+  // ---- body flow control ----
+  /// The received body bytes of `stream_id` not consumed yet, in one or more pieces; the view
+  /// of the first piece stays valid until it is consumed (later feeds do not move it).
+  std::string_view received(std::int32_t stream_id) const noexcept;
+  /// Bytes buffered for `stream_id`, or for all streams.
+  std::size_t buffered(std::int32_t stream_id) const noexcept;
+  std::size_t buffered() const noexcept { return inbound_buffered_; }
+  /// The owner forwarded the first `n` received bytes of the stream: they are freed, and the
+  /// stream and connection windows reopen (WINDOW_UPDATE once half a window is consumed).
+  void consume(std::int32_t stream_id, std::size_t n);
+  /// Consumes everything left on the stream (after Reset/Closed, or to abandon a body).
+  void discard(std::int32_t stream_id);
+
+  // ---- submitting ----
+  /// Client: opens a stream with the request `fields` (pseudo-header fields first, lowercase).
+  /// Without `end_stream`, the body follows with `send_data`/`send_trailers`. Fails when
+  /// `!can_open_stream()`.
+  Result<std::int32_t> submit_request(const HeaderMap& fields, bool end_stream);
+  /// Server: sends an interim (1xx) head.
+  Result<void> submit_informational(std::int32_t stream_id, const HeaderMap& fields);
+  /// Server: sends the response head. Without `end_stream`, the body follows.
+  Result<void> submit_response(std::int32_t stream_id, const HeaderMap& fields, bool end_stream);
+  /// Queues body bytes; returns how many were accepted (at most `send_capacity`). `end` takes
+  /// effect only when every byte was accepted. Fails on a closed stream, after the end, or when
+  /// the body would not match the Content-Length of the head (RFC 9113 §8.1.1).
+  Result<std::size_t> send_data(std::int32_t stream_id, std::string_view bytes, bool end);
+  /// Ends the stream with a trailer section after the queued body.
+  Result<void> send_trailers(std::int32_t stream_id, const HeaderMap& fields);
+  /// Room left in the stream's send buffer.
+  std::size_t send_capacity(std::int32_t stream_id) const noexcept;
+  /// Resets the stream with `code` (nothing when it is closed or unknown).
+  void reset(std::int32_t stream_id, ErrorCode code);
+  /// Sends PING; the ACK is reported as PingAck.
+  void ping();
+
+  /// Graceful shutdown (RFC 9113 §6.8). Server: a GOAWAY with 2^31-1 and a PING now, then the
+  /// final GOAWAY with the last stream id processed once the PING is acknowledged, so requests in
+  /// flight are not lost. Client: GOAWAY(NO_ERROR) and no new stream. Existing streams complete.
+  void shutdown();
+  /// Immediate GOAWAY with `code`; the connection closes once it is written.
+  void terminate(ErrorCode code);
+
+  // ---- state ----
+  /// Client: streams that may still be opened now, from min(max_outbound_streams, the peer's
+  /// SETTINGS_MAX_CONCURRENT_STREAMS), streams open, GOAWAY and stream id exhaustion.
+  std::uint32_t available_streams() const noexcept;
+  bool can_open_stream() const noexcept { return available_streams() > 0; }
+  /// Streams open (both directions counted once).
+  std::size_t open_streams() const noexcept { return open_streams_; }
+  bool goaway_received() const noexcept { return goaway_received_; }
+  /// The reason of the last connection error, for logs.
+  std::string_view last_error() const noexcept { return last_error_; }
+
+  struct Stats {
+    std::uint64_t streams_opened = 0;
+    std::uint64_t peer_resets = 0;       ///< streams reset by, or because of, the peer early
+    std::uint64_t headers_rejected = 0;  ///< heads over max_header_list_size
+    std::size_t peak_buffered = 0;       ///< the most received body bytes held at once
+  };
+  const Stats& stats() const noexcept { return stats_; }
+
+  struct Stream;
+  struct Callbacks;
+
+ private:
+  struct RateWindow {
+    std::chrono::steady_clock::time_point start{};
+    std::uint32_t count = 0;
+  };
+
+  Stream* find(std::int32_t id) const noexcept;
+  Stream& open(std::int32_t id);
+  void maybe_erase(std::int32_t id);
+  bool over_rate(RateWindow& w, std::uint32_t limit);
+  /// A protection or fatal error fired: GOAWAY with `code`, stop reading.
+  int fail(ErrorCode code, std::string_view reason);
+  Result<void> submit_head(std::int32_t stream_id, const HeaderMap& fields, bool end_stream,
+                           bool informational);
+  void push(Event e) { events_.push_back(std::move(e)); }
+  Error error(std::string_view why) const;
+
+  Mode mode_;
+  Settings settings_;
+  Clock clock_;
+  nghttp2_session* s_ = nullptr;
+  std::unordered_map<std::int32_t, std::unique_ptr<Stream>> streams_;
+  std::deque<Event> events_;
+  std::string out_;
+  std::size_t out_off_ = 0;
+  std::size_t inbound_buffered_ = 0;
+  std::size_t open_streams_ = 0;
+  std::size_t client_streams_ = 0;  // streams we opened, sent or not, not yet closed
+  bool in_recv_ = false;
+  bool dead_ = false;
+  bool goaway_received_ = false;
+  bool shutting_down_ = false;
+  bool final_goaway_sent_ = false;
+  std::uint64_t ping_seq_ = 0;
+  std::uint64_t shutdown_ping_ = 0;
+  std::uint32_t continuations_ = 0;
+  std::uint32_t empty_frames_ = 0;
+  RateWindow resets_, settings_frames_, pings_, priorities_;
+  std::string last_error_;
+  Stats stats_;
+};
+
+}  // namespace portico::h2

@@ -1,0 +1,339 @@
+#include "http2/translate.hpp"
+
+#include <array>
+#include <charconv>
+
+namespace portico::h2 {
+
+namespace {
+
+// RFC 9110 §5.6.2 tchar, lowercase letters only (RFC 9113 §8.2.1).
+constexpr std::array<bool, 256> make_name_table() {
+  std::array<bool, 256> t{};
+  for (int c = 'a'; c <= 'z'; ++c) t[static_cast<std::size_t>(c)] = true;
+  for (int c = '0'; c <= '9'; ++c) t[static_cast<std::size_t>(c)] = true;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}
+constexpr auto kNameChar = make_name_table();
+
+Error malformed(bool upstream, std::string_view why) {
+  return upstream ? Error::upstream(ErrorType::InvalidH2, why)
+                  : Error::downstream(ErrorType::InvalidH2, why);
+}
+
+std::string_view trim(std::string_view s) noexcept {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+bool has_upper(std::string_view s) noexcept {
+  for (char c : s)
+    if (c >= 'A' && c <= 'Z') return true;
+  return false;
+}
+
+void append_lower(HeaderMap& out, std::string_view name, std::string_view value) {
+  if (!has_upper(name)) {
+    out.append(name, value);
+    return;
+  }
+  std::string n(name);
+  for (char& c : n)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c | 0x20);
+  out.append(n, value);
+}
+
+/// The regular-field rules shared by requests, responses and trailers. `te_ok`: TE: trailers is
+/// allowed (requests only).
+Result<void> check_field(std::string_view name, std::string_view value, bool upstream, bool te_ok) {
+  if (!valid_field_name(name))
+    return malformed(upstream, has_upper(name) ? "uppercase field name" : "invalid field name");
+  if (!valid_field_value(value)) return malformed(upstream, "invalid field value");
+  if (is_connection_specific(name)) return malformed(upstream, "connection-specific field");
+  if (name == "te" && !(te_ok && iequals(trim(value), "trailers")))
+    return malformed(upstream, "TE other than trailers");
+  return {};
+}
+
+/// Names listed in the Connection fields of `h`, besides the connection options every proxy
+/// knows; they are hop-by-hop (RFC 9110 §7.6.1).
+bool named_by_connection(const HeaderMap& h, std::string_view name) {
+  for (auto f : h) {
+    if (!iequals(f.name, "connection")) continue;
+    std::string_view v = f.value;
+    while (!v.empty()) {
+      auto comma = v.find(',');
+      if (iequals(trim(v.substr(0, comma)), name)) return true;
+      if (comma == std::string_view::npos) break;
+      v.remove_prefix(comma + 1);
+    }
+  }
+  return false;
+}
+
+/// Appends the regular fields of `h` for an HTTP/2 peer. Returns whether TE listed trailers.
+bool copy_fields(const HeaderMap& h, HeaderMap& out, bool skip_host, bool split_cookies) {
+  bool has_connection = h.contains("connection");
+  bool te_trailers = false;
+  for (auto f : h) {
+    if (f.name.empty() || f.name.front() == ':') continue;
+    if (is_connection_specific(f.name)) continue;
+    if (skip_host && iequals(f.name, "host")) continue;
+    if (iequals(f.name, "te")) {
+      te_trailers = te_trailers || h.has_token("te", "trailers");
+      continue;
+    }
+    if (has_connection && named_by_connection(h, f.name)) continue;
+    if (split_cookies && iequals(f.name, "cookie")) {
+      std::string_view v = f.value;
+      while (!v.empty()) {
+        auto semi = v.find(';');
+        auto crumb = trim(v.substr(0, semi));
+        if (!crumb.empty()) out.append("cookie", crumb);
+        if (semi == std::string_view::npos) break;
+        v.remove_prefix(semi + 1);
+      }
+      continue;
+    }
+    append_lower(out, f.name, f.value);
+  }
+  return te_trailers;
+}
+
+/// The authority of an absolute-form target ("http://host:port/path"), else empty.
+std::string_view absolute_authority(std::string_view target, std::string_view* path) {
+  auto sep = target.find("://");
+  if (sep == std::string_view::npos || target.front() == '/') return {};
+  auto rest = target.substr(sep + 3);
+  auto slash = rest.find_first_of("/?");
+  if (path) *path = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
+  return rest.substr(0, slash);
+}
+
+}  // namespace
+
+bool is_connection_specific(std::string_view name) noexcept {
+  return iequals(name, "connection") || iequals(name, "keep-alive") ||
+         iequals(name, "proxy-connection") || iequals(name, "transfer-encoding") ||
+         iequals(name, "upgrade");
+}
+
+bool valid_field_name(std::string_view name) noexcept {
+  if (name.empty()) return false;
+  for (char c : name)
+    if (!kNameChar[static_cast<unsigned char>(c)]) return false;
+  return true;
+}
+
+bool valid_field_value(std::string_view value) noexcept {
+  if (!value.empty() && (value.front() == ' ' || value.front() == '\t' || value.back() == ' ' ||
+                         value.back() == '\t'))
+    return false;
+  for (char c : value)
+    if (c == '\0' || c == '\r' || c == '\n') return false;
+  return true;
+}
+
+Result<void> to_request(const HeaderMap& in, RequestHeader& out, std::string* scheme) {
+  std::string_view method, sch, authority, path;
+  bool has_method = false, has_scheme = false, has_authority = false, has_path = false;
+  bool regular_seen = false;
+  std::size_t cookies = 0;
+  for (auto f : in) {
+    if (!f.name.empty() && f.name.front() == ':') {
+      if (regular_seen) return malformed(false, "pseudo-header field after a regular field");
+      auto set = [&](bool& has, std::string_view& v) -> bool {
+        if (has) return false;
+        has = true;
+        v = f.value;
+        return true;
+      };
+      bool ok;
+      if (f.name == ":method")
+        ok = set(has_method, method);
+      else if (f.name == ":scheme")
+        ok = set(has_scheme, sch);
+      else if (f.name == ":authority")
+        ok = set(has_authority, authority);
+      else if (f.name == ":path")
+        ok = set(has_path, path);
+      else
+        return malformed(false, "unknown or response pseudo-header field in a request");
+      if (!ok) return malformed(false, "duplicated pseudo-header field");
+      if (!valid_field_value(f.value)) return malformed(false, "invalid pseudo-header value");
+      continue;
+    }
+    regular_seen = true;
+    if (auto r = check_field(f.name, f.value, false, true); !r) return r;
+    if (f.name == "cookie") ++cookies;
+  }
+  if (!has_method || method.empty()) return malformed(false, "missing :method");
+  for (char c : method)
+    if (!kNameChar[static_cast<unsigned char>(c)] && !(c >= 'A' && c <= 'Z'))
+      return malformed(false, "invalid :method");
+  if (has_authority && (authority.empty() || authority.find('@') != std::string_view::npos))
+    return malformed(false, "invalid :authority");
+  bool connect = method == "CONNECT";
+  if (connect) {
+    if (has_scheme || has_path) return malformed(false, "CONNECT with :scheme or :path");
+    if (!has_authority) return malformed(false, "CONNECT without :authority");
+  } else {
+    if (!has_scheme || sch.empty()) return malformed(false, "missing :scheme");
+    if (!has_path || path.empty()) return malformed(false, "missing or empty :path");
+    if (path.front() != '/' && !(path == "*" && method == "OPTIONS"))
+      return malformed(false, "invalid :path");
+  }
+
+  out.clear();
+  out.set_version(Version::Http2);
+  out.set_method(method);
+  out.set_uri(connect ? authority : path);
+  if (scheme) scheme->assign(connect ? std::string_view{} : sch);
+  auto& h = out.headers();
+  h.reserve(in.size() + 1, in.byte_size() + 16);
+  if (has_authority) h.append("host", authority);
+  std::string joined;
+  if (cookies > 1) {
+    for (auto f : in) {
+      if (f.name != "cookie") continue;
+      if (!joined.empty()) joined.append("; ");
+      joined.append(f.value);
+    }
+  }
+  bool cookie_done = false;
+  for (auto f : in) {
+    if (f.name.front() == ':') continue;
+    if (has_authority && f.name == "host") continue;
+    if (cookies > 1 && f.name == "cookie") {
+      if (!cookie_done) h.append("cookie", joined);
+      cookie_done = true;
+      continue;
+    }
+    h.append(f.name, f.value);
+  }
+  return {};
+}
+
+Result<void> to_response(const HeaderMap& in, ResponseHeader& out) {
+  std::string_view status;
+  bool has_status = false, regular_seen = false;
+  for (auto f : in) {
+    if (!f.name.empty() && f.name.front() == ':') {
+      if (regular_seen) return malformed(true, "pseudo-header field after a regular field");
+      if (f.name != ":status") return malformed(true, "unknown or request pseudo-header field");
+      if (has_status) return malformed(true, "duplicated :status");
+      has_status = true;
+      status = f.value;
+      continue;
+    }
+    regular_seen = true;
+    if (auto r = check_field(f.name, f.value, true, false); !r) return r;
+  }
+  if (!has_status) return malformed(true, "missing :status");
+  if (status.size() != 3) return malformed(true, "invalid :status");
+  std::uint16_t code = 0;
+  auto [p, ec] = std::from_chars(status.data(), status.data() + 3, code);
+  if (ec != std::errc{} || p != status.data() + 3 || code < 100)
+    return malformed(true, "invalid :status");
+  if (code == 101) return malformed(true, "101 in HTTP/2");
+  out.clear();
+  out.set_status(code);
+  out.set_version(Version::Http2);
+  auto& h = out.headers();
+  h.reserve(in.size(), in.byte_size());
+  for (auto f : in)
+    if (f.name.front() != ':') h.append(f.name, f.value);
+  return {};
+}
+
+Result<void> to_trailers(const HeaderMap& in, HeaderMap& out, bool from_upstream) {
+  for (auto f : in) {
+    if (!f.name.empty() && f.name.front() == ':')
+      return malformed(from_upstream, "pseudo-header field in trailers");
+    if (auto r = check_field(f.name, f.value, from_upstream, false); !r) return r;
+  }
+  for (auto f : in) out.append(f.name, f.value);
+  return {};
+}
+
+void from_request(const RequestHeader& r, HeaderMap& out, std::string_view scheme,
+                  bool split_cookies) {
+  const HeaderMap& h = r.headers();
+  out.reserve(h.size() + 4, h.byte_size() + r.uri().size() + 64);
+  std::string_view path = r.uri();
+  std::string_view authority = r.host();
+  std::string_view abs_path;
+  auto abs = absolute_authority(path, &abs_path);
+  if (!abs.empty()) {
+    if (authority.empty()) authority = abs;
+    path = abs_path;
+  }
+  out.append(":method", r.method());
+  bool connect = iequals(r.method(), "CONNECT");
+  if (connect) {
+    out.append(":authority", authority.empty() ? r.uri() : authority);
+  } else {
+    out.append(":scheme", scheme);
+    if (!authority.empty()) out.append(":authority", authority);
+    out.append(":path", path.empty() ? std::string_view("/") : path);
+  }
+  if (copy_fields(h, out, true, split_cookies)) out.append("te", "trailers");
+}
+
+Result<void> from_response(const ResponseHeader& r, HeaderMap& out) {
+  if (r.status() == 101 || r.status() < 100 || r.status() > 999)
+    return Error::internal(ErrorType::H2Error, "status not expressible in HTTP/2");
+  char buf[4];
+  auto [p, ec] = std::to_chars(buf, buf + sizeof buf, r.status());
+  (void)ec;
+  out.reserve(r.headers().size() + 1, r.headers().byte_size() + 16);
+  out.append(":status", std::string_view(buf, static_cast<std::size_t>(p - buf)));
+  copy_fields(r.headers(), out, false, false);
+  return {};
+}
+
+void from_trailers(const HeaderMap& in, HeaderMap& out) { copy_fields(in, out, false, false); }
+
+Result<ContentLength> ContentLength::from_fields(const HeaderMap& h, bool no_body,
+                                                 bool from_upstream) {
+  ContentLength cl;
+  cl.no_body_ = no_body;
+  for (auto f : h) {
+    if (!iequals(f.name, "content-length")) continue;
+    // A list of identical values is accepted (RFC 9110 §8.6), anything else is not.
+    std::string_view v = f.value;
+    while (true) {
+      auto comma = v.find(',');
+      auto item = trim(v.substr(0, comma));
+      std::int64_t n = -1;
+      auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), n);
+      if (item.empty() || ec != std::errc{} || p != item.data() + item.size() || n < 0 ||
+          (cl.expected_ >= 0 && cl.expected_ != n))
+        return malformed(from_upstream, "invalid content-length");
+      cl.expected_ = n;
+      if (comma == std::string_view::npos) break;
+      v.remove_prefix(comma + 1);
+    }
+  }
+  return cl;
+}
+
+bool ContentLength::fits(std::uint64_t n) const noexcept {
+  if (no_body_) return n == 0;
+  return expected_ < 0 || received_ + n <= static_cast<std::uint64_t>(expected_);
+}
+
+bool ContentLength::add(std::uint64_t n) noexcept {
+  bool ok = fits(n);
+  received_ += n;
+  return ok;
+}
+
+bool ContentLength::complete() const noexcept {
+  if (no_body_) return received_ == 0;
+  return expected_ < 0 || received_ == static_cast<std::uint64_t>(expected_);
+}
+
+}  // namespace portico::h2

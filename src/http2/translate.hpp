@@ -1,0 +1,100 @@
+// HTTP/1.1 <-> HTTP/2 message heads: pseudo-header fields, Host/:authority, cookie crumbs,
+// connection-specific fields (RFC 9113 §8.2, §8.3), and the Content-Length check of §8.1.1.
+//
+// An HTTP/2 field list is a HeaderMap whose pseudo-header fields (":method", ":status", ...) come
+// first, with lowercase names, exactly as HPACK carries it. The `to_*` functions validate such a
+// list as a recipient must (a failure means the message is malformed: the stream is reset with
+// PROTOCOL_ERROR, or a request answered 400) and build portico's types; the `from_*` functions
+// build a list a peer accepts from portico's types, dropping what HTTP/2 forbids.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <portico/core/result.hpp>
+#include <portico/http/header_map.hpp>
+#include <portico/http/message.hpp>
+
+namespace portico::h2 {
+
+/// Validates a received request field list (RFC 9113 §8.2, §8.3.1) and converts it.
+///
+/// Rejects: a pseudo-header field after a regular one, unknown, duplicated or missing
+/// pseudo-header fields, a response pseudo-header, an empty ":path" (or "*" on a method other than
+/// OPTIONS), an ":authority" with userinfo, uppercase or invalid field names, values with CR, LF,
+/// NUL or leading/trailing whitespace, connection-specific fields (connection, keep-alive,
+/// proxy-connection, transfer-encoding, upgrade) and TE with a value other than "trailers".
+/// CONNECT (RFC 9113 §8.5) takes ":method" and ":authority" only, and becomes
+/// "CONNECT authority". Otherwise ":path" becomes the target and ":authority", when present,
+/// becomes the Host field (replacing a Host the client sent); without it the Host field is kept.
+/// Cookie crumbs are joined with "; " into one field at the place of the first one (§8.2.3).
+/// `out` gets version Http2. `scheme`, when given, receives ":scheme" (empty for CONNECT).
+/// Errors are `InvalidH2` from the Downstream side, with the reason as context.
+Result<void> to_request(const HeaderMap& in, RequestHeader& out, std::string* scheme = nullptr);
+
+/// Validates a received response field list (":status" only, three digits, not 101) and converts
+/// it. A 1xx status is returned as is: the caller forwards 100/103 as interim responses and waits
+/// for the final one. Errors are `InvalidH2` from the Upstream side.
+Result<void> to_response(const HeaderMap& in, ResponseHeader& out);
+
+/// Validates a received trailer section: no pseudo-header field, the field rules of `to_request`.
+/// Fields are appended to `out`.
+Result<void> to_trailers(const HeaderMap& in, HeaderMap& out, bool from_upstream);
+
+/// Builds the field list of `r` for an HTTP/2 peer.
+///
+/// ":authority" comes from the Host field, else from an absolute-form target; ":path" is the
+/// origin-form target ("/" when empty, "*" kept for OPTIONS); ":scheme" is `scheme`. CONNECT gets
+/// ":method" and ":authority" only. Connection-specific fields and every field named in Connection
+/// are dropped, TE is kept only as "te: trailers" when it listed trailers, Host is dropped (it is
+/// ":authority"), names are lowercased. With `split_cookies`, a Cookie field is split into crumbs,
+/// which compress better in HPACK (RFC 9113 §8.2.3).
+void from_request(const RequestHeader& r, HeaderMap& out, std::string_view scheme = "https",
+                  bool split_cookies = false);
+
+/// Builds the field list of `r`: ":status" then the fields, with the same dropping rules as
+/// `from_request`. A 101 response cannot be carried by HTTP/2 (RFC 9113 §8.6): that is an error
+/// (`H2Error`, Internal); 100 and 103 become interim HEADERS frames.
+Result<void> from_response(const ResponseHeader& r, HeaderMap& out);
+
+/// Copies trailer fields to send, lowercased, without connection-specific or pseudo-header fields.
+void from_trailers(const HeaderMap& in, HeaderMap& out);
+
+/// True for the fields RFC 9113 §8.2.2 forbids in HTTP/2 (TE aside): connection, keep-alive,
+/// proxy-connection, transfer-encoding, upgrade. `name` compares case-insensitively.
+bool is_connection_specific(std::string_view name) noexcept;
+
+/// A field name as HTTP/2 allows it: a non-empty token of lowercase characters (RFC 9113 §8.2.1).
+bool valid_field_name(std::string_view name) noexcept;
+/// A field value as RFC 9113 §8.2.1 allows it: no NUL, CR or LF, no leading/trailing SP or HTAB.
+bool valid_field_value(std::string_view value) noexcept;
+
+/// Checks that a message body matches its Content-Length (RFC 9113 §8.1.1): a DATA total above
+/// it, or an end of stream below it, makes the message malformed.
+class ContentLength {
+ public:
+  ContentLength() = default;
+  /// Parses the Content-Length fields of `h` (several must carry the same number). `no_body`: the
+  /// message has no content whatever the field says (a response to HEAD, a 204 or 304).
+  static Result<ContentLength> from_fields(const HeaderMap& h, bool no_body, bool from_upstream);
+
+  /// Whether a Content-Length applies to the body.
+  bool known() const noexcept { return expected_ >= 0; }
+  std::int64_t expected() const noexcept { return expected_; }
+  std::uint64_t received() const noexcept { return received_; }
+  /// Counts `n` body bytes; false when the total now exceeds the declared length (or the message
+  /// has no body at all).
+  bool add(std::uint64_t n) noexcept;
+  /// Whether `n` more bytes would still fit.
+  bool fits(std::uint64_t n) const noexcept;
+  /// At end of stream: false when fewer bytes than declared arrived.
+  bool complete() const noexcept;
+
+ private:
+  std::int64_t expected_ = -1;
+  std::uint64_t received_ = 0;
+  bool no_body_ = false;
+};
+
+}  // namespace portico::h2
