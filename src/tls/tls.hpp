@@ -44,8 +44,9 @@ class TicketKeys {
   };
   /// The key to encrypt with, rotated when due.
   Key current();
-  /// The key named `name` (current or previous); false when unknown or expired.
-  bool find(const unsigned char name[16], Key& out);
+  /// The key named `name` (current or previous); false when unknown or expired. `current`:
+  /// whether it is the key new tickets are sealed with (and not due for rotation).
+  bool find(const unsigned char name[16], Key& out, bool& current);
 
  private:
   std::mutex mu_;
