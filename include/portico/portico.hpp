@@ -13,6 +13,9 @@
 #include <portico/lb/health_check.hpp>
 #include <portico/lb/load_balancer.hpp>
 #include <portico/lb/selection.hpp>
+#include <portico/observe/access_log.hpp>
+#include <portico/observe/metrics.hpp>
+#include <portico/observe/prometheus.hpp>
 #include <portico/proxy/forwarded.hpp>
 #include <portico/proxy/peer.hpp>
 #include <portico/proxy/proxy_http.hpp>

@@ -8,6 +8,7 @@
 #include <boost/asio/write.hpp>
 
 #include "core/log.hpp"
+#include "observe/proxy_observer.hpp"
 
 namespace portico::detail {
 
@@ -64,6 +65,7 @@ H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
       hooks_(svc.hooks()),
       state_(state),
       worker_(w),
+      obs_(svc.observer()),
       sock_(std::move(a.socket)),
       wd_(std::make_shared<Watchdog>(sock_.get_executor())),
       parser_(http1::Kind::Request,
@@ -90,6 +92,7 @@ H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
   ctx_ = std::align(app_.ctx_align(), app_.ctx_size(), p, space);
   server_tls_ = std::move(tls);
   worker_.add(this);
+  obs_->connection_opened();
 }
 
 H1Connection::~H1Connection() {
@@ -101,6 +104,7 @@ H1Connection::~H1Connection() {
     SSL_set_shutdown(tls_->native_handle(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   wd_->close();
   worker_.remove(this);
+  obs_->connection_closed();
 }
 
 void H1Connection::build_ctx() {
@@ -116,7 +120,18 @@ void H1Connection::drop_ctx() noexcept {
 
 void H1Connection::drain() noexcept {
   drain_requested_ = true;
-  if (idle_) abort();
+  if (!idle_) return;  // the request in flight ends with Connection: close
+  const bool arriving = rbegin_ < rend_ || !parser_.idle();
+  if (conn_requests_ > 0 && !arriving) {
+    abort();  // an idle keep-alive connection: nothing is lost
+    return;
+  }
+  // Accepted, but its first request has not arrived, or part of a request is here: the client
+  // may be sending it right now (a first one may have waited in the accept queue). Closing would
+  // drop a request nobody answered, so it gets a short while to arrive (and is then served with
+  // Connection: close).
+  wd_->arm(Watchdog::DsRead, std::min(opts_.keepalive_timeout, kFirstRequestGrace), &cancel_tcp,
+           &sock_);
 }
 
 void H1Connection::abort() noexcept {
@@ -224,7 +239,10 @@ void H1Connection::prepare_response_head(ResponseHeader& h, bool bodyless) {
   h.set_version(client_11 ? Version::Http11 : Version::Http10);
   wbuf_.clear();
   http1::serialize_response_head(h, wbuf_);
-  if (h.status() >= 200) resp_status_ = h.status();
+  if (h.status() >= 200) {
+    resp_status_ = h.status();
+    resp_head_at_ = clock::now();
+  }
 }
 
 task<Result<void>> H1Connection::ds_send(const std::vector<std::string_view>& pieces, bool end,
@@ -234,9 +252,11 @@ task<Result<void>> H1Connection::ds_send(const std::vector<std::string_view>& pi
   const std::size_t body =
       frame_body(pieces, ds_framing_ == DsFraming::Chunked, end, trailers, frame_, iov_);
   if (iov_.empty()) co_return ok();
+  const std::size_t head = wbuf_.size();
   auto r = co_await ds_write(iov_);
   wbuf_.clear();
   if (!r) co_return r;
+  head_sent_ += head;
   body_sent_ += body;
   co_return ok();
 }
@@ -336,7 +356,12 @@ task<bool> H1Connection::tls_handshake() {
 }
 
 task<void> H1Connection::run() {
-  if (server_tls_ && !co_await tls_handshake()) {
+  bool tls_ok = true;
+  if (server_tls_) {
+    tls_ok = co_await tls_handshake();
+    obs_->tls_handshake(tls_ok, tls_ok && tls_info_->resumed);
+  }
+  if (!tls_ok) {
     error_code ec;
     sock_.close(ec);
     co_return;
@@ -404,6 +429,9 @@ task<void> H1Connection::handle_parse_error() {
   keepalive_ = false;
   head_request_ = false;
   resp_status_ = 0;
+  body_sent_ = body_received_ = head_sent_ = retries_ = 0;
+  peer_.reset();
+  attempt_at_ = connected_at_ = resp_head_at_ = {};
   Error e = Error::downstream(parser_.error_type(), std::string(parser_.error_reason()));
   const std::uint16_t status = parser_.error_status();
   log::error_log().error("Fail to parse request from {}: {}, status: {}", client_addr_.to_string(),
@@ -429,7 +457,8 @@ task<void> H1Connection::handle_request() {
   client_gone_ = false;
   keepalive_ = parser_.keep_alive();
   resp_status_ = 0;
-  body_sent_ = body_received_ = 0;
+  body_sent_ = body_received_ = head_sent_ = 0;
+  attempt_at_ = connected_at_ = resp_head_at_ = {};
   ds_framing_ = DsFraming::None;
   head_request_ = req_.method() == "HEAD";
   connect_ = req_.method() == "CONNECT";
@@ -526,6 +555,7 @@ task<void> H1Connection::finish_request(const Error* err) {
   } catch (...) {
     log::error_log().error("logging hook threw, {}", request_summary());
   }
+  obs_->request_done(*this, err);
   drop_ctx();
 }
 
@@ -552,6 +582,7 @@ task<Result<void>> H1Connection::run_phases() {
   auto retrying = [this](const Error& e) {
     log::error_log().warn("Fail to proxy: {}, tries: {}, retry: true, {}", e.to_string(),
                           retries_ + 1, request_summary());
+    obs_->upstream_attempt_failed(e);
     failed_peers_.push_back(peer_);
     ++retries_;
   };
@@ -560,6 +591,8 @@ task<Result<void>> H1Connection::run_phases() {
     if (!pr) co_return pr.error();
     if (!*pr) co_return Error::upstream(ErrorType::ConnectNoRoute, "upstream_peer returned no peer");
     peer_ = std::move(*pr);
+    attempt_at_ = clock::now();
+    connected_at_ = {};
     const HttpPeer& peer = *peer_;
     const std::uint64_t key = peer.reuse_hash();
     const bool speaks_for_client = peer.options.proxy_protocol != ProxyProtocol::None;
@@ -595,6 +628,7 @@ task<Result<void>> H1Connection::run_phases() {
       conn = std::move(*c);
       state_.pool->opened(peer, key);
     }
+    connected_at_ = clock::now();
     bool response_started = false;
     auto r = co_await proxy_attempt(conn, reused, response_started);
     if (r) {

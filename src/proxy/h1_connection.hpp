@@ -1,6 +1,7 @@
 // One downstream HTTP/1.1 connection: the Session the hooks see and the proxy pipeline.
 #pragma once
 
+#include <chrono>
 #include <exception>
 #include <memory>
 #include <string>
@@ -96,11 +97,28 @@ class H1Connection final : public Session, public Drainable {
   bool has(HookBit b) const noexcept { return (hooks_ & b) != 0; }
   ServiceWorkerState& state_;
   Worker& worker_;
+  std::shared_ptr<ProxyObserver> obs_;  // metrics and access log of the service
   boost::asio::ip::tcp::socket sock_;
   std::shared_ptr<Watchdog> wd_;
   http1::Parser parser_;
 
-  std::vector<char> rbuf_;
+  /// The read buffer: allocated on the first read, not zeroed (bytes are written before read).
+  class ReadBuffer {
+   public:
+    bool empty() const noexcept { return size_ == 0; }
+    std::size_t size() const noexcept { return size_; }
+    char* data() noexcept { return p_.get(); }
+    /// Allocates `n` bytes; the previous contents are not kept.
+    void resize(std::size_t n) {
+      p_.reset(new char[n]);
+      size_ = n;
+    }
+
+   private:
+    std::unique_ptr<char[]> p_;
+    std::size_t size_ = 0;
+  };
+  ReadBuffer rbuf_;
   std::size_t rbegin_ = 0;
   std::size_t rend_ = 0;
   std::string wbuf_;   // a serialised response head not yet sent
@@ -146,6 +164,9 @@ class H1Connection final : public Session, public Drainable {
   bool idle_ = true;
   bool closed_ = false;
   bool drain_requested_ = false;
+  /// How long a connection that has not sent its first request yet may still send it once the
+  /// server drains.
+  static constexpr std::chrono::milliseconds kFirstRequestGrace{1000};
 
   // the concurrent request-body pump of the current attempt
   boost::asio::steady_timer pump_timer_;

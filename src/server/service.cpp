@@ -3,6 +3,7 @@
 #include <boost/asio/co_spawn.hpp>
 
 #include "core/log.hpp"
+#include "observe/proxy_observer.hpp"
 #include "proxy/h1_connection.hpp"
 #include "server/worker.hpp"
 #include "tls/tls.hpp"
@@ -79,6 +80,19 @@ void Service::set_local_endpoint(std::size_t i, SocketAddr a) {
 struct HttpProxyService::Impl {
   std::shared_ptr<detail::PoolRegistry> registry = std::make_shared<detail::PoolRegistry>();
   std::shared_ptr<detail::ClientTls> client_tls = std::make_shared<detail::ClientTls>();
+  std::shared_ptr<detail::ProxyObserver> observer;
+  std::uint64_t pool_collector = 0;
+
+  void observe_into(std::shared_ptr<observe::Registry> r, const std::string& name) {
+    auto log = observer ? observer->access_log : nullptr;
+    if (observer) observer->registry()->remove_collector(pool_collector);
+    observer = std::make_shared<detail::ProxyObserver>(std::move(r), name);
+    observer->access_log = std::move(log);
+    pool_collector = detail::register_pool_collector(
+        *observer->registry(), name,
+        {[reg = registry] { return reg->total(); }, [tls = client_tls] { return tls->full(); },
+         [tls = client_tls] { return tls->resumed(); }});
+  }
 };
 
 HttpProxyService::HttpProxyService(std::shared_ptr<detail::ProxyHttpErased> app,
@@ -87,9 +101,33 @@ HttpProxyService::HttpProxyService(std::shared_ptr<detail::ProxyHttpErased> app,
       app_(std::move(app)),
       opts_(opts),
       hooks_(hooks),
-      impl_(std::make_unique<Impl>()) {}
+      impl_(std::make_unique<Impl>()) {
+  impl_->observe_into(observe::default_registry(), this->name());
+}
 
-HttpProxyService::~HttpProxyService() = default;
+HttpProxyService::~HttpProxyService() {
+  impl_->observer->registry()->remove_collector(impl_->pool_collector);
+}
+
+void HttpProxyService::set_metrics_registry(std::shared_ptr<observe::Registry> registry) {
+  impl_->observe_into(registry ? std::move(registry) : observe::default_registry(), name());
+}
+
+std::shared_ptr<observe::Registry> HttpProxyService::metrics_registry() const {
+  return impl_->observer->registry();
+}
+
+void HttpProxyService::set_access_log(std::shared_ptr<observe::AccessLog> log) {
+  impl_->observer->access_log = std::move(log);
+}
+
+std::shared_ptr<observe::AccessLog> HttpProxyService::access_log() const {
+  return impl_->observer->access_log;
+}
+
+std::shared_ptr<detail::ProxyObserver> HttpProxyService::observer() const {
+  return impl_->observer;
+}
 
 void HttpProxyService::attach_worker(detail::Worker& w) {
   if (w.state_for(this)) return;

@@ -89,7 +89,7 @@ TEST(Server, GracefulShutdownFinishesInFlightRequests) {
   ASSERT_TRUE(busy.send("GET /slow HTTP/1.1\r\nHost: h\r\n\r\n"));
   ASSERT_TRUE(origin_got_request.wait_for(1));
   server.shutdown(true);
-  EXPECT_TRUE(idle.closed_by_peer()) << "idle connections close at once";
+  EXPECT_TRUE(idle.closed_by_peer()) << "a connection that sends no request is closed";
   release_origin.add();
   auto r = busy.read_response();
   ASSERT_TRUE(r);
@@ -98,6 +98,31 @@ TEST(Server, GracefulShutdownFinishesInFlightRequests) {
   server.wait();
   Client late(port, 1s);
   EXPECT_FALSE(late.connected() && late.get("/")) << "no longer accepting";
+}
+
+TEST(Server, GracefulShutdownStillAnswersAFreshConnectionsFirstRequest) {
+  // Accepted before the shutdown, its request sent just after: it is answered (and the
+  // connection closed), not dropped. A keep-alive connection between requests is closed at once.
+  Origin origin(Origin::text("late"));
+  Server server(ServerConf{.threads = 1, .grace_period = std::chrono::milliseconds(10000)});
+  auto svc = http_proxy_service(std::make_shared<Forward>(origin.addr()));
+  ASSERT_TRUE(svc->add_tcp("127.0.0.1:0"));
+  server.add_service(svc);
+  ASSERT_TRUE(server.start());
+  const auto port = svc->local_endpoints()[0].port();
+  // One worker, one listening socket: connections are accepted in order, so once `used` got
+  // its answer, `fresh` (connected first, nothing sent) is accepted too.
+  Client fresh(port);
+  ASSERT_TRUE(fresh.send(""));
+  Client used(port);
+  ASSERT_TRUE(used.get("/"));
+  server.shutdown(true);
+  EXPECT_TRUE(used.closed_by_peer()) << "idle keep-alive connections close";
+  auto r = fresh.get("/first");
+  ASSERT_TRUE(r) << "the first request of a fresh connection is served";
+  EXPECT_EQ(r->body, "late");
+  EXPECT_EQ(r->header("Connection"), "close");
+  server.wait();
 }
 
 TEST(Server, ImmediateShutdownDropsEverything) {

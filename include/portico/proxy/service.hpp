@@ -17,11 +17,17 @@
 
 namespace portico {
 
+namespace observe {
+class Registry;
+class AccessLog;
+}  // namespace observe
+
 namespace detail {
 class Worker;
 struct Accepted;
 struct ServiceWorkerState;
 class ServerTls;
+class ProxyObserver;
 }  // namespace detail
 
 /// Something that serves connections accepted on its listening addresses.
@@ -96,6 +102,17 @@ class HttpProxyService final : public Service {
   /// Shorthands for pool_stats().opened and pool_stats().reused.
   std::uint64_t upstream_connections_opened() const;
   std::uint64_t upstream_connections_reused() const;
+
+  /// Records this service's built-in metrics (docs/observability.md) in `registry` instead of
+  /// observe::default_registry(). Call before the server starts.
+  void set_metrics_registry(std::shared_ptr<observe::Registry> registry);
+  std::shared_ptr<observe::Registry> metrics_registry() const;
+  /// Writes one line per finished request to `log` (null: no access log). Call before the server
+  /// starts. See observe::AccessLog::open and observe::open_access_log (the `access_log:` block).
+  void set_access_log(std::shared_ptr<observe::AccessLog> log);
+  std::shared_ptr<observe::AccessLog> access_log() const;
+  /// Engine: what connections record into.
+  std::shared_ptr<detail::ProxyObserver> observer() const;
 
  private:
   struct Impl;

@@ -77,6 +77,18 @@ class Session {
   std::uint64_t body_bytes_sent() const noexcept { return body_sent_; }
   std::uint64_t body_bytes_received() const noexcept { return body_received_; }
   clock::time_point start_time() const noexcept { return start_; }
+  /// Response header bytes sent to the client (status line and fields); with body_bytes_sent(),
+  /// nginx's $bytes_sent.
+  std::uint64_t header_bytes_sent() const noexcept { return head_sent_; }
+
+  /// Per-phase times of the request, for logs and metrics; a default (zero) time_point when the
+  /// phase did not happen. The current (or last) upstream attempt began (upstream_peer returned)...
+  clock::time_point upstream_attempt_time() const noexcept { return attempt_at_; }
+  /// ...its connection was ready (taken from the pool or connected, TLS included)...
+  clock::time_point upstream_connected_time() const noexcept { return connected_at_; }
+  /// ...and the final response header was ready to go to the client (for a proxied response:
+  /// the upstream's header, after the response filters).
+  clock::time_point response_header_time() const noexcept { return resp_head_at_; }
 
   /// Asks the engine to close the downstream connection after this request.
   void set_keepalive(bool keep) noexcept { keepalive_ = keep && keepalive_; }
@@ -111,6 +123,10 @@ class Session {
   std::uint64_t body_sent_ = 0;
   std::uint64_t body_received_ = 0;
   clock::time_point start_{};
+  clock::time_point attempt_at_{};
+  clock::time_point connected_at_{};
+  clock::time_point resp_head_at_{};
+  std::uint64_t head_sent_ = 0;
 
   friend struct detail::SessionAccess;
 };

@@ -1,0 +1,274 @@
+// Built-in metrics, the /metrics service and the access log, end to end: a proxy under a known
+// mix of requests, scraped over HTTP and parsed with the reference Prometheus parser
+// (tests/observe/parse_metrics.py, python3-prometheus-client).
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "integration/helpers.hpp"
+
+namespace itest {
+namespace {
+
+namespace obs = portico::observe;
+using pt::Client;
+using pt::Origin;
+
+/// /dead* goes to a port nobody listens on; everything else to the origin.
+class Router : public ProxyHttp<> {
+ public:
+  Router(SocketAddr good, SocketAddr dead) : good_(make_peer(good)), dead_(make_peer(dead)) {}
+  task<Result<HttpPeerPtr>> upstream_peer(Session& s, NoCtx&) override {
+    co_return s.req_header().path().starts_with("/dead") ? dead_ : good_;
+  }
+
+ private:
+  HttpPeerPtr good_, dead_;
+};
+
+Origin::Handler origin_handler() {
+  return [](const pt::OriginRequest& r) {
+    pt::OriginResponse resp;
+    if (r.target.starts_with("/missing")) resp.status = 404;
+    resp.body = "hello";
+    return resp;
+  };
+}
+
+/// A proxy service and a metrics service on one Server, both recording into `registry`.
+struct Stack {
+  explicit Stack(std::shared_ptr<obs::Registry> reg, std::shared_ptr<obs::AccessLog> log = nullptr)
+      : registry(std::move(reg)),
+        proxy(http_proxy_service(std::make_shared<Router>(origin.addr(), SocketAddr::loopback(dead_port())),
+                                 HttpServerOptions{}, "obs_it")),
+        metrics(obs::prometheus_service(registry)),
+        server(ServerConf{.threads = 2}) {
+    proxy->set_metrics_registry(registry);
+    proxy->set_access_log(std::move(log));
+    EXPECT_TRUE(proxy->add_tcp("127.0.0.1:0"));
+    EXPECT_TRUE(metrics->add_tcp("127.0.0.1:0"));
+    server.add_service(proxy);
+    server.add_service(metrics);
+    EXPECT_TRUE(server.start());
+  }
+  ~Stack() {
+    server.shutdown(false);
+    server.wait();
+  }
+  std::uint16_t proxy_port() const { return proxy->local_endpoints().at(0).port(); }
+  std::uint16_t metrics_port() const { return metrics->local_endpoints().at(0).port(); }
+
+  std::uint64_t requests(std::string_view code_class) {
+    return registry->counter_family("portico_requests_total", "", {"service", "code_class"})
+        .with({"obs_it", code_class})
+        .value();
+  }
+
+  Origin origin{origin_handler()};
+  std::shared_ptr<obs::Registry> registry;
+  std::shared_ptr<HttpProxyService> proxy;
+  std::shared_ptr<HttpProxyService> metrics;
+  Server server;
+};
+
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = 5s) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+/// Runs parse_metrics.py on `text`; returns "name{labels}" -> value, or fails the test.
+std::map<std::string, double> parse_exposition(const std::string& text) {
+  std::map<std::string, double> out;
+  const std::string file = ::testing::TempDir() + "portico_scrape_" + std::to_string(::getpid());
+  std::ofstream(file) << text;
+  const char* python = ::access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+  const std::string cmd = std::string(python) + " " + PORTICO_PARSE_METRICS + " " + file + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  EXPECT_NE(p, nullptr);
+  if (!p) return out;
+  std::string all;
+  char buf[4096];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) all.append(buf, n);
+  const int rc = ::pclose(p);
+  std::remove(file.c_str());
+  EXPECT_EQ(rc, 0) << "parse_metrics.py failed:\n" << all;
+  std::istringstream in(all);
+  for (std::string line; std::getline(in, line);) {
+    const auto sp = line.rfind(' ');
+    if (sp == std::string::npos) continue;
+    out[line.substr(0, sp)] = std::stod(line.substr(sp + 1));
+  }
+  return out;
+}
+
+TEST(Metrics, ScrapedCountsMatchWhatWasSent) {
+  auto reg = std::make_shared<obs::Registry>();
+  Stack st(reg);
+  constexpr int kKeepAliveOk = 20, kMissing = 10, kFreshOk = 10, kDead = 5;
+  {
+    Client c(st.proxy_port());
+    for (int i = 0; i < kKeepAliveOk; ++i) ASSERT_EQ(c.get("/ok")->status, 200u);
+    for (int i = 0; i < kMissing; ++i) ASSERT_EQ(c.get("/missing")->status, 404u);
+  }
+  for (int i = 0; i < kFreshOk; ++i) ASSERT_EQ(Client(st.proxy_port()).get("/fresh")->status, 200u);
+  for (int i = 0; i < kDead; ++i) ASSERT_EQ(Client(st.proxy_port()).get("/dead")->status, 502u);
+  // The counters are updated right after the response went out: wait for the last ones.
+  ASSERT_TRUE(eventually([&] { return st.requests("5xx") == kDead; }));
+  ASSERT_TRUE(eventually([&] {
+    return reg->gauge_family("portico_downstream_connections_active", "", {"service"})
+               .with({"obs_it"})
+               .value() == 0;
+  }));
+
+  Client scraper(st.metrics_port());
+  auto resp = scraper.get("/metrics");
+  ASSERT_TRUE(resp);
+  ASSERT_EQ(resp->status, 200u);
+  EXPECT_EQ(resp->header("Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
+  const UpstreamPoolStats pool = st.proxy->pool_stats();
+  const auto m = parse_exposition(resp->body);
+  ASSERT_FALSE(m.empty());
+
+  auto at = [&](const std::string& key) {
+    auto it = m.find(key);
+    EXPECT_NE(it, m.end()) << key << " missing from:\n" << resp->body;
+    return it == m.end() ? -1.0 : it->second;
+  };
+  const std::string svc = "service=\"obs_it\"";
+  EXPECT_EQ(at("portico_requests_total{code_class=\"2xx\"," + svc + "}"), kKeepAliveOk + kFreshOk);
+  EXPECT_EQ(at("portico_requests_total{code_class=\"4xx\"," + svc + "}"), kMissing);
+  EXPECT_EQ(at("portico_requests_total{code_class=\"5xx\"," + svc + "}"), kDead);
+  EXPECT_EQ(at("portico_requests_total{code_class=\"none\"," + svc + "}"), 0);
+  const int total = kKeepAliveOk + kMissing + kFreshOk + kDead;
+  EXPECT_EQ(at("portico_request_duration_seconds_count{" + svc + "}"), total);
+  EXPECT_EQ(at("portico_request_duration_seconds_bucket{le=\"+Inf\"," + svc + "}"), total);
+  EXPECT_GT(at("portico_request_duration_seconds_sum{" + svc + "}"), 0);
+  EXPECT_EQ(at("portico_downstream_connections_total{" + svc + "}"), 1 + kFreshOk + kDead);
+  EXPECT_EQ(at("portico_downstream_connections_active{" + svc + "}"), 0);
+  EXPECT_GT(at("portico_downstream_sent_bytes_total{" + svc + "}"),
+            (kKeepAliveOk + kMissing + kFreshOk) * 5.0);
+
+  // Each /dead request: the first connect and max_retries retries are refused.
+  const double tries = 1 + HttpServerOptions{}.max_retries;
+  EXPECT_EQ(at("portico_upstream_errors_total{" + svc + ",type=\"ConnectRefused\"}"), kDead * tries);
+  EXPECT_EQ(at("portico_upstream_retries_total{" + svc + "}"), kDead * (tries - 1));
+  EXPECT_EQ(at("portico_request_errors_total{" + svc + ",source=\"Upstream\",type=\"ConnectRefused\"}"),
+            kDead);
+
+  // The pool numbers are the service's own pool_stats().
+  EXPECT_EQ(at("portico_upstream_connections_opened_total{" + svc + "}"), pool.opened);
+  EXPECT_EQ(at("portico_upstream_connections_reused_total{" + svc + "}"), pool.reused);
+  EXPECT_DOUBLE_EQ(at("portico_upstream_connection_reuse_ratio{" + svc + "}"), pool.reuse_ratio());
+  EXPECT_GT(pool.reused, 0u);
+  EXPECT_EQ(pool.opened + pool.reused, static_cast<std::uint64_t>(kKeepAliveOk + kMissing + kFreshOk));
+  EXPECT_EQ(at("portico_upstream_connections_evicted_total{reason=\"idle_timeout\"," + svc + "}"),
+            pool.evicted_for(PoolEviction::IdleTimeout));
+
+  // The metrics service counts itself; other paths are 404.
+  EXPECT_EQ(scraper.get("/other")->status, 404u);
+  EXPECT_EQ(scraper.request("POST", "/metrics")->status, 405u);
+}
+
+TEST(Metrics, LoadBalancerHealthIsExported) {
+  obs::Registry reg;
+  auto lb = std::make_shared<LoadBalancer<RoundRobin>>();
+  ASSERT_TRUE(lb->update({*Backend::parse("127.0.0.1:1"), *Backend::parse("127.0.0.1:2")}));
+  lb->set_health(lb->find(*SocketAddr::parse("127.0.0.1:2")), false, "test");
+  const auto id = obs::register_load_balancer_metrics(reg, "web", lb);
+  const auto m = parse_exposition(reg.render_prometheus());
+  EXPECT_EQ(m.at("portico_lb_backend_healthy{backend=\"127.0.0.1:1\",lb=\"web\"}"), 1);
+  EXPECT_EQ(m.at("portico_lb_backend_healthy{backend=\"127.0.0.1:2\",lb=\"web\"}"), 0);
+  EXPECT_EQ(m.at("portico_lb_health_changes_total{direction=\"down\",lb=\"web\"}"), 1);
+  lb.reset();  // gone: its samples disappear
+  EXPECT_EQ(reg.render_prometheus().find("127.0.0.1:1"), std::string::npos);
+  reg.remove_collector(id);
+}
+
+std::vector<std::vector<std::string>> read_fields(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::vector<std::string>> out;
+  for (std::string l; std::getline(in, l);) {
+    std::istringstream ls(l);
+    std::vector<std::string> f;
+    for (std::string w; ls >> w;) f.push_back(w);
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+TEST(AccessLogProxy, OneLinePerRequestWithItsFields) {
+  const std::string path = ::testing::TempDir() + "portico_access_" + std::to_string(::getpid()) + ".log";
+  std::remove(path.c_str());
+  auto log = obs::AccessLog::open(path,
+                                  "$method $path $status $upstream_reused $retries $error $bytes_sent "
+                                  "$body_bytes_sent $upstream_addr $upstream_connect_time "
+                                  "$upstream_header_time $request_time $remote_addr $time_iso8601");
+  ASSERT_TRUE(log) << log.error().to_string();
+  auto reg = std::make_shared<obs::Registry>();
+  Stack st(reg, *log);
+  constexpr int kOk = 15, kMissing = 5;
+  {
+    Client c(st.proxy_port());
+    for (int i = 0; i < kOk; ++i) ASSERT_EQ(c.get("/ok?i=" + std::to_string(i))->status, 200u);
+    for (int i = 0; i < kMissing; ++i) ASSERT_EQ(c.get("/missing")->status, 404u);
+  }
+  ASSERT_EQ(Client(st.proxy_port()).get("/dead")->status, 502u);
+  const std::uint64_t n = kOk + kMissing + 1;
+  ASSERT_TRUE(eventually([&] { return (*log)->lines_queued() == n; }));
+  (*log)->flush();
+  const auto lines = read_fields(path);
+  ASSERT_EQ(lines.size(), n);
+  const std::string origin = "127.0.0.1:" + std::to_string(st.origin.port());
+  int reused = 0, ok = 0, missing = 0, dead = 0;
+  std::string first_reused;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    const auto& f = lines[i];
+    ASSERT_EQ(f.size(), 14u) << i;
+    EXPECT_EQ(f[0], "GET");
+    EXPECT_EQ(f[12], "127.0.0.1");
+    EXPECT_EQ(f[13].size(), 25u) << f[13];  // 2026-11-26T10:00:00+00:00
+    if (f[1] != "/dead") {
+      EXPECT_EQ(f[2], f[1] == "/ok" ? "200" : "404") << i;
+      (f[1] == "/ok" ? ok : missing) += 1;
+      EXPECT_EQ(f[4], "0");
+      EXPECT_EQ(f[5], "-");
+      EXPECT_EQ(f[7], "5");                   // "hello"
+      EXPECT_GT(std::stoul(f[6]), 5u + 20u);  // the header counts too
+      EXPECT_EQ(f[8], origin);
+      EXPECT_NE(f[9], "-");
+      EXPECT_NE(f[10], "-");
+      EXPECT_LE(std::stod(f[10]), std::stod(f[11]) + 0.001);
+      if (first_reused.empty()) first_reused = f[3];
+      reused += f[3] == "1";
+    } else {
+      ++dead;
+      EXPECT_EQ(f[2], "502");
+      EXPECT_EQ(f[4], std::to_string(HttpServerOptions{}.max_retries));
+      EXPECT_EQ(f[5], "ConnectRefused");
+      EXPECT_EQ(f[9], "-");  // never connected
+      EXPECT_EQ(f[10], "-");
+    }
+  }
+  EXPECT_EQ(ok, kOk);
+  EXPECT_EQ(missing, kMissing);
+  EXPECT_EQ(dead, 1);
+  // One client's lines keep their order: its first request had to connect, later ones found
+  // the pooled connection.
+  EXPECT_EQ(first_reused, "0");
+  EXPECT_GE(reused, 1);
+  EXPECT_EQ((*log)->lines_dropped(), 0u);
+  std::remove(path.c_str());
+}
+
+}  // namespace
+}  // namespace itest
