@@ -86,6 +86,11 @@ int main(int argc, char** argv) {
   // needs no network. The self-test adds a backend where nothing listens: the health check must
   // take it out.
   std::vector<std::unique_ptr<testing::Origin>> origins;
+  if (addrs.empty() && cfg.daemon && !self_test) {
+    // They run on threads, which do not survive the daemon's fork.
+    std::fprintf(stderr, "daemon mode needs --backend (the embedded origins cannot run)\n");
+    return 2;
+  }
   if (addrs.empty()) {
     for (int n = 1; n <= (self_test ? 3 : 2); ++n) {
       origins.push_back(std::make_unique<testing::Origin>(
@@ -122,16 +127,19 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // --listen replaces the configuration's listeners; with neither, 127.0.0.1:6188.
-  if (!listen.empty() || cfg.listeners.empty()) {
+  // --listen replaces the configuration's listeners; with neither, 127.0.0.1:6188. Applied
+  // again when SIGHUP reloads the configuration file.
+  auto flags_over_file = [&](ServerConfig& c) {
+    if (listen.empty() && !c.listeners.empty()) return;
     ListenerConfig l;
     l.address = listen.empty() ? "127.0.0.1:6188" : listen;
     l.origin = "--listen";
-    cfg.listeners = {std::move(l)};
-  }
-  Server server(to_server_conf(cfg));
+    c.listeners = {std::move(l)};
+  };
+  flags_over_file(cfg);
+  Server server(cli.server_conf(flags_over_file));
   auto proxy = http_proxy_service(std::make_shared<LB>(*lb), to_http_server_options(cfg));
-  if (auto r = add_listeners(*proxy, cfg); !r) {
+  if (auto r = configure_service(*proxy, cfg); !r) {
     std::fprintf(stderr, "%s\n", std::string(r.error().context()).c_str());
     return 2;
   }

@@ -110,7 +110,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   // --listen and --tls-cert describe the one listener; without them the configuration's are used.
-  if (!listen.empty() || !certs.empty() || cfg.listeners.empty()) {
+  // Applied again when SIGHUP reloads the configuration file.
+  auto flags_over_file = [&](ServerConfig& c) {
+    if (listen.empty() && certs.empty() && !c.listeners.empty()) return;
     ListenerConfig l;
     l.address = listen.empty() ? "127.0.0.1:8080" : listen;
     l.origin = "--listen";
@@ -119,13 +121,15 @@ int main(int argc, char** argv) {
       for (std::size_t k = 0; k < certs.size(); ++k)
         l.tls->certificates.push_back({certs[k], keys[k]});
     }
-    cfg.listeners = {std::move(l)};
-  }
+    c.listeners = {std::move(l)};
+  };
+  flags_over_file(cfg);
 
-  Server server(to_server_conf(cfg));
+  // -u, -d, the daemon and upgrade keys, and SIGHUP re-reading -c come with server_conf().
+  Server server(cli.server_conf(flags_over_file));
   auto svc = http_proxy_service(std::make_shared<ReverseProxy>(std::move(peers)),
                                 to_http_server_options(cfg));
-  if (auto added = add_listeners(*svc, cfg); !added) {
+  if (auto added = configure_service(*svc, cfg); !added) {
     std::fprintf(stderr, "%s\n", std::string(added.error().context()).c_str());
     return 2;
   }

@@ -6,6 +6,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <portico/server/server.hpp>
+
 #ifndef PORTICO_VERSION
 #error "PORTICO_VERSION is defined by CMakeLists.txt (the project version)"
 #endif
@@ -236,6 +238,36 @@ const std::string& Cli::conf_file() const noexcept { return impl_->conf; }
 bool Cli::daemon() const noexcept { return impl_->daemon; }
 bool Cli::upgrade() const noexcept { return impl_->upgrade; }
 bool Cli::test() const noexcept { return impl_->test; }
+
+Result<ServerConfig> Cli::reload_config(const Adjust& adjust) {
+  auto fail = [](const std::string& m) { return Error::internal(ErrorType::InternalError, m); };
+  Impl& I = *impl_;
+  if (I.conf.empty()) return I.config;
+  try {
+    auto loaded = load_config_file(I.conf);
+    if (!loaded) return loaded.error();
+    ServerConfig previous = I.config;
+    // Assigned into config() itself: the binary's options are bound to its fields.
+    I.config = std::move(*loaded);
+    if (I.daemon) I.config.daemon = true;
+    if (std::string problem = I.store_extras(); !problem.empty()) {
+      I.config = std::move(previous);
+      return fail(problem);
+    }
+    if (adjust) adjust(I.config);
+    return I.config;
+  } catch (const std::exception& e) {
+    return fail(std::string("reloading the configuration: ") + e.what());
+  }
+}
+
+ServerConf Cli::server_conf(Adjust adjust) {
+  ServerConf c = to_server_conf(impl_->config);
+  c.upgrade = impl_->upgrade;
+  if (!impl_->conf.empty())
+    c.reload_config = [this, adjust = std::move(adjust)] { return reload_config(adjust); };
+  return c;
+}
 
 bool Cli::given(std::string_view flag) const {
   try {

@@ -16,6 +16,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <portico/observe/access_log.hpp>
 #include <portico/proxy/service.hpp>
 #include <portico/server/server.hpp>
 
@@ -796,7 +797,19 @@ ServerConf to_server_conf(const ServerConfig& cfg) {
   ServerConf c;
   c.threads = cfg.threads;
   c.grace_period = std::chrono::duration_cast<ms>(cfg.grace_period);
+  c.graceful_shutdown_timeout = std::chrono::duration_cast<ms>(cfg.graceful_shutdown_timeout);
   c.backlog = cfg.backlog;
+  c.upgrade_sock = cfg.upgrade_sock;
+  if (cfg.upgrade_sock_connect_accept_max_retries)
+    c.upgrade_retries = *cfg.upgrade_sock_connect_accept_max_retries;
+  c.daemon = cfg.daemon;
+  c.pid_file = cfg.pid_file;
+  c.working_directory = cfg.working_directory;
+  c.daemon_ready_timeout = cfg.daemon_ready_timeout;
+  c.error_log = cfg.error_log;
+  c.user = cfg.user;
+  c.group = cfg.group;
+  c.config = std::make_shared<const ServerConfig>(cfg);
   return c;
 }
 
@@ -818,6 +831,14 @@ Result<void> add_listeners(Service& svc, const ServerConfig& cfg) {
   return ok();
 }
 
+Result<void> configure_service(HttpProxyService& svc, const ServerConfig& cfg) {
+  if (auto r = add_listeners(svc, cfg); !r) return r;
+  auto log = observe::open_access_log(cfg.access_log);
+  if (!log) return at("access_log", log.error());
+  if (*log) svc.set_access_log(std::move(*log));
+  return ok();
+}
+
 void apply_logging(const ServerConfig& cfg) {
   static constexpr spdlog::level::level_enum kLevels[] = {
       spdlog::level::trace, spdlog::level::debug,    spdlog::level::info, spdlog::level::warn,
@@ -831,13 +852,13 @@ std::vector<ConfigEntry> config_entries(const ServerConfig& c) {
   constexpr bool R = Entries::kReload, X = Entries::kRestart, E = Entries::kEffect,
                  N = Entries::kNoEffect;
   e.add("version", c.version, d.version, R, E);
-  e.add("daemon", c.daemon, d.daemon, X, N);
-  e.add("error_log", c.error_log, d.error_log, R, N);
-  e.add("pid_file", c.pid_file, d.pid_file, X, N);
-  e.add("upgrade_sock", c.upgrade_sock, d.upgrade_sock, X, N);
-  e.add("user", c.user, d.user, X, N);
-  e.add("group", c.group, d.group, X, N);
-  e.add("working_directory", c.working_directory, d.working_directory, X, N);
+  e.add("daemon", c.daemon, d.daemon, X, E);
+  e.add("error_log", c.error_log, d.error_log, R, E);
+  e.add("pid_file", c.pid_file, d.pid_file, X, E);
+  e.add("upgrade_sock", c.upgrade_sock, d.upgrade_sock, X, E);
+  e.add("user", c.user, d.user, X, E);
+  e.add("group", c.group, d.group, X, E);
+  e.add("working_directory", c.working_directory, d.working_directory, X, E);
   e.add("threads", c.threads, d.threads, X, E);
   e.add("listener_tasks_per_fd", c.listener_tasks_per_fd, d.listener_tasks_per_fd, X, N);
   e.add("work_stealing", c.work_stealing, d.work_stealing, X, N);
@@ -845,7 +866,7 @@ std::vector<ConfigEntry> config_entries(const ServerConfig& c) {
   e.add("s2n_config_cache_size", c.s2n_config_cache_size, d.s2n_config_cache_size, R, N);
   e.add("grace_period_seconds", c.grace_period, d.grace_period, R, E);
   e.add("graceful_shutdown_timeout_seconds", c.graceful_shutdown_timeout,
-        d.graceful_shutdown_timeout, R, N);
+        d.graceful_shutdown_timeout, R, E);
   e.add("client_bind_to_ipv4", c.client_bind_to_ipv4, d.client_bind_to_ipv4, R, N);
   e.add("client_bind_to_ipv6", c.client_bind_to_ipv6, d.client_bind_to_ipv6, R, N);
   e.add("upstream_keepalive_pool_size", c.http.pool_max_idle_per_key, d.http.pool_max_idle_per_key,
@@ -858,17 +879,17 @@ std::vector<ConfigEntry> config_entries(const ServerConfig& c) {
         N);
   e.add("max_retries", c.http.max_retries, d.http.max_retries, R, E);
   e.add("upgrade_sock_connect_accept_max_retries", c.upgrade_sock_connect_accept_max_retries,
-        d.upgrade_sock_connect_accept_max_retries, R, N);
+        d.upgrade_sock_connect_accept_max_retries, X, E);
   e.add("max_blocking_threads", c.max_blocking_threads, d.max_blocking_threads, X, N);
   e.add("blocking_threads_ttl_seconds", c.blocking_threads_ttl, d.blocking_threads_ttl, X, N);
   e.add("daemon_wait_for_ready", c.daemon_wait_for_ready, d.daemon_wait_for_ready, X, N);
-  e.add("daemon_ready_timeout_seconds", c.daemon_ready_timeout, d.daemon_ready_timeout, X, N);
+  e.add("daemon_ready_timeout_seconds", c.daemon_ready_timeout, d.daemon_ready_timeout, X, E);
   e.add("daemon_notify_timeout_seconds", c.daemon_notify_timeout, d.daemon_notify_timeout, X, N);
 
   e.add("backlog", c.backlog, d.backlog, X, E);
   e.add("log_level", c.log_level, d.log_level, R, E);
-  e.add("access_log.path", c.access_log.path, d.access_log.path, R, N);
-  e.add("access_log.format", c.access_log.format, d.access_log.format, R, N);
+  e.add("access_log.path", c.access_log.path, d.access_log.path, X, E);
+  e.add("access_log.format", c.access_log.format, d.access_log.format, X, E);
   e.add("allow_connect_method", c.http.allow_connect_method, d.http.allow_connect_method, R, E);
   e.add("pool_cross_worker", c.http.pool_cross_worker, d.http.pool_cross_worker, X, E);
 

@@ -1,13 +1,21 @@
 #include <portico/server/server.hpp>
 
+#include <portico/observe/access_log.hpp>
+
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <thread>
 
 #include <boost/asio/as_tuple.hpp>
@@ -24,6 +32,8 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "core/log.hpp"
+#include "server/daemon.hpp"
+#include "server/upgrade.hpp"
 #include "server/worker.hpp"
 
 namespace portico {
@@ -76,7 +86,7 @@ struct WorkerThread {
     // finally (in ctx's destructor) the frames of connections a hard stop left suspended, which
     // still refer to `worker`.
     guard.reset();
-    acceptors.clear();
+    listeners.clear();
     worker.clear_states();
     ctx.reset();
   }
@@ -90,9 +100,29 @@ struct WorkerThread {
   } ctx;
   asio::executor_work_guard<asio::io_context::executor_type> guard;
   detail::Worker worker;
-  std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+  /// A listening socket of this worker: which service and listener (add_tcp order) it serves.
+  /// A worker has one per listener, or several after an upgrade from a process with more
+  /// workers.
+  struct Listening {
+    std::unique_ptr<tcp::acceptor> acc;
+    Service* svc = nullptr;
+    std::size_t k = 0;
+  };
+  std::vector<Listening> listeners;
   std::thread thread;
 };
+
+/// An inherited fd that is a listening TCP socket bound to `addr`, or -1 (closed).
+bool is_listener_on(int fd, const SocketAddr& addr) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  int listening = 0;
+  socklen_t ilen = sizeof listening;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return false;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ilen) != 0 || !listening) return false;
+  return SocketAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len).to_string() ==
+         addr.to_string();
+}
 
 Result<std::unique_ptr<tcp::acceptor>> open_listener(asio::io_context& ctx, const SocketAddr& a,
                                                      int backlog) {
@@ -256,13 +286,28 @@ struct Server::Impl {
   // Signalled by a worker whenever its last connection closes (see wait_idle).
   mutable std::mutex idle_mu;
   mutable std::condition_variable idle_cv;
+  // reload() may change them while wait() reads them.
+  std::atomic<std::chrono::milliseconds::rep> grace_ms{0};
+  std::atomic<std::chrono::milliseconds::rep> shutdown_timeout_ms{0};
+  // What runs: the configuration minus the changes reload() could not apply. Under reload_mu.
+  std::mutex reload_mu;
+  ServerConfig running_config;
+  // The listening sockets send_listeners() hands over. `upgrade_mu` keeps shutdown() from
+  // closing them while they are being sent.
+  std::mutex upgrade_mu;
+  std::vector<detail::ListenerFd> listen_fds;
+  // A daemon whose stderr is the error log file: SIGUSR1 points fd 2 at the new file as well.
+  bool stderr_is_log = false;
+
 
   void stop_workers(bool graceful) {
     for (auto& wt : workers) {
       asio::post(*wt->ctx, [w = wt.get(), graceful] {
         boost::system::error_code ec;
-        for (auto& a : w->acceptors) a->close(ec);
+        for (auto& l : w->listeners) l.acc->close(ec);
         if (graceful) {
+          // Idle keep-alive connections close at once; one accepted just before whose first
+          // request has not arrived yet gets a moment to send it (H1Connection::drain).
           w->worker.drain_all();
         } else {
           w->worker.abort_all();
@@ -272,11 +317,140 @@ struct Server::Impl {
       });
     }
   }
+
+  /// Runs `fn` while every worker thread is parked in a handler, so that it may write what
+  /// connections read without locks (service options). False when a worker did not park
+  /// within `patience`; `fn` has not run then.
+  bool with_workers_paused(const std::function<void()>& fn, std::chrono::milliseconds patience) {
+    struct Gate {
+      std::mutex mu;
+      std::condition_variable cv;
+      std::size_t parked = 0;
+      bool open = false;
+    };
+    auto g = std::make_shared<Gate>();
+    for (auto& wt : workers)
+      asio::post(*wt->ctx, [g] {
+        std::unique_lock lk(g->mu);
+        ++g->parked;
+        g->cv.notify_all();
+        g->cv.wait(lk, [&] { return g->open; });
+      });
+    std::unique_lock lk(g->mu);
+    const bool all =
+        g->cv.wait_for(lk, patience, [&] { return g->parked == workers.size(); });
+    if (all) fn();
+    g->open = true;
+    g->cv.notify_all();
+    return all;
+  }
+
+  Result<void> bind_all(detail::ListenerHandover* handover);
+  void record_listen_fds();
 };
 
+namespace {
+/// The inherited sockets bound to `addr`, taken out of `h`.
+std::vector<int> take_inherited(detail::ListenerHandover& h, const SocketAddr& addr) {
+  std::vector<int> out;
+  if (addr.port() == 0) return out;  // "any port" never names an old socket
+  const std::string key = addr.to_string();
+  for (auto& f : h.fds()) {
+    if (f.fd < 0 || f.address != key) continue;
+    if (is_listener_on(f.fd, addr)) {
+      out.push_back(f.fd);
+    } else {
+      log::error_log().warn("upgrade: inherited fd for {} is not a socket listening there; "
+                            "ignored", key);
+      ::close(f.fd);
+    }
+    f.fd = -1;
+  }
+  return out;
+}
+}  // namespace
+
+Result<void> Server::Impl::bind_all(detail::ListenerHandover* handover) {
+  // Bind (or adopt) every listener on every worker (SO_REUSEPORT); port 0 resolves on the first
+  // worker.
+  for (auto& svc : services) {
+    auto addrs = svc->listen_addrs();
+    for (std::size_t k = 0; k < addrs.size(); ++k) {
+      SocketAddr addr = addrs[k];
+      const tcp proto = addr.family() == AF_INET6 ? tcp::v6() : tcp::v4();
+      std::vector<int> inherited;
+      if (handover) inherited = take_inherited(*handover, addr);
+      if (!inherited.empty()) {
+        // Every old socket keeps being accepted on (its queue holds connections the kernel
+        // already assigned to it): spread them over the workers; with fewer sockets than
+        // workers, workers share them through dup()s.
+        const std::size_t n = std::max(inherited.size(), workers.size());
+        for (std::size_t i = 0; i < n; ++i) {
+          int fd = i < inherited.size() ? inherited[i] : ::fcntl(inherited[i % inherited.size()], F_DUPFD_CLOEXEC, 0);
+          auto acc = std::make_unique<tcp::acceptor>(*workers[i % workers.size()]->ctx);
+          boost::system::error_code ec;
+          if (fd >= 0) acc->assign(proto, fd, ec);
+          if (fd < 0 || ec) {
+            if (fd >= 0) ::close(fd);
+            for (std::size_t j = i + 1; j < inherited.size(); ++j) ::close(inherited[j]);
+            return Error::internal(ErrorType::BindError,
+                                   "upgrade: adopting the socket of " + addr.to_string() + ": " +
+                                       (ec ? ec.message() : std::string(std::strerror(errno))));
+          }
+          workers[i % workers.size()]->listeners.push_back({std::move(acc), svc.get(), k});
+        }
+        log::error_log().info("upgrade: {} took over {} listening socket(s) on {}", svc->name(),
+                              inherited.size(), addr.to_string());
+      } else {
+        for (auto& wt : workers) {
+          auto acc = open_listener(*wt->ctx, addr, conf.backlog);
+          if (!acc) return acc.error();
+          if (addr.port() == 0) {
+            auto ep = (*acc)->local_endpoint();
+            addr = SocketAddr::from_sockaddr(ep.data(), static_cast<socklen_t>(ep.size()));
+          }
+          wt->listeners.push_back({std::move(*acc), svc.get(), k});
+        }
+      }
+      const WorkerThread::Listening* first = nullptr;
+      for (auto& wt : workers)
+        for (auto& l : wt->listeners)
+          if (!first && l.svc == svc.get() && l.k == k) first = &l;
+      auto ep = first->acc->local_endpoint();
+      svc->set_local_endpoint(k, SocketAddr::from_sockaddr(ep.data(), static_cast<socklen_t>(ep.size())));
+    }
+  }
+  if (handover)
+    for (auto& f : handover->fds())
+      if (f.fd >= 0)
+        log::error_log().warn("upgrade: inherited listener {} is not configured here; closing it "
+                              "(connections waiting on it are lost)",
+                              f.address);
+  return ok();
+}
+
+void Server::Impl::record_listen_fds() {
+  // One entry per socket: after an upgrade, workers may share a socket through dup()s.
+  std::set<std::pair<dev_t, ino_t>> seen;
+  std::lock_guard lk(upgrade_mu);
+  listen_fds.clear();
+  for (auto& wt : workers)
+    for (auto& l : wt->listeners) {
+      struct stat st {};
+      const int fd = l.acc->native_handle();
+      if (::fstat(fd, &st) == 0 && !seen.insert({st.st_dev, st.st_ino}).second) continue;
+      auto ep = l.acc->local_endpoint();
+      listen_fds.push_back(
+          {SocketAddr::from_sockaddr(ep.data(), static_cast<socklen_t>(ep.size())).to_string(), fd});
+    }
+}
+
 Server::Server(ServerConf conf) : impl_(std::make_unique<Impl>()) {
-  impl_->conf = conf;
+  impl_->conf = std::move(conf);
   if (impl_->conf.threads == 0) impl_->conf.threads = 1;
+  impl_->grace_ms = impl_->conf.grace_period.count();
+  impl_->shutdown_timeout_ms = impl_->conf.graceful_shutdown_timeout.count();
+  if (impl_->conf.config) impl_->running_config = *impl_->conf.config;
 }
 
 Server::~Server() {
@@ -299,40 +473,35 @@ void Server::add_background(std::shared_ptr<BackgroundService> s) {
 Result<void> Server::start() {
   if (impl_->started) return ok();
   auto& I = *impl_;
-  for (std::size_t i = 0; i < I.conf.threads; ++i) I.workers.push_back(std::make_unique<WorkerThread>(i));
-  // Bind every listener on every worker (SO_REUSEPORT); port 0 resolves on the first worker.
-  for (auto& svc : I.services) {
-    auto addrs = svc->listen_addrs();
-    for (std::size_t k = 0; k < addrs.size(); ++k) {
-      SocketAddr addr = addrs[k];
-      for (auto& wt : I.workers) {
-        auto acc = open_listener(*wt->ctx, addr, I.conf.backlog);
-        if (!acc) {
-          I.workers.clear();
-          return acc.error();
-        }
-        if (addr.port() == 0) {
-          auto ep = (*acc)->local_endpoint();
-          addr = SocketAddr::from_sockaddr(ep.data(), static_cast<socklen_t>(ep.size()));
-        }
-        wt->acceptors.push_back(std::move(*acc));
-      }
-      auto ep = I.workers.front()->acceptors.back()->local_endpoint();
-      svc->set_local_endpoint(k, SocketAddr::from_sockaddr(ep.data(), static_cast<socklen_t>(ep.size())));
-    }
+  std::optional<detail::ListenerHandover> handover;
+  if (I.conf.upgrade) {
+    log::error_log().info("upgrade: waiting for the listening sockets on {}", I.conf.upgrade_sock);
+    auto h = detail::ListenerHandover::receive(
+        I.conf.upgrade_sock, std::chrono::seconds(std::max<std::size_t>(I.conf.upgrade_retries, 1)),
+        detail::uid_of(I.conf.user));
+    if (!h) return h.error();
+    log::error_log().info("upgrade: received {} listening socket(s)", h->fds().size());
+    handover = std::move(*h);
   }
+  for (std::size_t i = 0; i < I.conf.threads; ++i) I.workers.push_back(std::make_unique<WorkerThread>(i));
+  if (auto b = I.bind_all(handover ? &*handover : nullptr); !b) {
+    I.workers.clear();
+    return b.error();
+  }
+  // Bound (privileged ports need it), no thread started yet: the moment to drop privileges.
+  if (auto d = detail::drop_privileges(I.conf.user, I.conf.group); !d) {
+    I.workers.clear();
+    return d.error();
+  }
+  I.record_listen_fds();
   for (auto& wt : I.workers) {
     wt->worker.set_on_empty([&I] {
       std::lock_guard lk(I.idle_mu);
       I.idle_cv.notify_all();
     });
-    std::size_t a = 0;
-    for (auto& svc : I.services) {
-      svc->attach_worker(wt->worker);
-      for (std::size_t k = 0; k < svc->listen_addrs().size(); ++k, ++a)
-        asio::co_spawn(*wt->ctx, detail::accept_loop(*wt->acceptors[a], *svc, wt->worker, k),
-                       asio::detached);
-    }
+    for (auto& svc : I.services) svc->attach_worker(wt->worker);
+    for (auto& l : wt->listeners)
+      asio::co_spawn(*wt->ctx, detail::accept_loop(*l.acc, *l.svc, wt->worker, l.k), asio::detached);
   }
   I.running = I.workers.size();
   for (auto& wt : I.workers) {
@@ -354,13 +523,18 @@ Result<void> Server::start() {
   for (auto& s : I.background) I.control->spawn(s);
   I.control->run();
   I.started = true;
+  // The accept loops are posted to running workers: the old process may stop accepting.
+  if (handover) handover->confirm();
   log::error_log().info("portico started with {} worker(s)", I.workers.size());
   return ok();
 }
 
 void Server::shutdown(bool graceful) {
   if (!impl_->started) return;
-  if (impl_->stopping.exchange(true) && graceful) return;
+  {
+    std::lock_guard lk(impl_->upgrade_mu);
+    if (impl_->stopping.exchange(true) && graceful) return;
+  }
   if (impl_->control) impl_->control->watch.trigger();
   impl_->stop_workers(graceful);
 }
@@ -370,15 +544,17 @@ void Server::wait() {
   if (!I.started || I.joined) return;
   {
     std::unique_lock lk(I.mu);
-    if (!I.cv.wait_for(lk, I.conf.grace_period, [&] { return I.running == 0; })) {
-      log::error_log().warn("grace period over with requests in flight; stopping");
+    const std::chrono::milliseconds grace(I.grace_ms.load());
+    if (!I.cv.wait_for(lk, grace, [&] { return I.running == 0; })) {
+      log::error_log().warn("grace period ({} ms) over with requests in flight; stopping",
+                            grace.count());
       for (auto& wt : I.workers) wt->ctx->stop();
     }
   }
   for (auto& wt : I.workers)
     if (wt->thread.joinable()) wt->thread.join();
   if (I.control) {
-    I.control->stop(std::chrono::milliseconds(2000));
+    I.control->stop(std::chrono::milliseconds(I.shutdown_timeout_ms.load()));
     I.control.reset();
   }
   I.joined = true;
@@ -396,36 +572,175 @@ bool Server::wait_idle(std::chrono::milliseconds timeout) const {
   return I.idle_cv.wait_for(lk, timeout, [this] { return active_connections() == 0; });
 }
 
+Result<void> Server::send_listeners(const std::string& path) {
+  auto& I = *impl_;
+  if (!I.started) return Error::internal(ErrorType::InternalError, "upgrade: server not started");
+  // Held while sending so that shutdown() cannot close the sockets under sendmsg.
+  std::lock_guard lk(I.upgrade_mu);
+  if (I.stopping.load())
+    return Error::internal(ErrorType::InternalError, "upgrade: server is stopping");
+  return detail::send_listeners(path, I.listen_fds, I.conf.upgrade_retries,
+                                std::chrono::seconds(10));
+}
+
+namespace {
+/// The part of `next` a running server takes; everything else stays as in `running`.
+ServerConfig reloadable_part(const ServerConfig& running, const ServerConfig& next) {
+  ServerConfig out = running;
+  out.log_level = next.log_level;
+  out.error_log = next.error_log;
+  out.grace_period = next.grace_period;
+  out.graceful_shutdown_timeout = next.graceful_shutdown_timeout;
+  // The upstream pools are built once per worker with their sizes: those need a restart.
+  HttpServerOptions h = next.http;
+  h.pool_max_idle_per_key = running.http.pool_max_idle_per_key;
+  h.pool_max_idle_total = running.http.pool_max_idle_total;
+  h.pool_cross_worker = running.http.pool_cross_worker;
+  h.pool_steal_timeout = running.http.pool_steal_timeout;
+  out.http = h;
+  // Listener TLS: the files are re-read; the other TLS settings are fixed per listener.
+  return out;
+}
+}  // namespace
+
+Result<ReloadOutcome> Server::reload(const ServerConfig& next) {
+  auto& I = *impl_;
+  std::lock_guard lk(I.reload_mu);
+  const ServerConfig target = reloadable_part(I.running_config, next);
+  ReloadOutcome out;
+  out.applied = changed_keys(I.running_config, target);
+  out.need_restart = changed_keys(target, next);
+
+  const std::string old_log = log::error_log_target();
+  if (next.error_log != old_log)
+    if (auto r = log::set_error_log(next.error_log); !r) return r.error();
+  {
+    auto apply = [&] {
+      for (auto& svc : I.services)
+        if (auto* h = dynamic_cast<HttpProxyService*>(svc.get())) h->mutable_options() = target.http;
+    };
+    if (!I.started || I.joined) {
+      apply();
+    } else if (!I.with_workers_paused(apply, std::chrono::milliseconds(2000))) {
+      if (next.error_log != old_log) (void)log::set_error_log(old_log);
+      return Error::internal(ErrorType::InternalError,
+                             "reload: a worker did not pause within 2 s to take the new limits; "
+                             "nothing changed");
+    }
+  }
+  apply_logging(target);
+  I.grace_ms = std::chrono::duration_cast<std::chrono::milliseconds>(target.grace_period).count();
+  I.shutdown_timeout_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(target.graceful_shutdown_timeout).count();
+  I.running_config = target;
+  for (auto& svc : I.services) (void)svc->reload_tls();
+  return out;
+}
+
+namespace {
+std::string joined(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& k : v) s += (s.empty() ? "" : ", ") + k;
+  return s.empty() ? "none" : s;
+}
+}  // namespace
+
 int Server::run_forever(std::function<void()> on_ready) {
+  auto& I = *impl_;
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGQUIT);
+  sigaddset(&set, SIGUSR1);
   // Workers inherit the mask, so only this thread takes the signals.
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  if (!I.conf.error_log.empty() && log::error_log_target() != I.conf.error_log) {
+    if (auto r = log::set_error_log(I.conf.error_log); !r) {
+      log::error_log().critical("cannot start: {}", r.error().context());
+      return 1;
+    }
+  }
+  detail::DaemonReady ready;
+  if (I.conf.daemon && !I.started) {
+    detail::DaemonOptions d;
+    d.pid_file = I.conf.pid_file;
+    d.working_directory = I.conf.working_directory;
+    d.error_log = I.conf.error_log;
+    d.ready_timeout = I.conf.daemon_ready_timeout;
+    auto r = detail::daemonize(d);  // returns in the daemon only
+    if (!r) {
+      log::error_log().critical("cannot start: {}", r.error().context());
+      return 1;
+    }
+    ready = std::move(*r);
+    I.stderr_is_log = !I.conf.error_log.empty() && I.conf.error_log != "syslog";
+  }
+  struct PidFile {
+    const std::string* path;
+    ~PidFile() {
+      if (path) detail::remove_pid_file(*path);
+    }
+  } pid_file{I.conf.daemon ? &I.conf.pid_file : nullptr};
   if (auto r = start(); !r) {
-    log::error_log().critical("cannot start: {}", r.error().to_string());
+    const std::string msg = "cannot start: " + std::string(r.error().context());
+    log::error_log().critical("{}", msg);
+    ready.failed(msg);
     return 1;
   }
   if (on_ready) on_ready();
+  ready.ready();
   timespec tick{0, 200 * 1000 * 1000};
-  while (!impl_->stopping.load()) {
+  while (!I.stopping.load()) {
     int sig = sigtimedwait(&set, nullptr, &tick);
     if (sig == SIGINT) {
       log::error_log().info("SIGINT: exiting now");
       shutdown(false);
     } else if (sig == SIGTERM) {
-      log::error_log().info("SIGTERM: graceful shutdown, grace period {} ms",
-                            impl_->conf.grace_period.count());
+      log::error_log().info("SIGTERM: graceful shutdown, grace period {} ms", I.grace_ms.load());
       shutdown(true);
     } else if (sig == SIGHUP) {
-      log::error_log().info("SIGHUP: reloading TLS certificates");
-      for (auto& svc : impl_->services) (void)svc->reload_tls();
+      if (!I.conf.reload_config) {
+        log::error_log().info("SIGHUP: reloading TLS certificates");
+        for (auto& svc : I.services) (void)svc->reload_tls();
+        continue;
+      }
+      log::error_log().info("SIGHUP: reloading the configuration");
+      auto next = I.conf.reload_config();
+      if (!next) {
+        log::error_log().error("SIGHUP: configuration not reloaded, the running one stays:\n{}",
+                               next.error().context());
+        continue;
+      }
+      auto r = reload(*next);
+      if (!r) {
+        log::error_log().error("SIGHUP: reload failed, the running configuration stays: {}",
+                               r.error().context());
+        continue;
+      }
+      log::error_log().info("SIGHUP: configuration reloaded; changed: {}", joined(r->applied));
+      if (!r->need_restart.empty())
+        log::error_log().warn("SIGHUP: changed keys that need a restart (or an upgrade) and were "
+                              "not applied: {}",
+                              joined(r->need_restart));
+    } else if (sig == SIGUSR1) {
+      observe::reopen_access_logs();
+      if (auto r = log::reopen_error_log(I.stderr_is_log); !r)
+        log::error_log().error("SIGUSR1: {}", r.error().context());
+      else
+        log::error_log().info("SIGUSR1: error log reopened");
     } else if (sig == SIGQUIT) {
-      log::error_log().info("SIGQUIT ignored (graceful upgrade is not available yet)");
+      log::error_log().info("SIGQUIT: handing the listening sockets over on {}",
+                            I.conf.upgrade_sock);
+      if (auto r = send_listeners(I.conf.upgrade_sock); !r) {
+        log::error_log().error("SIGQUIT: {}; still serving", r.error().context());
+        continue;
+      }
+      log::error_log().info("SIGQUIT: the new process accepts now; draining, grace period {} ms",
+                            I.grace_ms.load());
+      shutdown(true);
     }
   }
   wait();

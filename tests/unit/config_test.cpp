@@ -557,7 +557,7 @@ TEST(ConfigTest, IneffectiveKeysAreListed) {
       "daemon: true\nthreads: 4\nwork_stealing: false\nlisteners:\n"
       "  - address: 127.0.0.1:80\n    h2c: true\n");
   EXPECT_EQ(ineffective_keys(c),
-            (std::vector<std::string>{"daemon", "work_stealing", "listeners[0].h2c"}));
+            (std::vector<std::string>{"work_stealing", "listeners[0].h2c"}));
 }
 
 TEST(ConfigTest, LogLevelNames) {

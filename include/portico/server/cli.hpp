@@ -15,6 +15,8 @@
 
 namespace portico {
 
+struct ServerConf;
+
 /// portico's version, e.g. "0.1.0" (the CMake project version).
 std::string_view version() noexcept;
 
@@ -97,12 +99,25 @@ class Cli {
   /// The -c file, or empty.
   const std::string& conf_file() const noexcept;
   bool daemon() const noexcept;
-  /// -u: the binary should take the listening sockets over from the running instance. No
-  /// effect in Server yet.
+  /// -u: the binary should take the listening sockets over from the running instance
+  /// (ServerConf::upgrade; server_conf() sets it).
   bool upgrade() const noexcept;
   bool test() const noexcept;
   /// True when the option with this name ("--threads", "-c" or "--conf") was on the command line.
   bool given(std::string_view flag) const;
+
+  /// A fix-up the binary makes to the configuration after parse() (e.g. a --listen flag
+  /// replacing the file's listeners), applied to `config()` again by reload_config().
+  using Adjust = std::function<void(ServerConfig&)>;
+  /// For SIGHUP: loads the -c file again and applies -d, the binary's options and `adjust`, as
+  /// parse() and the binary did at start; on success config() becomes the result (so that the
+  /// options bound to its fields stay bound). An error (the file no longer loads, an option no
+  /// longer fits) leaves config() as it was; its context() is the message. Call it from one
+  /// thread at a time (Server calls it on the thread of run_forever()).
+  Result<ServerConfig> reload_config(const Adjust& adjust = {});
+  /// to_server_conf(config()) with -u (ServerConf::upgrade) and, when -c was given, SIGHUP
+  /// wired to reload_config(adjust). `adjust` must outlive the Server, as must this Cli.
+  ServerConf server_conf(Adjust adjust = {});
 
  private:
   struct Impl;

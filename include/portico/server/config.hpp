@@ -19,6 +19,7 @@ namespace portico {
 
 struct ServerConf;
 class Service;
+class HttpProxyService;
 
 /// Severity threshold of the error log.
 enum class LogLevel : std::uint8_t { Trace, Debug, Info, Warn, Error, Critical, Off };
@@ -40,7 +41,8 @@ struct ListenerConfig {
   std::string origin;
 };
 
-/// The `access_log:` block. Accepted, no effect yet (the access log is not written yet).
+/// The `access_log:` block: where and how configure_service() makes the service write its
+/// access log (include/portico/observe/access_log.hpp, docs/observability.md).
 struct AccessLogConfig {
   /// File the access log is appended to; empty: no access log.
   std::string path;
@@ -59,15 +61,16 @@ struct ServerConfig {
 
   /// Format version; portico reads version 1 (what Pingora writes).
   std::uint32_t version = 1;
-  /// Detach from the terminal. `-d` sets it. No effect yet: portico runs in the foreground.
+  /// Detach from the terminal (double fork, setsid, pid file); `-d` sets it. The starting
+  /// command returns once the daemon listens, or fails with the daemon's error.
   bool daemon = false;
-  /// Error log file; empty: stderr. No effect yet.
+  /// Error log: a file, "syslog", or empty for stderr. SIGUSR1 reopens the file.
   std::string error_log;
-  /// No effect yet (written once daemon mode lands).
+  /// Written by a daemon (an existing file is renamed `<pid_file>.old`), removed at exit.
   std::string pid_file = "/tmp/portico.pid";
-  /// Unix socket the listening sockets are handed over on during an upgrade. No effect yet.
+  /// Unix socket the listening sockets are handed over on during an upgrade (SIGQUIT, `-u`).
   std::string upgrade_sock = "/tmp/portico_upgrade.sock";
-  /// Privileges dropped to after binding, and the working directory. No effect yet.
+  /// Privileges dropped to after binding, and a daemon's working directory.
   std::string user;
   std::string group;
   std::string working_directory;
@@ -86,7 +89,8 @@ struct ServerConfig {
   /// (ServerConf::grace_period). portico exits as soon as they are done; Pingora always sleeps
   /// the whole period (default 300 s).
   seconds grace_period{30};
-  /// `graceful_shutdown_timeout_seconds`. No effect yet.
+  /// `graceful_shutdown_timeout_seconds`: how long background services (health checks,
+  /// discovery) get to finish at exit.
   seconds graceful_shutdown_timeout{5};
   /// Local addresses to connect to upstreams from. No effect yet.
   std::vector<std::string> client_bind_to_ipv4;
@@ -96,12 +100,13 @@ struct ServerConfig {
   std::optional<std::size_t> upstream_connect_offload_thread_per_pool;
   /// Log upstream TLS keys (SSLKEYLOGFILE). No effect yet.
   bool upstream_debug_ssl_keylog = false;
-  /// No effect yet.
+  /// Connection attempts (one per second) of an upgrade's handover; default 5.
   std::optional<std::size_t> upgrade_sock_connect_accept_max_retries;
   /// Tokio settings in Pingora. Accepted for compatibility, no effect.
   std::optional<std::size_t> max_blocking_threads;
   std::optional<seconds> blocking_threads_ttl;
-  /// Daemon readiness handshake. No effect yet.
+  /// Daemon readiness: the starting command always waits for the daemon to listen (up to
+  /// daemon_ready_timeout); the other two keys have no effect.
   bool daemon_wait_for_ready = false;
   seconds daemon_ready_timeout{600};
   seconds daemon_notify_timeout{60};
@@ -147,6 +152,9 @@ PeerOptions default_peer_options(const ServerConfig& cfg);
 /// Adds every listener to `svc`, in order: add_tls() for the ones with TLS, add_tcp() for the
 /// others. Stops at the first error, which names the listener.
 Result<void> add_listeners(Service& svc, const ServerConfig& cfg);
+/// add_listeners(), then the access log of `access_log:` (when a path is set) for `svc`. The
+/// error names the listener or the access log file.
+Result<void> configure_service(HttpProxyService& svc, const ServerConfig& cfg);
 /// Sets the error log's level from `log_level`.
 void apply_logging(const ServerConfig& cfg);
 
