@@ -47,6 +47,8 @@ void make_nva(const HeaderMap& h, std::vector<nghttp2_nv>& nva, std::string& scr
   }
 }
 
+}  // namespace
+
 std::optional<std::uint16_t> status_of(const HeaderMap& h) {
   auto v = h.get(":status");
   if (!v || v->size() != 3) return std::nullopt;
@@ -57,8 +59,6 @@ std::optional<std::uint16_t> status_of(const HeaderMap& h) {
   }
   return s;
 }
-
-}  // namespace
 
 Session::Session(Mode mode, const Settings& settings, Clock clock)
     : mode_(mode), settings_(settings), clock_(std::move(clock)) {

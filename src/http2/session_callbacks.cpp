@@ -14,17 +14,6 @@ std::string_view sv(const std::uint8_t* p, std::size_t n) noexcept {
   return {reinterpret_cast<const char*>(p), n};
 }
 
-std::optional<std::uint16_t> status_of(const HeaderMap& h) {
-  auto v = h.get(":status");
-  if (!v || v->size() != 3) return std::nullopt;
-  std::uint16_t s = 0;
-  for (char c : *v) {
-    if (c < '0' || c > '9') return std::nullopt;
-    s = static_cast<std::uint16_t>(s * 10 + (c - '0'));
-  }
-  return s;
-}
-
 }  // namespace
 
 struct Session::Callbacks::Impl {

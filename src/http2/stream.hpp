@@ -16,6 +16,9 @@
 
 namespace portico::h2 {
 
+/// The value of a `:status` field when it is three digits.
+std::optional<std::uint16_t> status_of(const HeaderMap& h);
+
 struct Session::Stream {
   std::int32_t id = 0;
   bool client = false;  // opened by this endpoint

@@ -8,10 +8,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
 
 #include <portico/portico.hpp>
 #include <portico/testing/client.hpp>
@@ -23,6 +27,38 @@ namespace itest {
 using namespace portico;
 using namespace std::chrono_literals;
 namespace pt = portico::testing;
+
+/// Polls `cond` every millisecond until it holds, for at most `limit`: for conditions that
+/// nothing signals (a counter in another process, a file appearing).
+template <class Pred>
+bool eventually(Pred cond, std::chrono::milliseconds limit = 10s) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    if (cond()) return true;
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+}
+
+/// Runs a coroutine to completion on a private io_context and returns its result.
+template <class T>
+T run_task(task<T> t) {
+  boost::asio::io_context ctx(1);
+  std::optional<T> out;
+  boost::asio::co_spawn(ctx, std::move(t), [&](std::exception_ptr e, T v) {
+    if (e) std::rethrow_exception(e);
+    out.emplace(std::move(v));
+  });
+  ctx.run();
+  return std::move(*out);
+}
+inline void run_task(task<void> t) {
+  boost::asio::io_context ctx(1);
+  boost::asio::co_spawn(ctx, std::move(t), [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  });
+  ctx.run();
+}
 
 /// A loopback port with nothing listening: connecting to it is refused.
 inline std::uint16_t dead_port() {

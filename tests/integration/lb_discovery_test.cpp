@@ -13,18 +13,6 @@ namespace {
 
 namespace asio = boost::asio;
 
-template <class T>
-T run_task(task<T> t) {
-  asio::io_context ctx(1);
-  std::optional<T> out;
-  asio::co_spawn(ctx, std::move(t), [&](std::exception_ptr e, T v) {
-    if (e) std::rethrow_exception(e);
-    out.emplace(std::move(v));
-  });
-  ctx.run();
-  return std::move(*out);
-}
-
 SocketAddr ip(const char* text) { return *SocketAddr::parse(text); }
 
 /// A DNS server in a map: answers (or failures) per host, changeable at any time.

@@ -155,26 +155,6 @@ class SwitchOrigin {
   std::atomic<std::size_t> proxied_{0}, health_{0};
 };
 
-/// Runs a coroutine to completion on a private io_context.
-template <class T>
-T run_task(task<T> t) {
-  asio::io_context ctx(1);
-  std::optional<T> out;
-  asio::co_spawn(ctx, std::move(t), [&](std::exception_ptr e, T v) {
-    if (e) std::rethrow_exception(e);
-    out.emplace(std::move(v));
-  });
-  ctx.run();
-  return std::move(*out);
-}
-void run_task(task<void> t) {
-  asio::io_context ctx(1);
-  asio::co_spawn(ctx, std::move(t), [](std::exception_ptr e) {
-    if (e) std::rethrow_exception(e);
-  });
-  ctx.run();
-}
-
 Backend backend_at(const SocketAddr& a) {
   Backend b;
   b.addr = a;

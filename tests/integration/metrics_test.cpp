@@ -76,16 +76,6 @@ struct Stack {
   Server server;
 };
 
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 5s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
-
 /// Runs parse_metrics.py on `text`; returns "name{labels}" -> value, or fails the test.
 std::map<std::string, double> parse_exposition(const std::string& text) {
   std::map<std::string, double> out;

@@ -25,17 +25,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// Polls `cond` every 10 ms until it holds or `limit` passes.
-template <class F>
-bool eventually(F cond, std::chrono::milliseconds limit = 10s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  for (;;) {
-    if (cond()) return true;
-    if (std::chrono::steady_clock::now() >= end) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-}
-
 std::string slurp(const fs::path& p) {
   std::ifstream in(p);
   std::stringstream ss;

@@ -21,17 +21,6 @@ using pt::Client;
 using pt::Origin;
 using pt::RawOrigin;
 
-/// Waits until `pred` holds, checking every millisecond, for at most `limit`.
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 5s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
-
 std::size_t open_fds() {
   std::size_t n = 0;
   if (DIR* d = ::opendir("/proc/self/fd")) {
