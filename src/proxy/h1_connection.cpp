@@ -91,6 +91,7 @@ H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
   std::size_t space = app_.ctx_size() + align;
   ctx_ = std::align(app_.ctx_align(), app_.ctx_size(), p, space);
   server_tls_ = std::move(tls);
+  expect_proxy_header_ = svc.listener_options(a.listener).proxy_protocol;
   worker_.add(this);
   obs_->connection_opened();
 }
@@ -202,8 +203,11 @@ task<Result<bool>> H1Connection::read_request_header() {
       // bytes already here are the next request.
       if (step.event == http1::Event::MessageComplete) continue;
     }
-    // The first byte of a request may take the keep-alive time; the rest, the header timeout.
-    auto r = co_await ds_read(first ? opts_.keepalive_timeout : opts_.header_read_timeout);
+    // The first byte of a request may take the keep-alive time (or, while the server drains,
+    // the short first-request grace); the rest, the header timeout.
+    auto wait = first ? opts_.keepalive_timeout : opts_.header_read_timeout;
+    if (first && (drain_requested_ || worker_.draining())) wait = std::min(wait, kFirstRequestGrace);
+    auto r = co_await ds_read(wait);
     if (!r) {
       if (parser_.idle() && (r.error().type() == ErrorType::ConnectionClosed ||
                              r.error().type() == ErrorType::ReadTimedout || closed_))
@@ -287,6 +291,62 @@ task<Result<void>> H1Connection::write_response_body(std::string_view data, bool
 // ---------------------------------------------------------------------------------------------
 // the connection loop
 
+task<ssize_t> H1Connection::peek_more(unsigned char* buf, std::size_t cap, ssize_t seen) {
+  // Bounded by the DsRead deadline the caller armed (it cancels the wait).
+  for (;;) {
+    error_code ec;
+    co_await sock_.async_wait(asio::socket_base::wait_read,
+                              asio::redirect_error(asio::use_awaitable, ec));
+    if (ec || wd_->expired(Watchdog::DsRead)) co_return -1;
+    const ssize_t n = ::recv(sock_.native_handle(), buf, cap, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+    if (n <= 0) co_return n < 0 ? -1 : 0;
+    if (n > seen || static_cast<std::size_t>(n) == cap) co_return n;
+    // Part of the message is here and the rest is not: readiness stays set while the bytes are
+    // unread, so pause instead of peeking in a loop.
+    asio::steady_timer pause(sock_.get_executor(), milliseconds(2));
+    co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+task<bool> H1Connection::read_proxy_header() {
+  wd_->arm(Watchdog::DsRead, opts_.header_read_timeout, &cancel_tcp, &sock_);
+  unsigned char buf[kMaxProxyHeader];
+  ssize_t seen = 0;
+  ProxyHeaderIn hdr;
+  std::string why;
+  ProxyParse st = ProxyParse::Incomplete;
+  while (st == ProxyParse::Incomplete) {
+    const ssize_t n = co_await peek_more(buf, sizeof buf, seen);
+    if (n <= 0) {
+      why = wd_->expired(Watchdog::DsRead) ? "no complete PROXY protocol header in time"
+                                           : "connection closed before its PROXY protocol header";
+      break;
+    }
+    st = parse_proxy_header(buf, static_cast<std::size_t>(n), hdr, why);
+    if (st == ProxyParse::Incomplete && static_cast<std::size_t>(n) == sizeof buf) {
+      why = "PROXY protocol header too long";
+      st = ProxyParse::Invalid;
+    }
+    seen = n;
+  }
+  wd_->disarm(Watchdog::DsRead);
+  if (st == ProxyParse::Complete) {
+    // Consume exactly the header: what follows is the client's (TLS or HTTP).
+    if (::recv(sock_.native_handle(), buf, hdr.length, 0) != static_cast<ssize_t>(hdr.length)) {
+      why = "reading the PROXY protocol header failed";
+    } else {
+      if (!hdr.local) {
+        client_addr_ = hdr.src;
+        server_addr_ = hdr.dst;
+      }
+      co_return true;
+    }
+  }
+  log::error_log().info("PROXY protocol from {}: {}; closing", client_addr_.to_string(), why);
+  co_return false;
+}
+
 task<bool> H1Connection::tls_handshake() {
   tls_set_ = server_tls_->current();
   const TlsSettings& s = tls_set_->settings();
@@ -298,10 +358,8 @@ task<bool> H1Connection::tls_handshake() {
     std::string sni;
     unsigned char hello[16 * 1024 + 5];
     ssize_t seen = 0;
-    for (int rounds = 0; rounds < 64; ++rounds) {
-      co_await sock_.async_wait(asio::socket_base::wait_read, asio::redirect_error(asio::use_awaitable, ec));
-      if (ec || wd_->expired(Watchdog::DsRead)) break;
-      const ssize_t n = ::recv(sock_.native_handle(), hello, sizeof hello, MSG_PEEK);
+    for (;;) {
+      const ssize_t n = co_await peek_more(hello, sizeof hello, seen);
       if (n <= 0) break;
       std::size_t need = 0;
       auto name = client_hello_sni(hello, static_cast<std::size_t>(n), need);
@@ -310,15 +368,9 @@ task<bool> H1Connection::tls_handshake() {
         break;
       }
       if (need == 0 || need > sizeof hello || static_cast<std::size_t>(n) >= need) break;
-      if (n == seen) {
-        // Part of the hello is here and the rest is not: readiness stays set while the bytes
-        // are unread, so pause instead of peeking in a loop.
-        asio::steady_timer pause(sock_.get_executor(), milliseconds(2));
-        co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      }
       seen = n;
     }
-    if (!ec && !wd_->expired(Watchdog::DsRead)) {
+    if (!wd_->expired(Watchdog::DsRead)) {
       CertifiedKeyPtr ck;
       try {
         ck = co_await s.certificate_hook(sni);
@@ -356,6 +408,11 @@ task<bool> H1Connection::tls_handshake() {
 }
 
 task<void> H1Connection::run() {
+  if (expect_proxy_header_ && !co_await read_proxy_header()) {
+    error_code ec;
+    sock_.close(ec);
+    co_return;
+  }
   bool tls_ok = true;
   if (server_tls_) {
     tls_ok = co_await tls_handshake();
@@ -368,7 +425,9 @@ task<void> H1Connection::run() {
   }
   while (!closed_) {
     idle_ = true;
-    if (drain_requested_ || worker_.draining()) break;
+    // Draining: a connection that served a request closes now; a fresh one still reads its
+    // first request (briefly, see read_request_header), which may be on its way.
+    if ((drain_requested_ || worker_.draining()) && conn_requests_ > 0) break;
     auto hdr = co_await read_request_header();
     idle_ = false;
     if (!hdr) {

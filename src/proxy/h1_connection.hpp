@@ -1,6 +1,8 @@
 // One downstream HTTP/1.1 connection: the Session the hooks see and the proxy pipeline.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <exception>
 #include <memory>
@@ -57,6 +59,11 @@ class H1Connection final : public Session, public Drainable {
   // -- downstream I/O ---------------------------------------------------------------------------
   /// The TLS handshake of a TLS listener (certificate hook, SNI, ALPN); false: close.
   task<bool> tls_handshake();
+  /// Reads the PROXY protocol header of a listener that expects one; false: close.
+  task<bool> read_proxy_header();
+  /// Waits until more than `seen` bytes can be peeked (without consuming them) and peeks up to
+  /// `cap`: the count, 0 when the client closed, -1 on an error or the DsRead deadline.
+  task<ssize_t> peek_more(unsigned char* buf, std::size_t cap, ssize_t seen);
   task<Result<std::size_t>> ds_read(std::chrono::milliseconds timeout);
   task<Result<void>> ds_write(const std::vector<boost::asio::const_buffer>& bufs);
   /// Reads and parses until a request header is complete. An empty error means a clean close.
@@ -164,6 +171,7 @@ class H1Connection final : public Session, public Drainable {
   bool idle_ = true;
   bool closed_ = false;
   bool drain_requested_ = false;
+  bool expect_proxy_header_ = false;
   /// How long a connection that has not sent its first request yet may still send it once the
   /// server drains.
   static constexpr std::chrono::milliseconds kFirstRequestGrace{1000};

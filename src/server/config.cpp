@@ -824,7 +824,9 @@ PeerOptions default_peer_options(const ServerConfig& cfg) {
 Result<void> add_listeners(Service& svc, const ServerConfig& cfg) {
   for (std::size_t i = 0; i < cfg.listeners.size(); ++i) {
     const ListenerConfig& l = cfg.listeners[i];
-    auto r = l.tls ? svc.add_tls(l.address, *l.tls) : svc.add_tcp(l.address);
+    ListenerOptions lo;
+    lo.proxy_protocol = l.proxy_protocol;
+    auto r = l.tls ? svc.add_tls(l.address, *l.tls, lo) : svc.add_tcp(l.address, lo);
     if (!r)
       return at(l.origin.empty() ? "listeners[" + std::to_string(i) + "]" : l.origin, r.error());
   }
@@ -924,7 +926,7 @@ std::vector<ConfigEntry> config_entries(const ServerConfig& c) {
     const std::string p = "listeners[" + std::to_string(i) + "].";
     e.add(p + "address", l.address, dl.address, X, E);
     e.add(p + "h2c", l.h2c, dl.h2c, X, N);
-    e.add(p + "proxy_protocol", l.proxy_protocol, dl.proxy_protocol, X, N);
+    e.add(p + "proxy_protocol", l.proxy_protocol, dl.proxy_protocol, X, E);
     e.add(p + "tls", l.tls.has_value(), false, X, E);
     if (!l.tls) continue;
     const TlsSettings& t = *l.tls;

@@ -12,18 +12,19 @@ namespace portico {
 
 Service::~Service() = default;
 
-Result<void> Service::add_tcp(std::string_view addr) {
+Result<void> Service::add_tcp(std::string_view addr, ListenerOptions opts) {
   auto a = SocketAddr::parse(addr);
   if (!a || !a->is_ip())
     return Error::internal(ErrorType::BindError, "not a literal IP:port address: " + std::string(addr));
   std::lock_guard lk(mu_);
   listen_.push_back(*a);
   tls_.push_back(nullptr);
+  listener_opts_.push_back(opts);
   bound_.clear();
   return ok();
 }
 
-Result<void> Service::add_tls(std::string_view addr, TlsSettings settings) {
+Result<void> Service::add_tls(std::string_view addr, TlsSettings settings, ListenerOptions opts) {
   auto a = SocketAddr::parse(addr);
   if (!a || !a->is_ip())
     return Error::internal(ErrorType::BindError, "not a literal IP:port address: " + std::string(addr));
@@ -32,8 +33,14 @@ Result<void> Service::add_tls(std::string_view addr, TlsSettings settings) {
   std::lock_guard lk(mu_);
   listen_.push_back(*a);
   tls_.push_back(std::move(*tls));
+  listener_opts_.push_back(opts);
   bound_.clear();
   return ok();
+}
+
+ListenerOptions Service::listener_options(std::size_t i) const {
+  std::lock_guard lk(mu_);
+  return i < listener_opts_.size() ? listener_opts_[i] : ListenerOptions{};
 }
 
 std::shared_ptr<detail::ServerTls> Service::tls_of(std::size_t i) const {

@@ -243,6 +243,24 @@ class Pool : public std::enable_shared_from_this<Pool> {
 /// The PROXY protocol header announcing a client connection from `src` to `dst`.
 std::string proxy_protocol_header(ProxyProtocol version, const SocketAddr& src, const SocketAddr& dst);
 
+/// A PROXY protocol header read on a listener that expects one.
+struct ProxyHeaderIn {
+  /// Bytes the header takes at the start of the stream.
+  std::size_t length = 0;
+  /// v1 UNKNOWN, v2 LOCAL, or an address family other than TCP over IP: the connection's own
+  /// addresses stand.
+  bool local = false;
+  SocketAddr src;
+  SocketAddr dst;
+};
+enum class ProxyParse { Complete, Incomplete, Invalid };
+/// Parses a PROXY protocol v1 or v2 header at the start of `data` (HAProxy's specification,
+/// strictly). Incomplete: more bytes are needed. Invalid: `why` says what is wrong. A v2 header
+/// longer than kMaxProxyHeader is invalid.
+inline constexpr std::size_t kMaxProxyHeader = 1024;
+ProxyParse parse_proxy_header(const unsigned char* data, std::size_t len, ProxyHeaderIn& out,
+                              std::string& why);
+
 /// Connects to `peer` with its connect timeout, sends `preamble` (a PROXY protocol header) if
 /// any, and for a TLS peer runs the handshake (`tls` holds contexts and sessions; `key` is the
 /// pool key its session is kept under). Connect and handshake failures other than a refused

@@ -30,6 +30,16 @@ class ServerTls;
 class ProxyObserver;
 }  // namespace detail
 
+/// Settings of one listening address.
+struct ListenerOptions {
+  /// Every connection starts with a PROXY protocol header (v1 or v2, HAProxy's specification),
+  /// sent by the load balancer in front: the client and server addresses in Session, logs and
+  /// an upstream PROXY header are the ones it carries. A connection whose header is missing,
+  /// malformed or late (header_read_timeout) is closed and the reason logged. Only enable it
+  /// behind a balancer that always sends one: anyone else could claim any address.
+  bool proxy_protocol = false;
+};
+
 /// Something that serves connections accepted on its listening addresses.
 class Service {
  public:
@@ -42,14 +52,16 @@ class Service {
 
   /// Listens on a TCP address, e.g. "127.0.0.1:6188", "[::]:8080", or port 0 for any free port.
   /// Returns an error when the text is not a literal address.
-  Result<void> add_tcp(std::string_view addr);
+  Result<void> add_tcp(std::string_view addr, ListenerOptions opts = {});
   /// Listens on a TCP address with TLS. The certificates are loaded now: an unreadable file, a
   /// key that does not match or bad settings are reported here, not at the first handshake.
-  Result<void> add_tls(std::string_view addr, TlsSettings settings);
+  Result<void> add_tls(std::string_view addr, TlsSettings settings, ListenerOptions opts = {});
   /// Re-reads the certificate files of every TLS listener. New handshakes use the new ones;
   /// established connections keep theirs. A listener whose new files do not load keeps its
   /// current certificates; the first such error is returned (and each is logged).
   Result<void> reload_tls();
+  /// The options of listener `i` (add_tcp/add_tls order).
+  ListenerOptions listener_options(std::size_t i) const;
   /// The TLS of listener `i` (add_tcp/add_tls order), or null for plain text.
   std::shared_ptr<detail::ServerTls> tls_of(std::size_t i) const;
   /// The addresses given to add_tcp, in order.
@@ -71,6 +83,7 @@ class Service {
   mutable std::mutex mu_;
   std::vector<SocketAddr> listen_;
   std::vector<std::shared_ptr<detail::ServerTls>> tls_;  // per listener, null for plain
+  std::vector<ListenerOptions> listener_opts_;           // per listener
   std::vector<SocketAddr> bound_;
 };
 

@@ -35,7 +35,7 @@ struct ListenerConfig {
   std::optional<TlsSettings> tls;
   /// Cleartext HTTP/2 with prior knowledge. Accepted, no effect yet (HTTP/2 is not served yet).
   bool h2c = false;
-  /// Expect a PROXY protocol header before the client's bytes. Accepted, no effect yet.
+  /// Expect a PROXY protocol header (v1 or v2) before the client's bytes (ListenerOptions).
   bool proxy_protocol = false;
   /// Where the entry was written, "conf.yaml:12:5", for messages; not part of the value.
   std::string origin;
