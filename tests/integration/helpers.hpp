@@ -2,10 +2,14 @@
 #pragma once
 
 #include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -21,6 +25,8 @@
 #include <portico/testing/client.hpp>
 #include <portico/testing/origin.hpp>
 #include <portico/testing/proxy.hpp>
+
+extern char** environ;
 
 namespace itest {
 
@@ -59,6 +65,67 @@ inline void run_task(task<void> t) {
   });
   ctx.run();
 }
+
+#ifdef PORTICO_EXAMPLES_DIR
+/// An example binary (built next to the tests, in PORTICO_EXAMPLES_DIR) in a child process. The
+/// constructor waits for its "listening on 127.0.0.1:PORT" line, or its exit (port() is 0 then);
+/// the destructor kills it unless wait() reaped it.
+class ExampleProcess {
+ public:
+  ExampleProcess(const std::string& name, std::vector<std::string> args) {
+    int fds[2];
+    if (::pipe(fds) != 0) return;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    std::string bin = std::string(PORTICO_EXAMPLES_DIR) + "/" + name;
+    args.insert(args.begin(), bin);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    if (posix_spawn(&pid_, bin.c_str(), &fa, nullptr, argv.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(fds[1]);
+    out_ = ::fdopen(fds[0], "r");
+    char line[512];
+    // Bounded by the child: it prints the line or exits (EOF).
+    while (out_ && std::fgets(line, sizeof line, out_)) {
+      std::string l(line);
+      auto at = l.find("listening on 127.0.0.1:");
+      if (at != std::string::npos) {
+        port_ = static_cast<std::uint16_t>(std::stoi(l.substr(at + 23)));
+        break;
+      }
+    }
+  }
+  ~ExampleProcess() {
+    if (pid_ > 0 && !reaped_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (out_) std::fclose(out_);
+  }
+  ExampleProcess(const ExampleProcess&) = delete;
+  ExampleProcess& operator=(const ExampleProcess&) = delete;
+
+  std::uint16_t port() const { return port_; }
+  void signal(int s) { ::kill(pid_, s); }
+  /// Waits for the exit; returns the status, or -1.
+  int wait() {
+    int st = 0;
+    if (::waitpid(pid_, &st, 0) != pid_) return -1;
+    reaped_ = true;
+    return st;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::uint16_t port_ = 0;
+  FILE* out_ = nullptr;
+  bool reaped_ = false;
+};
+#endif
 
 /// A loopback port with nothing listening: connecting to it is refused.
 inline std::uint16_t dead_port() {

@@ -3,8 +3,6 @@
 // the proxy, and the load_balancer example under a killed and revived backend.
 #include <arpa/inet.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 
 #include <cstdio>
 #include <map>
@@ -19,7 +17,6 @@
 
 #include "integration/helpers.hpp"
 
-extern char** environ;
 
 namespace itest {
 namespace {
@@ -664,51 +661,6 @@ TEST(LbBackground, HealthCheckEmbeddedOnTheApplicationsIoContext) {
 // The load_balancer example with three backends and an HTTP check every 200 ms: one backend is
 // killed while a client sends requests, then comes back.
 
-class LbChild {
- public:
-  explicit LbChild(const std::vector<std::string>& extra) {
-    int fds[2];
-    if (::pipe(fds) != 0) return;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    posix_spawn_file_actions_addclose(&fa, fds[0]);
-    std::string bin = std::string(PORTICO_EXAMPLES_DIR) + "/load_balancer";
-    std::vector<std::string> args = {bin, "--listen", "127.0.0.1:0"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    if (posix_spawn(&pid_, bin.c_str(), &fa, nullptr, argv.data(), environ) != 0) pid_ = -1;
-    posix_spawn_file_actions_destroy(&fa);
-    ::close(fds[1]);
-    out_ = ::fdopen(fds[0], "r");
-    char line[512];
-    // Bounded by the child: it prints the line or exits (EOF).
-    while (out_ && std::fgets(line, sizeof line, out_)) {
-      std::string l(line);
-      auto at = l.find("listening on 127.0.0.1:");
-      if (at != std::string::npos) {
-        port_ = static_cast<std::uint16_t>(std::stoi(l.substr(at + 23)));
-        break;
-      }
-    }
-  }
-  ~LbChild() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (out_) std::fclose(out_);
-  }
-  std::uint16_t port() const { return port_; }
-
- private:
-  pid_t pid_ = -1;
-  std::uint16_t port_ = 0;
-  FILE* out_ = nullptr;
-};
-
 TEST(LbExample, KilledBackendLosesNoRequestAfterTheThresholdAndIsUsedAgainWithinASecond) {
   std::vector<std::unique_ptr<SwitchOrigin>> origins;
   std::vector<std::string> args = {"--health-check", "http",       "--health-interval-ms", "200",
@@ -718,7 +670,8 @@ TEST(LbExample, KilledBackendLosesNoRequestAfterTheThresholdAndIsUsedAgainWithin
     args.push_back("--backend");
     args.push_back(origins.back()->addr_string());
   }
-  LbChild child(args);
+  args.insert(args.begin(), {"--listen", "127.0.0.1:0"});
+  ExampleProcess child("load_balancer", args);
   ASSERT_NE(child.port(), 0) << "load_balancer did not start";
 
   struct Sample {
