@@ -77,6 +77,8 @@ int main(int argc, char** argv) {
                   "SNI sent to TLS upstreams, and the name verified")
       .add_option("--ca", cfg.ca_file, "CA bundle TLS upstreams are verified against")
       .add_flag("--no-verify", no_verify, "Do not verify TLS upstreams")
+      .add_flag("--h2c", cfg.http.h2c,
+                "Accept HTTP/2 with prior knowledge on plain listeners (TLS offers h2 anyway)")
       .add_flag("--self-test", self_test, "Start, proxy two requests to an embedded origin, exit");
   if (auto outcome = cli.parse(argc, argv); !outcome.run) return outcome.exit_code;
 

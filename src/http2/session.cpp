@@ -166,6 +166,67 @@ int Session::fail(ErrorCode code, std::string_view reason) {
 
 Result<std::size_t> Session::feed(std::string_view bytes) {
   if (dead_) return error(last_error_.empty() ? "HTTP/2 session closed" : last_error_);
+  if (mode_ != Mode::Server) return feed_frames(bytes);
+  // nghttp2 drops a DATA frame on a stream it no longer knows before any callback sees it. To
+  // answer one the client sends on a stream it closed (RFC 9113 §5.1: STREAM_CLOSED), follow
+  // the frame boundaries and check each DATA frame once the frames before it are processed.
+  std::size_t pos = 0, fed = 0;
+  while (pos < bytes.size()) {
+    const std::size_t left = bytes.size() - pos;
+    if (scan_.preface > 0) {
+      const std::size_t n = std::min(scan_.preface, left);
+      scan_.preface -= n;
+      pos += n;
+      continue;
+    }
+    if (scan_.payload > 0) {
+      const std::size_t n = std::min(scan_.payload, left);
+      scan_.payload -= n;
+      pos += n;
+      continue;
+    }
+    const std::size_t n = std::min<std::size_t>(9 - scan_.have, left);
+    std::memcpy(scan_.hdr + scan_.have, bytes.data() + pos, n);
+    scan_.have += n;
+    pos += n;
+    if (scan_.have < 9) break;
+    scan_.have = 0;
+    const auto* h = scan_.hdr;
+    scan_.payload = (std::size_t{h[0]} << 16) | (std::size_t{h[1]} << 8) | h[2];
+    const auto id = static_cast<std::int32_t>(((std::uint32_t{h[5]} & 0x7f) << 24) |
+                                              (std::uint32_t{h[6]} << 16) |
+                                              (std::uint32_t{h[7]} << 8) | h[8]);
+    if (h[3] == NGHTTP2_PRIORITY && scan_.payload == 5 && bytes.size() - pos >= 5 && id != 0) {
+      // PRIORITY frames are ignored (SETTINGS_NO_RFC7540_PRIORITIES) and nghttp2 then skips
+      // their checks, but a stream still cannot depend on itself (RFC 9113 §5.3.1).
+      const auto* d = reinterpret_cast<const std::uint8_t*>(bytes.data() + pos);
+      const auto dep = static_cast<std::int32_t>(((std::uint32_t{d[0]} & 0x7f) << 24) |
+                                                 (std::uint32_t{d[1]} << 16) |
+                                                 (std::uint32_t{d[2]} << 8) | d[3]);
+      if (dep == id) {
+        // A stream error; RST_STREAM cannot be sent on an idle stream, and §5.4.1 allows a
+        // connection error for any stream error: so GOAWAY.
+        if (auto r = feed_frames(bytes.substr(fed, pos - fed)); !r) return r;
+        fail(ErrorCode::ProtocolError, "PRIORITY: a stream depends on itself");
+        return error(last_error_);
+      }
+      continue;
+    }
+    if (h[3] != NGHTTP2_DATA || !(id & 1) || id > max_peer_stream_) continue;
+    if (auto r = feed_frames(bytes.substr(fed, pos - fed)); !r) return r;
+    fed = pos;
+    if (!nghttp2_session_find_stream(s_, id) && peer_stream(id) == PeerStream::Closed) {
+      fail(ErrorCode::StreamClosed, "DATA on a closed stream");
+      return error(last_error_);
+    }
+  }
+  if (fed < bytes.size())
+    if (auto r = feed_frames(bytes.substr(fed)); !r) return r;
+  return bytes.size();
+}
+
+Result<std::size_t> Session::feed_frames(std::string_view bytes) {
+  if (dead_) return error(last_error_.empty() ? "HTTP/2 session closed" : last_error_);
   in_recv_ = true;
   auto rv = nghttp2_session_mem_recv(s_, reinterpret_cast<const std::uint8_t*>(bytes.data()),
                                      bytes.size());
@@ -390,6 +451,26 @@ std::size_t Session::send_capacity(std::int32_t stream_id) const noexcept {
   const Stream* s = find(stream_id);
   if (!s || s->closed || s->out_end || !s->has_provider) return 0;
   return settings_.send_buffer_bytes - std::min(settings_.send_buffer_bytes, s->out_size());
+}
+
+Session::PeerStream Session::peer_stream(std::int32_t id) const noexcept {
+  auto it = std::lower_bound(peer_history_.begin(), peer_history_.end(), id,
+                             [](const PeerRecord& r, std::int32_t v) { return r.id < v; });
+  if (it != peer_history_.end() && it->id == id) return it->state;
+  if (peer_history_.size() == kPeerHistory && id < peer_history_.front().id)
+    return PeerStream::Forgotten;
+  return PeerStream::Unknown;
+}
+
+void Session::set_peer_stream(std::int32_t id, PeerStream st) noexcept {
+  if (st == PeerStream::Open) {
+    if (peer_history_.size() == kPeerHistory) peer_history_.pop_front();
+    peer_history_.push_back({id, st});
+    return;
+  }
+  auto it = std::lower_bound(peer_history_.begin(), peer_history_.end(), id,
+                             [](const PeerRecord& r, std::int32_t v) { return r.id < v; });
+  if (it != peer_history_.end() && it->id == id) it->state = st;
 }
 
 void Session::reset(std::int32_t stream_id, ErrorCode code) {

@@ -323,6 +323,29 @@ class Session {
   std::uint32_t continuations_ = 0;
   std::uint32_t empty_frames_ = 0;
   RateWindow resets_, settings_frames_, pings_, priorities_;
+  // The streams the peer opened, oldest first, at most kPeerHistory: a frame for one of them
+  // after it closed is the peer's error (STREAM_CLOSED), unless we reset it (frames may still be
+  // in flight, RFC 9113 §5.4.2); a HEADERS below the highest id that never opened is a
+  // PROTOCOL_ERROR (§5.1.1). nghttp2 forgets closed streams, so it ignores both.
+  enum class PeerStream : std::uint8_t { Open, ClosedByUs, Closed, Unknown, Forgotten };
+  struct PeerRecord {
+    std::int32_t id;
+    PeerStream state;
+  };
+  static constexpr std::size_t kPeerHistory = 1024;
+  std::deque<PeerRecord> peer_history_;
+  std::int32_t max_peer_stream_ = 0;
+  PeerStream peer_stream(std::int32_t id) const noexcept;
+  /// nghttp2's part of `feed`.
+  Result<std::size_t> feed_frames(std::string_view bytes);
+  // Where the server is in the client's byte stream (see feed).
+  struct FrameScan {
+    std::size_t preface = 24;  // client preface bytes still to come
+    std::size_t payload = 0;   // payload bytes of the current frame still to come
+    std::uint8_t hdr[9] = {};  // a frame header being collected
+    std::size_t have = 0;
+  } scan_;
+  void set_peer_stream(std::int32_t id, PeerStream st) noexcept;
   std::string last_error_;
   Stats stats_;
 };

@@ -22,6 +22,25 @@ struct Session::Callbacks::Impl {
   static int on_begin_frame(nghttp2_session*, const nghttp2_frame_hd* hd, void* user) {
     Session& s = self(user);
     const Settings& cfg = s.settings_;
+    if (s.mode_ == Mode::Server && (hd->stream_id & 1) &&
+        (hd->type == NGHTTP2_HEADERS || hd->type == NGHTTP2_DATA)) {
+      const std::int32_t id = hd->stream_id;
+      if (hd->type == NGHTTP2_HEADERS && id > s.max_peer_stream_) {
+        s.max_peer_stream_ = id;
+        s.set_peer_stream(id, PeerStream::Open);
+      } else if (id <= s.max_peer_stream_ && !nghttp2_session_find_stream(s.s_, id)) {
+        switch (s.peer_stream(id)) {
+          case PeerStream::Closed:
+            return s.fail(ErrorCode::StreamClosed, "frame on a closed stream");
+          case PeerStream::Unknown:
+            if (hd->type == NGHTTP2_HEADERS)
+              return s.fail(ErrorCode::ProtocolError, "HEADERS on a stream id below one in use");
+            return s.fail(ErrorCode::StreamClosed, "DATA on a stream that never opened");
+          default:  // ours to ignore: reset or refused by us, or too old to know
+            break;
+        }
+      }
+    }
     switch (hd->type) {
       case NGHTTP2_DATA:
         if (hd->length == 0 && !(hd->flags & NGHTTP2_FLAG_END_STREAM)) {
@@ -48,6 +67,7 @@ struct Session::Callbacks::Impl {
           return s.fail(ErrorCode::EnhanceYourCalm, "flood of PING frames");
         break;
       case NGHTTP2_PRIORITY:
+        if (hd->stream_id == 0) return s.fail(ErrorCode::ProtocolError, "PRIORITY on stream 0");
         if (s.over_rate(s.priorities_, cfg.max_priority_per_window))
           return s.fail(ErrorCode::EnhanceYourCalm, "flood of PRIORITY frames");
         break;
@@ -215,6 +235,7 @@ struct Session::Callbacks::Impl {
       case NGHTTP2_SETTINGS:
         if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) s.push(Event{EventKind::Settings});
         break;
+
       case NGHTTP2_PING:
         if (frame->hd.flags & NGHTTP2_FLAG_ACK) {
           std::uint64_t v;
@@ -274,6 +295,10 @@ struct Session::Callbacks::Impl {
 
   static void close(Session& s, Session::Stream& st, std::uint32_t code) {
     st.closed = true;
+    if (!st.client) {
+      const bool ours = st.app_reset || st.rejected || (code != NGHTTP2_NO_ERROR && !st.peer_rst);
+      s.set_peer_stream(st.id, ours ? PeerStream::ClosedByUs : PeerStream::Closed);
+    }
     --s.open_streams_;
     if (st.client) --s.client_streams_;
     std::string().swap(st.out);

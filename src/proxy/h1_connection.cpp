@@ -9,6 +9,7 @@
 
 #include "core/log.hpp"
 #include "observe/proxy_observer.hpp"
+#include "proxy/h2_connection.hpp"
 
 namespace portico::detail {
 
@@ -29,49 +30,13 @@ bool is_client_gone(const error_code& ec) {
 }
 }  // namespace
 
-std::size_t frame_body(const std::vector<std::string_view>& pieces, bool chunked, bool end,
-                       const HeaderMap* trailers, std::string& frame,
-                       std::vector<asio::const_buffer>& iov) {
-  frame.clear();
-  if (chunked) {
-    frame.reserve(pieces.size() * 20 + 64 +
-                  (trailers ? trailers->byte_size() + 4 * trailers->size() : 0));
-    for (auto p : pieces)
-      if (!p.empty()) http1::append_chunk_size(p.size(), frame);
-    if (end) http1::append_last_chunk(trailers, frame);
-  }
-  std::size_t body = 0;
-  std::size_t off = 0;
-  for (auto p : pieces) {
-    if (p.empty()) continue;
-    body += p.size();
-    if (chunked) {
-      std::size_t line = frame.find('\n', off) + 1;
-      iov.emplace_back(frame.data() + off, line - off);
-      off = line;
-    }
-    iov.emplace_back(p.data(), p.size());
-    if (chunked) iov.emplace_back("\r\n", 2);
-  }
-  if (chunked && end) iov.emplace_back(frame.data() + off, frame.size() - off);
-  return body;
-}
-
 H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,
                            Accepted& a, std::shared_ptr<ServerTls> tls)
-    : svc_(svc),
-      app_(svc.app()),
-      opts_(svc.options()),
-      hooks_(svc.hooks()),
-      state_(state),
-      worker_(w),
-      obs_(svc.observer()),
+    : ProxyRequest(svc, state, w, a.socket.get_executor()),
       sock_(std::move(a.socket)),
-      wd_(std::make_shared<Watchdog>(sock_.get_executor())),
       parser_(http1::Kind::Request,
               http1::ParserLimits{opts_.max_header_bytes, opts_.max_header_count,
-                                 opts_.max_request_target_bytes}),
-      pump_timer_(sock_.get_executor()) {
+                                 opts_.max_request_target_bytes}) {
   error_code ec;
   client_addr_ = a.peer;
   server_addr_ = a.local;
@@ -84,14 +49,10 @@ H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
     if (!ec) server_addr_ = SocketAddr::from_sockaddr(le.data(), static_cast<socklen_t>(le.size()));
   }
   if (!a.nodelay) sock_.set_option(asio::ip::tcp::no_delay(true), ec);
-  const std::size_t align = app_.ctx_align() < alignof(std::max_align_t) ? alignof(std::max_align_t)
-                                                                         : app_.ctx_align();
-  ctx_mem_.reset(new std::byte[app_.ctx_size() + align]);
-  void* p = ctx_mem_.get();
-  std::size_t space = app_.ctx_size() + align;
-  ctx_ = std::align(app_.ctx_align(), app_.ctx_size(), p, space);
   server_tls_ = std::move(tls);
-  expect_proxy_header_ = svc.listener_options(a.listener).proxy_protocol;
+  const ListenerOptions lo = svc.listener_options(a.listener);
+  expect_proxy_header_ = lo.proxy_protocol;
+  h2c_ = !server_tls_ && (lo.h2c || opts_.h2c);
   worker_.add(this);
   obs_->connection_opened();
 }
@@ -99,28 +60,20 @@ H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
 H1Connection::~H1Connection() {
   // A request cut short (its coroutine frames destroyed while suspended) still ends its context:
   // what the context holds (in-flight counts, buffers, handles) is released.
-  drop_ctx();
+  drop_ctx();  // before the connection is unregistered
   // As for upstream connections: keep the client's session resumable (session-ID cache).
   if (tls_ && SSL_is_init_finished(tls_->native_handle()))
     SSL_set_shutdown(tls_->native_handle(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
-  wd_->close();
   worker_.remove(this);
   obs_->connection_closed();
 }
 
-void H1Connection::build_ctx() {
-  app_.construct_ctx(ctx_);
-  ctx_live_ = true;
-}
-
-void H1Connection::drop_ctx() noexcept {
-  if (!ctx_live_) return;
-  ctx_live_ = false;
-  app_.destroy_ctx(ctx_);
-}
-
 void H1Connection::drain() noexcept {
   drain_requested_ = true;
+  if (h2_) {
+    h2_->drain();
+    return;
+  }
   if (!idle_) return;  // the request in flight ends with Connection: close
   const bool arriving = rbegin_ < rend_ || !parser_.idle();
   if (conn_requests_ > 0 && !arriving) {
@@ -137,6 +90,7 @@ void H1Connection::drain() noexcept {
 
 void H1Connection::abort() noexcept {
   closed_ = true;
+  if (h2_) h2_->abort();
   error_code ec;
   sock_.shutdown(asio::socket_base::shutdown_both, ec);
   sock_.cancel(ec);
@@ -217,7 +171,7 @@ task<Result<bool>> H1Connection::read_request_header() {
   }
 }
 
-void H1Connection::prepare_response_head(ResponseHeader& h, bool bodyless) {
+void H1Connection::ds_prepare_head(ResponseHeader& h, bool bodyless) {
   const bool client_11 = req_.version() != Version::Http10;
   if (bodyless) {
     ds_framing_ = DsFraming::None;
@@ -249,6 +203,7 @@ void H1Connection::prepare_response_head(ResponseHeader& h, bool bodyless) {
   }
 }
 
+
 task<Result<void>> H1Connection::ds_send(const std::vector<std::string_view>& pieces, bool end,
                                          const HeaderMap* trailers) {
   iov_.clear();
@@ -273,7 +228,7 @@ task<Result<void>> H1Connection::write_response_header(ResponseHeader resp, bool
                         resp.status() < 200;
   if (end_of_stream && !bodyless && !resp.headers().contains("content-length"))
     resp.headers().insert("Content-Length", "0");
-  prepare_response_head(resp, bodyless);
+  ds_prepare_head(resp, bodyless);
   resp_ = std::move(resp);
   pieces_.clear();
   co_return co_await ds_send(pieces_, end_of_stream && ds_framing_ == DsFraming::Chunked, nullptr);
@@ -423,7 +378,10 @@ task<void> H1Connection::run() {
     sock_.close(ec);
     co_return;
   }
-  while (!closed_) {
+  bool h2 = tls_info_ && tls_info_->alpn == "h2";
+  if (!h2 && h2c_) h2 = co_await sniff_h2c_preface();
+  if (h2) co_await run_h2();
+  while (!closed_ && !h2) {
     idle_ = true;
     // Draining: a connection that served a request closes now; a fresh one still reads its
     // first request (briefly, see read_request_header), which may be on its way.
@@ -462,6 +420,37 @@ task<void> H1Connection::run() {
   sock_.close(ec);
 }
 
+task<bool> H1Connection::sniff_h2c_preface() {
+  // The first bytes go to the read buffer as for any request; they tell HTTP/2's preface
+  // ("PRI * HTTP/2.0...", never a valid HTTP/1.1 request) from an HTTP/1 request.
+  for (;;) {
+    const auto m = h2::match_client_preface(std::string_view(rbuf_.data() + rbegin_, rend_ - rbegin_));
+    if (m != h2::PrefaceMatch::Partial) co_return m == h2::PrefaceMatch::Yes;
+    if (rend_ - rbegin_ >= kReadBuffer) co_return false;
+    const bool first = rbegin_ == rend_;
+    auto wait = first ? opts_.keepalive_timeout : opts_.header_read_timeout;
+    if (first && (drain_requested_ || worker_.draining())) wait = std::min(wait, kFirstRequestGrace);
+    if (!rbuf_.empty() && rend_ == rbuf_.size()) co_return false;
+    auto n = co_await ds_read(wait);
+    if (!n) {
+      closed_ = true;  // gone or silent before saying anything: nothing to answer
+      co_return false;
+    }
+  }
+}
+
+task<void> H1Connection::run_h2() {
+  idle_ = false;
+  H2Connection c(svc_, state_, worker_, *this, sock_, tls_.get(), *wd_,
+                 std::string_view(rbuf_.data() + rbegin_, rend_ - rbegin_));
+  rbegin_ = rend_ = 0;
+  rbuf_ = ReadBuffer();  // HTTP/2 reads into its own buffer
+  h2_ = &c;
+  if (drain_requested_ || worker_.draining()) c.drain();
+  co_await c.run();
+  h2_ = nullptr;
+}
+
 task<void> H1Connection::linger() {
   // Closing with unread input makes the kernel send a reset, which can destroy the response
   // the client has not read yet. Drain what the client still sends, within bounds.
@@ -472,13 +461,6 @@ task<void> H1Connection::linger() {
     if (!n) break;
     drained += *n;
   }
-}
-
-void H1Connection::log_failure(const Error& e, std::uint16_t status) {
-  auto& l = log::error_log();
-  const auto level = status == 0 ? spdlog::level::info : spdlog::level::err;
-  l.log(level, "Fail to proxy: {}, status: {}, tries: {}, {}", e.to_string(), status, retries_ + 1,
-        request_summary());
 }
 
 task<void> H1Connection::handle_parse_error() {
@@ -507,27 +489,15 @@ task<void> H1Connection::handle_parse_error() {
 }
 
 task<void> H1Connection::handle_request() {
-  start_ = clock::now();
+  begin_request();
   parser_.take_request(req_);
-  retries_ = 0;
-  failed_peers_.clear();
-  peer_.reset();
-  upstream_reused_ = false;
-  client_gone_ = false;
   keepalive_ = parser_.keep_alive();
-  resp_status_ = 0;
-  body_sent_ = body_received_ = head_sent_ = 0;
-  attempt_at_ = connected_at_ = resp_head_at_ = {};
   ds_framing_ = DsFraming::None;
   head_request_ = req_.method() == "HEAD";
   connect_ = req_.method() == "CONNECT";
   upgrade_ = parser_.upgrade() && !connect_;
-  tunnel_ = false;
   req_has_body_ = parser_.framing() != http1::Framing::None;
   req_body_done_ = !req_has_body_;
-  req_body_started_ = false;
-  replay_.clear();
-  replay_truncated_ = false;
   // A bodyless request is complete now; this also lets the parser reach its next message. The
   // parser has validated the head already, so this step cannot fail; if it ever did, the
   // request is not forwarded.
@@ -538,171 +508,7 @@ task<void> H1Connection::handle_request() {
     co_return;
   }
 
-  if (opts_.request_timeout.count() > 0)
-    wd_->arm(Watchdog::Total, opts_.request_timeout, &H1Connection::expire_request, this);
-  std::string panic;
-  bool ctx_built = false;
-  Result<void> r;
-  try {
-    build_ctx();
-    ctx_built = true;
-    if (connect_ && !opts_.allow_connect_method) {
-      r = Error::http_status(405, "CONNECT is not allowed");
-    } else {
-      r = co_await run_phases();
-    }
-  } catch (const std::exception& x) {
-    panic = x.what();
-  } catch (...) {
-    panic = "unknown exception";
-  }
-  if (!panic.empty() || !ctx_built) {
-    r = Error::internal(ErrorType::HookPanic, "hook threw: " + panic);
-  }
-  if (!ctx_built) {
-    log::error_log().error("new_ctx threw: {}, {}", panic, request_summary());
-    wd_->disarm(Watchdog::Total);
-    if (!response_written()) co_await respond_error(500);
-    keepalive_ = false;
-    co_return;
-  }
-  if (!r) {
-    const Error& e = r.error();
-    FailToProxy f;
-    std::string panic2;
-    try {
-      f = co_await app_.e_fail_to_proxy(*this, e, ctx_);
-    } catch (const std::exception& x) {
-      panic2 = x.what();
-    } catch (...) {
-      panic2 = "unknown exception";
-    }
-    if (!panic2.empty()) {
-      log::error_log().error("fail_to_proxy threw: {}", panic2);
-      if (!response_written()) co_await respond_error(500);
-      f = FailToProxy{500, false};
-    }
-    bool suppress = false;
-    try {
-      suppress = app_.e_suppress_error_log(*this, ctx_, e);
-    } catch (...) {
-    }
-    if (!suppress) log_failure(e, f.error_code);
-    if (!f.can_reuse_downstream) keepalive_ = false;
-  }
-  if (!req_body_done_) keepalive_ = false;
-  Error final_error;
-  if (!r) final_error = r.error();
-  co_await finish_request(r ? nullptr : &final_error);
+  co_await serve_request();
 }
-
-void H1Connection::expire_request(void* self) {
-  // The whole-request deadline passed: stop whatever I/O the request is waiting for. Each I/O
-  // step reports the expiry as its own timeout (504 upstream, a closed connection downstream).
-  auto* c = static_cast<H1Connection*>(self);
-  error_code ec;
-  c->sock_.cancel(ec);
-  if (c->current_up_) c->current_up_->sock.cancel(ec);
-}
-
-task<void> H1Connection::finish_request(const Error* err) {
-  wd_->disarm(Watchdog::Total);
-  try {
-    if (has(kLogging)) co_await app_.e_logging(*this, err, ctx_);
-  } catch (const std::exception& x) {
-    log::error_log().error("logging hook threw: {}, {}", x.what(), request_summary());
-  } catch (...) {
-    log::error_log().error("logging hook threw, {}", request_summary());
-  }
-  obs_->request_done(*this, err);
-  drop_ctx();
-}
-
-task<Result<void>> H1Connection::run_phases() {
-  if (has(kEarlyRequestFilter))
-    if (auto r = co_await app_.e_early_request_filter(*this, ctx_); !r) co_return r.error();
-  if (has(kRequestFilter)) {
-    auto r = co_await app_.e_request_filter(*this, ctx_);
-    if (!r) co_return r.error();
-    if (*r) {
-      if (!response_written()) keepalive_ = false;  // nothing framed the exchange
-      co_return ok();
-    }
-  }
-  if (has(kProxyUpstreamFilter)) {
-    auto r = co_await app_.e_proxy_upstream_filter(*this, ctx_);
-    if (!r) co_return r.error();
-    if (!*r) {
-      if (!response_written()) co_await respond_error(502);
-      co_return ok();
-    }
-  }
-  // A failed attempt that may be retried: log it, remember its peer, go round again.
-  auto retrying = [this](const Error& e) {
-    log::error_log().warn("Fail to proxy: {}, tries: {}, retry: true, {}", e.to_string(),
-                          retries_ + 1, request_summary());
-    obs_->upstream_attempt_failed(e);
-    failed_peers_.push_back(peer_);
-    ++retries_;
-  };
-  for (;;) {
-    auto pr = co_await app_.e_upstream_peer(*this, ctx_);
-    if (!pr) co_return pr.error();
-    if (!*pr) co_return Error::upstream(ErrorType::ConnectNoRoute, "upstream_peer returned no peer");
-    peer_ = std::move(*pr);
-    attempt_at_ = clock::now();
-    connected_at_ = {};
-    const HttpPeer& peer = *peer_;
-    const std::uint64_t key = peer.reuse_hash();
-    const bool speaks_for_client = peer.options.proxy_protocol != ProxyProtocol::None;
-    UpstreamConnPtr conn;
-    if (speaks_for_client) {
-      if (private_up_ && private_up_->key == key &&
-          std::chrono::steady_clock::now() - private_up_->idle_since < private_up_->idle_timeout) {
-        conn = std::move(private_up_);
-        state_.pool->reused(key);
-      }
-      private_up_.reset();
-    } else {
-      conn = state_.pool->take(key);
-      if (!conn) conn = co_await state_.pool->take_remote(peer, key);
-    }
-    const bool reused = conn != nullptr;
-    upstream_reused_ = reused;
-    if (!conn) {
-      std::string preamble;
-      if (speaks_for_client)
-        preamble = proxy_protocol_header(peer.options.proxy_protocol, client_addr_, server_addr_);
-      auto c = co_await connect_upstream(peer, *wd_, upstream_parser_limits(opts_), preamble,
-                                         state_.client_tls, key);
-      if (!c) {
-        Error e = app_.e_fail_to_connect(*this, peer, ctx_, std::move(c.error()));
-        e.set_source(ErrorSource::Upstream);
-        if (e.retry() && retries_ < opts_.max_retries) {
-          retrying(e);
-          continue;
-        }
-        co_return e;
-      }
-      conn = std::move(*c);
-      state_.pool->opened(peer, key);
-    }
-    connected_at_ = clock::now();
-    bool response_started = false;
-    auto r = co_await proxy_attempt(conn, reused, response_started);
-    if (r) {
-      co_return ok();
-    }
-    Error e = app_.e_error_while_proxy(peer, *this, std::move(r.error()), ctx_, reused);
-    const bool replayable = !response_started && !response_written() &&
-                            !(req_body_started_ && replay_truncated_);
-    if (e.retry() && replayable && retries_ < opts_.max_retries) {
-      retrying(e);
-      continue;
-    }
-    co_return e;
-  }
-}
-
 
 }  // namespace portico::detail

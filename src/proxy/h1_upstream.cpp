@@ -17,6 +17,10 @@ using std::chrono::milliseconds;
 
 namespace {
 void cancel_stream(void* s) { static_cast<stream_socket*>(s)->cancel(); }
+void cancel_upstream(void* up) {
+  error_code ec;
+  static_cast<UpstreamConn*>(up)->sock.cancel(ec);
+}
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -29,7 +33,7 @@ struct H1Connection::ClientWatch {
   char byte;
 };
 
-void H1Connection::arm_client_watch() {
+void H1Connection::watch_client() {
   if (client_watch_ || closed_) return;
   client_watch_ = std::make_shared<ClientWatch>(ClientWatch{this, 0});
   // A peek that completes on EOF or a reset; bytes (a pipelined request) end the watch, are
@@ -49,7 +53,7 @@ void H1Connection::arm_client_watch() {
                       });
 }
 
-void H1Connection::disarm_client_watch() noexcept {
+void H1Connection::unwatch_client() noexcept {
   if (!client_watch_) return;
   client_watch_->conn = nullptr;
   client_watch_.reset();
@@ -60,7 +64,7 @@ void H1Connection::disarm_client_watch() noexcept {
 // ---------------------------------------------------------------------------------------------
 // one attempt on one upstream connection
 
-task<Result<void>> H1Connection::us_write(UpstreamConn& up, const std::vector<asio::const_buffer>& b) {
+task<Result<void>> ProxyRequest::us_write(UpstreamConn& up, const std::vector<asio::const_buffer>& b) {
   wd_->arm(Watchdog::UsWrite, peer_->options.write_timeout, &cancel_stream, &up.sock);
   error_code ec;
   // (Not a conditional expression: GCC 12 destroys temporaries of a co_await in one twice.)
@@ -79,7 +83,7 @@ task<Result<void>> H1Connection::us_write(UpstreamConn& up, const std::vector<as
   co_return ok();
 }
 
-task<Result<std::size_t>> H1Connection::us_read(UpstreamConn& up, milliseconds timeout) {
+task<Result<std::size_t>> ProxyRequest::us_read(UpstreamConn& up, milliseconds timeout) {
   if (up.buf.empty()) up.buf.resize(opts_.body_buffer_bytes);
   up.begin = up.end = 0;
   wd_->arm(Watchdog::UsRead, timeout.count() ? timeout : peer_->options.read_timeout,
@@ -101,7 +105,7 @@ task<Result<std::size_t>> H1Connection::us_read(UpstreamConn& up, milliseconds t
   co_return n;
 }
 
-task<Result<void>> H1Connection::proxy_attempt(UpstreamConnPtr& conn, bool reused,
+task<Result<void>> ProxyRequest::proxy_attempt(UpstreamConnPtr& conn, bool reused,
                                                bool& response_started) {
   UpstreamConn& up = *conn;
   current_up_ = &up;
@@ -150,15 +154,10 @@ task<Result<void>> H1Connection::proxy_attempt(UpstreamConnPtr& conn, bool reuse
   co_return r;
 }
 
-task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_started) {
+task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_started) {
   if (connect_) {
     response_started = true;
-    tunnel_ = true;
-    resp_status_ = 200;
-    wbuf_.assign("HTTP/1.1 200 Connection Established\r\n\r\n");
-    pieces_.clear();
-    if (auto w = co_await ds_send(pieces_, false, nullptr); !w) co_return w;
-    co_return co_await run_tunnel(up);
+    co_return co_await ds_tunnel(up, nullptr);
   }
   // Request head.
   up_req_ = req_;
@@ -184,7 +183,7 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
 
   // Request body: streamed concurrently with the response.
   if (req_has_body_) {
-    start_side(pump_request_body(up), up);
+    start_side(pump_request_body(up), &cancel_upstream, &up);
   } else {
     BodyChunk empty;
     if (auto r = app_.e_request_body_filter(*this, empty, true, ctx_); !r) co_return r;
@@ -194,12 +193,12 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
   // While it is awaited and the client sends nothing, a client that goes away cancels it.
   up.parser.set_no_body_expected(head_request_);
   awaiting_head_ = true;
-  if (!pump_running_) arm_client_watch();
+  if (!pump_running_) watch_client();
   struct Disarm {
-    H1Connection& c;
+    ProxyRequest& c;
     ~Disarm() {
       c.awaiting_head_ = false;
-      c.disarm_client_watch();
+      c.unwatch_client();
     }
   };
   bool got_bytes = false;
@@ -239,15 +238,7 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
       // Consume the (bodyless) interim message, then relay it.
       auto done = up.parser.feed(up.buf.data() + up.begin, up.end - up.begin);
       up.begin += done.consumed;
-      if (req_.version() != Version::Http10) {
-        wbuf_.clear();
-        http1::serialize_response_head(resp_, wbuf_);
-        iov_.clear();
-        iov_.emplace_back(wbuf_.data(), wbuf_.size());
-        auto w = co_await ds_write(iov_);
-        wbuf_.clear();
-        if (!w) co_return w;
-      }
+      if (auto w = co_await ds_interim(resp_); !w) co_return w;
       continue;
     }
     if (st == 101 && !upgrade_)
@@ -266,19 +257,7 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
   if (has(kResponseFilter))
     if (auto r = co_await app_.e_response_filter(*this, resp_, ctx_); !r) co_return r;
 
-  if (switched) {
-    // The upstream switched protocols: relay the 101, then the connection is a byte tunnel.
-    resp_.headers().append("Connection", "upgrade");
-    if (!upgrade.empty()) resp_.headers().append("Upgrade", upgrade);
-    resp_.set_version(Version::Http11);
-    wbuf_.clear();
-    http1::serialize_response_head(resp_, wbuf_);
-    resp_status_ = 101;
-    tunnel_ = true;
-    pieces_.clear();
-    if (auto w = co_await ds_send(pieces_, false, nullptr); !w) co_return w;
-    co_return co_await run_tunnel(up);
-  }
+  if (switched) co_return co_await ds_tunnel(up, &upgrade);
 
   // The head goes out with the first body bytes.
   if (resp_.status() == 204) {  // RFC 9110 §8.6: no Content-Length in a 204
@@ -288,7 +267,7 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
                         (head_request_ || resp_.status() == 204 || resp_.status() == 304);
   // Re-framed for the client; a length from a close-delimited upstream cannot be trusted.
   if (up.parser.framing() == http1::Framing::UntilClose) resp_.headers().remove("content-length");
-  prepare_response_head(resp_, bodyless);
+  ds_prepare_head(resp_, bodyless);
 
   for (;;) {
     // Feeding zero bytes is fine: it completes a bodyless message.
@@ -300,18 +279,18 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
       if (*n > 0) continue;
       step = up.parser.finish();
     }
-    if (step.event == http1::Event::Error && !wbuf_.empty()) {
+    if (step.event == http1::Event::Error && ds_head_pending()) {
       // Nothing was sent yet (the head waits for the first body bytes): drop it, so the error
       // is answered with a proper 502.
-      wbuf_.clear();
+      ds_drop_head();
       resp_status_ = 0;
       co_return Error::upstream(up.parser.error_type(),
                                 "invalid response body: " + std::string(up.parser.error_reason()));
     }
     if (step.event == http1::Event::Error) {
-      // Truncated or corrupt body after the head went out: close so the client sees it.
+      // Truncated or corrupt body after the head went out: close so the client sees it (an
+      // HTTP/1 client by the closed connection, an HTTP/2 client by a reset stream).
       keepalive_ = false;
-      ds_framing_ = DsFraming::Close;
       Error e = Error::upstream(up.parser.error_type(), std::string(up.parser.error_reason()));
       co_return e;
     }
@@ -336,37 +315,97 @@ task<Result<void>> H1Connection::attempt_inner(UpstreamConn& up, bool& response_
         trailers = &up.parser.trailers();
       }
     }
-    if (!pieces_.empty() || end || !wbuf_.empty()) {
+    if (!pieces_.empty() || end || ds_head_pending()) {
       auto w = co_await ds_send(pieces_, end, trailers);
       if (!w) co_return w;
     }
     if (end) break;
   }
-  if (ds_framing_ == DsFraming::Close) keepalive_ = false;
   co_return ok();
 }
 
-void H1Connection::start_side(task<Result<void>> t, UpstreamConn& up) {
+void ProxyRequest::start_side(task<Result<void>> t, void (*cancel)(void*), void* arg) {
   pump_running_ = true;
   asio::co_spawn(
-      sock_.get_executor(), std::move(t),
+      pump_timer_.get_executor(), std::move(t),
       asio::bind_cancellation_slot(
-          pump_cancel_.slot(), [this, &up](std::exception_ptr e, Result<void> res) {
+          pump_cancel_.slot(), [this, cancel, arg](std::exception_ptr e, Result<void> res) {
             pump_running_ = false;
             pump_exception_ = e;
             pump_result_ = std::move(res);
-            if (!e && pump_result_ && awaiting_head_) arm_client_watch();
-            if (e || !pump_result_) {
-              error_code ec;
-              up.sock.cancel(ec);  // unblock the other direction
-            }
+            if (!e && pump_result_ && awaiting_head_) watch_client();
+            if (e || !pump_result_) cancel(arg);  // unblock the other direction
             pump_timer_.cancel();
           }));
 }
 
+task<Result<void>> H1Connection::ds_tunnel(UpstreamConn& up, const std::string* upgrade) {
+  tunnel_ = true;
+  if (!upgrade) {
+    resp_status_ = 200;
+    wbuf_.assign("HTTP/1.1 200 Connection Established\r\n\r\n");
+  } else {
+    // The upstream switched protocols: relay the 101, then the connection is a byte tunnel.
+    resp_.headers().append("Connection", "upgrade");
+    if (!upgrade->empty()) resp_.headers().append("Upgrade", *upgrade);
+    resp_.set_version(Version::Http11);
+    wbuf_.clear();
+    http1::serialize_response_head(resp_, wbuf_);
+    resp_status_ = 101;
+  }
+  pieces_.clear();
+  if (auto w = co_await ds_send(pieces_, false, nullptr); !w) co_return w;
+  co_return co_await run_tunnel(up);
+}
+
+task<Result<void>> H1Connection::ds_interim(ResponseHeader& h) {
+  if (req_.version() == Version::Http10) co_return ok();  // an HTTP/1.0 client knows no 1xx
+  wbuf_.clear();
+  http1::serialize_response_head(h, wbuf_);
+  iov_.clear();
+  iov_.emplace_back(wbuf_.data(), wbuf_.size());
+  auto w = co_await ds_write(iov_);
+  wbuf_.clear();
+  co_return w;
+}
+
+void H1Connection::cancel_downstream() noexcept {
+  error_code ec;
+  sock_.cancel(ec);
+}
+
+const HeaderMap* H1Connection::ds_request_trailers() noexcept {
+  return parser_.trailers().empty() ? nullptr : &parser_.trailers();
+}
+
+task<Result<void>> H1Connection::ds_read_body(std::vector<std::string_view>& spans, bool& end) {
+  for (;;) {
+    auto step = parser_.feed(rbuf_.data() + rbegin_, rend_ - rbegin_);
+    if (step.event == http1::Event::NeedMore) {
+      rbegin_ += step.consumed;
+      auto n = co_await ds_read(opts_.body_read_timeout);
+      if (!n) {
+        Error e = n.error();
+        if (e.type() == ErrorType::ConnectionClosed)
+          e = Error::downstream(ErrorType::PrematureBodyEnd, "client closed during the request body");
+        co_return e;
+      }
+      continue;
+    }
+    if (step.event == http1::Event::Error)
+      co_return Error::downstream(parser_.error_type(), std::string(parser_.error_reason()));
+    // The parser has taken these bytes: account for them now, so that a cancelled write cannot
+    // leave them to be parsed (and replayed) twice. The spans stay valid until the next read.
+    rbegin_ += step.consumed;
+    spans = parser_.body_chunks();
+    end = step.event == http1::Event::MessageComplete;
+    co_return ok();
+  }
+}
+
 task<Result<void>> H1Connection::run_tunnel(UpstreamConn& up) {
   keepalive_ = false;
-  start_side(tunnel_to_upstream(up), up);
+  start_side(tunnel_to_upstream(up), &cancel_upstream, &up);
   // Upstream to client, in this coroutine. Bytes that came with the 101 go first.
   if (chunks_.empty()) chunks_.resize(1);
   for (;;) {
@@ -409,18 +448,42 @@ task<Result<void>> H1Connection::tunnel_to_upstream(UpstreamConn& up) {
   }
 }
 
-task<Result<void>> H1Connection::us_send_body(UpstreamConn& up, std::size_t n, bool end) {
+task<Result<void>> ProxyRequest::us_send_body(UpstreamConn& up, std::size_t n, bool end) {
   const bool chunked = up_req_.headers().has_token("transfer-encoding", "chunked");
   us_pieces_.clear();
   for (std::size_t k = 0; k < n; ++k) us_pieces_.push_back(req_chunks_[k].data());
-  const HeaderMap* trailers = end && chunked && !parser_.trailers().empty() ? &parser_.trailers() : nullptr;
+  const HeaderMap* trailers = end && chunked ? ds_request_trailers() : nullptr;
   us_iov_.clear();
   body_received_ += frame_body(us_pieces_, chunked, end, trailers, us_frame_, us_iov_);
   if (us_iov_.empty()) co_return ok();
   co_return co_await us_write(up, us_iov_);
 }
 
-task<Result<void>> H1Connection::pump_request_body(UpstreamConn& up) {
+Result<void> ProxyRequest::filter_request_body(const std::vector<std::string_view>& spans,
+                                               bool end) {
+  if (req_chunks_.size() < spans.size() + 1) req_chunks_.resize(spans.size() + 1);
+  for (std::size_t k = 0; k < spans.size(); ++k) {
+    req_body_started_ = true;
+    // Keep a copy for a retry while it fits; past the limit the request is no longer replayable.
+    if (!replay_truncated_) {
+      if (replay_.size() + spans[k].size() <= opts_.retry_buffer_bytes)
+        replay_.append(spans[k]);
+      else
+        replay_truncated_ = true;
+    }
+    req_chunks_[k].reset(spans[k]);
+    if (auto r = app_.e_request_body_filter(*this, req_chunks_[k], false, ctx_); !r) return r;
+  }
+  if (end) {
+    req_chunks_[spans.size()].reset({});
+    if (auto r = app_.e_request_body_filter(*this, req_chunks_[spans.size()], true, ctx_); !r)
+      return r;
+    req_body_done_ = true;  // read in full; a retry replays it without reading
+  }
+  return ok();
+}
+
+task<Result<void>> ProxyRequest::pump_request_body(UpstreamConn& up) {
   if (req_chunks_.size() < 2) req_chunks_.resize(2);
   // A retry first replays what earlier attempts read from the client (through the filter again).
   if (req_body_started_ || req_body_done_) {
@@ -439,45 +502,11 @@ task<Result<void>> H1Connection::pump_request_body(UpstreamConn& up) {
     if (req_body_done_) co_return ok();
   }
   for (;;) {
-    auto step = parser_.feed(rbuf_.data() + rbegin_, rend_ - rbegin_);
-    if (step.event == http1::Event::NeedMore) {
-      rbegin_ += step.consumed;
-      auto n = co_await ds_read(opts_.body_read_timeout);
-      if (!n) {
-        Error e = n.error();
-        if (e.type() == ErrorType::ConnectionClosed)
-          e = Error::downstream(ErrorType::PrematureBodyEnd, "client closed during the request body");
-        co_return e;
-      }
-      continue;
-    }
-    if (step.event == http1::Event::Error)
-      co_return Error::downstream(parser_.error_type(), std::string(parser_.error_reason()));
-    // The parser has taken these bytes: account for them now, so that a cancelled write cannot
-    // leave them to be parsed (and replayed) twice. The spans stay valid until the next read.
-    rbegin_ += step.consumed;
-    const auto& spans = parser_.body_chunks();
-    const bool end = step.event == http1::Event::MessageComplete;
-    if (req_chunks_.size() < spans.size() + 1) req_chunks_.resize(spans.size() + 1);
-    for (std::size_t k = 0; k < spans.size(); ++k) {
-      req_body_started_ = true;
-      // Keep a copy for a retry while it fits; past the limit the request is no longer replayable.
-      if (!replay_truncated_) {
-        if (replay_.size() + spans[k].size() <= opts_.retry_buffer_bytes)
-          replay_.append(spans[k]);
-        else
-          replay_truncated_ = true;
-      }
-      req_chunks_[k].reset(spans[k]);
-      if (auto r = app_.e_request_body_filter(*this, req_chunks_[k], false, ctx_); !r) co_return r;
-    }
-    if (end) {
-      req_chunks_[spans.size()].reset({});
-      if (auto r = app_.e_request_body_filter(*this, req_chunks_[spans.size()], true, ctx_); !r)
-        co_return r;
-    }
-    if (end) req_body_done_ = true;  // read in full; a retry replays it without reading
-    if (auto w = co_await us_send_body(up, spans.size() + (end ? 1 : 0), end); !w) co_return w;
+    bool end = false;
+    if (auto r = co_await ds_read_body(body_spans_, end); !r) co_return r;
+    if (auto r = filter_request_body(body_spans_, end); !r) co_return r;
+    if (auto w = co_await us_send_body(up, body_spans_.size() + (end ? 1 : 0), end); !w)
+      co_return w;
     if (end) co_return ok();
   }
 }

@@ -826,6 +826,7 @@ Result<void> add_listeners(Service& svc, const ServerConfig& cfg) {
     const ListenerConfig& l = cfg.listeners[i];
     ListenerOptions lo;
     lo.proxy_protocol = l.proxy_protocol;
+    lo.h2c = l.h2c;
     auto r = l.tls ? svc.add_tls(l.address, *l.tls, lo) : svc.add_tcp(l.address, lo);
     if (!r)
       return at(l.origin.empty() ? "listeners[" + std::to_string(i) + "]" : l.origin, r.error());
@@ -925,7 +926,7 @@ std::vector<ConfigEntry> config_entries(const ServerConfig& c) {
     const ListenerConfig& l = c.listeners[i];
     const std::string p = "listeners[" + std::to_string(i) + "].";
     e.add(p + "address", l.address, dl.address, X, E);
-    e.add(p + "h2c", l.h2c, dl.h2c, X, N);
+    e.add(p + "h2c", l.h2c, dl.h2c, X, E);
     e.add(p + "proxy_protocol", l.proxy_protocol, dl.proxy_protocol, X, E);
     e.add(p + "tls", l.tls.has_value(), false, X, E);
     if (!l.tls) continue;

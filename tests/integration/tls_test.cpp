@@ -94,23 +94,27 @@ TEST(Tls, SniChoosesTheCertificateExactThenWildcardElseTheDefault) {
   }
 }
 
-TEST(Tls, AlpnSelectsHttp11AndRefusesOnlyH2) {
+TEST(Tls, AlpnPrefersH2AndFallsBackToHttp11) {
   TestPki pki;
   auto a = pki.issue({"a.test"});
   Origin origin;
   pt::TestProxy px(std::make_shared<Forward>(origin.addr()), {}, 1, settings_for({a}));
   {
     TlsClientOptions o = trusting(pki, "a.test");
-    o.alpn = {"h2", "http/1.1"};
+    o.alpn = {"http/1.1", "h2"};
     TlsClient c(px.port(), o);
     ASSERT_TRUE(c.connected()) << c.error();
-    EXPECT_EQ(c.alpn(), "http/1.1");
+    EXPECT_EQ(c.alpn(), "h2") << "the server's preference decides";
   }
   {
     TlsClientOptions o = trusting(pki, "a.test");
-    o.alpn = {"h2"};
+    o.alpn = {"http/1.1"};
     TlsClient c(px.port(), o);
-    EXPECT_FALSE(c.connected()) << "no common protocol: no_application_protocol alert";
+    ASSERT_TRUE(c.connected()) << c.error();
+    EXPECT_EQ(c.alpn(), "http/1.1");
+    auto r = c.get("/");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200u);
   }
   {
     TlsClientOptions o = trusting(pki, "a.test");
@@ -119,6 +123,19 @@ TEST(Tls, AlpnSelectsHttp11AndRefusesOnlyH2) {
     ASSERT_TRUE(c.connected()) << "a client without ALPN speaks HTTP/1.1";
     EXPECT_TRUE(c.get("/"));
   }
+}
+
+TEST(Tls, AlpnListWithoutH2RefusesAnH2OnlyClient) {
+  TestPki pki;
+  auto a = pki.issue({"a.test"});
+  Origin origin;
+  TlsSettings s = settings_for({a});
+  s.alpn = {"http/1.1"};
+  pt::TestProxy px(std::make_shared<Forward>(origin.addr()), {}, 1, s);
+  TlsClientOptions o = trusting(pki, "a.test");
+  o.alpn = {"h2"};
+  TlsClient c(px.port(), o);
+  EXPECT_FALSE(c.connected()) << "no common protocol: no_application_protocol alert";
 }
 
 class TlsResumption : public ::testing::TestWithParam<bool> {};

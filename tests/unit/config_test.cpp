@@ -207,7 +207,8 @@ TEST(ConfigTest, EveryKeyIsParsed) {
     if (e.is_default) at_default.push_back(e.key);
   EXPECT_EQ(at_default, (std::vector<std::string>{"version", "listeners[0].tls", "listeners[1].h2c",
                                                   "listeners[1].proxy_protocol",
-                                                  "listeners[1].tls.max_version"}));
+                                                  "listeners[1].tls.max_version",
+                                                  "listeners[1].tls.alpn"}));
 }
 
 TEST(ConfigTest, MissingKeysTakeDefaults) {
@@ -372,7 +373,7 @@ TEST(ConfigTest, TlsListeners) {
   ASSERT_EQ(c.listeners[0].tls->certificates.size(), 1u);
   EXPECT_EQ(c.listeners[0].tls->certificates[0].key_file, "k.pem");
   EXPECT_EQ(c.listeners[0].tls->client_auth, ClientAuth::None);
-  EXPECT_EQ(c.listeners[0].tls->alpn, std::vector<std::string>{"http/1.1"});
+  EXPECT_EQ(c.listeners[0].tls->alpn, (std::vector<std::string>{"h2", "http/1.1"}));
 
   EXPECT_EQ(problem("listeners:\n  - address: 127.0.0.1:443\n    tls:\n      cert_file: c.pem\n"),
             "conf.yaml:4:7: 'listeners[0].tls.key_file' is required");
@@ -556,8 +557,7 @@ TEST(ConfigTest, IneffectiveKeysAreListed) {
   const ServerConfig c = load(
       "daemon: true\nthreads: 4\nwork_stealing: false\nlisteners:\n"
       "  - address: 127.0.0.1:80\n    h2c: true\n");
-  EXPECT_EQ(ineffective_keys(c),
-            (std::vector<std::string>{"work_stealing", "listeners[0].h2c"}));
+  EXPECT_EQ(ineffective_keys(c), (std::vector<std::string>{"work_stealing"}));
 }
 
 TEST(ConfigTest, LogLevelNames) {

@@ -38,6 +38,9 @@ struct ListenerOptions {
   /// malformed or late (header_read_timeout) is closed and the reason logged. Only enable it
   /// behind a balancer that always sends one: anyone else could claim any address.
   bool proxy_protocol = false;
+  /// Cleartext HTTP/2 with prior knowledge next to HTTP/1.1 on this plain-text listener (see
+  /// HttpServerOptions::h2c, which turns it on for every plain listener of a service).
+  bool h2c = false;
 };
 
 /// Something that serves connections accepted on its listening addresses.

@@ -33,7 +33,7 @@ struct ListenerConfig {
   std::string address;
   /// Set when the entry has a `tls:` block: the listener speaks TLS with these settings.
   std::optional<TlsSettings> tls;
-  /// Cleartext HTTP/2 with prior knowledge. Accepted, no effect yet (HTTP/2 is not served yet).
+  /// Cleartext HTTP/2 with prior knowledge next to HTTP/1.1 (ListenerOptions::h2c).
   bool h2c = false;
   /// Expect a PROXY protocol header (v1 or v2) before the client's bytes (ListenerOptions).
   bool proxy_protocol = false;

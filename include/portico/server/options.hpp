@@ -7,6 +7,39 @@
 
 namespace portico {
 
+/// Limits of HTTP/2 connections, toward clients (HttpServerOptions::h2) and upstreams. Every
+/// crossing of a flood limit ends the connection with GOAWAY ENHANCE_YOUR_CALM.
+struct Http2Options {
+  using ms = std::chrono::milliseconds;
+
+  /// Streams the peer may have open at once; past it a new stream is refused.
+  std::uint32_t max_concurrent_streams = 128;
+  /// Largest header list (names + values + 32 per field) accepted; past it a request is answered
+  /// 431 (and a response becomes a 502).
+  std::uint32_t max_header_list_size = 64 * 1024;
+  /// Flow-control window of each stream: the most body bytes one stream buffers before they are
+  /// forwarded. With `connection_window` it bounds the body bytes one connection holds.
+  std::uint32_t stream_window = 256 * 1024;
+  std::uint32_t connection_window = 1024 * 1024;
+  /// Largest frame payload the peer may send (16 KiB .. 16 MiB - 1).
+  std::uint32_t max_frame_size = 16 * 1024;
+  /// HPACK dynamic table size for the header blocks received.
+  std::uint32_t header_table_size = 4096;
+  /// Body bytes queued per stream for sending.
+  std::size_t send_buffer_bytes = 64 * 1024;
+
+  /// Flood protections, counted over `flood_window`: streams reset early (rapid reset,
+  /// CVE-2023-44487), SETTINGS, PING and PRIORITY frames; and in a row: empty DATA frames, and
+  /// CONTINUATION frames after one HEADERS.
+  ms flood_window{10000};
+  std::uint32_t max_resets_per_window = 400;
+  std::uint32_t max_settings_per_window = 100;
+  std::uint32_t max_pings_per_window = 1000;
+  std::uint32_t max_priority_per_window = 1000;
+  std::uint32_t max_empty_frames = 32;
+  std::uint32_t max_continuations = 8;
+};
+
 /// Per-service limits, timeouts and retry policy. Every field has a production default.
 struct HttpServerOptions {
   using ms = std::chrono::milliseconds;
@@ -61,6 +94,14 @@ struct HttpServerOptions {
   ms pool_steal_timeout{10};
   /// Requests served on one upstream connection before it is retired; 0 = unlimited.
   std::uint32_t upstream_request_limit = 0;
+
+  /// Accept HTTP/2 with prior knowledge (h2c) on plain-text listeners, next to HTTP/1.1: the
+  /// first bytes of a connection tell them apart. TLS listeners offer h2 through ALPN
+  /// (TlsSettings::alpn) whatever this says.
+  bool h2c = false;
+  /// Limits of HTTP/2 client connections. Each stream is one request through the same hooks as
+  /// an HTTP/1 request; `keepalive_timeout` closes a connection without open streams.
+  Http2Options h2;
 };
 
 }  // namespace portico

@@ -74,8 +74,9 @@ struct TlsSettings {
       "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
       "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
   std::string ciphersuites;
-  /// ALPN protocols offered, in preference order. portico serves "http/1.1" (h2 later).
-  std::vector<std::string> alpn = {"http/1.1"};
+  /// ALPN protocols accepted, in the server's preference order: "h2" (each stream is proxied as
+  /// one request) and "http/1.1". A client that offers neither (or no ALPN) speaks HTTP/1.1.
+  std::vector<std::string> alpn = {"h2", "http/1.1"};
 
   /// Stateless resumption with session tickets; the encryption key is replaced every
   /// `ticket_key_rotation`, and tickets made with the previous key are still accepted.

@@ -1,0 +1,519 @@
+#include "proxy/h2_connection.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include "core/log.hpp"
+#include "http2/translate.hpp"
+
+namespace portico::detail {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using std::chrono::milliseconds;
+
+namespace {
+constexpr std::size_t kReadBuffer = 16 * 1024;
+/// How long a draining connection without streams waits for the client to acknowledge the
+/// shutdown PING before it closes anyway.
+constexpr milliseconds kDrainGrace{1000};
+
+void cancel_tcp(void* s) { static_cast<asio::ip::tcp::socket*>(s)->cancel(); }
+
+enum class Wake : std::uint8_t { Notified, TimedOut, Cancelled };
+
+/// Waits on `t` (whose cancel() is the notification) for at most `timeout` (0: no limit).
+task<Wake> wait_on(asio::steady_timer& t, milliseconds timeout) {
+  if (timeout.count() > 0)
+    t.expires_after(timeout);
+  else
+    t.expires_at(asio::steady_timer::time_point::max());
+  error_code ec;
+  co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  // A terminal cancellation of the coroutine (the request body pump being stopped) also ends
+  // the wait with operation_aborted: tell it apart from a notification.
+  auto cs = co_await asio::this_coro::cancellation_state;
+  if (cs.cancelled() != asio::cancellation_type::none) co_return Wake::Cancelled;
+  co_return ec ? Wake::Notified : Wake::TimedOut;
+}
+
+task<void> run_stream(std::unique_ptr<H2Stream> s, HeaderMap fields, bool end_stream) {
+  // This frame owns the stream: it lives exactly as long as the coroutines that use it.
+  co_await s->run(std::move(fields), end_stream);
+}
+}  // namespace
+
+h2::Settings h2_settings(const Http2Options& o, bool server) {
+  h2::Settings s;
+  s.max_concurrent_streams = o.max_concurrent_streams;
+  s.max_header_list_size = o.max_header_list_size;
+  s.stream_window = o.stream_window;
+  s.connection_window = o.connection_window;
+  s.max_frame_size = o.max_frame_size;
+  s.header_table_size = o.header_table_size;
+  s.send_buffer_bytes = o.send_buffer_bytes;
+  s.flood_window = o.flood_window;
+  s.max_resets_per_window = o.max_resets_per_window;
+  s.max_settings_per_window = o.max_settings_per_window;
+  s.max_pings_per_window = o.max_pings_per_window;
+  s.max_priority_per_window = o.max_priority_per_window;
+  s.max_empty_frames = o.max_empty_frames;
+  s.max_continuations = o.max_continuations;
+  if (!server) s.max_outbound_streams = o.max_concurrent_streams;
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// H2Stream
+
+H2Stream::H2Stream(H2Connection& conn, std::int32_t id, std::uint32_t index)
+    : ProxyRequest(conn.svc_, conn.state_, conn.worker_, conn.sock_.get_executor()),
+      conn_(conn),
+      id_(id),
+      rd_sig_(conn.sock_.get_executor()),
+      wr_sig_(conn.sock_.get_executor()) {
+  client_addr_ = conn.owner_.client_addr();
+  server_addr_ = conn.owner_.server_addr();
+  if (const TlsInfo* t = conn.owner_.tls()) tls_info_ = std::make_unique<TlsInfo>(*t);
+  conn_requests_ = index;
+}
+
+H2Stream::~H2Stream() {
+  drop_ctx();
+  if (!detached_) conn_.stream_done(id_);
+}
+
+Error H2Stream::gone_error() const {
+  if (expired_) return Error::downstream(ErrorType::WriteTimedout, "request deadline passed");
+  return Error::downstream(ErrorType::ConnectionClosed, "the client reset the stream");
+}
+
+task<void> H2Stream::run(HeaderMap fields, bool end_stream) {
+  begin_request();
+  client_gone_ = gone_;
+  keepalive_ = true;
+  std::string scheme;
+  if (auto r = h2::to_request(fields, req_, &scheme); !r) {
+    // Malformed (RFC 9113 §8.1.1): a stream error, the request goes nowhere.
+    log::error_log().info("HTTP/2 client {}: stream {}: {}", client_addr_.to_string(), id_,
+                          r.error().to_string());
+    if (!gone_) conn_.session_.reset(id_, h2::ErrorCode::ProtocolError);
+    conn_.session_.discard(id_);
+    conn_.kick();
+    co_return;
+  }
+  head_request_ = req_.method() == "HEAD";
+  connect_ = req_.method() == "CONNECT";
+  upgrade_ = false;
+  remote_end_ = remote_end_ || end_stream;
+  req_has_body_ = !end_stream;
+  req_body_done_ = end_stream;
+  co_await serve_request();
+  // The response may have ended before the request body did (RFC 9113 §8.1: the server then
+  // resets with NO_ERROR); a response cut short is reset, as an HTTP/1 connection would close.
+  if (!gone_ && !closed_) {
+    if (!local_done_)
+      conn_.session_.reset(id_, h2::ErrorCode::InternalError);
+    else if (!remote_end_)
+      conn_.session_.reset(id_, h2::ErrorCode::NoError);
+  }
+  conn_.session_.discard(id_);
+  to_consume_ = 0;
+  conn_.kick();
+}
+
+task<bool> H2Stream::wait(asio::steady_timer& t, milliseconds timeout) {
+  co_return co_await wait_on(t, timeout) == Wake::Notified;
+}
+
+void H2Stream::ds_prepare_head(ResponseHeader& h, bool bodyless) {
+  out_fields_.clear();
+  head_error_ = !h2::from_response(h, out_fields_);
+  head_pending_ = true;
+  head_bodyless_ = bodyless;
+  if (h.status() >= 200) {
+    resp_status_ = h.status();
+    resp_head_at_ = clock::now();
+  }
+}
+
+void H2Stream::ds_drop_head() noexcept {
+  head_pending_ = false;
+  resp_status_ = 0;
+}
+
+task<Result<void>> H2Stream::ds_send(const std::vector<std::string_view>& pieces, bool end,
+                                     const HeaderMap* trailers) {
+  if (gone_ || expired_) co_return gone_error();
+  h2::Session& s = conn_.session_;
+  if (trailers && trailers->empty()) trailers = nullptr;
+  std::size_t last = pieces.size();  // the last non-empty piece
+  for (std::size_t k = 0; k < pieces.size(); ++k)
+    if (!pieces[k].empty()) last = k;
+  if (head_pending_) {
+    head_pending_ = false;
+    if (head_error_)
+      co_return Error::internal(ErrorType::H2Error, "the response cannot be sent over HTTP/2");
+    const bool eos = head_bodyless_ || (end && last == pieces.size() && !trailers);
+    if (auto r = s.submit_response(id_, out_fields_, eos); !r) co_return r.error();
+    head_sent_ += out_fields_.byte_size();
+    if (eos) local_done_ = true;
+    conn_.kick();
+  }
+  if (local_done_) co_return ok();  // a bodyless response drops what a hook still writes
+  for (std::size_t k = 0; k < pieces.size(); ++k) {
+    std::string_view p = pieces[k];
+    if (p.empty()) continue;
+    const bool fin = end && k == last && !trailers;
+    while (!p.empty()) {
+      auto n = s.send_data(id_, p, fin);
+      if (!n) co_return n.error();
+      p.remove_prefix(*n);
+      body_sent_ += *n;
+      if (p.empty()) break;
+      // The stream's send buffer is full: the writer drains it as the client's window allows.
+      conn_.kick();
+      const Wake w = co_await wait_on(wr_sig_, opts_.write_timeout);
+      if (gone_ || expired_ || w == Wake::Cancelled) co_return gone_error();
+      if (w == Wake::TimedOut)
+        co_return Error::downstream(ErrorType::WriteTimedout, "writing to the client");
+    }
+    if (fin) local_done_ = true;
+  }
+  if (end && !local_done_) {
+    if (trailers) {
+      trailers_out_.clear();
+      h2::from_trailers(*trailers, trailers_out_);
+      if (auto r = s.send_trailers(id_, trailers_out_); !r) co_return r.error();
+    } else if (auto r = s.send_data(id_, {}, true); !r) {
+      co_return r.error();
+    }
+    local_done_ = true;
+  }
+  conn_.kick();
+  co_return ok();
+}
+
+task<Result<void>> H2Stream::ds_interim(ResponseHeader& h) {
+  if (gone_) co_return gone_error();
+  HeaderMap f;
+  if (auto r = h2::from_response(h, f); !r) co_return ok();  // nothing HTTP/2 can carry
+  if (auto r = conn_.session_.submit_informational(id_, f); !r) co_return r.error();
+  conn_.kick();
+  co_return ok();
+}
+
+task<Result<void>> H2Stream::ds_read_body(std::vector<std::string_view>& spans, bool& end) {
+  h2::Session& s = conn_.session_;
+  if (to_consume_) {
+    // The previous part went upstream: free it, which reopens the client's window.
+    s.consume(id_, to_consume_);
+    to_consume_ = 0;
+    conn_.kick();
+  }
+  spans.clear();
+  end = false;
+  for (;;) {
+    if (gone_ || expired_)
+      co_return Error::downstream(ErrorType::PrematureBodyEnd, "the client reset the stream during the request body");
+    std::string_view v = s.received(id_);
+    if (!v.empty()) {
+      spans.push_back(v);
+      to_consume_ = v.size();
+      end = remote_end_ && s.buffered(id_) == v.size();
+      co_return ok();
+    }
+    if (remote_end_) {
+      end = true;
+      co_return ok();
+    }
+    const Wake w = co_await wait_on(rd_sig_, opts_.body_read_timeout);
+    if (w == Wake::Cancelled)
+      co_return Error::downstream(ErrorType::ConnectionClosed, "request body no longer read");
+    if (w == Wake::TimedOut && !gone_ && !expired_ && s.received(id_).empty() && !remote_end_)
+      co_return Error::downstream(ErrorType::ReadTimedout, "waiting for the request body");
+  }
+}
+
+const HeaderMap* H2Stream::ds_request_trailers() noexcept {
+  return req_trailers_.empty() ? nullptr : &req_trailers_;
+}
+
+task<Result<void>> H2Stream::ds_tunnel(UpstreamConn&, const std::string*) {
+  co_return Error::http_status(501, "CONNECT and protocol upgrades are not proxied over HTTP/2");
+}
+
+void H2Stream::cancel_downstream() noexcept {
+  expired_ = true;
+  rd_sig_.cancel();
+  wr_sig_.cancel();
+}
+
+task<Result<void>> H2Stream::write_response_header(ResponseHeader resp, bool end_of_stream) {
+  if (response_written())
+    co_return Error::internal(ErrorType::InternalError, "a response header was already sent");
+  if (gone_) co_return gone_error();
+  if (resp.status() < 200) co_return co_await ds_interim(resp);
+  const bool bodyless = head_request_ || resp.status() == 204 || resp.status() == 304;
+  if (end_of_stream && !bodyless && !resp.headers().contains("content-length"))
+    resp.headers().insert("Content-Length", "0");
+  ds_prepare_head(resp, bodyless);
+  resp_ = std::move(resp);
+  pieces_.clear();
+  co_return co_await ds_send(pieces_, end_of_stream, nullptr);
+}
+
+task<Result<void>> H2Stream::write_response_body(std::string_view data, bool end_of_stream) {
+  if (!response_written())
+    co_return Error::internal(ErrorType::InternalError, "write_response_body before a header");
+  pieces_.clear();
+  pieces_.push_back(data);
+  co_return co_await ds_send(pieces_, end_of_stream, nullptr);
+}
+
+void H2Stream::on_data() noexcept { rd_sig_.cancel(); }
+
+void H2Stream::on_trailers(const HeaderMap& fields) {
+  if (auto r = h2::to_trailers(fields, req_trailers_, false); !r) {
+    log::error_log().info("HTTP/2 client {}: stream {}: {}", client_addr_.to_string(), id_,
+                          r.error().to_string());
+    conn_.session_.reset(id_, h2::ErrorCode::ProtocolError);
+    on_gone();
+  }
+}
+
+void H2Stream::on_end() noexcept {
+  remote_end_ = true;
+  rd_sig_.cancel();
+}
+
+void H2Stream::on_writable() noexcept { wr_sig_.cancel(); }
+
+void H2Stream::on_gone() noexcept {
+  if (gone_) return;
+  gone_ = true;
+  client_gone_ = true;
+  error_code ec;
+  if (current_up_) current_up_->sock.cancel(ec);
+  rd_sig_.cancel();
+  wr_sig_.cancel();
+}
+
+void H2Stream::on_closed() noexcept {
+  closed_ = true;
+  if (!local_done_ || !remote_end_) on_gone();
+}
+
+// ---------------------------------------------------------------------------------------------
+// H2Connection
+
+H2Connection::H2Connection(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,
+                           Session& owner, tcp_socket& sock, tls_stream* tls, Watchdog& wd,
+                           std::string_view initial)
+    : svc_(svc),
+      state_(state),
+      worker_(w),
+      owner_(owner),
+      opts_(svc.options()),
+      sock_(sock),
+      tls_(tls),
+      wd_(wd),
+      session_(h2::Mode::Server, h2_settings(opts_.h2, true)),
+      initial_(initial),
+      write_sig_(sock.get_executor()),
+      done_sig_(sock.get_executor()) {}
+
+H2Connection::~H2Connection() {
+  // Only when the worker is torn down with streams still suspended: they must not reach back.
+  for (auto& [id, s] : streams_) s->detached_ = true;
+}
+
+void H2Connection::kick() noexcept { write_sig_.cancel(); }
+
+void H2Connection::drain() noexcept {
+  if (draining_ || aborted_) return;
+  draining_ = true;
+  session_.shutdown();
+  kick();
+  // Without streams, the client gets a moment to acknowledge the GOAWAY's PING.
+  if (streams_.empty()) wd_.arm(Watchdog::DsRead, kDrainGrace, &cancel_tcp, &sock_);
+}
+
+void H2Connection::abort() noexcept {
+  aborted_ = true;
+  for (auto& [id, s] : streams_) s->on_gone();
+  error_code ec;
+  sock_.cancel(ec);
+  kick();
+}
+
+void H2Connection::start_stream(std::int32_t id, HeaderMap fields, bool end_stream) {
+  auto s = std::make_unique<H2Stream>(*this, id, streams_started_++);
+  streams_[id] = s.get();
+  asio::co_spawn(sock_.get_executor(), run_stream(std::move(s), std::move(fields), end_stream),
+                 [](std::exception_ptr e) {
+                   if (!e) return;
+                   try {
+                     std::rethrow_exception(e);
+                   } catch (const std::exception& x) {
+                     log::error_log().error("HTTP/2 stream ended by an exception: {}", x.what());
+                   } catch (...) {
+                     log::error_log().error("HTTP/2 stream ended by an unknown exception");
+                   }
+                 });
+}
+
+void H2Connection::stream_done(std::int32_t id) {
+  streams_.erase(id);
+  if (streams_.empty()) {
+    done_sig_.cancel();
+    if (draining_) wd_.arm(Watchdog::DsRead, kDrainGrace, &cancel_tcp, &sock_);
+  }
+  kick();
+}
+
+void H2Connection::dispatch() {
+  while (auto e = session_.poll_event()) {
+    auto it = streams_.find(e->stream_id);
+    H2Stream* s = it == streams_.end() ? nullptr : it->second;
+    switch (e->kind) {
+      case h2::EventKind::Head:
+        if (aborted_)
+          session_.reset(e->stream_id, h2::ErrorCode::RefusedStream);
+        else
+          start_stream(e->stream_id, std::move(e->fields), e->end_stream);
+        break;
+      case h2::EventKind::Data:
+        if (s)
+          s->on_data();
+        else
+          session_.discard(e->stream_id);  // nobody reads it: give the window back
+        break;
+      case h2::EventKind::Trailers:
+        if (s) s->on_trailers(e->fields);
+        break;
+      case h2::EventKind::EndStream:
+        if (s) s->on_end();
+        break;
+      case h2::EventKind::Reset:
+        if (s) s->on_gone();
+        break;
+      case h2::EventKind::Closed:
+        if (s)
+          s->on_closed();
+        else
+          session_.discard(e->stream_id);
+        break;
+      case h2::EventKind::Writable:
+        if (s) s->on_writable();
+        break;
+      case h2::EventKind::GoawaySent:
+        if (e->code != static_cast<std::uint32_t>(h2::ErrorCode::NoError))
+          log::error_log().info("HTTP/2 client {}: GOAWAY sent ({}): {}",
+                                owner_.client_addr().to_string(), e->code, session_.last_error());
+        break;
+      case h2::EventKind::Rejected:
+        log::error_log().info("HTTP/2 client {}: stream {}: header list over {} bytes, answered {}",
+                              owner_.client_addr().to_string(), e->stream_id,
+                              opts_.h2.max_header_list_size, e->code);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+task<void> H2Connection::writer() {
+  for (;;) {
+    std::string_view out = session_.pending_output();
+    dispatch();  // sending data may have made room in stream buffers (Writable)
+    if (out.empty()) {
+      if (aborted_ || (reading_done_ && streams_.empty())) break;
+      if (!reading_done_ && !session_.want_read()) {
+        // A GOAWAY ended the session (an error, or a drain that completed) and is written: the
+        // reader stops waiting for bytes nobody will process.
+        error_code ignored;
+        sock_.cancel(ignored);
+      }
+      co_await wait_on(write_sig_, milliseconds(0));
+      continue;
+    }
+    wd_.arm(Watchdog::DsWrite, opts_.write_timeout, &cancel_tcp, &sock_);
+    error_code ec;
+    std::size_t n = 0;
+    if (tls_)
+      n = co_await asio::async_write(*tls_, asio::buffer(out.data(), out.size()),
+                                     asio::redirect_error(asio::use_awaitable, ec));
+    else
+      n = co_await asio::async_write(sock_, asio::buffer(out.data(), out.size()),
+                                     asio::redirect_error(asio::use_awaitable, ec));
+    wd_.disarm(Watchdog::DsWrite);
+    if (ec) {
+      write_failed_ = true;
+      error_code ignored;
+      sock_.cancel(ignored);  // the reader stops too
+      break;
+    }
+    session_.consume_output(n);
+  }
+}
+
+task<void> H2Connection::run() {
+  writer_running_ = true;
+  asio::co_spawn(sock_.get_executor(), writer(), [this](std::exception_ptr) {
+    writer_running_ = false;
+    done_sig_.cancel();
+  });
+  bool ok_so_far = true;
+  if (!initial_.empty()) {
+    auto r = session_.feed(initial_);
+    initial_.clear();
+    dispatch();
+    kick();
+    ok_so_far = r.has_value();
+  }
+  std::unique_ptr<char[]> buf(new char[kReadBuffer]);
+  while (ok_so_far && !aborted_ && !write_failed_ && session_.want_read()) {
+    // A connection without streams may idle for the keep-alive time (the drain grace when
+    // draining); one with streams waits as long as they do (each has its own timeouts).
+    milliseconds timeout{0};
+    if (streams_.empty()) timeout = draining_ ? kDrainGrace : opts_.keepalive_timeout;
+    wd_.arm(Watchdog::DsRead, timeout, &cancel_tcp, &sock_);
+    error_code ec;
+    std::size_t n = 0;
+    if (tls_)
+      n = co_await tls_->async_read_some(asio::buffer(buf.get(), kReadBuffer),
+                                         asio::redirect_error(asio::use_awaitable, ec));
+    else
+      n = co_await sock_.async_read_some(asio::buffer(buf.get(), kReadBuffer),
+                                         asio::redirect_error(asio::use_awaitable, ec));
+    const bool idle_out = wd_.expired(Watchdog::DsRead);
+    wd_.disarm(Watchdog::DsRead);
+    if (idle_out && streams_.empty()) {
+      // Idle (or drained): say goodbye properly.
+      session_.terminate(h2::ErrorCode::NoError);
+      break;
+    }
+    if (ec || n == 0) break;
+    auto r = session_.feed(std::string_view(buf.get(), n));
+    dispatch();
+    kick();
+    if (!r) {
+      log::error_log().info("HTTP/2 client {}: {}", owner_.client_addr().to_string(),
+                            r.error().to_string());
+      break;
+    }
+  }
+  buf.reset();
+  reading_done_ = true;
+  // Whatever is still running lost its client (or the session ended).
+  for (auto& [id, s] : streams_) s->on_gone();
+  kick();
+  while (!streams_.empty() || writer_running_) co_await wait_on(done_sig_, milliseconds(0));
+}
+
+}  // namespace portico::detail

@@ -1,0 +1,273 @@
+#include "proxy/request.hpp"
+
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "core/log.hpp"
+#include "observe/proxy_observer.hpp"
+
+namespace portico::detail {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using std::chrono::milliseconds;
+
+std::size_t frame_body(const std::vector<std::string_view>& pieces, bool chunked, bool end,
+                       const HeaderMap* trailers, std::string& frame,
+                       std::vector<asio::const_buffer>& iov) {
+  frame.clear();
+  if (chunked) {
+    frame.reserve(pieces.size() * 20 + 64 +
+                  (trailers ? trailers->byte_size() + 4 * trailers->size() : 0));
+    for (auto p : pieces)
+      if (!p.empty()) http1::append_chunk_size(p.size(), frame);
+    if (end) http1::append_last_chunk(trailers, frame);
+  }
+  std::size_t body = 0;
+  std::size_t off = 0;
+  for (auto p : pieces) {
+    if (p.empty()) continue;
+    body += p.size();
+    if (chunked) {
+      std::size_t line = frame.find('\n', off) + 1;
+      iov.emplace_back(frame.data() + off, line - off);
+      off = line;
+    }
+    iov.emplace_back(p.data(), p.size());
+    if (chunked) iov.emplace_back("\r\n", 2);
+  }
+  if (chunked && end) iov.emplace_back(frame.data() + off, frame.size() - off);
+  return body;
+}
+
+
+ProxyRequest::ProxyRequest(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,
+                           const asio::any_io_executor& ex)
+    : svc_(svc),
+      app_(svc.app()),
+      opts_(svc.options()),
+      hooks_(svc.hooks()),
+      state_(state),
+      worker_(w),
+      obs_(svc.observer()),
+      wd_(std::make_shared<Watchdog>(ex)),
+      pump_timer_(ex) {
+  const std::size_t align = app_.ctx_align() < alignof(std::max_align_t) ? alignof(std::max_align_t)
+                                                                         : app_.ctx_align();
+  ctx_mem_.reset(new std::byte[app_.ctx_size() + align]);
+  void* p = ctx_mem_.get();
+  std::size_t space = app_.ctx_size() + align;
+  ctx_ = std::align(app_.ctx_align(), app_.ctx_size(), p, space);
+}
+
+ProxyRequest::~ProxyRequest() {
+  // A request cut short (its coroutine frames destroyed while suspended) still ends its context:
+  // what the context holds (in-flight counts, buffers, handles) is released.
+  drop_ctx();
+  wd_->close();
+}
+
+void ProxyRequest::build_ctx() {
+  app_.construct_ctx(ctx_);
+  ctx_live_ = true;
+}
+
+void ProxyRequest::drop_ctx() noexcept {
+  if (!ctx_live_) return;
+  ctx_live_ = false;
+  app_.destroy_ctx(ctx_);
+}
+
+void ProxyRequest::log_failure(const Error& e, std::uint16_t status) {
+  auto& l = log::error_log();
+  const auto level = status == 0 ? spdlog::level::info : spdlog::level::err;
+  l.log(level, "Fail to proxy: {}, status: {}, tries: {}, {}", e.to_string(), status, retries_ + 1,
+        request_summary());
+}
+
+
+void ProxyRequest::begin_request() {
+  start_ = clock::now();
+  retries_ = 0;
+  failed_peers_.clear();
+  peer_.reset();
+  upstream_reused_ = false;
+  client_gone_ = false;
+  resp_status_ = 0;
+  body_sent_ = body_received_ = head_sent_ = 0;
+  attempt_at_ = connected_at_ = resp_head_at_ = {};
+  tunnel_ = false;
+  req_body_started_ = false;
+  replay_.clear();
+  replay_truncated_ = false;
+}
+
+task<void> ProxyRequest::serve_request() {
+  if (opts_.request_timeout.count() > 0)
+    wd_->arm(Watchdog::Total, opts_.request_timeout, &ProxyRequest::expire_request, this);
+  std::string panic;
+  bool ctx_built = false;
+  Result<void> r;
+  try {
+    build_ctx();
+    ctx_built = true;
+    if (connect_ && !opts_.allow_connect_method) {
+      r = Error::http_status(405, "CONNECT is not allowed");
+    } else {
+      r = co_await run_phases();
+    }
+  } catch (const std::exception& x) {
+    panic = x.what();
+  } catch (...) {
+    panic = "unknown exception";
+  }
+  if (!panic.empty() || !ctx_built) {
+    r = Error::internal(ErrorType::HookPanic, "hook threw: " + panic);
+  }
+  if (!ctx_built) {
+    log::error_log().error("new_ctx threw: {}, {}", panic, request_summary());
+    wd_->disarm(Watchdog::Total);
+    if (!response_written()) co_await respond_error(500);
+    keepalive_ = false;
+    co_return;
+  }
+  if (!r) {
+    const Error& e = r.error();
+    FailToProxy f;
+    std::string panic2;
+    try {
+      f = co_await app_.e_fail_to_proxy(*this, e, ctx_);
+    } catch (const std::exception& x) {
+      panic2 = x.what();
+    } catch (...) {
+      panic2 = "unknown exception";
+    }
+    if (!panic2.empty()) {
+      log::error_log().error("fail_to_proxy threw: {}", panic2);
+      if (!response_written()) co_await respond_error(500);
+      f = FailToProxy{500, false};
+    }
+    bool suppress = false;
+    try {
+      suppress = app_.e_suppress_error_log(*this, ctx_, e);
+    } catch (...) {
+    }
+    if (!suppress) log_failure(e, f.error_code);
+    if (!f.can_reuse_downstream) keepalive_ = false;
+  }
+  if (!req_body_done_) keepalive_ = false;
+  Error final_error;
+  if (!r) final_error = r.error();
+  co_await finish_request(r ? nullptr : &final_error);
+}
+
+void ProxyRequest::expire_request(void* self) {
+  // The whole-request deadline passed: stop whatever I/O the request is waiting for. Each I/O
+  // step reports the expiry as its own timeout (504 upstream, a closed connection downstream).
+  auto* c = static_cast<ProxyRequest*>(self);
+  c->cancel_downstream();
+  error_code ec;
+  if (c->current_up_) c->current_up_->sock.cancel(ec);
+}
+
+task<void> ProxyRequest::finish_request(const Error* err) {
+  wd_->disarm(Watchdog::Total);
+  try {
+    if (has(kLogging)) co_await app_.e_logging(*this, err, ctx_);
+  } catch (const std::exception& x) {
+    log::error_log().error("logging hook threw: {}, {}", x.what(), request_summary());
+  } catch (...) {
+    log::error_log().error("logging hook threw, {}", request_summary());
+  }
+  obs_->request_done(*this, err);
+  drop_ctx();
+}
+
+task<Result<void>> ProxyRequest::run_phases() {
+  if (has(kEarlyRequestFilter))
+    if (auto r = co_await app_.e_early_request_filter(*this, ctx_); !r) co_return r.error();
+  if (has(kRequestFilter)) {
+    auto r = co_await app_.e_request_filter(*this, ctx_);
+    if (!r) co_return r.error();
+    if (*r) {
+      if (!response_written()) keepalive_ = false;  // nothing framed the exchange
+      co_return ok();
+    }
+  }
+  if (has(kProxyUpstreamFilter)) {
+    auto r = co_await app_.e_proxy_upstream_filter(*this, ctx_);
+    if (!r) co_return r.error();
+    if (!*r) {
+      if (!response_written()) co_await respond_error(502);
+      co_return ok();
+    }
+  }
+  // A failed attempt that may be retried: log it, remember its peer, go round again.
+  auto retrying = [this](const Error& e) {
+    log::error_log().warn("Fail to proxy: {}, tries: {}, retry: true, {}", e.to_string(),
+                          retries_ + 1, request_summary());
+    obs_->upstream_attempt_failed(e);
+    failed_peers_.push_back(peer_);
+    ++retries_;
+  };
+  for (;;) {
+    auto pr = co_await app_.e_upstream_peer(*this, ctx_);
+    if (!pr) co_return pr.error();
+    if (!*pr) co_return Error::upstream(ErrorType::ConnectNoRoute, "upstream_peer returned no peer");
+    peer_ = std::move(*pr);
+    attempt_at_ = clock::now();
+    connected_at_ = {};
+    const HttpPeer& peer = *peer_;
+    const std::uint64_t key = peer.reuse_hash();
+    const bool speaks_for_client = peer.options.proxy_protocol != ProxyProtocol::None;
+    UpstreamConnPtr conn;
+    if (speaks_for_client) {
+      if (private_up_ && private_up_->key == key &&
+          std::chrono::steady_clock::now() - private_up_->idle_since < private_up_->idle_timeout) {
+        conn = std::move(private_up_);
+        state_.pool->reused(key);
+      }
+      private_up_.reset();
+    } else {
+      conn = state_.pool->take(key);
+      if (!conn) conn = co_await state_.pool->take_remote(peer, key);
+    }
+    const bool reused = conn != nullptr;
+    upstream_reused_ = reused;
+    if (!conn) {
+      std::string preamble;
+      if (speaks_for_client)
+        preamble = proxy_protocol_header(peer.options.proxy_protocol, client_addr_, server_addr_);
+      auto c = co_await connect_upstream(peer, *wd_, upstream_parser_limits(opts_), preamble,
+                                         state_.client_tls, key);
+      if (!c) {
+        Error e = app_.e_fail_to_connect(*this, peer, ctx_, std::move(c.error()));
+        e.set_source(ErrorSource::Upstream);
+        if (e.retry() && retries_ < opts_.max_retries) {
+          retrying(e);
+          continue;
+        }
+        co_return e;
+      }
+      conn = std::move(*c);
+      state_.pool->opened(peer, key);
+    }
+    connected_at_ = clock::now();
+    bool response_started = false;
+    auto r = co_await proxy_attempt(conn, reused, response_started);
+    if (r) {
+      co_return ok();
+    }
+    Error e = app_.e_error_while_proxy(peer, *this, std::move(r.error()), ctx_, reused);
+    const bool replayable = !response_started && !response_written() &&
+                            !(req_body_started_ && replay_truncated_);
+    if (e.retry() && replayable && retries_ < opts_.max_retries) {
+      retrying(e);
+      continue;
+    }
+    co_return e;
+  }
+}
+
+
+}  // namespace portico::detail

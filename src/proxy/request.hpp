@@ -1,0 +1,166 @@
+// ProxyRequest: one downstream request and the proxy pipeline that serves it, whatever the
+// protocol of the client connection.
+//
+// The pipeline (hooks, upstream selection, retries, the upstream exchange, the concurrent
+// request-body pump) lives here once. A downstream protocol derives from it and provides the
+// client side: how a response head and body are framed and sent, how the request body is read,
+// how a client that goes away is noticed. H1Connection serves one request at a time on its
+// connection; H2Stream is one stream of an HTTP/2 connection.
+#pragma once
+
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <portico/proxy/proxy_http.hpp>
+#include <portico/proxy/service.hpp>
+
+#include "core/watchdog.hpp"
+#include "http1/codec.hpp"
+#include "server/worker.hpp"
+#include "upstream/connection.hpp"
+
+namespace portico::detail {
+
+struct ServiceWorkerState;
+
+/// Appends to `iov` the buffers that send `pieces` as a body: raw, or as chunks followed (when
+/// `end`) by the last chunk and `trailers`. Chunk-size lines are written to `frame` first, so
+/// the buffers point into a string that does not grow afterwards. Returns the body bytes.
+std::size_t frame_body(const std::vector<std::string_view>& pieces, bool chunked, bool end,
+                       const HeaderMap* trailers, std::string& frame,
+                       std::vector<boost::asio::const_buffer>& iov);
+
+/// How strictly upstream responses are parsed.
+inline http1::ParserLimits upstream_parser_limits(const HttpServerOptions& o) {
+  return {o.max_response_header_bytes, o.max_response_header_count, o.max_request_target_bytes};
+}
+
+/// Per-service state owned by one worker.
+struct ServiceWorkerState final : WorkerState {
+  ServiceWorkerState(std::shared_ptr<Pool> p, std::shared_ptr<ClientTls> tls)
+      : pool(std::move(p)), client_tls(std::move(tls)) {}
+  void drain() noexcept override { pool->drain(); }
+  std::shared_ptr<Pool> pool;
+  std::shared_ptr<ClientTls> client_tls;  // the service's, shared by its workers
+};
+
+class ProxyRequest : public Session {
+ public:
+  ProxyRequest(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,
+               const boost::asio::any_io_executor& ex);
+  ~ProxyRequest() override;
+
+ protected:
+  // -- the client side, per protocol ------------------------------------------------------------
+  /// Decides the framing of a response about to be sent and prepares its head; it goes out with
+  /// the next ds_send. Records the status and time of a final response.
+  virtual void ds_prepare_head(ResponseHeader& h, bool bodyless) = 0;
+  /// A prepared head has not been sent yet.
+  virtual bool ds_head_pending() const noexcept = 0;
+  /// Forgets a prepared head that was not sent (an error is answered instead).
+  virtual void ds_drop_head() noexcept = 0;
+  /// Sends the pending head (if any) and body pieces; `end` ends the response (with trailers).
+  virtual task<Result<void>> ds_send(const std::vector<std::string_view>& pieces, bool end,
+                                     const HeaderMap* trailers) = 0;
+  /// Relays an interim (1xx) response.
+  virtual task<Result<void>> ds_interim(ResponseHeader& h) = 0;
+  /// The next part of the request body: `spans` stay valid until the next call; `end` when the
+  /// body is complete (the spans may still carry its last bytes).
+  virtual task<Result<void>> ds_read_body(std::vector<std::string_view>& spans, bool& end) = 0;
+  /// The request's trailer section, once the body is complete (null when none).
+  virtual const HeaderMap* ds_request_trailers() noexcept = 0;
+  /// Watches for the client going away while the response head is awaited (and the request
+  /// body is not being read); a client that leaves sets client_gone_ and cancels the upstream.
+  virtual void watch_client() {}
+  virtual void unwatch_client() noexcept {}
+  /// A CONNECT tunnel (`upgrade` null) or a switched protocol (`upgrade`: the Upgrade value):
+  /// sends the client its answer, then relays bytes both ways until one side closes.
+  virtual task<Result<void>> ds_tunnel(UpstreamConn& up, const std::string* upgrade) = 0;
+  /// The whole-request deadline passed: stop the client-side I/O the request waits for.
+  virtual void cancel_downstream() noexcept = 0;
+
+  // -- the pipeline -----------------------------------------------------------------------------
+  /// Resets the per-request fields; the protocol then fills req_ and the request flags.
+  void begin_request();
+  /// Runs the request whose head is in req_: context, phases, fail_to_proxy, logging.
+  task<void> serve_request();
+  task<void> finish_request(const Error* err);
+  void build_ctx();
+  void drop_ctx() noexcept;
+  task<Result<void>> run_phases();
+  task<Result<void>> proxy_attempt(UpstreamConnPtr& conn, bool reused, bool& response_started);
+  task<Result<void>> attempt_inner(UpstreamConn& up, bool& response_started);
+  task<Result<void>> pump_request_body(UpstreamConn& up);
+  /// Frames and writes req_chunks_[0, n) upstream; `end` adds the last chunk and trailers.
+  task<Result<void>> us_send_body(UpstreamConn& up, std::size_t n, bool end);
+  task<Result<void>> us_write(UpstreamConn& up, const std::vector<boost::asio::const_buffer>& b);
+  /// Reads from the upstream; a zero timeout means the peer's read_timeout.
+  task<Result<std::size_t>> us_read(UpstreamConn& up, std::chrono::milliseconds timeout = {});
+  /// Runs `t` beside the current coroutine (request body or tunnel direction); see proxy_attempt.
+  /// `cancel` runs when `t` fails, to unblock the other direction.
+  void start_side(task<Result<void>> t, void (*cancel)(void*), void* arg);
+  static void expire_request(void* self);
+  void log_failure(const Error& e, std::uint16_t status);
+  /// Records one request body part read from the client: the replay copy for a retry and the
+  /// request body filter; `n` spans of `spans`, then the end when `end`. The filtered chunks are
+  /// req_chunks_[0, n + end).
+  Result<void> filter_request_body(const std::vector<std::string_view>& spans, bool end);
+
+  HttpProxyService& svc_;
+  detail::ProxyHttpErased& app_;
+  const HttpServerOptions& opts_;
+  const std::uint32_t hooks_;  // the coroutine hooks the proxy overrides
+  bool has(HookBit b) const noexcept { return (hooks_ & b) != 0; }
+  ServiceWorkerState& state_;
+  Worker& worker_;
+  std::shared_ptr<ProxyObserver> obs_;  // metrics and access log of the service
+  std::shared_ptr<Watchdog> wd_;
+  std::vector<BodyChunk> chunks_;
+  std::vector<std::string_view> pieces_;
+
+  // per request
+  void* ctx_ = nullptr;
+  std::unique_ptr<std::byte[]> ctx_mem_;
+  // A context is constructed in ctx_mem_ and not destroyed yet: finish_request destroys it, or
+  // the destructor when the request is torn down midway (shutdown, grace period over).
+  bool ctx_live_ = false;
+  RequestHeader up_req_;
+  ResponseHeader resp_;
+  bool req_has_body_ = false;
+  bool req_body_done_ = true;
+  bool req_body_started_ = false;
+  bool head_request_ = false;
+  bool connect_ = false;
+  bool upgrade_ = false;
+  bool tunnel_ = false;
+  bool awaiting_head_ = false;
+  bool client_gone_ = false;
+  UpstreamConn* current_up_ = nullptr;  // the upstream connection of the running attempt
+  // An upstream connection that speaks for this client only (PROXY protocol): kept here for
+  // the client's next request instead of in the shared pool.
+  UpstreamConnPtr private_up_;
+
+  // the concurrent request-body pump of the current attempt
+  boost::asio::steady_timer pump_timer_;
+  boost::asio::cancellation_signal pump_cancel_;
+  bool pump_running_ = false;
+  Result<void> pump_result_;
+  std::exception_ptr pump_exception_;
+  std::string us_frame_;
+  std::vector<boost::asio::const_buffer> us_iov_;
+  std::vector<BodyChunk> req_chunks_;
+  std::vector<std::string_view> us_pieces_;
+  std::vector<std::string_view> body_spans_;
+  std::string replay_;  // request body bytes read so far, for a retry
+  bool replay_truncated_ = false;
+};
+
+}  // namespace portico::detail
