@@ -55,7 +55,8 @@ int main(int argc, char** argv) {
   ServerConfig& cfg = cli.config();  // the defaults, then -c FILE, then the flags bound to it
   std::string listen;
   std::vector<std::string> upstreams, certs, keys;
-  bool self_test = false, upstream_tls = false, no_verify = false;
+  bool self_test = false, upstream_tls = false, no_verify = false, upstream_h2 = false,
+       upstream_h2_prefer = false;
   std::string upstream_sni;
   PeerOptions peer_opts;
   cli.add_option("--listen", listen,
@@ -77,6 +78,10 @@ int main(int argc, char** argv) {
                   "SNI sent to TLS upstreams, and the name verified")
       .add_option("--ca", cfg.ca_file, "CA bundle TLS upstreams are verified against")
       .add_flag("--no-verify", no_verify, "Do not verify TLS upstreams")
+      .add_flag("--upstream-h2", upstream_h2,
+                "Speak HTTP/2 to the upstreams (ALPN h2 over TLS, prior knowledge on plain text)")
+      .add_flag("--upstream-h2-prefer", upstream_h2_prefer,
+                "Offer h2 and http/1.1 to TLS upstreams and speak what they choose")
       .add_flag("--h2c", cfg.http.h2c,
                 "Accept HTTP/2 with prior knowledge on plain listeners (TLS offers h2 anyway)")
       .add_flag("--self-test", self_test, "Start, proxy two requests to an embedded origin, exit");
@@ -96,6 +101,8 @@ int main(int argc, char** argv) {
   }
   peer_opts.ca_file = default_peer_options(cfg).ca_file;
   if (no_verify) peer_opts.verify_cert = peer_opts.verify_hostname = false;
+  if (upstream_h2) peer_opts.alpn = Alpn::H2;
+  else if (upstream_h2_prefer) peer_opts.alpn = Alpn::H2H1;
   std::vector<HttpPeerPtr> peers;
   for (const auto& u : upstreams) {
     auto addr = SocketAddr::parse(u);

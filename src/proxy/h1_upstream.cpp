@@ -46,10 +46,7 @@ void H1Connection::watch_client() {
                         c->client_watch_.reset();
                         if (!ec && n > 0) return;
                         c->client_gone_ = true;
-                        if (c->current_up_) {
-                          error_code ignored;
-                          c->current_up_->sock.cancel(ignored);
-                        }
+                        c->cancel_upstream_io();
                       });
 }
 
@@ -65,6 +62,9 @@ void H1Connection::unwatch_client() noexcept {
 // one attempt on one upstream connection
 
 task<Result<void>> ProxyRequest::us_write(UpstreamConn& up, const std::vector<asio::const_buffer>& b) {
+  // An HTTP/2 client may reset its stream at any moment; a cancel only stops an operation that
+  // is pending, so look before starting one.
+  if (client_gone_) co_return Error::downstream(ErrorType::ConnectionClosed, "the client went away");
   wd_->arm(Watchdog::UsWrite, peer_->options.write_timeout, &cancel_stream, &up.sock);
   error_code ec;
   // (Not a conditional expression: GCC 12 destroys temporaries of a co_await in one twice.)
@@ -84,6 +84,7 @@ task<Result<void>> ProxyRequest::us_write(UpstreamConn& up, const std::vector<as
 }
 
 task<Result<std::size_t>> ProxyRequest::us_read(UpstreamConn& up, milliseconds timeout) {
+  if (client_gone_) co_return Error::downstream(ErrorType::ConnectionClosed, "the client went away");
   if (up.buf.empty()) up.buf.resize(opts_.body_buffer_bytes);
   up.begin = up.end = 0;
   wd_->arm(Watchdog::UsRead, timeout.count() ? timeout : peer_->options.read_timeout,
@@ -108,6 +109,11 @@ task<Result<std::size_t>> ProxyRequest::us_read(UpstreamConn& up, milliseconds t
 task<Result<void>> ProxyRequest::proxy_attempt(UpstreamConnPtr& conn, bool reused,
                                                bool& response_started) {
   UpstreamConn& up = *conn;
+  if (client_gone_) {
+    // The client left while the connection was being set up (an HTTP/2 stream reset).
+    if (peer_->options.proxy_protocol == ProxyProtocol::None) state_.pool->put(std::move(conn));
+    co_return Error::downstream(ErrorType::ConnectionClosed, "the client left before the request was sent");
+  }
   current_up_ = &up;
   pump_running_ = false;
   pump_exception_ = nullptr;

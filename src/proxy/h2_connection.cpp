@@ -9,6 +9,7 @@
 
 #include "core/log.hpp"
 #include "http2/translate.hpp"
+#include "proxy/h2_upstream.hpp"
 
 namespace portico::detail {
 
@@ -23,23 +24,6 @@ constexpr std::size_t kReadBuffer = 16 * 1024;
 constexpr milliseconds kDrainGrace{1000};
 
 void cancel_tcp(void* s) { static_cast<asio::ip::tcp::socket*>(s)->cancel(); }
-
-enum class Wake : std::uint8_t { Notified, TimedOut, Cancelled };
-
-/// Waits on `t` (whose cancel() is the notification) for at most `timeout` (0: no limit).
-task<Wake> wait_on(asio::steady_timer& t, milliseconds timeout) {
-  if (timeout.count() > 0)
-    t.expires_after(timeout);
-  else
-    t.expires_at(asio::steady_timer::time_point::max());
-  error_code ec;
-  co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  // A terminal cancellation of the coroutine (the request body pump being stopped) also ends
-  // the wait with operation_aborted: tell it apart from a notification.
-  auto cs = co_await asio::this_coro::cancellation_state;
-  if (cs.cancelled() != asio::cancellation_type::none) co_return Wake::Cancelled;
-  co_return ec ? Wake::Notified : Wake::TimedOut;
-}
 
 task<void> run_stream(std::unique_ptr<H2Stream> s, HeaderMap fields, bool end_stream) {
   // This frame owns the stream: it lives exactly as long as the coroutines that use it.
@@ -93,6 +77,12 @@ Error H2Stream::gone_error() const {
 }
 
 task<void> H2Stream::run(HeaderMap fields, bool end_stream) {
+  if (gone_) {
+    // Reset by the client before it started (HEADERS and RST_STREAM together): nothing to
+    // answer and nobody to answer it to. The session counts it against the rapid reset limit.
+    conn_.session_.discard(id_);
+    co_return;
+  }
   begin_request();
   client_gone_ = gone_;
   keepalive_ = true;
@@ -297,8 +287,7 @@ void H2Stream::on_gone() noexcept {
   if (gone_) return;
   gone_ = true;
   client_gone_ = true;
-  error_code ec;
-  if (current_up_) current_up_->sock.cancel(ec);
+  cancel_upstream_io();
   rd_sig_.cancel();
   wr_sig_.cancel();
 }
@@ -371,7 +360,10 @@ void H2Connection::stream_done(std::int32_t id) {
   streams_.erase(id);
   if (streams_.empty()) {
     done_sig_.cancel();
-    if (draining_) wd_.arm(Watchdog::DsRead, kDrainGrace, &cancel_tcp, &sock_);
+    // The reader waits without a deadline while streams run: idle from now on.
+    if (!reading_done_)
+      wd_.arm(Watchdog::DsRead, draining_ ? kDrainGrace : opts_.keepalive_timeout, &cancel_tcp,
+              &sock_);
   }
   kick();
 }

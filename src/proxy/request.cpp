@@ -5,6 +5,8 @@
 
 #include "core/log.hpp"
 #include "observe/proxy_observer.hpp"
+#include "proxy/h2_connection.hpp"
+#include "proxy/h2_upstream.hpp"
 
 namespace portico::detail {
 
@@ -40,6 +42,16 @@ std::size_t frame_body(const std::vector<std::string_view>& pieces, bool chunked
   return body;
 }
 
+
+ServiceWorkerState::ServiceWorkerState(std::shared_ptr<Pool> p, std::shared_ptr<ClientTls> tls)
+    : pool(std::move(p)), client_tls(std::move(tls)), h2(std::make_unique<H2Upstream>()) {}
+
+ServiceWorkerState::~ServiceWorkerState() = default;
+
+void ServiceWorkerState::drain() noexcept {
+  pool->drain();
+  h2->drain();
+}
 
 ProxyRequest::ProxyRequest(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,
                            const asio::any_io_executor& ex)
@@ -166,8 +178,7 @@ void ProxyRequest::expire_request(void* self) {
   // step reports the expiry as its own timeout (504 upstream, a closed connection downstream).
   auto* c = static_cast<ProxyRequest*>(self);
   c->cancel_downstream();
-  error_code ec;
-  if (c->current_up_) c->current_up_->sock.cancel(ec);
+  c->cancel_upstream_io();
 }
 
 task<void> ProxyRequest::finish_request(const Error* err) {
@@ -220,8 +231,24 @@ task<Result<void>> ProxyRequest::run_phases() {
     const HttpPeer& peer = *peer_;
     const std::uint64_t key = peer.reuse_hash();
     const bool speaks_for_client = peer.options.proxy_protocol != ProxyProtocol::None;
+    // HTTP/2 (or h2 preferred) peers share multiplexed sessions; a PROXY protocol connection
+    // speaks for one client, so it stays HTTP/1.1.
+    const bool h2_peer = peer.options.alpn != Alpn::H1 && !speaks_for_client &&
+                         (peer.tls || peer.options.alpn == Alpn::H2);
+    std::shared_ptr<H2UpConn> h2s;
     UpstreamConnPtr conn;
-    if (speaks_for_client) {
+    if (h2_peer) {
+      h2s = state_.h2->find(key);
+      if (!h2s) {
+        // Another request is opening a session for this peer: share it rather than open one
+        // connection per request of a burst.
+        if (auto pending = state_.h2->connecting(key)) {
+          co_await wait_on(pending->done, peer.options.connection_timeout);
+          h2s = state_.h2->find(key);
+        }
+      }
+      if (!h2s && peer.options.alpn == Alpn::H2H1) conn = state_.pool->take(key);
+    } else if (speaks_for_client) {
       if (private_up_ && private_up_->key == key &&
           std::chrono::steady_clock::now() - private_up_->idle_since < private_up_->idle_timeout) {
         conn = std::move(private_up_);
@@ -232,15 +259,30 @@ task<Result<void>> ProxyRequest::run_phases() {
       conn = state_.pool->take(key);
       if (!conn) conn = co_await state_.pool->take_remote(peer, key);
     }
-    const bool reused = conn != nullptr;
+    const bool reused = conn != nullptr || h2s != nullptr;
     upstream_reused_ = reused;
-    if (!conn) {
+    if (h2s) state_.pool->reused(key);
+    if (!conn && !h2s) {
       std::string preamble;
       if (speaks_for_client)
         preamble = proxy_protocol_header(peer.options.proxy_protocol, client_addr_, server_addr_);
+      std::shared_ptr<H2Upstream::Pending> pending;
+      if (h2_peer) pending = state_.h2->begin_connect(key, pump_timer_.get_executor());
       auto c = co_await connect_upstream(peer, *wd_, upstream_parser_limits(opts_), preamble,
                                          state_.client_tls, key);
-      if (!c) {
+      if (c && h2_peer && (peer.tls ? negotiated_alpn(**c) == "h2" : true)) {
+        h2::Settings hs = h2_settings(opts_.h2, false);
+        hs.max_outbound_streams = peer.options.max_h2_streams;
+        h2s = std::make_shared<H2UpConn>(std::move(*c), hs, key, peer.options.idle_timeout,
+                                         peer.options.write_timeout);
+        h2s->start();
+        state_.h2->add(h2s);
+      } else if (c && h2_peer && peer.options.alpn == Alpn::H2) {
+        c = Error::upstream(ErrorType::H2Error,
+                            "the upstream did not agree to HTTP/2 (ALPN: \"" + negotiated_alpn(**c) + "\")");
+      }
+      if (pending) state_.h2->end_connect(key);
+      if (!c && !h2s) {
         Error e = app_.e_fail_to_connect(*this, peer, ctx_, std::move(c.error()));
         e.set_source(ErrorSource::Upstream);
         if (e.retry() && retries_ < opts_.max_retries) {
@@ -249,12 +291,16 @@ task<Result<void>> ProxyRequest::run_phases() {
         }
         co_return e;
       }
-      conn = std::move(*c);
+      if (!h2s) conn = std::move(*c);
       state_.pool->opened(peer, key);
     }
     connected_at_ = clock::now();
     bool response_started = false;
-    auto r = co_await proxy_attempt(conn, reused, response_started);
+    Result<void> r;
+    if (h2s)
+      r = co_await h2_attempt(std::move(h2s), reused, response_started);
+    else
+      r = co_await proxy_attempt(conn, reused, response_started);
     if (r) {
       co_return ok();
     }

@@ -30,6 +30,9 @@
 namespace portico::detail {
 
 struct ServiceWorkerState;
+class H2UpConn;
+class H2Upstream;
+struct H2Call;
 
 /// Appends to `iov` the buffers that send `pieces` as a body: raw, or as chunks followed (when
 /// `end`) by the last chunk and `trailers`. Chunk-size lines are written to `frame` first, so
@@ -45,11 +48,12 @@ inline http1::ParserLimits upstream_parser_limits(const HttpServerOptions& o) {
 
 /// Per-service state owned by one worker.
 struct ServiceWorkerState final : WorkerState {
-  ServiceWorkerState(std::shared_ptr<Pool> p, std::shared_ptr<ClientTls> tls)
-      : pool(std::move(p)), client_tls(std::move(tls)) {}
-  void drain() noexcept override { pool->drain(); }
+  ServiceWorkerState(std::shared_ptr<Pool> p, std::shared_ptr<ClientTls> tls);
+  ~ServiceWorkerState() override;
+  void drain() noexcept override;
   std::shared_ptr<Pool> pool;
   std::shared_ptr<ClientTls> client_tls;  // the service's, shared by its workers
+  std::unique_ptr<H2Upstream> h2;         // multiplexed HTTP/2 upstream sessions
 };
 
 class ProxyRequest : public Session {
@@ -99,6 +103,13 @@ class ProxyRequest : public Session {
   task<Result<void>> proxy_attempt(UpstreamConnPtr& conn, bool reused, bool& response_started);
   task<Result<void>> attempt_inner(UpstreamConn& up, bool& response_started);
   task<Result<void>> pump_request_body(UpstreamConn& up);
+  /// The attempt over a stream of a multiplexed HTTP/2 upstream session (h2_upstream.cpp).
+  task<Result<void>> h2_attempt(std::shared_ptr<H2UpConn> up, bool reused, bool& response_started);
+  task<Result<void>> h2_exchange(H2UpConn& up, H2Call& call, bool reused, bool& response_started,
+                                 bool& reserved);
+  task<Result<void>> h2_pump_body(H2UpConn& up, H2Call& call);
+  /// Stops the upstream I/O the attempt waits for (client gone, request deadline).
+  void cancel_upstream_io() noexcept;
   /// Frames and writes req_chunks_[0, n) upstream; `end` adds the last chunk and trailers.
   task<Result<void>> us_send_body(UpstreamConn& up, std::size_t n, bool end);
   task<Result<void>> us_write(UpstreamConn& up, const std::vector<boost::asio::const_buffer>& b);
@@ -144,6 +155,7 @@ class ProxyRequest : public Session {
   bool awaiting_head_ = false;
   bool client_gone_ = false;
   UpstreamConn* current_up_ = nullptr;  // the upstream connection of the running attempt
+  H2Call* current_call_ = nullptr;      // or its HTTP/2 upstream stream
   // An upstream connection that speaks for this client only (PROXY protocol): kept here for
   // the client's next request instead of in the shared pool.
   UpstreamConnPtr private_up_;

@@ -96,8 +96,21 @@ Result<SSL*> ClientTls::new_ssl(const HttpPeer& peer, std::uint64_t key) {
       return Error::internal(ErrorType::InvalidCert, "cannot verify against host name " + host);
     }
   }
+  // ALPN: what the peer is asked to speak (PeerOptions::alpn).
   static const unsigned char kH1[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
-  SSL_set_alpn_protos(ssl, kH1, sizeof kH1);
+  static const unsigned char kH2[] = {2, 'h', '2'};
+  static const unsigned char kH2H1[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  switch (peer.options.alpn) {
+    case Alpn::H1:
+      SSL_set_alpn_protos(ssl, kH1, sizeof kH1);
+      break;
+    case Alpn::H2:
+      SSL_set_alpn_protos(ssl, kH2, sizeof kH2);
+      break;
+    case Alpn::H2H1:
+      SSL_set_alpn_protos(ssl, kH2H1, sizeof kH2H1);
+      break;
+  }
   SSL_set_ex_data(ssl, key_index(), reinterpret_cast<void*>(static_cast<std::uintptr_t>(key)));
   SSL_set_ex_data(ssl, owner_index(), this);
   if (auto it = sessions_.find(key); it != sessions_.end()) {
