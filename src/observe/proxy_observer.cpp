@@ -36,6 +36,38 @@ ProxyObserver::ProxyObserver(std::shared_ptr<obs::Registry> registry, std::strin
   bytes_out_ = &r.counter_family("portico_downstream_sent_bytes_total",
                                  "Response bytes (header and body) sent to clients.", {"service"})
                     .with({svc});
+  h2_conns_ = &r.gauge_family("portico_downstream_h2_connections_active",
+                              "Client connections speaking HTTP/2 now.", {"service"})
+                   .with({svc});
+  h2_streams_ = &r.gauge_family("portico_downstream_h2_streams_active",
+                                "HTTP/2 client streams (requests) in flight.", {"service"})
+                     .with({svc});
+  h2_streams_total_ = &r.counter_family("portico_downstream_h2_streams_total",
+                                        "HTTP/2 client streams (requests) started.", {"service"})
+                           .with({svc});
+  h2_resets_ = &r.counter_family("portico_downstream_h2_client_resets_total",
+                                 "HTTP/2 streams the client reset before their response ended.",
+                                 {"service"})
+                    .with({svc});
+  {
+    static constexpr std::string_view kCodes[] = {
+        "no_error",       "protocol_error", "internal_error",     "flow_control_error",
+        "settings_timeout", "stream_closed", "frame_size_error",  "refused_stream",
+        "cancel",         "compression_error", "connect_error",   "enhance_your_calm",
+        "inadequate_security", "http_1_1_required", "other"};
+    auto& g = r.counter_family("portico_downstream_h2_goaway_sent_total",
+                               "GOAWAY frames sent to HTTP/2 clients, by error code.",
+                               {"service", "code"});
+    for (std::size_t i = 0; i < h2_goaways_.size(); ++i) h2_goaways_[i] = &g.with({svc, kCodes[i]});
+  }
+  h2_up_sessions_ = &r.gauge_family("portico_upstream_h2_sessions_active",
+                                    "Multiplexed HTTP/2 upstream connections open now.",
+                                    {"service"})
+                         .with({svc});
+  h2_up_streams_ = &r.gauge_family("portico_upstream_h2_streams_active",
+                                   "Requests in flight on HTTP/2 upstream connections.",
+                                   {"service"})
+                        .with({svc});
   retries_ = &r.counter_family("portico_upstream_retries_total",
                                "Upstream attempts that failed and were retried.", {"service"})
                   .with({svc});

@@ -37,6 +37,19 @@ class ProxyObserver {
   void tls_handshake(bool ok, bool resumed) noexcept {
     (ok ? (resumed ? tls_resumed_ : tls_full_) : tls_failed_)->inc();
   }
+  // HTTP/2: client connections and streams, upstream sessions and streams (gauges), streams
+  // the client reset, GOAWAYs sent to clients by error code.
+  void h2_connection(int delta) noexcept { h2_conns_->add(delta); }
+  void h2_stream(int delta) noexcept {
+    h2_streams_->add(delta);
+    if (delta > 0) h2_streams_total_->inc();
+  }
+  void h2_client_reset() noexcept { h2_resets_->inc(); }
+  void h2_goaway_sent(std::uint32_t code) noexcept {
+    h2_goaways_[code < h2_goaways_.size() ? code : h2_goaways_.size() - 1]->inc();
+  }
+  void h2_upstream_session(int delta) noexcept { h2_up_sessions_->add(delta); }
+  void h2_upstream_stream(int delta) noexcept { h2_up_streams_->add(delta); }
   /// A failed upstream attempt that is retried (the final failure is counted by request_done).
   void upstream_attempt_failed(const Error& e) noexcept;
   /// The request is over (after the logging hook): counts, latency, bytes, access log line.
@@ -62,6 +75,10 @@ class ProxyObserver {
   observe::Counter *tls_full_, *tls_resumed_, *tls_failed_;
   observe::Counter *bytes_in_, *bytes_out_;
   observe::Counter* retries_;
+  observe::Gauge *h2_conns_, *h2_streams_, *h2_up_sessions_, *h2_up_streams_;
+  observe::Counter *h2_streams_total_, *h2_resets_;
+  // by HTTP/2 error code 0x0..0xd, the last one for anything above
+  std::array<observe::Counter*, 15> h2_goaways_{};
   // Error series appear when an error of that kind first happens.
   observe::CounterFamily* upstream_errors_family_;
   observe::CounterFamily* request_errors_family_;

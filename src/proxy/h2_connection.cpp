@@ -9,6 +9,7 @@
 
 #include "core/log.hpp"
 #include "http2/translate.hpp"
+#include "observe/proxy_observer.hpp"
 #include "proxy/h2_upstream.hpp"
 
 namespace portico::detail {
@@ -64,10 +65,12 @@ H2Stream::H2Stream(H2Connection& conn, std::int32_t id, std::uint32_t index)
   server_addr_ = conn.owner_.server_addr();
   if (const TlsInfo* t = conn.owner_.tls()) tls_info_ = std::make_unique<TlsInfo>(*t);
   conn_requests_ = index;
+  obs_->h2_stream(1);
 }
 
 H2Stream::~H2Stream() {
   drop_ctx();
+  obs_->h2_stream(-1);
   if (!detached_) conn_.stream_done(id_);
 }
 
@@ -311,14 +314,18 @@ H2Connection::H2Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
       sock_(sock),
       tls_(tls),
       wd_(wd),
+      obs_(svc.observer()),
       session_(h2::Mode::Server, h2_settings(opts_.h2, true)),
       initial_(initial),
       write_sig_(sock.get_executor()),
-      done_sig_(sock.get_executor()) {}
+      done_sig_(sock.get_executor()) {
+  obs_->h2_connection(1);
+}
 
 H2Connection::~H2Connection() {
   // Only when the worker is torn down with streams still suspended: they must not reach back.
   for (auto& [id, s] : streams_) s->detached_ = true;
+  obs_->h2_connection(-1);
 }
 
 void H2Connection::kick() noexcept { write_sig_.cancel(); }
@@ -341,6 +348,7 @@ void H2Connection::abort() noexcept {
 }
 
 void H2Connection::start_stream(std::int32_t id, HeaderMap fields, bool end_stream) {
+  if (!draining_) wd_.disarm(Watchdog::DsRead);  // not idle any more
   auto s = std::make_unique<H2Stream>(*this, id, streams_started_++);
   streams_[id] = s.get();
   asio::co_spawn(sock_.get_executor(), run_stream(std::move(s), std::move(fields), end_stream),
@@ -361,7 +369,7 @@ void H2Connection::stream_done(std::int32_t id) {
   if (streams_.empty()) {
     done_sig_.cancel();
     // The reader waits without a deadline while streams run: idle from now on.
-    if (!reading_done_)
+    if (!reading_done_ && !aborted_)
       wd_.arm(Watchdog::DsRead, draining_ ? kDrainGrace : opts_.keepalive_timeout, &cancel_tcp,
               &sock_);
   }
@@ -392,7 +400,10 @@ void H2Connection::dispatch() {
         if (s) s->on_end();
         break;
       case h2::EventKind::Reset:
-        if (s) s->on_gone();
+        if (s) {
+          if (!s->local_done_) obs_->h2_client_reset();
+          s->on_gone();
+        }
         break;
       case h2::EventKind::Closed:
         if (s)
@@ -404,6 +415,7 @@ void H2Connection::dispatch() {
         if (s) s->on_writable();
         break;
       case h2::EventKind::GoawaySent:
+        obs_->h2_goaway_sent(e->code);
         if (e->code != static_cast<std::uint32_t>(h2::ErrorCode::NoError))
           log::error_log().info("HTTP/2 client {}: GOAWAY sent ({}): {}",
                                 owner_.client_addr().to_string(), e->code, session_.last_error());
@@ -490,6 +502,8 @@ task<void> H2Connection::run() {
       session_.terminate(h2::ErrorCode::NoError);
       break;
     }
+    // The idle deadline fired as a stream arrived: keep reading.
+    if (idle_out && ec == asio::error::operation_aborted && !aborted_) continue;
     if (ec || n == 0) break;
     auto r = session_.feed(std::string_view(buf.get(), n));
     dispatch();

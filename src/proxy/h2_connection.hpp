@@ -122,6 +122,7 @@ class H2Connection {
   tcp_socket& sock_;
   tls_stream* tls_;
   Watchdog& wd_;
+  std::shared_ptr<ProxyObserver> obs_;
   h2::Session session_;
   std::string initial_;
   std::unordered_map<std::int32_t, H2Stream*> streams_;  // each owned by its coroutine

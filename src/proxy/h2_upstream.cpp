@@ -10,6 +10,7 @@
 
 #include "core/log.hpp"
 #include "http2/translate.hpp"
+#include "observe/proxy_observer.hpp"
 #include "proxy/request.hpp"
 
 namespace portico::detail {
@@ -58,16 +59,23 @@ std::string negotiated_alpn(UpstreamConn& c) {
 // H2UpConn
 
 H2UpConn::H2UpConn(UpstreamConnPtr transport, const h2::Settings& s, std::uint64_t key,
-                   milliseconds idle_timeout, milliseconds write_timeout)
+                   milliseconds idle_timeout, milliseconds write_timeout,
+                   std::shared_ptr<ProxyObserver> obs)
     : t_(std::move(transport)),
       session_(h2::Mode::Client, s),
       key_(key),
       idle_timeout_(idle_timeout),
       write_timeout_(write_timeout),
       wd_(std::make_shared<Watchdog>(t_->sock.get_executor())),
-      write_sig_(t_->sock.get_executor()) {}
+      obs_(std::move(obs)),
+      write_sig_(t_->sock.get_executor()) {
+  obs_->h2_upstream_session(1);
+}
 
-H2UpConn::~H2UpConn() { wd_->close(); }
+H2UpConn::~H2UpConn() {
+  wd_->close();
+  obs_->h2_upstream_session(-1);
+}
 
 void H2UpConn::start() {
   auto self = shared_from_this();
@@ -97,6 +105,8 @@ Result<void> H2UpConn::open(H2Call& call, const HeaderMap& fields, bool end_stre
   if (!id) return id.error();
   call.id = *id;
   calls_[*id] = &call;
+  wd_->disarm(Watchdog::UsRead);  // not idle any more
+  obs_->h2_upstream_stream(1);
   kick();
   return ok();
 }
@@ -104,10 +114,16 @@ Result<void> H2UpConn::open(H2Call& call, const HeaderMap& fields, bool end_stre
 void H2UpConn::release(H2Call& call) noexcept {
   if (call.id == 0) return;
   calls_.erase(call.id);
+  obs_->h2_upstream_stream(-1);
   if (!call.closed) session_.reset(call.id, h2::ErrorCode::Cancel);
   session_.discard(call.id);
   call.id = 0;
-  if (calls_.empty() && closing_) session_.terminate(h2::ErrorCode::NoError);
+  if (calls_.empty()) {
+    if (closing_)
+      session_.terminate(h2::ErrorCode::NoError);
+    else if (!dead_)  // the reader waits without a deadline while streams run: idle from now on
+      wd_->arm(Watchdog::UsRead, idle_timeout_, &cancel_stream, &t_->sock);
+  }
   kick();
 }
 
@@ -252,6 +268,8 @@ task<void> H2UpConn::reader(std::shared_ptr<H2UpConn> /*self: keeps it alive*/) 
       kick();
       break;
     }
+    // The idle deadline fired as a stream opened: keep reading.
+    if (idle_out && ec == asio::error::operation_aborted && !dead_) continue;
     if (ec || n == 0) break;
     auto r = session_.feed(std::string_view(buf.get(), n));
     dispatch();
@@ -497,6 +515,10 @@ task<Result<void>> ProxyRequest::h2_exchange(H2UpConn& up, H2Call& call, bool re
     // Refused (or above the upstream's GOAWAY): the request was not processed anywhere.
     if (before_head && (call.retry_safe || call.code == static_cast<std::uint32_t>(h2::ErrorCode::RefusedStream)))
       e.set_retry(true);
+    // The connection died under a reused session before any answer: as for a reused HTTP/1
+    // connection, the upstream may have closed it while idle.
+    else if (before_head && call.code == 0)
+      e.set_retry_type(RetryType::ReusedOnly);
     return e;
   };
 

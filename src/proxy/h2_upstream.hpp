@@ -26,6 +26,7 @@
 namespace portico::detail {
 
 class H2UpConn;
+class ProxyObserver;
 
 enum class Wake : std::uint8_t { Notified, TimedOut, Cancelled };
 /// Waits on `t` (whose cancel() is the notification) for at most `timeout` (0: no limit). A
@@ -59,7 +60,8 @@ struct H2Call {
 class H2UpConn : public std::enable_shared_from_this<H2UpConn> {
  public:
   H2UpConn(UpstreamConnPtr transport, const h2::Settings& s, std::uint64_t key,
-           std::chrono::milliseconds idle_timeout, std::chrono::milliseconds write_timeout);
+           std::chrono::milliseconds idle_timeout, std::chrono::milliseconds write_timeout,
+           std::shared_ptr<ProxyObserver> obs);
   ~H2UpConn();
 
   /// Starts the reader and writer.
@@ -96,6 +98,7 @@ class H2UpConn : public std::enable_shared_from_this<H2UpConn> {
   std::chrono::milliseconds idle_timeout_;
   std::chrono::milliseconds write_timeout_;
   std::shared_ptr<Watchdog> wd_;
+  std::shared_ptr<ProxyObserver> obs_;
   std::unordered_map<std::int32_t, H2Call*> calls_;
   boost::asio::steady_timer write_sig_;
   std::uint32_t reserved_ = 0;

@@ -274,7 +274,7 @@ task<Result<void>> ProxyRequest::run_phases() {
         h2::Settings hs = h2_settings(opts_.h2, false);
         hs.max_outbound_streams = peer.options.max_h2_streams;
         h2s = std::make_shared<H2UpConn>(std::move(*c), hs, key, peer.options.idle_timeout,
-                                         peer.options.write_timeout);
+                                         peer.options.write_timeout, obs_);
         h2s->start();
         state_.h2->add(h2s);
       } else if (c && h2_peer && peer.options.alpn == Alpn::H2) {
