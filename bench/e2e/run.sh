@@ -14,6 +14,16 @@
 #   INSTALL_OPTIONAL  1 (default): apt-install haproxy and h2o when missing; 0: use them only if present
 #   PROXY_CPU/WRK_CPU CPUs for the servers / for wrk (default 0 / 1)
 #   RESULTS_DIR       where the markdown report goes (default bench/results)
+#   ONLY              same as --only
+#   H2_CLIENTS/H2_STREAMS  h2load -c / -m for the HTTP/2 scenarios (default 10 / 10)
+#
+# Options:
+#   --only LIST       comma-separated scenarios to run (default: all of them):
+#                       5b, 1k   HTTP/1.1 keep-alive GET of 5 B / 1 KiB with wrk (h1 = both)
+#                       h2c      HTTP/2 with prior knowledge on a plain listener, 1 KiB, h2load
+#                       h2tls    HTTP/2 over TLS (ALPN h2), 1 KiB, h2load
+#                       h2up     h2c to the proxy and HTTP/2 (prior knowledge) to an HTTP/2 origin
+#                     (h2 = h2c,h2tls,h2up). HTTP/1 results go to e2e-*.md, HTTP/2 ones to h2-*.md.
 #
 # Everything listens on 127.0.0.1 only. Every process the script starts is killed on exit and the
 # temporary directory is removed. See bench/README.md for the method.
@@ -30,9 +40,43 @@ INSTALL_OPTIONAL=${INSTALL_OPTIONAL:-1}
 PROXY_CPU=${PROXY_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
+ONLY=${ONLY:-}           # same as --only
+H2_CLIENTS=${H2_CLIENTS:-10}  # h2load -c
+H2_STREAMS=${H2_STREAMS:-10}  # h2load -m
 
 log() { printf '[e2e] %s\n' "$*" >&2; }
 die() { printf '[e2e] error: %s\n' "$*" >&2; exit 1; }
+
+# Scenarios: 5b, 1k (HTTP/1.1 with wrk), h2c, h2tls (HTTP/2 to the proxy with h2load, HTTP/1.1 to
+# the origin), h2up (h2c to the proxy and HTTP/2 with prior knowledge to an HTTP/2 origin).
+ALL_SCENARIOS="5b,1k,h2c,h2tls,h2up"
+while (($#)); do
+  case $1 in
+    --only) (($# >= 2)) || die "--only needs a list, e.g. --only h2c,h2tls"; ONLY=$2; shift 2 ;;
+    --only=*) ONLY=${1#--only=}; shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument '$1' (try --help)" ;;
+  esac
+done
+ONLY_EXPLICIT=0
+[[ -n $ONLY ]] && ONLY_EXPLICIT=1
+ONLY=${ONLY:-$ALL_SCENARIOS}
+declare -A WANT=()
+IFS=, read -r -a _only <<<"$ONLY"
+for _s in "${_only[@]}"; do
+  case $_s in
+    5b | 1k | h2c | h2tls | h2up) WANT[$_s]=1 ;;
+    h1) WANT[5b]=1 WANT[1k]=1 ;;
+    h2) WANT[h2c]=1 WANT[h2tls]=1 WANT[h2up]=1 ;;
+    all) for _t in ${ALL_SCENARIOS//,/ }; do WANT[$_t]=1; done ;;
+    '') ;;
+    *) die "unknown scenario '$_s' in --only (known: $ALL_SCENARIOS, h1, h2, all)" ;;
+  esac
+done
+((${#WANT[@]} > 0)) || die "--only selects no scenario"
+RUN_H1=0 RUN_H2=0
+[[ -n ${WANT[5b]:-}${WANT[1k]:-} ]] && RUN_H1=1
+[[ -n ${WANT[h2c]:-}${WANT[h2tls]:-}${WANT[h2up]:-} ]] && RUN_H2=1
 
 is_uint() { [[ $1 =~ ^(0|[1-9][0-9]{0,5})$ ]]; }
 check_var() { # check_var NAME VALUE MIN MAX
@@ -149,7 +193,19 @@ ensure_cmd() { # ensure_cmd CMD PKG : install PKG when CMD is missing
 }
 
 ensure_cmd nginx nginx-light || die "nginx is required (apt package nginx-light)"
-ensure_cmd wrk wrk || die "wrk is required (apt package wrk)"
+if ((RUN_H1)); then ensure_cmd wrk wrk || die "wrk is required (apt package wrk)"; fi
+HAVE_H2LOAD=0
+if ((RUN_H2)); then
+  if ensure_cmd h2load nghttp2-client; then
+    HAVE_H2LOAD=1
+  elif ((ONLY_EXPLICIT)); then
+    die "h2load is required for the HTTP/2 scenarios (apt package nghttp2-client)"
+  else
+    log "h2load not available (apt package nghttp2-client): HTTP/2 scenarios skipped"
+    RUN_H2=0
+  fi
+  command -v openssl >/dev/null || ensure_cmd openssl openssl || die "openssl is required for the HTTP/2 scenarios (test certificate)"
+fi
 command -v curl >/dev/null || ensure_cmd curl curl || log "curl missing: responses are checked for status only"
 
 HAVE_HAPROXY=0 HAVE_H2O=0
@@ -314,24 +370,25 @@ register() { # register NAME PID PORT LOG [MORE LOGS]
   fi
 }
 
-# portico
-if [[ -f $PORTICO_BIN && -x $PORTICO_BIN ]]; then
-  pick_port
-  P_PORT=$REPLY
-  mkdir -p "$TMP/portico"
-  start_server portico "$TMP/portico/out.log" "$PORTICO_BIN" --listen "127.0.0.1:$P_PORT" --upstream "127.0.0.1:$O_PORT" --threads 1
-  register portico "$REPLY" "$P_PORT" "$TMP/portico/out.log"
-else
-  T_NOTE[portico]="skipped: binary not found at $PORTICO_BIN (build it with \`make build\`, or set PORTICO_BIN)"
-  log "portico SKIPPED: binary not found or not executable: $PORTICO_BIN (build it with 'make build' or set PORTICO_BIN)"
-fi
+if ((RUN_H1)); then # the HTTP/1 proxies
+  # portico
+  if [[ -f $PORTICO_BIN && -x $PORTICO_BIN ]]; then
+    pick_port
+    P_PORT=$REPLY
+    mkdir -p "$TMP/portico"
+    start_server portico "$TMP/portico/out.log" "$PORTICO_BIN" --listen "127.0.0.1:$P_PORT" --upstream "127.0.0.1:$O_PORT" --threads 1
+    register portico "$REPLY" "$P_PORT" "$TMP/portico/out.log"
+  else
+    T_NOTE[portico]="skipped: binary not found at $PORTICO_BIN (build it with \`make build\`, or set PORTICO_BIN)"
+    log "portico SKIPPED: binary not found or not executable: $PORTICO_BIN (build it with 'make build' or set PORTICO_BIN)"
+  fi
 
-# nginx as a reverse proxy
-pick_port
-N_PORT=$REPLY
-N_DIR=$TMP/nginx-proxy
-mkdir -p "$N_DIR/tmp"
-cat >"$N_DIR/proxy.conf" <<EOF
+  # nginx as a reverse proxy
+  pick_port
+  N_PORT=$REPLY
+  N_DIR=$TMP/nginx-proxy
+  mkdir -p "$N_DIR/tmp"
+  cat >"$N_DIR/proxy.conf" <<EOF
 $USER_LINE
 worker_processes 1;
 pid $N_DIR/nginx.pid;
@@ -358,16 +415,16 @@ $(nginx_temp_paths "$N_DIR")
     }
 }
 EOF
-start_server nginx "$N_DIR/stdout.log" nginx -e "$N_DIR/error.log" -p "$N_DIR" -c "$N_DIR/proxy.conf" -g 'daemon off;'
-register nginx "$REPLY" "$N_PORT" "$N_DIR/stdout.log" "$N_DIR/error.log"
+  start_server nginx "$N_DIR/stdout.log" nginx -e "$N_DIR/error.log" -p "$N_DIR" -c "$N_DIR/proxy.conf" -g 'daemon off;'
+  register nginx "$REPLY" "$N_PORT" "$N_DIR/stdout.log" "$N_DIR/error.log"
 
-# HAProxy (optional)
-if ((HAVE_HAPROXY)); then
-  pick_port
-  H_PORT=$REPLY
-  H_DIR=$TMP/haproxy
-  mkdir -p "$H_DIR"
-  cat >"$H_DIR/haproxy.cfg" <<EOF
+  # HAProxy (optional)
+  if ((HAVE_HAPROXY)); then
+    pick_port
+    H_PORT=$REPLY
+    H_DIR=$TMP/haproxy
+    mkdir -p "$H_DIR"
+    cat >"$H_DIR/haproxy.cfg" <<EOF
 global
     nbthread 1
     maxconn 4096
@@ -384,24 +441,24 @@ frontend fe
 backend origin
     server o1 127.0.0.1:$O_PORT
 EOF
-  if haproxy -c -q -f "$H_DIR/haproxy.cfg" >"$H_DIR/check.log" 2>&1; then
-    start_server haproxy "$H_DIR/stdout.log" haproxy -db -f "$H_DIR/haproxy.cfg"
-    register haproxy "$REPLY" "$H_PORT" "$H_DIR/stdout.log"
+    if haproxy -c -q -f "$H_DIR/haproxy.cfg" >"$H_DIR/check.log" 2>&1; then
+      start_server haproxy "$H_DIR/stdout.log" haproxy -db -f "$H_DIR/haproxy.cfg"
+      register haproxy "$REPLY" "$H_PORT" "$H_DIR/stdout.log"
+    else
+      T_NOTE[haproxy]="skipped: configuration rejected by $(haproxy -v 2>/dev/null | head -n 1)"
+      sed 's/^/    /' "$H_DIR/check.log" >&2
+    fi
   else
-    T_NOTE[haproxy]="skipped: configuration rejected by $(haproxy -v 2>/dev/null | head -n 1)"
-    sed 's/^/    /' "$H_DIR/check.log" >&2
+    T_NOTE[haproxy]="skipped: haproxy not installed and not installable"
   fi
-else
-  T_NOTE[haproxy]="skipped: haproxy not installed and not installable"
-fi
 
-# h2o (optional)
-if ((HAVE_H2O)); then
-  pick_port
-  Q_PORT=$REPLY
-  Q_DIR=$TMP/h2o
-  mkdir -p "$Q_DIR"
-  cat >"$Q_DIR/h2o.conf" <<EOF
+  # h2o (optional)
+  if ((HAVE_H2O)); then
+    pick_port
+    Q_PORT=$REPLY
+    Q_DIR=$TMP/h2o
+    mkdir -p "$Q_DIR"
+    cat >"$Q_DIR/h2o.conf" <<EOF
 num-threads: 1
 listen:
   host: 127.0.0.1
@@ -413,16 +470,17 @@ hosts:
       "/":
         proxy.reverse.url: "http://127.0.0.1:$O_PORT/"
 EOF
-  if h2o -t -c "$Q_DIR/h2o.conf" >"$Q_DIR/check.log" 2>&1; then
-    start_server h2o "$Q_DIR/stdout.log" h2o -c "$Q_DIR/h2o.conf"
-    register h2o "$REPLY" "$Q_PORT" "$Q_DIR/stdout.log" "$Q_DIR/error.log"
+    if h2o -t -c "$Q_DIR/h2o.conf" >"$Q_DIR/check.log" 2>&1; then
+      start_server h2o "$Q_DIR/stdout.log" h2o -c "$Q_DIR/h2o.conf"
+      register h2o "$REPLY" "$Q_PORT" "$Q_DIR/stdout.log" "$Q_DIR/error.log"
+    else
+      T_NOTE[h2o]="skipped: configuration rejected by $(h2o --version 2>/dev/null | head -n 1)"
+      sed 's/^/    /' "$Q_DIR/check.log" >&2
+    fi
   else
-    T_NOTE[h2o]="skipped: configuration rejected by $(h2o --version 2>/dev/null | head -n 1)"
-    sed 's/^/    /' "$Q_DIR/check.log" >&2
+    T_NOTE[h2o]="skipped: h2o not installed and not installable"
   fi
-else
-  T_NOTE[h2o]="skipped: h2o not installed and not installable"
-fi
+fi # RUN_H1
 
 # ---------------------------------------------------------------------------------------------
 # Measurement.
@@ -514,187 +572,708 @@ BUSY_BEFORE=$(busy_pct)
 if ((BUSY_BEFORE >= 10)); then
   log "warning: the machine is already ${BUSY_BEFORE}% busy: other work (a build?) will distort the numbers"
 fi
-SCENARIOS=("5b:/5b:5 B" "1k:/1k:1 KiB")
-n_runs=$(((2 * REPEATS + REPEATS * ${#TARGETS[@]}) * ${#SCENARIOS[@]}))
-log "targets: direct ${TARGETS[*]:-}; $n_runs measured runs of ${DURATION}s (+${WARMUP}s warm-up each), about $((n_runs * (DURATION + WARMUP) / 60 + 1)) min"
-((${#TARGETS[@]} > 0)) || log "warning: no proxy is running; only the direct numbers will be measured"
-
-for sc in "${SCENARIOS[@]}"; do
-  IFS=: read -r key path _ <<<"$sc"
-  for ((rep = 1; rep <= REPEATS; rep++)); do measure "$key" "direct (before)" "$rep" "$O_PORT" "$path"; done
-  for ((rep = 1; rep <= REPEATS; rep++)); do
-    for t in ${TARGETS[@]+"${TARGETS[@]}"}; do
-      if [[ -n ${DEAD[$t]:-} ]]; then continue; fi
-      if ! kill -0 "${T_PID[$t]}" 2>/dev/null; then
-        log "$t is no longer running: dropped from the rest of the run"
-        DEAD[$t]=1
-        continue
-      fi
-      measure "$key" "$t" "$rep" "${T_PORT[$t]}" "$path" "${T_PID[$t]}"
-    done
-  done
-  for ((rep = 1; rep <= REPEATS; rep++)); do measure "$key" "direct (after)" "$rep" "$O_PORT" "$path"; done
-done
-
-# Stop the proxies one by one now, to see how each of them exits on SIGTERM.
-add_note() { T_NOTE[$1]="${T_NOTE[$1]:+${T_NOTE[$1]}; }$2"; }
-for t in ${TARGETS[@]+"${TARGETS[@]}"}; do
-  pid=${T_PID[$t]}
-  stop_root "$pid"
-  st=${EXIT_STATUS[$pid]:-0}
-  when="when stopped with SIGTERM"
-  [[ -n ${DEAD[$t]:-} ]] && when="during the run; later runs skipped"
-  case $st in
-    0 | 143) ;;
-    137) add_note "$t" "did not exit within 3 s of SIGTERM and was killed" ;;
-    *)
-      if ((st > 128)); then
-        add_note "$t" "ended with signal $((st - 128)) (SIG$(kill -l $((st - 128)) 2>/dev/null || echo '?')) $when"
-      else
-        add_note "$t" "exited with status $st $when"
-      fi
-      ;;
-  esac
-  if [[ -n ${DEAD[$t]:-} && -z ${T_NOTE[$t]:-} ]]; then add_note "$t" "exited during the run; later runs skipped"; fi
-  if [[ -n ${T_NOTE[$t]:-} ]]; then log "$t: ${T_NOTE[$t]}"; fi
-done
-
-# ---------------------------------------------------------------------------------------------
-# Report.
-# ---------------------------------------------------------------------------------------------
-SUMMARY=$TMP/summary.md
-ORDER="direct (before)"
-for t in "${ALL_PROXIES[@]}"; do ORDER+=",$t"; done
-ORDER+=",direct (after)"
-awk -F'\t' -v order="$ORDER" -v cpufile="$TMP/cpu.tsv" '
-  function median(key,   n, i, j, v, a) {
-    n = cnt[key]
-    for (i = 1; i <= n; i++) a[i] = vals[key, i]
-    for (i = 2; i <= n; i++) { v = a[i]; j = i - 1; while (j >= 1 && a[j] > v) { a[j + 1] = a[j]; j-- } a[j + 1] = v }
-    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
-  function add(key, x) { cnt[key]++; vals[key, cnt[key]] = x + 0 }
-  function fmt(key, f) { return cnt[key] ? sprintf(f, median(key)) : "—" }
-  {
-    k = $1 SUBSEP $2; seen[k] = 1; errs[k] += $7; runs[k]++
-    if ($11 != "ok") { bad[k] = bad[k] (bad[k] == "" ? "" : ", ") $11; next }
-    good[k]++
-    add(k SUBSEP "rps", $5); add(k SUBSEP "p99", $6)
-    if ($8 != "-") add(k SUBSEP "pus", $8)
-    if ($9 != "-") add(k SUBSEP "ppc", $9)
-    if ($10 != "-") add(k SUBSEP "ous", $10)
-  }
-  END {
-    split("5b 1k", sc, " "); label["5b"] = "5 B"; label["1k"] = "1 KiB"
-    nt = split(order, tg, ",")
-    print "| scenario | target | req/s | vs direct | p99 latency | errors | valid runs | proxy CPU µs/req | proxy CPU % | origin CPU µs/req |"
-    print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    for (s = 1; s <= 2; s++) {
-      best = 0
-      for (d = 0; d < 2; d++) {
-        k = sc[s] SUBSEP (d ? "direct (after)" : "direct (before)")
-        if (cnt[k SUBSEP "rps"]) { m = median(k SUBSEP "rps"); if (m > best) best = m }
-      }
-      for (i = 1; i <= nt; i++) {
-        k = sc[s] SUBSEP tg[i]
-        if (!(k in seen)) continue
-        rps = cnt[k SUBSEP "rps"] ? median(k SUBSEP "rps") : 0
-        vs = (best > 0 && cnt[k SUBSEP "rps"]) ? sprintf("%.2f", rps / best) : "—"
-        valid = (good[k] + 0) "/" runs[k] (bad[k] != "" ? " (" bad[k] ")" : "")
-        name = (tg[i] ~ /^direct/) ? tg[i] : "**" tg[i] "**"
-        printf "| %s keep-alive | %s | %s | %s | %s | %d | %s | %s | %s | %s |\n", label[sc[s]], name,
-          fmt(k SUBSEP "rps", "%.0f"), vs, fmt(k SUBSEP "p99", "%.2f ms"), errs[k], valid,
-          fmt(k SUBSEP "pus", "%.2f"), fmt(k SUBSEP "ppc", "%.0f"), fmt(k SUBSEP "ous", "%.2f")
-        if (tg[i] !~ /^direct/ && cnt[k SUBSEP "pus"]) print sc[s] "\t" tg[i] "\t" fmt(k SUBSEP "pus", "%.2f") > cpufile
-      }
-    }
-  }' "$RAW" >"$SUMMARY"
-
-cpu_of() { awk -F'\t' -v s="$1" -v t="$2" '$1 == s && $2 == t { print $3 }' "$TMP/cpu.tsv" 2>/dev/null; }
-RATIOS=$TMP/ratios.md
-{
-  for sc in "${SCENARIOS[@]}"; do
-    IFS=: read -r key _ label <<<"$sc"
-    base=$(cpu_of "$key" nginx)
-    line="- $label keep-alive, proxy CPU µs/request relative to nginx:"
-    any=0
-    for t in portico haproxy h2o; do
-      v=$(cpu_of "$key" "$t")
-      [[ -n $v && -n $base ]] || continue
-      ((any)) && line+=","
-      line+=" $t/nginx = $(awk -v a="$v" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }')"
-      any=1
-    done
-    ((any)) || line+=" n/a"
-    echo "$line"
-  done
-  echo
-  for sc in "${SCENARIOS[@]}"; do
-    IFS=: read -r key _ label <<<"$sc"
-    v=$(cpu_of "$key" portico) base=$(cpu_of "$key" nginx)
-    if [[ -n $v && -n $base ]]; then
-      printf '**portico/nginx CPU µs per request, %s: %s** (portico %.2f µs, nginx %.2f µs; below 1 means portico is cheaper)\n\n' \
-        "$label" "$(awk -v a="$v" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }')" "$v" "$base"
-    else
-      missing=portico
-      [[ -n $v ]] && missing=nginx
-      if [[ -n ${T_PORT[$missing]:-} ]]; then why="no valid $missing run: see the valid runs column"; else why="$missing was not run: see below"; fi
-      printf '**portico/nginx CPU µs per request, %s: n/a** (%s)\n\n' "$label" "$why"
-    fi
-  done
-  for t in "${ALL_PROXIES[@]}"; do
-    [[ -n ${T_NOTE[$t]:-} ]] && echo "- $t: ${T_NOTE[$t]}"
-  done
-  true
-} >"$RATIOS"
-
 version_of() {
   case $1 in
     nginx) nginx -v 2>&1 | head -n 1 | sed 's/^nginx version: //' ;;
     haproxy) haproxy -v 2>/dev/null | head -n 1 | awk '{ print $1, $3 }' ;;
     h2o) h2o --version 2>/dev/null | head -n 1 ;;
     wrk) wrk -v 2>&1 | head -n 1 | awk '{ print $1, $2 }' ;;
+    h2load) h2load --version 2>/dev/null | head -n 1 | awk '{ print $2 }' ;;
   esac
 }
 
 STAMP=$(date +%Y%m%d-%H%M%S)
 mkdir -p "$RESULTS_DIR"
-[[ -e $RESULTS_DIR/.gitkeep ]] || : >"$RESULTS_DIR/.gitkeep"
-REPORT=$RESULTS_DIR/e2e-$STAMP.md
-{
-  echo "# portico end-to-end benchmark, $(date '+%Y-%m-%d %H:%M:%S %Z')"
-  echo
-  echo "- machine: $(uname -srm), $NCPU CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown))"
-  echo "- load: \`wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency\`, ${WARMUP}s warm-up before each run, median of $REPEATS run(s)"
-  echo "- pinning: $PINNING"
-  echo "- other load: CPUs ${BUSY_BEFORE}% busy in the second before the first run (servers idle)"
-  echo "- origin: $(version_of nginx), 1 worker, static files, access_log off"
-  if [[ -n ${T_PORT[portico]:-} ]]; then
-    echo "- portico: \`$PORTICO_BIN --listen 127.0.0.1:${T_PORT[portico]} --upstream 127.0.0.1:$O_PORT --threads 1\` (repository at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no commit yet'))"
-  fi
-  for t in nginx haproxy h2o; do
-    [[ -n ${T_PORT[$t]:-} ]] && echo "- $t: $(version_of "$t"), 1 worker/thread, keep-alive to the origin, no access log"
+
+# ---------------------------------------------------------------------------------------------
+# HTTP/1 scenarios (5b, 1k) with wrk.
+# ---------------------------------------------------------------------------------------------
+if ((RUN_H1)); then
+  SCENARIOS=()
+  [[ -n ${WANT[5b]:-} ]] && SCENARIOS+=("5b:/5b:5 B")
+  [[ -n ${WANT[1k]:-} ]] && SCENARIOS+=("1k:/1k:1 KiB")
+  n_runs=$(((2 * REPEATS + REPEATS * ${#TARGETS[@]}) * ${#SCENARIOS[@]}))
+  log "targets: direct ${TARGETS[*]:-}; $n_runs measured runs of ${DURATION}s (+${WARMUP}s warm-up each), about $((n_runs * (DURATION + WARMUP) / 60 + 1)) min"
+  ((${#TARGETS[@]} > 0)) || log "warning: no proxy is running; only the direct numbers will be measured"
+
+  for sc in "${SCENARIOS[@]}"; do
+    IFS=: read -r key path _ <<<"$sc"
+    for ((rep = 1; rep <= REPEATS; rep++)); do measure "$key" "direct (before)" "$rep" "$O_PORT" "$path"; done
+    for ((rep = 1; rep <= REPEATS; rep++)); do
+      for t in ${TARGETS[@]+"${TARGETS[@]}"}; do
+        if [[ -n ${DEAD[$t]:-} ]]; then continue; fi
+        if ! kill -0 "${T_PID[$t]}" 2>/dev/null; then
+          log "$t is no longer running: dropped from the rest of the run"
+          DEAD[$t]=1
+          continue
+        fi
+        measure "$key" "$t" "$rep" "${T_PORT[$t]}" "$path" "${T_PID[$t]}"
+      done
+    done
+    for ((rep = 1; rep <= REPEATS; rep++)); do measure "$key" "direct (after)" "$rep" "$O_PORT" "$path"; done
   done
-  echo "- wrk: $(version_of wrk)"
-  echo
-  echo "CPU µs/req = (utime+stime of the server's processes and threads over the measured run) ÷ completed requests."
-  echo "\"vs direct\" = req/s ÷ the better of the direct runs before and after the proxies."
+
+  # Stop the proxies one by one now, to see how each of them exits on SIGTERM.
+  add_note() { T_NOTE[$1]="${T_NOTE[$1]:+${T_NOTE[$1]}; }$2"; }
+  for t in ${TARGETS[@]+"${TARGETS[@]}"}; do
+    pid=${T_PID[$t]}
+    stop_root "$pid"
+    st=${EXIT_STATUS[$pid]:-0}
+    when="when stopped with SIGTERM"
+    [[ -n ${DEAD[$t]:-} ]] && when="during the run; later runs skipped"
+    case $st in
+      0 | 143) ;;
+      137) add_note "$t" "did not exit within 3 s of SIGTERM and was killed" ;;
+      *)
+        if ((st > 128)); then
+          add_note "$t" "ended with signal $((st - 128)) (SIG$(kill -l $((st - 128)) 2>/dev/null || echo '?')) $when"
+        else
+          add_note "$t" "exited with status $st $when"
+        fi
+        ;;
+    esac
+    if [[ -n ${DEAD[$t]:-} && -z ${T_NOTE[$t]:-} ]]; then add_note "$t" "exited during the run; later runs skipped"; fi
+    if [[ -n ${T_NOTE[$t]:-} ]]; then log "$t: ${T_NOTE[$t]}"; fi
+  done
+
+  # ---------------------------------------------------------------------------------------------
+  # Report.
+  # ---------------------------------------------------------------------------------------------
+  SUMMARY=$TMP/summary.md
+  ORDER="direct (before)"
+  for t in "${ALL_PROXIES[@]}"; do ORDER+=",$t"; done
+  ORDER+=",direct (after)"
+  awk -F'\t' -v order="$ORDER" -v cpufile="$TMP/cpu.tsv" '
+    function median(key,   n, i, j, v, a) {
+      n = cnt[key]
+      for (i = 1; i <= n; i++) a[i] = vals[key, i]
+      for (i = 2; i <= n; i++) { v = a[i]; j = i - 1; while (j >= 1 && a[j] > v) { a[j + 1] = a[j]; j-- } a[j + 1] = v }
+      return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function add(key, x) { cnt[key]++; vals[key, cnt[key]] = x + 0 }
+    function fmt(key, f) { return cnt[key] ? sprintf(f, median(key)) : "—" }
+    {
+      k = $1 SUBSEP $2; seen[k] = 1; errs[k] += $7; runs[k]++
+      if ($11 != "ok") { bad[k] = bad[k] (bad[k] == "" ? "" : ", ") $11; next }
+      good[k]++
+      add(k SUBSEP "rps", $5); add(k SUBSEP "p99", $6)
+      if ($8 != "-") add(k SUBSEP "pus", $8)
+      if ($9 != "-") add(k SUBSEP "ppc", $9)
+      if ($10 != "-") add(k SUBSEP "ous", $10)
+    }
+    END {
+      split("5b 1k", sc, " "); label["5b"] = "5 B"; label["1k"] = "1 KiB"
+      nt = split(order, tg, ",")
+      print "| scenario | target | req/s | vs direct | p99 latency | errors | valid runs | proxy CPU µs/req | proxy CPU % | origin CPU µs/req |"
+      print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+      for (s = 1; s <= 2; s++) {
+        best = 0
+        for (d = 0; d < 2; d++) {
+          k = sc[s] SUBSEP (d ? "direct (after)" : "direct (before)")
+          if (cnt[k SUBSEP "rps"]) { m = median(k SUBSEP "rps"); if (m > best) best = m }
+        }
+        for (i = 1; i <= nt; i++) {
+          k = sc[s] SUBSEP tg[i]
+          if (!(k in seen)) continue
+          rps = cnt[k SUBSEP "rps"] ? median(k SUBSEP "rps") : 0
+          vs = (best > 0 && cnt[k SUBSEP "rps"]) ? sprintf("%.2f", rps / best) : "—"
+          valid = (good[k] + 0) "/" runs[k] (bad[k] != "" ? " (" bad[k] ")" : "")
+          name = (tg[i] ~ /^direct/) ? tg[i] : "**" tg[i] "**"
+          printf "| %s keep-alive | %s | %s | %s | %s | %d | %s | %s | %s | %s |\n", label[sc[s]], name,
+            fmt(k SUBSEP "rps", "%.0f"), vs, fmt(k SUBSEP "p99", "%.2f ms"), errs[k], valid,
+            fmt(k SUBSEP "pus", "%.2f"), fmt(k SUBSEP "ppc", "%.0f"), fmt(k SUBSEP "ous", "%.2f")
+          if (tg[i] !~ /^direct/ && cnt[k SUBSEP "pus"]) print sc[s] "\t" tg[i] "\t" fmt(k SUBSEP "pus", "%.2f") > cpufile
+        }
+      }
+    }' "$RAW" >"$SUMMARY"
+
+  cpu_of() { awk -F'\t' -v s="$1" -v t="$2" '$1 == s && $2 == t { print $3 }' "$TMP/cpu.tsv" 2>/dev/null; }
+  RATIOS=$TMP/ratios.md
+  {
+    for sc in "${SCENARIOS[@]}"; do
+      IFS=: read -r key _ label <<<"$sc"
+      base=$(cpu_of "$key" nginx)
+      line="- $label keep-alive, proxy CPU µs/request relative to nginx:"
+      any=0
+      for t in portico haproxy h2o; do
+        v=$(cpu_of "$key" "$t")
+        [[ -n $v && -n $base ]] || continue
+        ((any)) && line+=","
+        line+=" $t/nginx = $(awk -v a="$v" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }')"
+        any=1
+      done
+      ((any)) || line+=" n/a"
+      echo "$line"
+    done
+    echo
+    for sc in "${SCENARIOS[@]}"; do
+      IFS=: read -r key _ label <<<"$sc"
+      v=$(cpu_of "$key" portico) base=$(cpu_of "$key" nginx)
+      if [[ -n $v && -n $base ]]; then
+        printf '**portico/nginx CPU µs per request, %s: %s** (portico %.2f µs, nginx %.2f µs; below 1 means portico is cheaper)\n\n' \
+          "$label" "$(awk -v a="$v" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }')" "$v" "$base"
+      else
+        missing=portico
+        [[ -n $v ]] && missing=nginx
+        if [[ -n ${T_PORT[$missing]:-} ]]; then why="no valid $missing run: see the valid runs column"; else why="$missing was not run: see below"; fi
+        printf '**portico/nginx CPU µs per request, %s: n/a** (%s)\n\n' "$label" "$why"
+      fi
+    done
+    for t in "${ALL_PROXIES[@]}"; do
+      [[ -n ${T_NOTE[$t]:-} ]] && echo "- $t: ${T_NOTE[$t]}"
+    done
+    true
+  } >"$RATIOS"
+
+  mkdir -p "$RESULTS_DIR"
+  [[ -e $RESULTS_DIR/.gitkeep ]] || : >"$RESULTS_DIR/.gitkeep"
+  REPORT=$RESULTS_DIR/e2e-$STAMP.md
+  {
+    echo "# portico end-to-end benchmark, $(date '+%Y-%m-%d %H:%M:%S %Z')"
+    echo
+    echo "- machine: $(uname -srm), $NCPU CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown))"
+    echo "- load: \`wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency\`, ${WARMUP}s warm-up before each run, median of $REPEATS run(s)"
+    echo "- pinning: $PINNING"
+    echo "- other load: CPUs ${BUSY_BEFORE}% busy in the second before the first run (servers idle)"
+    echo "- origin: $(version_of nginx), 1 worker, static files, access_log off"
+    if [[ -n ${T_PORT[portico]:-} ]]; then
+      echo "- portico: \`$PORTICO_BIN --listen 127.0.0.1:${T_PORT[portico]} --upstream 127.0.0.1:$O_PORT --threads 1\` (repository at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no commit yet'))"
+    fi
+    for t in nginx haproxy h2o; do
+      [[ -n ${T_PORT[$t]:-} ]] && echo "- $t: $(version_of "$t"), 1 worker/thread, keep-alive to the origin, no access log"
+    done
+    echo "- wrk: $(version_of wrk)"
+    echo
+    echo "CPU µs/req = (utime+stime of the server's processes and threads over the measured run) ÷ completed requests."
+    echo "\"vs direct\" = req/s ÷ the better of the direct runs before and after the proxies."
+    echo
+    cat "$SUMMARY"
+    echo
+    cat "$RATIOS"
+    echo
+    echo "<details><summary>every run</summary>"
+    echo
+    echo "| scenario | target | run | requests | req/s | p99 ms | errors | proxy µs/req | proxy CPU % | origin µs/req | counted |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    awk -F'\t' '{ printf "| %s | %s | %s | %s | %.0f | %.3f | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, ($11 == "ok" ? "yes" : "no: " $11) }' "$RAW"
+    echo
+    echo "</details>"
+  } >"$REPORT"
+
   echo
   cat "$SUMMARY"
   echo
   cat "$RATIOS"
-  echo
-  echo "<details><summary>every run</summary>"
-  echo
-  echo "| scenario | target | run | requests | req/s | p99 ms | errors | proxy µs/req | proxy CPU % | origin µs/req | counted |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-  awk -F'\t' '{ printf "| %s | %s | %s | %s | %.0f | %.3f | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, ($11 == "ok" ? "yes" : "no: " $11) }' "$RAW"
-  echo
-  echo "</details>"
-} >"$REPORT"
+  echo "report: ${REPORT#"$ROOT"/}"
+fi # RUN_H1
 
-echo
-cat "$SUMMARY"
-echo
-cat "$RATIOS"
-echo "report: ${REPORT#"$ROOT"/}"
+# ---------------------------------------------------------------------------------------------
+# HTTP/2 scenarios (h2c, h2tls, h2up) with h2load. See bench/e2e/h2.md.
+# ---------------------------------------------------------------------------------------------
+if ((RUN_H2)); then
+  H2_DIR=$TMP/h2
+  mkdir -p "$H2_DIR"
+  # The portico processes of these scenarios start one after another; a copy keeps a rebuild that
+  # relinks the binary during the run from mixing two builds in one report.
+  if [[ -f $PORTICO_BIN && -x $PORTICO_BIN ]]; then
+    H2_BIN_ORIG=$PORTICO_BIN H2_BIN_TIME=$(date -r "$PORTICO_BIN" '+%Y-%m-%d %H:%M:%S' 2>/dev/null || echo '?')
+    cp "$PORTICO_BIN" "$H2_DIR/reverse_proxy"
+    PORTICO_BIN=$H2_DIR/reverse_proxy
+  fi
+  # One self-signed certificate for every server, made here and deleted with $TMP.
+  if ! openssl req -x509 -newkey rsa:2048 -nodes -keyout "$H2_DIR/key.pem" -out "$H2_DIR/cert.pem" -days 2 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$H2_DIR/openssl.log" 2>&1; then
+    sed 's/^/    /' "$H2_DIR/openssl.log" >&2
+    die "could not make a test certificate"
+  fi
+  cat "$H2_DIR/cert.pem" "$H2_DIR/key.pem" >"$H2_DIR/combined.pem" # HAProxy wants both in one file
+  chmod 644 "$H2_DIR"/*.pem
+  # The client offers only these, so every server negotiates the same cipher: ECDHE (X25519 by
+  # default) with AES-128-GCM, TLS 1.3 where the server has it.
+  TLS13_CIPHER=TLS_AES_128_GCM_SHA256
+  TLS12_CIPHER=ECDHE-RSA-AES128-GCM-SHA256
+  TLS_NGINX="ssl_certificate $H2_DIR/cert.pem; ssl_certificate_key $H2_DIR/key.pem; ssl_protocols TLSv1.2 TLSv1.3;"
+
+  # The HTTP/2 origin: nginx with one worker serving the same files over h2c (prior knowledge) and
+  # h2 over TLS. It is the "direct" target of h2c and h2tls and the upstream of h2up.
+  OH_DIR=$TMP/origin-h2
+  mkdir -p "$OH_DIR/tmp"
+  pick_port
+  OH_C=$REPLY
+  pick_port
+  OH_S=$REPLY
+  cat >"$OH_DIR/origin.conf" <<EOF
+$USER_LINE
+worker_processes 1;
+pid $OH_DIR/nginx.pid;
+error_log $OH_DIR/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+$(nginx_temp_paths "$OH_DIR")
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    open_file_cache max=16 inactive=60s;
+    server {
+        listen 127.0.0.1:$OH_C http2;
+        listen 127.0.0.1:$OH_S ssl http2;
+        $TLS_NGINX
+        root $O_DIR/www;
+        location / { }
+    }
+}
+EOF
+  start_server origin-h2 "$OH_DIR/stdout.log" nginx -e "$OH_DIR/error.log" -p "$OH_DIR" -c "$OH_DIR/origin.conf" -g 'daemon off;'
+  OH_PID=$REPLY
+  wait_listen origin-h2 "$OH_PID" "$OH_C" "$OH_DIR/stdout.log" "$OH_DIR/error.log" || die "HTTP/2 origin nginx did not start"
+
+  check_h2() { # check_h2 URL FILE : GET over HTTP/2 returns 200 and exactly FILE's bytes
+    local url=$1 file=$2 out mode=(--http2-prior-knowledge)
+    [[ $url == https:* ]] && mode=(--http2 -k)
+    out=$(curl -sS -m 5 "${mode[@]}" -o "$TMP/check.body" -w '%{http_code} %{http_version}' "$url" 2>"$TMP/check.err") || out="000 -"
+    [[ $out == "200 2" ]] && cmp -s "$TMP/check.body" "$file" && return 0
+    log "GET $url over HTTP/2: status/version '$out', body $(wc -c <"$TMP/check.body" 2>/dev/null || echo 0) bytes (want '200 2', $(wc -c <"$file") bytes) $(cat "$TMP/check.err" 2>/dev/null)"
+    return 1
+  }
+  for u in "http://127.0.0.1:$OH_C" "https://127.0.0.1:$OH_S"; do
+    check_h2 "$u/1k" "$O_DIR/www/1k" || die "HTTP/2 origin does not serve its files"
+  done
+
+  declare -A H2_PORT H2_PID H2_NOTE H2_DEAD H2_CMD
+  H2_TARGETS=()
+  add_h2_note() { H2_NOTE[$1]="${H2_NOTE[$1]:+${H2_NOTE[$1]}; }$2"; }
+
+  h2_register() { # h2_register SCEN NAME PID PORT LOG... : check it answers over HTTP/2, then keep it
+    local scen=$1 name=$2 pid=$3 port=$4 scheme=http
+    [[ $scen == h2tls ]] && scheme=https
+    if wait_listen "$name" "$pid" "$port" "${@:5}" && check_h2 "$scheme://127.0.0.1:$port/1k" "$O_DIR/www/1k" &&
+      check_h2 "$scheme://127.0.0.1:$port/5b" "$O_DIR/www/5b"; then
+      H2_PORT[$scen,$name]=$port H2_PID[$scen,$name]=$pid
+      H2_TARGETS+=("$name")
+    else
+      add_h2_note "$scen,$name" "failed to start or to proxy correctly over HTTP/2 (see the script's messages)"
+      stop_root "$pid"
+    fi
+  }
+
+  h2_start() { # h2_start SCEN : start every proxy that can do SCEN, each one listening for it
+    local scen=$1 port up d
+    H2_TARGETS=()
+    up=127.0.0.1:$O_PORT
+    [[ $scen == h2up ]] && up=127.0.0.1:$OH_C
+
+    # portico
+    if [[ -f $PORTICO_BIN && -x $PORTICO_BIN ]]; then
+      pick_port
+      port=$REPLY
+      d=$TMP/portico-$scen
+      mkdir -p "$d"
+      local args=(--listen "127.0.0.1:$port" --upstream "$up" --threads 1)
+      case $scen in
+        h2c) args+=(--h2c) ;;
+        h2tls) args+=(--tls-cert "$H2_DIR/cert.pem" --tls-key "$H2_DIR/key.pem") ;;
+        h2up) args+=(--h2c --upstream-h2) ;;
+      esac
+      H2_CMD[$scen,portico]="${H2_BIN_ORIG#"$ROOT"/} ${args[*]//$H2_DIR\//}"
+      start_server "portico ($scen)" "$d/out.log" "$PORTICO_BIN" "${args[@]}"
+      h2_register "$scen" portico "$REPLY" "$port" "$d/out.log"
+    else
+      add_h2_note "$scen,portico" "skipped: binary not found at $PORTICO_BIN"
+    fi
+
+    # nginx: no HTTP/2 to upstreams (proxy_http_version has no 2), so not in h2up
+    if [[ $scen == h2up ]]; then
+      add_h2_note "$scen,nginx" "not run: nginx cannot speak HTTP/2 to a proxied upstream"
+    else
+      pick_port
+      port=$REPLY
+      d=$TMP/nginx-$scen
+      mkdir -p "$d/tmp"
+      local listen="listen 127.0.0.1:$port http2;" tls=""
+      [[ $scen == h2tls ]] && listen="listen 127.0.0.1:$port ssl http2;" tls=$TLS_NGINX
+      cat >"$d/proxy.conf" <<EOF
+$USER_LINE
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+$(nginx_temp_paths "$d")
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    upstream origin {
+        server $up;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        $listen
+        $tls
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+      start_server "nginx ($scen)" "$d/stdout.log" nginx -e "$d/error.log" -p "$d" -c "$d/proxy.conf" -g 'daemon off;'
+      h2_register "$scen" nginx "$REPLY" "$port" "$d/stdout.log" "$d/error.log"
+    fi
+
+    # HAProxy: h2 frontends ("proto h2" for prior knowledge, ALPN h2 on TLS); "proto h2" on the
+    # server line in h2up
+    if ((HAVE_HAPROXY)); then
+      pick_port
+      port=$REPLY
+      d=$TMP/haproxy-$scen
+      mkdir -p "$d"
+      local bind="bind 127.0.0.1:$port proto h2" srv="server o1 $up"
+      [[ $scen == h2tls ]] && bind="bind 127.0.0.1:$port ssl crt $H2_DIR/combined.pem alpn h2"
+      [[ $scen == h2up ]] && srv+=" proto h2"
+      cat >"$d/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+    http-reuse always
+frontend fe
+    $bind
+    default_backend origin
+backend origin
+    $srv
+EOF
+      if haproxy -c -q -f "$d/haproxy.cfg" >"$d/check.log" 2>&1; then
+        start_server "haproxy ($scen)" "$d/stdout.log" haproxy -db -f "$d/haproxy.cfg"
+        h2_register "$scen" haproxy "$REPLY" "$port" "$d/stdout.log"
+      else
+        add_h2_note "$scen,haproxy" "skipped: configuration rejected by $(haproxy -v 2>/dev/null | head -n 1)"
+        sed 's/^/    /' "$d/check.log" >&2
+      fi
+    else
+      add_h2_note "$scen,haproxy" "skipped: haproxy not available"
+    fi
+
+    # h2o: HTTP/2 on both listeners; its proxy speaks HTTP/1.1 only (h2o 2.2), so not in h2up
+    if [[ $scen == h2up ]]; then
+      add_h2_note "$scen,h2o" "not run: h2o $(h2o --version 2>/dev/null | head -n 1 | awk '{ print $3 }') proxies over HTTP/1.1 only"
+    elif ((HAVE_H2O)); then
+      pick_port
+      port=$REPLY
+      d=$TMP/h2o-$scen
+      mkdir -p "$d"
+      {
+        echo "num-threads: 1"
+        echo "listen:"
+        echo "  host: 127.0.0.1"
+        echo "  port: $port"
+        if [[ $scen == h2tls ]]; then
+          echo "  ssl:"
+          echo "    certificate-file: $H2_DIR/cert.pem"
+          echo "    key-file: $H2_DIR/key.pem"
+        fi
+        echo "error-log: $d/error.log"
+        echo "hosts:"
+        echo "  default:"
+        echo "    paths:"
+        echo "      \"/\":"
+        echo "        proxy.reverse.url: \"http://$up/\""
+      } >"$d/h2o.conf"
+      if h2o -t -c "$d/h2o.conf" >"$d/check.log" 2>&1; then
+        start_server "h2o ($scen)" "$d/stdout.log" h2o -c "$d/h2o.conf"
+        h2_register "$scen" h2o "$REPLY" "$port" "$d/stdout.log" "$d/error.log"
+      else
+        add_h2_note "$scen,h2o" "skipped: configuration rejected by $(h2o --version 2>/dev/null | head -n 1)"
+        sed 's/^/    /' "$d/check.log" >&2
+      fi
+    else
+      add_h2_note "$scen,h2o" "skipped: h2o not available"
+    fi
+  }
+
+  h2_stop() { # h2_stop SCEN : stop the proxies of SCEN one by one and note how each exited
+    local scen=$1 t pid st
+    for t in ${H2_TARGETS[@]+"${H2_TARGETS[@]}"}; do
+      pid=${H2_PID[$scen,$t]}
+      stop_root "$pid"
+      st=${EXIT_STATUS[$pid]:-0}
+      case $st in
+        0 | 143) ;;
+        137) add_h2_note "$scen,$t" "did not exit within 3 s of SIGTERM and was killed" ;;
+        *)
+          if ((st > 128)); then
+            add_h2_note "$scen,$t" "ended with signal $((st - 128)) (SIG$(kill -l $((st - 128)) 2>/dev/null || echo '?'))"
+          else
+            add_h2_note "$scen,$t" "exited with status $st"
+          fi
+          ;;
+      esac
+      [[ -n ${H2_DEAD[$scen,$t]:-} ]] && add_h2_note "$scen,$t" "exited during the run; later runs skipped"
+      [[ -n ${H2_NOTE[$scen,$t]:-} ]] && log "$t ($scen): ${H2_NOTE[$scen,$t]}"
+    done
+    true
+  }
+
+  H2_LOG=$TMP/h2load.out
+  run_h2load() { # run_h2load URL SECONDS : output in $H2_LOG; bounded by timeout
+    timeout -k 5 $(($2 + 30)) "${PIN_WRK[@]}" h2load -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" -D "$2" \
+      --tls13-ciphers="$TLS13_CIPHER" --ciphers="$TLS12_CIPHER" "$1" >"$H2_LOG" 2>&1 &
+    WRK_PID=$!
+    local rc=0
+    wait "$WRK_PID" || rc=$?
+    WRK_PID=""
+    return "$rc"
+  }
+
+  parse_h2load() { # parse_h2load FILE : "succeeded rps mean_ms errors protocol tls"
+    awk '
+      /^finished in / { rps = $4 + 0 }
+      /^requests: / { for (i = 2; i < NF; i++) v[$(i + 1)] = $i + 0 }
+      /^status codes: / { bad = $9 + $11 }
+      /^Application protocol:/ { proto = $3 }
+      /^TLS Protocol:/ { tls = $3 }
+      /^Cipher:/ { tls = tls "/" $2 }
+      /^Server Temp Key:/ { tls = tls "/" $4 }
+      /^time for request:/ {
+        x = $6; u = x; sub(/^[0-9.]+/, "", u); x += 0
+        if (u == "us") x /= 1000; else if (u == "s") x *= 1000
+        mean = x
+      }
+      END {
+        # "failed" counts requests that ended without a response or with a 4xx/5xx
+        err = v["failed,"] + v["timeout"]
+        if (err < bad) err = bad
+        printf "%d %.2f %.3f %d %s %s\n", v["succeeded,"], rps, mean, err, (proto == "" ? "-" : proto), (tls == "" ? "-" : tls)
+      }' "$1"
+  }
+
+  cpu_line() { awk -v c="cpu$PROXY_CPU" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+
+  H2_RAW=$TMP/h2raw.tsv
+  : >"$H2_RAW"
+  H2_OTHER_MAX=${H2_OTHER_MAX:-15}
+
+  measure_h2() { # measure_h2 SCEN TARGET REP URL PROXY_ROOT|"" ORIGIN_ROOT
+    local scen=$1 target=$2 rep=$3 url=$4 root=$5 oroot=$6 ppids="" opids try
+    local p0 p1 o0 o1 t0 t1 c0 c1 reqs rps mean errs proto tls load flag other
+    for ((try = 1; try <= 3; try++)); do
+      if ((WARMUP > 0)); then run_h2load "$url" "$WARMUP" || true; fi
+      load=$(awk '{ print $1 }' /proc/loadavg)
+      p0=0 p1=0
+      [[ -n $root ]] && ppids=$(descendants "$root")
+      opids=$(descendants "$oroot")
+      # shellcheck disable=SC2086
+      { c0=$(cpu_line); [[ -n $root ]] && p0=$(cpu_ticks $ppids); o0=$(cpu_ticks $opids); t0=$(date +%s%N); }
+      if ! run_h2load "$url" "$DURATION"; then
+        log "h2load failed against $target ($scen, run $rep):"
+        sed 's/^/    /' "$H2_LOG" >&2
+      fi
+      # shellcheck disable=SC2086
+      { t1=$(date +%s%N); o1=$(cpu_ticks $opids); [[ -n $root ]] && p1=$(cpu_ticks $ppids); c1=$(cpu_line); }
+      read -r reqs rps mean errs proto tls < <(parse_h2load "$H2_LOG")
+      # CPU time on the servers' CPU that neither the proxy nor the origin used: other work
+      # (or the hypervisor, as steal time, or interrupts)
+      other=$(awk -v a="$c0" -v b="$c1" -v p=$((p1 - p0)) -v o=$((o1 - o0)) 'BEGIN {
+        split(a, x, " "); split(b, y, " "); tot = y[2] - x[2]
+        printf "%.0f", (tot > 0 ? 100 * (y[1] - x[1] - p - o) / tot : 0) }')
+      flag=ok
+      if ((errs > 0)); then
+        flag=errors
+      elif ((reqs < 10 * H2_CLIENTS)); then
+        flag=stalled
+        log "warning: only $reqs requests completed in ${DURATION}s with $H2_CLIENTS clients: $target stalled"
+      elif [[ $proto != h2 && $proto != h2c ]]; then
+        flag="not-h2($proto)"
+      fi
+      if [[ -n $root ]] && ! kill -0 "$root" 2>/dev/null; then flag=died; fi
+      if [[ $flag == ok ]] && ((other > H2_OTHER_MAX && try < 3)); then
+        log "$target ($scen, run $rep): ${other}% of CPU $PROXY_CPU went to other work (load $load): run again"
+        printf '%s\t%s\t%s\t%d\t%.2f\t%.3f\t%d\t-\t-\t-\tinterference\t%s\t%s\t%s\t%s\n' "$scen" "$target" "$rep" "$reqs" "$rps" "$mean" "$errs" \
+          "$load" "$other" "$proto" "$tls" >>"$H2_RAW"
+        continue
+      fi
+      break
+    done
+    awk -v f="$flag" -v s="$scen" -v t="$target" -v r="$rep" -v n="$reqs" -v rps="$rps" -v mean="$mean" -v e="$errs" \
+      -v pt=$((p1 - p0)) -v ot=$((o1 - o0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) -v proxy="${root:+1}" \
+      -v load="$load" -v other="$other" -v proto="$proto" -v tls="$tls" '
+      BEGIN {
+        pus = (proxy && n > 0) ? sprintf("%.2f", pt * 1e6 / hz / n) : "-"
+        ppc = proxy ? sprintf("%.1f", pt / hz / (ns / 1e9) * 100) : "-"
+        ous = n > 0 ? sprintf("%.2f", ot * 1e6 / hz / n) : "-"
+        printf "%s\t%s\t%s\t%d\t%.2f\t%.3f\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s, t, r, n, rps, mean, e, pus, ppc, ous, f, load, other, proto, tls
+      }' >>"$H2_RAW"
+    log "$(tail -n 1 "$H2_RAW" | awk -F'\t' '{ printf "%-5s %-15s run %s: %9.0f req/s  mean %7.3f ms  errors %d  proxy %s us/req (%s%% CPU)  origin %s us/req  load %s  other %s%%  %s %s%s", $1, $2, $3, $5, $6, $7, $8, $9, $10, $12, $13, $14, $15, ($11 == "ok" ? "" : "  [" $11 ": not counted]") }')"
+  }
+
+  H2_SCENARIOS=()
+  for s in h2c h2tls h2up; do [[ -n ${WANT[$s]:-} ]] && H2_SCENARIOS+=("$s"); done
+  log "HTTP/2 scenarios: ${H2_SCENARIOS[*]}; h2load -c$H2_CLIENTS -m$H2_STREAMS, ${DURATION}s runs (+${WARMUP}s warm-up), median of $REPEATS"
+  H2_UPTIME_START=$(uptime)
+  for scen in "${H2_SCENARIOS[@]}"; do
+    scheme=http dport=$OH_C
+    [[ $scen == h2tls ]] && scheme=https dport=$OH_S
+    h2_start "$scen"
+    log "$scen: direct ${H2_TARGETS[*]:-}; uptime:$(uptime | sed 's/.*load/ load/')"
+    for ((rep = 1; rep <= REPEATS; rep++)); do measure_h2 "$scen" "direct (before)" "$rep" "$scheme://127.0.0.1:$dport/1k" "" "$OH_PID"; done
+    for ((rep = 1; rep <= REPEATS; rep++)); do
+      for t in ${H2_TARGETS[@]+"${H2_TARGETS[@]}"}; do
+        [[ -n ${H2_DEAD[$scen,$t]:-} ]] && continue
+        if ! kill -0 "${H2_PID[$scen,$t]}" 2>/dev/null; then
+          log "$t ($scen) is no longer running: dropped from the rest of the run"
+          H2_DEAD[$scen,$t]=1
+          continue
+        fi
+        oroot=$O_PID
+        [[ $scen == h2up ]] && oroot=$OH_PID
+        measure_h2 "$scen" "$t" "$rep" "$scheme://127.0.0.1:${H2_PORT[$scen,$t]}/1k" "${H2_PID[$scen,$t]}" "$oroot"
+      done
+    done
+    for ((rep = 1; rep <= REPEATS; rep++)); do measure_h2 "$scen" "direct (after)" "$rep" "$scheme://127.0.0.1:$dport/1k" "" "$OH_PID"; done
+    h2_stop "$scen"
+  done
+  H2_UPTIME_END=$(uptime)
+
+  # Report.
+  H2_SUMMARY=$TMP/h2summary.md
+  H2_CPU=$TMP/h2cpu.tsv
+  : >"$H2_CPU"
+  awk -F'\t' -v cpufile="$H2_CPU" -v scens="${H2_SCENARIOS[*]}" '
+    function median(key,   n, i, j, v, a) {
+      n = cnt[key]
+      for (i = 1; i <= n; i++) a[i] = vals[key, i]
+      for (i = 2; i <= n; i++) { v = a[i]; j = i - 1; while (j >= 1 && a[j] > v) { a[j + 1] = a[j]; j-- } a[j + 1] = v }
+      return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function add(key, x) { cnt[key]++; vals[key, cnt[key]] = x + 0 }
+    function fmt(key, f) { return cnt[key] ? sprintf(f, median(key)) : "—" }
+    $11 == "interference" { redo[$1 SUBSEP $2]++; next }
+    {
+      k = $1 SUBSEP $2; seen[k] = 1; errs[k] += $7; runs[k]++
+      if ($11 != "ok") { bad[k] = bad[k] (bad[k] == "" ? "" : ", ") $11; next }
+      good[k]++
+      add(k SUBSEP "rps", $5); add(k SUBSEP "mean", $6); add(k SUBSEP "other", $13)
+      if ($8 != "-") add(k SUBSEP "pus", $8)
+      if ($9 != "-") add(k SUBSEP "ppc", $9)
+      if ($10 != "-") add(k SUBSEP "ous", $10)
+    }
+    END {
+      label["h2c"] = "h2c 1 KiB"; label["h2tls"] = "h2 over TLS 1 KiB"; label["h2up"] = "h2c 1 KiB, h2 to the origin"
+      nt = split("direct (before),portico,nginx,haproxy,h2o,direct (after)", tg, ",")
+      ns = split(scens, sc, " ")
+      print "| scenario | target | proxy CPU µs/req | req/s | vs direct | mean latency | errors | valid runs | proxy CPU % | origin CPU µs/req | other work on the servers CPU |"
+      print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+      for (s = 1; s <= ns; s++) {
+        best = 0
+        for (d = 0; d < 2; d++) {
+          k = sc[s] SUBSEP (d ? "direct (after)" : "direct (before)")
+          if (cnt[k SUBSEP "rps"]) { m = median(k SUBSEP "rps"); if (m > best) best = m }
+        }
+        for (i = 1; i <= nt; i++) {
+          k = sc[s] SUBSEP tg[i]
+          if (!(k in seen)) continue
+          rps = cnt[k SUBSEP "rps"] ? median(k SUBSEP "rps") : 0
+          vs = (best > 0 && cnt[k SUBSEP "rps"]) ? sprintf("%.2f", rps / best) : "—"
+          valid = (good[k] + 0) "/" runs[k] (bad[k] != "" ? " (" bad[k] ")" : "") (redo[k] ? ", " redo[k] " redone" : "")
+          name = (tg[i] ~ /^direct/) ? tg[i] : "**" tg[i] "**"
+          printf "| %s | %s | %s | %s | %s | %s | %d | %s | %s | %s | %s |\n", label[sc[s]], name,
+            fmt(k SUBSEP "pus", "**%.2f**"), fmt(k SUBSEP "rps", "%.0f"), vs, fmt(k SUBSEP "mean", "%.2f ms"), errs[k], valid,
+            fmt(k SUBSEP "ppc", "%.0f"), fmt(k SUBSEP "ous", "%.2f"), fmt(k SUBSEP "other", "%.0f%%")
+          if (tg[i] !~ /^direct/ && cnt[k SUBSEP "pus"]) print sc[s] "\t" tg[i] "\t" fmt(k SUBSEP "pus", "%.2f") > cpufile
+        }
+      }
+    }' "$H2_RAW" >"$H2_SUMMARY"
+
+  h2cpu_of() { awk -F'\t' -v s="$1" -v t="$2" '$1 == s && $2 == t { print $3 }' "$H2_CPU"; }
+  ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
+  H2_RATIOS=$TMP/h2ratios.md
+  {
+    for scen in "${H2_SCENARIOS[@]}"; do
+      base=$(h2cpu_of "$scen" nginx) ref=nginx
+      [[ $scen == h2up ]] && base=$(h2cpu_of "$scen" haproxy) ref=haproxy
+      line="- $scen, proxy CPU µs/request relative to $ref:"
+      any=0
+      for t in portico nginx haproxy h2o; do
+        [[ $t == "$ref" ]] && continue
+        v=$(h2cpu_of "$scen" "$t")
+        [[ -n $v && -n $base ]] || continue
+        ((any)) && line+=","
+        line+=" $t/$ref = $(ratio "$v" "$base")"
+        any=1
+      done
+      ((any)) || line+=" n/a"
+      echo "$line"
+    done
+    a=$(h2cpu_of h2up portico) b=$(h2cpu_of h2c portico)
+    if [[ -n $a && -n $b ]]; then
+      echo "- portico, h2 upstream (h2up) vs HTTP/1.1 upstream (h2c): $a vs $b µs/request (×$(ratio "$a" "$b"))"
+    fi
+    a=$(h2cpu_of h2up haproxy) b=$(h2cpu_of h2c haproxy)
+    if [[ -n $a && -n $b ]]; then
+      echo "- haproxy, h2 upstream (h2up) vs HTTP/1.1 upstream (h2c): $a vs $b µs/request (×$(ratio "$a" "$b"))"
+    fi
+    echo
+    for scen in "${H2_SCENARIOS[@]}"; do
+      for t in portico nginx haproxy h2o; do
+        [[ -n ${H2_NOTE[$scen,$t]:-} ]] && echo "- $scen, $t: ${H2_NOTE[$scen,$t]}"
+      done
+    done
+    true
+  } >"$H2_RATIOS"
+
+  H2_REPORT=$RESULTS_DIR/h2-$STAMP.md
+  {
+    echo "# portico HTTP/2 benchmark, $(date '+%Y-%m-%d %H:%M:%S %Z')"
+    echo
+    echo "- command: \`${ONLY:+ONLY=$ONLY }$( [[ $H2_OTHER_MAX != 15 ]] && echo "H2_OTHER_MAX=$H2_OTHER_MAX ")DURATION=$DURATION REPEATS=$REPEATS WARMUP=$WARMUP bash bench/e2e/run.sh\`"
+    echo "- machine: $(uname -srm), $NCPU CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown))"
+    echo "- load: \`h2load -t1 -c$H2_CLIENTS -m$H2_STREAMS -D $DURATION\` on GET /1k (1024 bytes), ${WARMUP}s unmeasured run before each run, median of $REPEATS run(s)"
+    echo "- TLS: one self-signed RSA-2048 certificate made for the run; h2load offers only $TLS13_CIPHER (TLS 1.3) and $TLS12_CIPHER (TLS 1.2)"
+    echo "- pinning: $PINNING"
+    echo "- uptime at the start: $H2_UPTIME_START"
+    echo "- uptime at the end: $H2_UPTIME_END"
+    echo "- CPUs ${BUSY_BEFORE}% busy in the second before the first run of the script (servers idle)"
+    echo "- origin for the proxies: $(version_of nginx), 1 worker, HTTP/1.1 keep-alive; direct target and h2up upstream: the same nginx build with \`listen ... http2\` (h2c, prior knowledge) and \`listen ... ssl http2\`, 1 worker"
+    for scen in "${H2_SCENARIOS[@]}"; do
+      [[ -n ${H2_CMD[$scen,portico]:-} ]] && echo "- portico $scen: \`${H2_CMD[$scen,portico]}\`"
+    done
+    echo "- portico: a copy of ${H2_BIN_ORIG:-?} (modified ${H2_BIN_TIME:-?}), repository at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no commit yet')$(git -C "$ROOT" diff --quiet HEAD -- src include 2>/dev/null || echo ' with uncommitted changes in src/ or include/')"
+    echo "- nginx proxy: $(version_of nginx), \`worker_processes 1\`, \`listen ... http2\` / \`listen ... ssl http2\`, upstream \`keepalive 64\`, \`proxy_http_version 1.1\`, no access log"
+    ((HAVE_HAPROXY)) && echo "- haproxy: $(version_of haproxy), \`nbthread 1\`, \`bind ... proto h2\` / \`bind ... ssl crt ... alpn h2\`, \`http-reuse always\`, h2up: \`server ... proto h2\`"
+    ((HAVE_H2O)) && echo "- h2o: $(version_of h2o), \`num-threads: 1\`, \`proxy.reverse.url\`, no access log"
+    echo "- h2load: $(version_of h2load)"
+    echo
+    echo "CPU µs/req = (utime+stime of the proxy's processes and threads over the measured run) ÷ requests that succeeded."
+    echo "\"vs direct\" = req/s ÷ the better median of the direct runs (h2load straight to the HTTP/2 nginx) before and after the proxies."
+    echo "\"other work\" = share of CPU $PROXY_CPU (the servers' CPU) used by neither the proxy nor the origin during the run (other processes, interrupts, steal); a run with more than ${H2_OTHER_MAX}% is run again (up to 3 tries)."
+    echo "h2load reports no percentiles, so the latency column is its mean time per request."
+    echo
+    cat "$H2_SUMMARY"
+    echo
+    cat "$H2_RATIOS"
+    echo
+    echo "<details><summary>every run</summary>"
+    echo
+    echo "| scenario | target | run | requests | req/s | mean ms | errors | proxy µs/req | proxy CPU % | origin µs/req | counted | load (1 min) | other % | protocol | TLS |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|"
+    awk -F'\t' '{ printf "| %s | %s | %s | %s | %.0f | %.3f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, ($11 == "ok" ? "yes" : "no: " $11), $12, $13, $14, $15 }' "$H2_RAW"
+    echo
+    echo "</details>"
+  } >"$H2_REPORT"
+
+  echo
+  cat "$H2_SUMMARY"
+  echo
+  cat "$H2_RATIOS"
+  echo "report: ${H2_REPORT#"$ROOT"/}"
+fi # RUN_H2
