@@ -49,6 +49,15 @@ void make_nva(const HeaderMap& h, std::vector<nghttp2_nv>& nva, std::string& scr
 
 }  // namespace
 
+std::string_view error_code_name(std::uint32_t code) noexcept {
+  static constexpr std::string_view kNames[] = {
+      "no_error",         "protocol_error", "internal_error",    "flow_control_error",
+      "settings_timeout", "stream_closed",  "frame_size_error",  "refused_stream",
+      "cancel",           "compression_error", "connect_error",  "enhance_your_calm",
+      "inadequate_security", "http_1_1_required"};
+  return code < std::size(kNames) ? kNames[code] : std::string_view("unknown");
+}
+
 std::optional<std::uint16_t> status_of(const HeaderMap& h) {
   auto v = h.get(":status");
   if (!v || v->size() != 3) return std::nullopt;

@@ -59,6 +59,9 @@ enum class ErrorCode : std::uint32_t {
   Http11Required = 0xd,
 };
 
+/// The RFC 9113 name of an error code in lowercase ("enhance_your_calm"), "unknown" past 0xd.
+std::string_view error_code_name(std::uint32_t code) noexcept;
+
 /// Limits and windows of one session. Every field has a production default.
 struct Settings {
   using ms = std::chrono::milliseconds;

@@ -1,5 +1,7 @@
 #include "observe/proxy_observer.hpp"
 
+#include "http2/session.hpp"
+
 namespace portico::detail {
 
 namespace obs = portico::observe;
@@ -50,15 +52,11 @@ ProxyObserver::ProxyObserver(std::shared_ptr<obs::Registry> registry, std::strin
                                  {"service"})
                     .with({svc});
   {
-    static constexpr std::string_view kCodes[] = {
-        "no_error",       "protocol_error", "internal_error",     "flow_control_error",
-        "settings_timeout", "stream_closed", "frame_size_error",  "refused_stream",
-        "cancel",         "compression_error", "connect_error",   "enhance_your_calm",
-        "inadequate_security", "http_1_1_required", "other"};
     auto& g = r.counter_family("portico_downstream_h2_goaway_sent_total",
                                "GOAWAY frames sent to HTTP/2 clients, by error code.",
                                {"service", "code"});
-    for (std::size_t i = 0; i < h2_goaways_.size(); ++i) h2_goaways_[i] = &g.with({svc, kCodes[i]});
+    for (std::size_t i = 0; i < h2_goaways_.size(); ++i)
+      h2_goaways_[i] = &g.with({svc, h2::error_code_name(static_cast<std::uint32_t>(i))});
   }
   h2_up_sessions_ = &r.gauge_family("portico_upstream_h2_sessions_active",
                                     "Multiplexed HTTP/2 upstream connections open now.",

@@ -417,8 +417,9 @@ void H2Connection::dispatch() {
       case h2::EventKind::GoawaySent:
         obs_->h2_goaway_sent(e->code);
         if (e->code != static_cast<std::uint32_t>(h2::ErrorCode::NoError))
-          log::error_log().info("HTTP/2 client {}: GOAWAY sent ({}): {}",
-                                owner_.client_addr().to_string(), e->code, session_.last_error());
+          log::error_log().info("HTTP/2 client {}: GOAWAY {} sent{}{}",
+                                owner_.client_addr().to_string(), h2::error_code_name(e->code),
+                                session_.last_error().empty() ? "" : ": ", session_.last_error());
         break;
       case h2::EventKind::Rejected:
         log::error_log().info("HTTP/2 client {}: stream {}: header list over {} bytes, answered {}",

@@ -203,8 +203,9 @@ void H2UpConn::dispatch() {
         break;
       case h2::EventKind::GoawaySent:
         if (e->code != 0)
-          log::error_log().info("HTTP/2 upstream {}: GOAWAY sent ({}): {}", t_->peer.to_string(),
-                                e->code, session_.last_error());
+          log::error_log().info("HTTP/2 upstream {}: GOAWAY {} sent{}{}", t_->peer.to_string(),
+                                h2::error_code_name(e->code),
+                                session_.last_error().empty() ? "" : ": ", session_.last_error());
         break;
       default:
         break;
@@ -510,8 +511,10 @@ task<Result<void>> ProxyRequest::h2_exchange(H2UpConn& up, H2Call& call, bool re
   auto stream_error = [&](bool before_head) {
     if (call.rejected)
       return Error::http_status(call.rejected, "upstream response header list too large");
-    Error e = Error::upstream(ErrorType::H2Error,
-                              "upstream reset the stream (code " + std::to_string(call.code) + ")");
+    Error e = Error::upstream(
+        ErrorType::H2Error,
+        call.code ? "the upstream reset the stream: " + std::string(h2::error_code_name(call.code))
+                  : std::string("the upstream HTTP/2 connection closed"));
     // Refused (or above the upstream's GOAWAY): the request was not processed anywhere.
     if (before_head && (call.retry_safe || call.code == static_cast<std::uint32_t>(h2::ErrorCode::RefusedStream)))
       e.set_retry(true);
