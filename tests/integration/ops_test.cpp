@@ -4,7 +4,9 @@
 #include "integration/helpers.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -485,6 +487,32 @@ TEST(Ops, DaemonStartsReportsReadyAndStops) {
   EXPECT_TRUE(eventually([&] { return !fs::exists(pid_file); }));
   EXPECT_TRUE(eventually([&] { return get_status(port, 0) == 0; }));
   EXPECT_NE(slurp(dir / "error.log").find("portico stopped"), std::string::npos);
+}
+
+// user/group: the listeners are bound as root, then the process runs as the configured user.
+TEST(Ops, UserAndGroupAreSwitchedAfterBinding) {
+  if (::geteuid() != 0) GTEST_SKIP() << "switching user needs root";
+  if (!::getpwnam("nobody") || !::getgrnam("nogroup")) GTEST_SKIP() << "no nobody/nogroup here";
+  TempDir dir;
+  pt::Origin origin(pt::Origin::text("ok"));
+  spit(dir / "conf.yaml", "user: nobody\ngroup: nogroup\n");
+  Proc p({"-c", (dir / "conf.yaml").string(), "--listen", "127.0.0.1:0", "--upstream",
+          origin.addr().to_string()},
+         dir / "err");
+  const auto port = p.wait_listening();
+  ASSERT_NE(port, 0) << slurp(dir / "err");
+  const std::string status = slurp("/proc/" + std::to_string(p.pid()) + "/status");
+  const passwd* pw = ::getpwnam("nobody");
+  const group* gr = ::getgrnam("nogroup");
+  const std::string uid = std::to_string(pw->pw_uid), gid = std::to_string(gr->gr_gid);
+  // "Uid:\treal\teffective\tsaved\tfs": every one of them is nobody's.
+  EXPECT_NE(status.find("Uid:\t" + uid + "\t" + uid + "\t" + uid + "\t" + uid), std::string::npos)
+      << status;
+  EXPECT_NE(status.find("Gid:\t" + gid + "\t" + gid + "\t" + gid + "\t" + gid), std::string::npos)
+      << status;
+  EXPECT_EQ(get_status(port, 0), 200) << "still serves after dropping root";
+  p.signal(SIGTERM);
+  EXPECT_EQ(exit_code(p.wait_exit()), 0) << slurp(dir / "err");
 }
 
 // -d on a port already in use: the parent exits 1 and says why.
