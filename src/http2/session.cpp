@@ -221,7 +221,9 @@ Result<std::size_t> Session::feed(std::string_view bytes) {
       }
       continue;
     }
-    if (h[3] != NGHTTP2_DATA || !(id & 1) || id > max_peer_stream_) continue;
+    // A HEADERS earlier in this buffer may open the stream: nghttp2 has not seen it yet.
+    if (h[3] == NGHTTP2_HEADERS && (id & 1) && id > scan_.max_id) scan_.max_id = id;
+    if (h[3] != NGHTTP2_DATA || !(id & 1) || id > std::max(max_peer_stream_, scan_.max_id)) continue;
     if (auto r = feed_frames(bytes.substr(fed, pos - fed)); !r) return r;
     fed = pos;
     if (!nghttp2_session_find_stream(s_, id) && peer_stream(id) == PeerStream::Closed) {

@@ -347,6 +347,7 @@ class Session {
     std::size_t payload = 0;   // payload bytes of the current frame still to come
     std::uint8_t hdr[9] = {};  // a frame header being collected
     std::size_t have = 0;
+    std::int32_t max_id = 0;   // the highest stream a HEADERS seen by the scan opens
   } scan_;
   void set_peer_stream(std::int32_t id, PeerStream st) noexcept;
   std::string last_error_;

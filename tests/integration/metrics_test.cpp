@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "integration/h2_client.hpp"
 #include "integration/helpers.hpp"
 
 namespace itest {
@@ -42,10 +43,11 @@ Origin::Handler origin_handler() {
 
 /// A proxy service and a metrics service on one Server, both recording into `registry`.
 struct Stack {
-  explicit Stack(std::shared_ptr<obs::Registry> reg, std::shared_ptr<obs::AccessLog> log = nullptr)
+  explicit Stack(std::shared_ptr<obs::Registry> reg, std::shared_ptr<obs::AccessLog> log = nullptr,
+                 HttpServerOptions opts = {})
       : registry(std::move(reg)),
         proxy(http_proxy_service(std::make_shared<Router>(origin.addr(), SocketAddr::loopback(dead_port())),
-                                 HttpServerOptions{}, "obs_it")),
+                                 opts, "obs_it")),
         metrics(obs::prometheus_service(registry)),
         server(ServerConf{.threads = 2}) {
     proxy->set_metrics_registry(registry);
@@ -167,6 +169,50 @@ TEST(Metrics, ScrapedCountsMatchWhatWasSent) {
   // The metrics service counts itself; other paths are 404.
   EXPECT_EQ(scraper.get("/other")->status, 404u);
   EXPECT_EQ(scraper.request("POST", "/metrics")->status, 405u);
+}
+
+TEST(Metrics, Http2StreamsAndConnectionsAreCounted) {
+  auto reg = std::make_shared<obs::Registry>();
+  HttpServerOptions o;
+  o.h2c = true;
+  Stack st(reg, nullptr, o);
+  constexpr int kStreams = 12;
+  {
+    h2test::H2Client c(st.proxy_port(), {});
+    ASSERT_TRUE(c.connected()) << c.error();
+    for (int i = 0; i < kStreams; ++i) {
+      h2test::Request r;
+      r.path = "/ok/" + std::to_string(i);
+      auto s = c.request(r);
+      ASSERT_TRUE(s);
+      EXPECT_EQ(s->status, 200u);
+    }
+  }
+  // Gauges go back to zero once the client has gone.
+  auto gauge = [&](const char* name) {
+    return reg->gauge_family(name, "", {"service"}).with({"obs_it"}).value();
+  };
+  ASSERT_TRUE(eventually([&] {
+    return gauge("portico_downstream_h2_connections_active") == 0 &&
+           gauge("portico_downstream_h2_streams_active") == 0 && st.requests("2xx") == kStreams;
+  }));
+  Client scraper(st.metrics_port());
+  auto resp = scraper.get("/metrics");
+  ASSERT_TRUE(resp);
+  const auto m = parse_exposition(resp->body);
+  auto at = [&](const std::string& key) {
+    auto it = m.find(key);
+    EXPECT_NE(it, m.end()) << key << " missing";
+    return it == m.end() ? -1.0 : it->second;
+  };
+  const std::string svc = "service=\"obs_it\"";
+  EXPECT_EQ(at("portico_downstream_h2_streams_total{" + svc + "}"), kStreams);
+  EXPECT_EQ(at("portico_requests_total{code_class=\"2xx\"," + svc + "}"), kStreams);
+  EXPECT_EQ(at("portico_downstream_h2_connections_active{" + svc + "}"), 0);
+  EXPECT_EQ(at("portico_downstream_h2_streams_active{" + svc + "}"), 0);
+  EXPECT_EQ(at("portico_downstream_connections_total{" + svc + "}"), 1) << "all streams on one";
+  EXPECT_EQ(at("portico_downstream_h2_client_resets_total{" + svc + "}"), 0);
+  EXPECT_EQ(at("portico_downstream_h2_goaway_sent_total{code=\"enhance_your_calm\"," + svc + "}"), 0);
 }
 
 TEST(Metrics, LoadBalancerHealthIsExported) {
