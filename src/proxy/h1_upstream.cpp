@@ -127,21 +127,7 @@ task<Result<void>> ProxyRequest::proxy_attempt(UpstreamConnPtr& conn, bool reuse
   } catch (...) {
     exc = std::current_exception();
   }
-  if (pump_running_) {
-    // The response ended (or failed) before the client finished sending its body.
-    pump_cancel_.emit(asio::cancellation_type::terminal);
-    while (pump_running_) {
-      pump_timer_.expires_at(std::chrono::steady_clock::time_point::max());
-      error_code ec;
-      co_await pump_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    }
-  }
-  if (exc) std::rethrow_exception(exc);
-  if (pump_exception_) std::rethrow_exception(pump_exception_);
-  // A failed body pump explains a failed response read better than "operation aborted". A
-  // response that completed while the upload was still going is a success; the connection
-  // closes because the rest of the body was not read.
-  if (!pump_result_ && !r) r = pump_result_.error();
+  co_await end_side(r, exc);
   // Whether the client connection survives is decided once, for the final outcome, in
   // handle_request: a failed attempt may still be retried.
 
@@ -328,6 +314,24 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
     if (end) break;
   }
   co_return ok();
+}
+
+task<void> ProxyRequest::end_side(Result<void>& r, std::exception_ptr exc) {
+  if (pump_running_) {
+    // The response ended (or failed) before the client finished sending its body.
+    pump_cancel_.emit(asio::cancellation_type::terminal);
+    while (pump_running_) {
+      pump_timer_.expires_at(std::chrono::steady_clock::time_point::max());
+      error_code ec;
+      co_await pump_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+  if (exc) std::rethrow_exception(exc);
+  if (pump_exception_) std::rethrow_exception(pump_exception_);
+  // A failed body pump explains a failed response read better than "operation aborted". A
+  // response that completed while the upload was still going is a success; the connection
+  // closes because the rest of the body was not read.
+  if (!pump_result_ && !r) r = pump_result_.error();
 }
 
 void ProxyRequest::start_side(task<Result<void>> t, void (*cancel)(void*), void* arg) {

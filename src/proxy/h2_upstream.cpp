@@ -440,17 +440,7 @@ task<Result<void>> ProxyRequest::h2_attempt(std::shared_ptr<H2UpConn> upc, bool 
   } catch (...) {
     exc = std::current_exception();
   }
-  if (pump_running_) {
-    pump_cancel_.emit(asio::cancellation_type::terminal);
-    while (pump_running_) {
-      pump_timer_.expires_at(std::chrono::steady_clock::time_point::max());
-      error_code ec;
-      co_await pump_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    }
-  }
-  if (exc) std::rethrow_exception(exc);
-  if (pump_exception_) std::rethrow_exception(pump_exception_);
-  if (!pump_result_ && !r) r = pump_result_.error();
+  co_await end_side(r, exc);
   co_return r;
 }
 

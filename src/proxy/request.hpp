@@ -118,6 +118,10 @@ class ProxyRequest : public Session {
   /// Runs `t` beside the current coroutine (request body or tunnel direction); see proxy_attempt.
   /// `cancel` runs when `t` fails, to unblock the other direction.
   void start_side(task<Result<void>> t, void (*cancel)(void*), void* arg);
+  /// After the attempt's own coroutine returned `r` (or threw `exc`): stops the side still
+  /// running and waits for it, rethrows an exception of either, and lets a failed side explain
+  /// a failed `r`.
+  task<void> end_side(Result<void>& r, std::exception_ptr exc);
   static void expire_request(void* self);
   void log_failure(const Error& e, std::uint16_t status);
   /// Records one request body part read from the client: the replay copy for a retry and the
