@@ -383,23 +383,34 @@ bool status_code_char(Parser::Impl& i, char c) {
 bool Parser::scan_head(Impl& i, const char* data, std::size_t n) {
   // llhttp's strict mode still takes a bare LF as a line end, unfolds obs-fold after a colon
   // and collapses runs of spaces in the request line; a proxy must not pass on any of them.
-  for (std::size_t k = 0; k < n; ++k) {
+  auto fail = [&](const char* why) {
+    i.fail(kind_ == Kind::Request ? 400 : 502, ErrorType::InvalidHTTPHeader, why);
+    return false;
+  };
+  std::size_t k = 0;
+  // The start line, byte by byte.
+  for (; k < n && i.first_line; ++k) {
     const char c = data[k];
-    const char* why = nullptr;
-    if (c == '\n' && i.prev != '\r')
-      why = "bare LF as a line end";
-    else if (i.prev == '\n' && !i.first_line && (c == ' ' || c == '\t'))
-      why = "obsolete line folding";
-    else if (kind_ == Kind::Request && i.first_line && c == ' ' && i.prev == ' ')
-      why = "repeated spaces in the start line";
-    else if (kind_ == Kind::Response && i.first_line && !status_code_char(i, c))
-      why = "status code is not three digits";  // llhttp takes "20" for 020
-    if (why) {
-      i.fail(kind_ == Kind::Request ? 400 : 502, ErrorType::InvalidHTTPHeader, why);
-      return false;
-    }
+    if (c == '\n' && i.prev != '\r') return fail("bare LF as a line end");
+    if (kind_ == Kind::Request && c == ' ' && i.prev == ' ')
+      return fail("repeated spaces in the start line");
+    if (kind_ == Kind::Response && !status_code_char(i, c))
+      return fail("status code is not three digits");  // llhttp takes "20" for 020
     if (c == '\n' && i.prev == '\r' && started_) i.first_line = false;
     i.prev = c;
+  }
+  // The fields: only the bytes around each LF matter, so jump from one to the next.
+  while (k < n) {
+    if (i.prev == '\n' && (data[k] == ' ' || data[k] == '\t')) return fail("obsolete line folding");
+    const auto* lf = static_cast<const char*>(std::memchr(data + k, '\n', n - k));
+    if (!lf) {
+      i.prev = data[n - 1];
+      break;
+    }
+    const std::size_t at = static_cast<std::size_t>(lf - data);
+    if ((at > k ? data[at - 1] : i.prev) != '\r') return fail("bare LF as a line end");
+    i.prev = '\n';
+    k = at + 1;
   }
   return true;
 }
@@ -588,22 +599,43 @@ void append_last_chunk(const HeaderMap* trailers, std::string& out) {
   out.append("\r\n");
 }
 
+namespace {
+/// The fields RFC 9110 §7.6.1 makes hop-by-hop by name (TE included; it is re-added when it
+/// asked for trailers).
+bool is_hop_by_hop(std::string_view n) noexcept {
+  switch (n.size()) {
+    case 2: return iequals(n, "te");
+    case 7: return iequals(n, "upgrade");
+    case 10: return iequals(n, "connection") || iequals(n, "keep-alive");
+    case 16: return iequals(n, "proxy-connection");
+    case 17: return iequals(n, "transfer-encoding");
+    default: return false;
+  }
+}
+}  // namespace
+
 void strip_hop_by_hop(HeaderMap& h) {
   // Fields named by Connection are hop-by-hop too (RFC 9110 §7.6.1). Most requests carry no
   // Connection field or only "keep-alive"/"close", so the common path allocates nothing.
   bool te_trailers = false;
   bool any = false;
+  bool names_others = false;  // a Connection field names fields other than close/keep-alive
   for (auto f : h) {
-    if (iequals(f.name, "connection") || iequals(f.name, "keep-alive") ||
-        iequals(f.name, "proxy-connection") || iequals(f.name, "transfer-encoding") ||
-        iequals(f.name, "upgrade")) {
+    if (is_hop_by_hop(f.name)) {
       any = true;
-    } else if (iequals(f.name, "te")) {
-      any = true;
-      te_trailers = te_trailers || h.has_token("te", "trailers");
+      if (iequals(f.name, "te")) te_trailers = te_trailers || h.has_token("te", "trailers");
+      if (iequals(f.name, "connection") && !iequals(f.value, "close") &&
+          !iequals(f.value, "keep-alive"))
+        names_others = true;
     }
   }
   if (!any) return;
+  if (!names_others) {
+    // The common case (Connection: keep-alive or close, Transfer-Encoding, ...): one pass.
+    h.remove_if([](const HeaderMap::Field& f) { return is_hop_by_hop(f.name); });
+    if (te_trailers) h.append("TE", "trailers");
+    return;
+  }
   std::vector<std::string> named;
   for (auto f : h) {
     if (!iequals(f.name, "connection")) continue;

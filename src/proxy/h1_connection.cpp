@@ -130,9 +130,9 @@ task<Result<void>> H1Connection::ds_write(const std::vector<asio::const_buffer>&
   wd_->arm(Watchdog::DsWrite, opts_.write_timeout, &cancel_tcp, &sock_);
   error_code ec;
   if (tls_)
-    co_await asio::async_write(*tls_, bufs, asio::redirect_error(asio::use_awaitable, ec));
+    co_await asio::async_write(*tls_, BufferView(bufs), asio::redirect_error(asio::use_awaitable, ec));
   else
-    co_await asio::async_write(sock_, bufs, asio::redirect_error(asio::use_awaitable, ec));
+    co_await asio::async_write(sock_, BufferView(bufs), asio::redirect_error(asio::use_awaitable, ec));
   const bool timed_out = wd_->expired(Watchdog::DsWrite) || (ec && wd_->expired(Watchdog::Total));
   wd_->disarm(Watchdog::DsWrite);
   if (timed_out) co_return Error::downstream(ErrorType::WriteTimedout, "writing to the client");

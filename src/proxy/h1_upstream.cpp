@@ -69,9 +69,9 @@ task<Result<void>> ProxyRequest::us_write(UpstreamConn& up, const std::vector<as
   error_code ec;
   // (Not a conditional expression: GCC 12 destroys temporaries of a co_await in one twice.)
   if (up.tls)
-    co_await asio::async_write(*up.tls, b, asio::redirect_error(asio::use_awaitable, ec));
+    co_await asio::async_write(*up.tls, BufferView(b), asio::redirect_error(asio::use_awaitable, ec));
   else
-    co_await asio::async_write(up.sock, b, asio::redirect_error(asio::use_awaitable, ec));
+    co_await asio::async_write(up.sock, BufferView(b), asio::redirect_error(asio::use_awaitable, ec));
   const bool timed_out = wd_->expired(Watchdog::UsWrite) || (ec && wd_->expired(Watchdog::Total));
   wd_->disarm(Watchdog::UsWrite);
   if (timed_out) co_return Error::upstream(ErrorType::WriteTimedout, "writing to the upstream");

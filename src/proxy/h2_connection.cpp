@@ -26,7 +26,7 @@ constexpr milliseconds kDrainGrace{1000};
 
 void cancel_tcp(void* s) { static_cast<asio::ip::tcp::socket*>(s)->cancel(); }
 
-task<void> run_stream(std::unique_ptr<H2Stream> s, HeaderMap fields, bool end_stream) {
+task<void> run_stream(H2StreamPtr s, HeaderMap fields, bool end_stream) {
   // This frame owns the stream: it lives exactly as long as the coroutines that use it.
   co_await s->run(std::move(fields), end_stream);
 }
@@ -69,9 +69,32 @@ H2Stream::H2Stream(H2Connection& conn, std::int32_t id, std::uint32_t index)
 }
 
 H2Stream::~H2Stream() {
+  if (!released_) end();
+}
+
+void H2Stream::end() noexcept {
   drop_ctx();
   obs_->h2_stream(-1);
   if (!detached_) conn_.stream_done(id_);
+}
+
+void H2Stream::reuse(std::int32_t id, std::uint32_t index) noexcept {
+  id_ = id;
+  conn_requests_ = index;
+  out_fields_.clear();
+  trailers_out_.clear();
+  req_trailers_.clear();
+  head_pending_ = head_bodyless_ = head_error_ = false;
+  local_done_ = remote_end_ = gone_ = closed_ = expired_ = detached_ = released_ = false;
+  to_consume_ = 0;
+  obs_->h2_stream(1);
+}
+
+void H2StreamRelease::operator()(H2Stream* s) const noexcept {
+  if (s->detached_)
+    delete s;  // the connection went first (a worker torn down)
+  else
+    s->conn_.release_stream(s);
 }
 
 Error H2Stream::gone_error() const {
@@ -347,9 +370,25 @@ void H2Connection::abort() noexcept {
   kick();
 }
 
+void H2Connection::release_stream(H2Stream* s) noexcept {
+  s->end();
+  s->released_ = true;
+  if (spare_.size() < kSpareStreams && !aborted_)
+    spare_.emplace_back(s);
+  else
+    delete s;
+}
+
 void H2Connection::start_stream(std::int32_t id, HeaderMap fields, bool end_stream) {
   if (!draining_) wd_.disarm(Watchdog::DsRead);  // not idle any more
-  auto s = std::make_unique<H2Stream>(*this, id, streams_started_++);
+  H2StreamPtr s;
+  if (!spare_.empty()) {
+    s.reset(spare_.back().release());
+    spare_.pop_back();
+    s->reuse(id, streams_started_++);
+  } else {
+    s.reset(new H2Stream(*this, id, streams_started_++));
+  }
   streams_[id] = s.get();
   asio::co_spawn(sock_.get_executor(), run_stream(std::move(s), std::move(fields), end_stream),
                  [](std::exception_ptr e) {

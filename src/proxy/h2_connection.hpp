@@ -38,6 +38,7 @@ class H2Stream final : public ProxyRequest {
 
  private:
   friend class H2Connection;
+  friend struct H2StreamRelease;
 
   // -- ProxyRequest -----------------------------------------------------------------------------
   void ds_prepare_head(ResponseHeader& h, bool bodyless) override;
@@ -50,6 +51,11 @@ class H2Stream final : public ProxyRequest {
   const HeaderMap* ds_request_trailers() noexcept override;
   task<Result<void>> ds_tunnel(UpstreamConn& up, const std::string* upgrade) override;
   void cancel_downstream() noexcept override;
+
+  /// Ends the request's state: context, gauges, the connection's stream table.
+  void end() noexcept;
+  /// Makes a released stream ready to serve stream `id`, keeping its buffers' capacity.
+  void reuse(std::int32_t id, std::uint32_t index) noexcept;
 
   // -- events from the connection ---------------------------------------------------------------
   void on_data() noexcept;
@@ -65,7 +71,7 @@ class H2Stream final : public ProxyRequest {
   Error gone_error() const;
 
   H2Connection& conn_;
-  const std::int32_t id_;
+  std::int32_t id_;
   HeaderMap out_fields_;      // the response head being prepared
   HeaderMap trailers_out_;    // response trailers being sent
   HeaderMap req_trailers_;    // the request's trailer section
@@ -78,10 +84,18 @@ class H2Stream final : public ProxyRequest {
   bool closed_ = false;        // the session closed the stream
   bool expired_ = false;       // the request deadline passed
   bool detached_ = false;      // the connection is gone (only when a worker is torn down)
+  bool released_ = false;      // H2Connection::release_stream ended it (kept for reuse)
   std::size_t to_consume_ = 0; // request body bytes handed out by the last ds_read_body
   boost::asio::steady_timer rd_sig_;  // request body or its end arrived
   boost::asio::steady_timer wr_sig_;  // send buffer has room
 };
+
+/// Returns a finished stream to its connection for reuse (or deletes it when the connection is
+/// gone); the coroutine serving the stream owns it through this.
+struct H2StreamRelease {
+  void operator()(H2Stream* s) const noexcept;
+};
+using H2StreamPtr = std::unique_ptr<H2Stream, H2StreamRelease>;
 
 class H2Connection {
  public:
@@ -111,6 +125,9 @@ class H2Connection {
   void dispatch();
   void start_stream(std::int32_t id, HeaderMap fields, bool end_stream);
   void stream_done(std::int32_t id);
+  /// A stream's coroutine is over: end it and keep it for the next stream (a few are kept).
+  void release_stream(H2Stream* s) noexcept;
+  friend struct H2StreamRelease;
   /// Whether the connection has nothing left to do.
   bool finished() const noexcept;
 
@@ -126,6 +143,10 @@ class H2Connection {
   h2::Session session_;
   std::string initial_;
   std::unordered_map<std::int32_t, H2Stream*> streams_;  // each owned by its coroutine
+  // Finished streams kept for reuse: their vectors, header maps and context memory are
+  // allocated already.
+  std::vector<std::unique_ptr<H2Stream>> spare_;
+  static constexpr std::size_t kSpareStreams = 16;
   std::uint32_t streams_started_ = 0;
   boost::asio::steady_timer write_sig_;
   boost::asio::steady_timer done_sig_;  // the writer or the last stream ended

@@ -41,6 +41,17 @@ std::size_t frame_body(const std::vector<std::string_view>& pieces, bool chunked
                        const HeaderMap* trailers, std::string& frame,
                        std::vector<boost::asio::const_buffer>& iov);
 
+/// A view of a vector of buffers as a buffer sequence: Asio's composed writes copy the sequence
+/// they are given, and a copy of this costs no allocation (the vector must outlive the write).
+struct BufferView {
+  explicit BufferView(const std::vector<boost::asio::const_buffer>& v) noexcept
+      : b(v.data()), e(v.data() + v.size()) {}
+  const boost::asio::const_buffer* begin() const noexcept { return b; }
+  const boost::asio::const_buffer* end() const noexcept { return e; }
+  const boost::asio::const_buffer* b;
+  const boost::asio::const_buffer* e;
+};
+
 /// How strictly upstream responses are parsed.
 inline http1::ParserLimits upstream_parser_limits(const HttpServerOptions& o) {
   return {o.max_response_header_bytes, o.max_response_header_count, o.max_request_target_bytes};

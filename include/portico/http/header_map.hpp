@@ -34,6 +34,23 @@ class HeaderMap {
   void insert(std::string_view name, std::string_view value);
   /// Removes every field named `name`; returns how many were removed.
   std::size_t remove(std::string_view name);
+  /// Removes every field for which `pred(Field)` is true, in one pass; returns how many.
+  template <class Pred>
+  std::size_t remove_if(Pred pred) {
+    std::size_t out = 0;
+    for (std::size_t i = 0; i < fields_.size(); ++i) {
+      const Slot& s = fields_[i];
+      if (pred(Field{std::string_view(buf_.data() + s.name_off, s.name_len),
+                     std::string_view(buf_.data() + s.value_off, s.value_len)})) {
+        bytes_ -= s.name_len + s.value_len;
+        continue;
+      }
+      fields_[out++] = s;
+    }
+    const std::size_t removed = fields_.size() - out;
+    fields_.resize(out);
+    return removed;
+  }
   /// The first value of `name`, if present.
   std::optional<std::string_view> get(std::string_view name) const noexcept;
   /// All values of `name`, in order.
