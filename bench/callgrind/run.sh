@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Instructions per request of reverse_proxy under callgrind: a figure that does not depend on
+# how busy the machine is, to compare two builds (or a change) exactly.
+#
+#   bash bench/callgrind/run.sh [BIN] [N]     # BIN: build/examples/reverse_proxy, N: 10000
+#
+# Starts an nginx origin serving a 1 KiB file (HTTP/1.1 keep-alive), runs BIN under callgrind
+# (one worker, --h2c), warms up with 2,000 requests, zeroes the counters, sends N requests with
+# h2load (HTTP/1.1 keep-alive: --h1 -c10; h2c: -c10 -m10) and prints Ir per request for each.
+# Needs valgrind, nginx and h2load (nghttp2-client); installs them with apt when missing.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BIN=${1:-$HERE/../../build/examples/reverse_proxy}
+N=${2:-10000}
+SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+
+need=()
+command -v valgrind >/dev/null || need+=(valgrind)
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+if ((${#need[@]})); then
+  $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need[@]}"
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/portico-cg.XXXXXX")
+ORIGIN_PID="" PROXY_PID=""
+cleanup() {
+  [[ -n $PROXY_PID ]] && kill "$PROXY_PID" 2>/dev/null && wait "$PROXY_PID" 2>/dev/null
+  [[ -f $TMP/origin.pid ]] && kill "$(cat "$TMP/origin.pid")" 2>/dev/null
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ORIGIN_PORT=$(free_port)
+PROXY_PORT=$(free_port)
+chmod 755 "$TMP"  # the nginx worker (not root) reads the file
+mkdir -p "$TMP/www"
+head -c 1024 /dev/zero | tr '\0' 'a' >"$TMP/www/1k"
+cat >"$TMP/origin.conf" <<EOF
+worker_processes 1;
+daemon on;
+error_log $TMP/origin.err;
+pid $TMP/origin.pid;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:$ORIGIN_PORT; location / { root $TMP/www; } }
+}
+EOF
+nginx -c "$TMP/origin.conf"
+
+valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.%p" "$BIN" --listen "127.0.0.1:$PROXY_PORT" \
+  --upstream "127.0.0.1:$ORIGIN_PORT" --threads 1 --h2c >"$TMP/proxy.out" 2>&1 &
+PROXY_PID=$!
+URL="http://127.0.0.1:$PROXY_PORT/1k"
+for _ in $(seq 1 100); do curl -s -o /dev/null "$URL" && break; sleep 0.3; done
+
+for mode in h1 h2c; do
+  if [[ $mode == h1 ]]; then args=(--h1 -c10 -m1); else args=(-c10 -m10); fi
+  h2load "${args[@]}" -n 2000 "$URL" >/dev/null
+  callgrind_control -z "$PROXY_PID" >/dev/null
+  h2load "${args[@]}" -n "$N" "$URL" >"$TMP/h2load.out"
+  ok=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' "$TMP/h2load.out")
+  callgrind_control -d "$PROXY_PID" >/dev/null
+  sleep 1
+  f=$(ls -t "$TMP"/cg.*.* | head -1)
+  ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1; exit}')
+  if [[ $ok != "$N" ]]; then
+    echo "$mode: only ${ok:-0} of $N requests succeeded:" >&2
+    grep -E '^(requests|status codes):' "$TMP/h2load.out" >&2
+    exit 1
+  fi
+  printf '%-4s %d instructions per request (%s requests)\n' "$mode" $((ir / N)) "$N"
+  rm -f "$f"
+done
