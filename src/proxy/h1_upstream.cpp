@@ -493,22 +493,28 @@ Result<void> ProxyRequest::filter_request_body(const std::vector<std::string_vie
   return ok();
 }
 
-task<Result<void>> ProxyRequest::pump_request_body(UpstreamConn& up) {
+Result<std::size_t> ProxyRequest::filter_replay() {
   if (req_chunks_.size() < 2) req_chunks_.resize(2);
+  std::size_t n = 0;
+  if (!replay_.empty()) {
+    req_chunks_[n].reset(replay_);
+    if (auto r = app_.e_request_body_filter(*this, req_chunks_[n], false, ctx_); !r) return r.error();
+    ++n;
+  }
+  if (req_body_done_) {
+    req_chunks_[n].reset({});
+    if (auto r = app_.e_request_body_filter(*this, req_chunks_[n], true, ctx_); !r) return r.error();
+    ++n;
+  }
+  return n;
+}
+
+task<Result<void>> ProxyRequest::pump_request_body(UpstreamConn& up) {
   // A retry first replays what earlier attempts read from the client (through the filter again).
   if (req_body_started_ || req_body_done_) {
-    std::size_t n = 0;
-    if (!replay_.empty()) {
-      req_chunks_[n].reset(replay_);
-      if (auto r = app_.e_request_body_filter(*this, req_chunks_[n], false, ctx_); !r) co_return r;
-      ++n;
-    }
-    if (req_body_done_) {
-      req_chunks_[n].reset({});
-      if (auto r = app_.e_request_body_filter(*this, req_chunks_[n], true, ctx_); !r) co_return r;
-      ++n;
-    }
-    if (auto w = co_await us_send_body(up, n, req_body_done_); !w) co_return w;
+    auto n = filter_replay();
+    if (!n) co_return n.error();
+    if (auto w = co_await us_send_body(up, *n, req_body_done_); !w) co_return w;
     if (req_body_done_) co_return ok();
   }
   for (;;) {

@@ -387,21 +387,11 @@ task<Result<void>> ProxyRequest::h2_pump_body(H2UpConn& up, H2Call& call) {
     }
     co_return ok();
   };
-  if (req_chunks_.size() < 2) req_chunks_.resize(2);
   if (req_body_started_ || req_body_done_) {
     // A retry: what earlier attempts read goes first, through the filter again.
-    std::size_t n = 0;
-    if (!replay_.empty()) {
-      req_chunks_[n].reset(replay_);
-      if (auto r = app_.e_request_body_filter(*this, req_chunks_[n], false, ctx_); !r) co_return r;
-      ++n;
-    }
-    if (req_body_done_) {
-      req_chunks_[n].reset({});
-      if (auto r = app_.e_request_body_filter(*this, req_chunks_[n], true, ctx_); !r) co_return r;
-      ++n;
-    }
-    if (auto w = co_await send(n, req_body_done_); !w) co_return w;
+    auto n = filter_replay();
+    if (!n) co_return n.error();
+    if (auto w = co_await send(*n, req_body_done_); !w) co_return w;
     if (req_body_done_) co_return ok();
   }
   for (;;) {

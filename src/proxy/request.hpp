@@ -139,6 +139,9 @@ class ProxyRequest : public Session {
   /// request body filter; `n` spans of `spans`, then the end when `end`. The filtered chunks are
   /// req_chunks_[0, n + end).
   Result<void> filter_request_body(const std::vector<std::string_view>& spans, bool end);
+  /// A retry: what earlier attempts read (and the end, when the body was read in full) goes
+  /// through the request body filter again into req_chunks_; returns how many chunks.
+  Result<std::size_t> filter_replay();
 
   HttpProxyService& svc_;
   detail::ProxyHttpErased& app_;
