@@ -75,7 +75,8 @@ struct TlsSettings {
       "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
   std::string ciphersuites;
   /// ALPN protocols accepted, in the server's preference order: "h2" (each stream is proxied as
-  /// one request) and "http/1.1". A client that offers neither (or no ALPN) speaks HTTP/1.1.
+  /// one request) and "http/1.1". A client without ALPN speaks HTTP/1.1; one that offers only
+  /// other protocols is refused with the no_application_protocol alert (RFC 7301).
   std::vector<std::string> alpn = {"h2", "http/1.1"};
 
   /// Stateless resumption with session tickets; the encryption key is replaced every
