@@ -16,6 +16,12 @@ class Watchdog : public std::enable_shared_from_this<Watchdog> {
   using clock = std::chrono::steady_clock;
   enum Slot : unsigned { DsRead = 0, DsWrite = 1, UsRead = 2, UsWrite = 3, Total = 4, kSlots = 5 };
   using CancelFn = void (*)(void*);
+  /// The usual CancelFn: cancels what is pending on a socket of type S (never throws).
+  template <class S>
+  static void cancel_io(void* s) noexcept {
+    boost::system::error_code ec;
+    static_cast<S*>(s)->cancel(ec);
+  }
 
   explicit Watchdog(const boost::asio::any_io_executor& ex) : timer_(ex) {}
 

@@ -22,7 +22,7 @@ constexpr std::size_t kReadBuffer = 16 * 1024;
 constexpr std::size_t kLingerBytes = 1 << 20;
 constexpr milliseconds kLingerTimeout{1000};
 
-void cancel_tcp(void* s) { static_cast<asio::ip::tcp::socket*>(s)->cancel(); }
+constexpr Watchdog::CancelFn cancel_tcp = &Watchdog::cancel_io<asio::ip::tcp::socket>;
 
 bool is_client_gone(const error_code& ec) {
   return ec == asio::error::eof || ec == asio::error::connection_reset ||
@@ -84,7 +84,7 @@ void H1Connection::drain() noexcept {
   // may be sending it right now (a first one may have waited in the accept queue). Closing would
   // drop a request nobody answered, so it gets a short while to arrive (and is then served with
   // Connection: close).
-  wd_->arm(Watchdog::DsRead, std::min(opts_.keepalive_timeout, kFirstRequestGrace), &cancel_tcp,
+  wd_->arm(Watchdog::DsRead, std::min(opts_.keepalive_timeout, kFirstRequestGrace), cancel_tcp,
            &sock_);
 }
 
@@ -107,7 +107,7 @@ task<Result<std::size_t>> H1Connection::ds_read(milliseconds timeout) {
     rend_ -= rbegin_;
     rbegin_ = 0;
   }
-  wd_->arm(Watchdog::DsRead, timeout, &cancel_tcp, &sock_);
+  wd_->arm(Watchdog::DsRead, timeout, cancel_tcp, &sock_);
   error_code ec;
   const auto into = asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_);
   // (Not a conditional expression: GCC 12 destroys temporaries of a co_await in one twice.)
@@ -127,7 +127,7 @@ task<Result<std::size_t>> H1Connection::ds_read(milliseconds timeout) {
 }
 
 task<Result<void>> H1Connection::ds_write(const std::vector<asio::const_buffer>& bufs) {
-  wd_->arm(Watchdog::DsWrite, opts_.write_timeout, &cancel_tcp, &sock_);
+  wd_->arm(Watchdog::DsWrite, opts_.write_timeout, cancel_tcp, &sock_);
   error_code ec;
   if (tls_)
     co_await asio::async_write(*tls_, BufferView(bufs), asio::redirect_error(asio::use_awaitable, ec));
@@ -265,7 +265,7 @@ task<ssize_t> H1Connection::peek_more(unsigned char* buf, std::size_t cap, ssize
 }
 
 task<bool> H1Connection::read_proxy_header() {
-  wd_->arm(Watchdog::DsRead, opts_.header_read_timeout, &cancel_tcp, &sock_);
+  wd_->arm(Watchdog::DsRead, opts_.header_read_timeout, cancel_tcp, &sock_);
   unsigned char buf[kMaxProxyHeader];
   ssize_t seen = 0;
   ProxyHeaderIn hdr;
@@ -305,7 +305,7 @@ task<bool> H1Connection::read_proxy_header() {
 task<bool> H1Connection::tls_handshake() {
   tls_set_ = server_tls_->current();
   const TlsSettings& s = tls_set_->settings();
-  wd_->arm(Watchdog::DsRead, s.handshake_timeout, &cancel_tcp, &sock_);
+  wd_->arm(Watchdog::DsRead, s.handshake_timeout, cancel_tcp, &sock_);
   SSL_CTX* ctx = tls_set_->default_ctx();
   error_code ec;
   if (s.certificate_hook) {
@@ -408,7 +408,7 @@ task<void> H1Connection::run() {
     // Send close_notify (clients such as OpenSSL 3 report a close without it as an error, and
     // withdraw the session), but do not wait for the client's: mark it as received first.
     SSL_set_shutdown(tls_->native_handle(), SSL_RECEIVED_SHUTDOWN);
-    wd_->arm(Watchdog::DsWrite, std::min(opts_.write_timeout, milliseconds(1000)), &cancel_tcp, &sock_);
+    wd_->arm(Watchdog::DsWrite, std::min(opts_.write_timeout, milliseconds(1000)), cancel_tcp, &sock_);
     co_await tls_->async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
     wd_->disarm(Watchdog::DsWrite);
   }

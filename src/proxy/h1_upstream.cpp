@@ -16,7 +16,7 @@ using boost::system::error_code;
 using std::chrono::milliseconds;
 
 namespace {
-void cancel_stream(void* s) { static_cast<stream_socket*>(s)->cancel(); }
+constexpr Watchdog::CancelFn cancel_stream = &Watchdog::cancel_io<stream_socket>;
 void cancel_upstream(void* up) {
   error_code ec;
   static_cast<UpstreamConn*>(up)->sock.cancel(ec);
@@ -65,7 +65,7 @@ task<Result<void>> ProxyRequest::us_write(UpstreamConn& up, const std::vector<as
   // An HTTP/2 client may reset its stream at any moment; a cancel only stops an operation that
   // is pending, so look before starting one.
   if (client_gone_) co_return Error::downstream(ErrorType::ConnectionClosed, "the client went away");
-  wd_->arm(Watchdog::UsWrite, peer_->options.write_timeout, &cancel_stream, &up.sock);
+  wd_->arm(Watchdog::UsWrite, peer_->options.write_timeout, cancel_stream, &up.sock);
   error_code ec;
   // (Not a conditional expression: GCC 12 destroys temporaries of a co_await in one twice.)
   if (up.tls)
@@ -88,7 +88,7 @@ task<Result<std::size_t>> ProxyRequest::us_read(UpstreamConn& up, milliseconds t
   if (up.buf.empty()) up.buf.resize(opts_.body_buffer_bytes);
   up.begin = up.end = 0;
   wd_->arm(Watchdog::UsRead, timeout.count() ? timeout : peer_->options.read_timeout,
-           &cancel_stream, &up.sock);
+           cancel_stream, &up.sock);
   error_code ec;
   std::size_t n;
   if (up.tls)

@@ -24,7 +24,7 @@ constexpr std::size_t kReadBuffer = 16 * 1024;
 /// shutdown PING before it closes anyway.
 constexpr milliseconds kDrainGrace{1000};
 
-void cancel_tcp(void* s) { static_cast<asio::ip::tcp::socket*>(s)->cancel(); }
+constexpr Watchdog::CancelFn cancel_tcp = &Watchdog::cancel_io<asio::ip::tcp::socket>;
 
 task<void> run_stream(H2StreamPtr s, HeaderMap fields, bool end_stream) {
   // This frame owns the stream: it lives exactly as long as the coroutines that use it.
@@ -359,7 +359,7 @@ void H2Connection::drain() noexcept {
   session_.shutdown();
   kick();
   // Without streams, the client gets a moment to acknowledge the GOAWAY's PING.
-  if (streams_.empty()) wd_.arm(Watchdog::DsRead, kDrainGrace, &cancel_tcp, &sock_);
+  if (streams_.empty()) wd_.arm(Watchdog::DsRead, kDrainGrace, cancel_tcp, &sock_);
 }
 
 void H2Connection::abort() noexcept {
@@ -409,7 +409,7 @@ void H2Connection::stream_done(std::int32_t id) {
     done_sig_.cancel();
     // The reader waits without a deadline while streams run: idle from now on.
     if (!reading_done_ && !aborted_)
-      wd_.arm(Watchdog::DsRead, draining_ ? kDrainGrace : opts_.keepalive_timeout, &cancel_tcp,
+      wd_.arm(Watchdog::DsRead, draining_ ? kDrainGrace : opts_.keepalive_timeout, cancel_tcp,
               &sock_);
   }
   kick();
@@ -486,7 +486,7 @@ task<void> H2Connection::writer() {
       co_await wait_on(write_sig_, milliseconds(0));
       continue;
     }
-    wd_.arm(Watchdog::DsWrite, opts_.write_timeout, &cancel_tcp, &sock_);
+    wd_.arm(Watchdog::DsWrite, opts_.write_timeout, cancel_tcp, &sock_);
     error_code ec;
     std::size_t n = 0;
     if (tls_)
@@ -526,7 +526,7 @@ task<void> H2Connection::run() {
     // draining); one with streams waits as long as they do (each has its own timeouts).
     milliseconds timeout{0};
     if (streams_.empty()) timeout = draining_ ? kDrainGrace : opts_.keepalive_timeout;
-    wd_.arm(Watchdog::DsRead, timeout, &cancel_tcp, &sock_);
+    wd_.arm(Watchdog::DsRead, timeout, cancel_tcp, &sock_);
     error_code ec;
     std::size_t n = 0;
     if (tls_)

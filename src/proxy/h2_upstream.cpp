@@ -22,10 +22,7 @@ using std::chrono::milliseconds;
 namespace {
 constexpr std::size_t kReadBuffer = 16 * 1024;
 
-void cancel_stream(void* s) {
-  error_code ec;
-  static_cast<stream_socket*>(s)->cancel(ec);
-}
+constexpr Watchdog::CancelFn cancel_stream = &Watchdog::cancel_io<stream_socket>;
 void cancel_call(void* c) {
   auto* call = static_cast<H2Call*>(c);
   call->cancelled = true;
@@ -122,7 +119,7 @@ void H2UpConn::release(H2Call& call) noexcept {
     if (closing_)
       session_.terminate(h2::ErrorCode::NoError);
     else if (!dead_)  // the reader waits without a deadline while streams run: idle from now on
-      wd_->arm(Watchdog::UsRead, idle_timeout_, &cancel_stream, &t_->sock);
+      wd_->arm(Watchdog::UsRead, idle_timeout_, cancel_stream, &t_->sock);
   }
   kick();
 }
@@ -228,7 +225,7 @@ task<void> H2UpConn::writer(std::shared_ptr<H2UpConn> /*self: keeps it alive*/) 
       co_await wait_on(write_sig_, milliseconds(0));
       continue;
     }
-    wd_->arm(Watchdog::UsWrite, write_timeout_, &cancel_stream, &t_->sock);
+    wd_->arm(Watchdog::UsWrite, write_timeout_, cancel_stream, &t_->sock);
     error_code ec;
     std::size_t n = 0;
     if (t_->tls)
@@ -252,7 +249,7 @@ task<void> H2UpConn::reader(std::shared_ptr<H2UpConn> /*self: keeps it alive*/) 
   while (!dead_) {
     // Without streams the connection may idle for the peer's idle_timeout, then it closes.
     const bool idle = calls_.empty();
-    wd_->arm(Watchdog::UsRead, idle ? idle_timeout_ : milliseconds(0), &cancel_stream, &t_->sock);
+    wd_->arm(Watchdog::UsRead, idle ? idle_timeout_ : milliseconds(0), cancel_stream, &t_->sock);
     error_code ec;
     std::size_t n = 0;
     if (t_->tls)

@@ -85,7 +85,7 @@ task<Result<UpstreamConnPtr>> connect_upstream(const HttpPeer& peer, Watchdog& w
       (timeout.count() <= 0 || peer.options.total_connection_timeout < timeout))
     timeout = peer.options.total_connection_timeout;
   wd.arm(Watchdog::UsRead, timeout,
-         [](void* s) { static_cast<stream_socket*>(s)->cancel(); }, &c->sock);
+         &Watchdog::cancel_io<stream_socket>, &c->sock);
   co_await c->sock.async_connect(generic_ep(peer.address.data(), peer.address.size()),
                                  asio::redirect_error(asio::use_awaitable, ec));
   const bool timed_out = wd.expired(Watchdog::UsRead);
@@ -95,7 +95,7 @@ task<Result<UpstreamConnPtr>> connect_upstream(const HttpPeer& peer, Watchdog& w
   if (!ec) c->local = SocketAddr::from_sockaddr(local.data(), static_cast<socklen_t>(local.size()));
   if (!preamble.empty()) {
     wd.arm(Watchdog::UsWrite, peer.options.write_timeout,
-           [](void* s) { static_cast<stream_socket*>(s)->cancel(); }, &c->sock);
+           &Watchdog::cancel_io<stream_socket>, &c->sock);
     co_await asio::async_write(c->sock, asio::buffer(preamble),
                                asio::redirect_error(asio::use_awaitable, ec));
     const bool write_timed_out = wd.expired(Watchdog::UsWrite);
