@@ -148,6 +148,23 @@ std::uint64_t HttpHealthCheck::tls_full_handshakes() const noexcept {
 
 namespace {
 
+// Plain and TLS I/O for exchange().
+task<void> write_all(asio::generic::stream_protocol::socket& s, asio::const_buffer b,
+                     boost::system::error_code& ec) {
+  co_await asio::async_write(s, b, asio::redirect_error(asio::use_awaitable, ec));
+}
+task<void> write_all(detail::tls_stream& s, asio::const_buffer b, boost::system::error_code& ec) {
+  co_await s.write(b, ec);
+}
+task<std::size_t> read_some(asio::generic::stream_protocol::socket& s, asio::mutable_buffer b,
+                            boost::system::error_code& ec) {
+  co_return co_await s.async_read_some(b, asio::redirect_error(asio::use_awaitable, ec));
+}
+task<std::size_t> read_some(detail::tls_stream& s, asio::mutable_buffer b,
+                            boost::system::error_code& ec) {
+  co_return co_await s.read_some(b, ec);
+}
+
 /// Sends `req` on `io` and reads the response header, within one deadline on `p`.
 template <class Stream>
 task<Result<HealthCheckResponse>> exchange(Stream& io, const std::shared_ptr<Probe>& p,
@@ -155,14 +172,13 @@ task<Result<HealthCheckResponse>> exchange(Stream& io, const std::shared_ptr<Pro
                                            const SocketAddr& addr) {
   arm(p, timeout);
   boost::system::error_code ec;
-  co_await asio::async_write(io, asio::buffer(req), asio::redirect_error(asio::use_awaitable, ec));
+  co_await write_all(io, asio::buffer(req), ec);
   HealthCheckResponse resp;
   constexpr std::size_t kMaxHead = 16 * 1024;
   char buf[4096];
   std::size_t end = std::string::npos;
   while (!ec && end == std::string::npos && resp.head.size() < kMaxHead) {
-    std::size_t n =
-        co_await io.async_read_some(asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
+    std::size_t n = co_await read_some(io, asio::buffer(buf), ec);
     resp.head.append(buf, n);
     end = resp.head.find("\r\n\r\n");
   }

@@ -113,7 +113,7 @@ task<Result<std::size_t>> H1Connection::ds_read(milliseconds timeout) {
   // (Not a conditional expression: GCC 12 destroys temporaries of a co_await in one twice.)
   std::size_t n;
   if (tls_)
-    n = co_await tls_->async_read_some(into, asio::redirect_error(asio::use_awaitable, ec));
+    n = co_await tls_->read_some(into, ec);
   else
     n = co_await sock_.async_read_some(into, asio::redirect_error(asio::use_awaitable, ec));
   const bool timed_out = wd_->expired(Watchdog::DsRead) || (ec && wd_->expired(Watchdog::Total));
@@ -130,7 +130,7 @@ task<Result<void>> H1Connection::ds_write(const std::vector<asio::const_buffer>&
   wd_->arm(Watchdog::DsWrite, opts_.write_timeout, cancel_tcp, &sock_);
   error_code ec;
   if (tls_)
-    co_await asio::async_write(*tls_, BufferView(bufs), asio::redirect_error(asio::use_awaitable, ec));
+    co_await tls_->write(BufferView(bufs), ec);
   else
     co_await asio::async_write(sock_, BufferView(bufs), asio::redirect_error(asio::use_awaitable, ec));
   const bool timed_out = wd_->expired(Watchdog::DsWrite) || (ec && wd_->expired(Watchdog::Total));
@@ -347,9 +347,8 @@ task<bool> H1Connection::tls_handshake() {
     log::error_log().error("TLS: SSL_new: {}", ssl_error_text());
     co_return false;
   }
-  tls_ = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket&>>(sock_, ssl);
-  co_await tls_->async_handshake(asio::ssl::stream_base::server,
-                                 asio::redirect_error(asio::use_awaitable, ec));
+  tls_ = std::make_unique<TlsStream<asio::ip::tcp::socket>>(sock_, ssl);
+  co_await tls_->handshake(true, ec);
   const bool timed_out = wd_->expired(Watchdog::DsRead);
   wd_->disarm(Watchdog::DsRead);
   if (timed_out || ec) {
@@ -409,7 +408,7 @@ task<void> H1Connection::run() {
     // withdraw the session), but do not wait for the client's: mark it as received first.
     SSL_set_shutdown(tls_->native_handle(), SSL_RECEIVED_SHUTDOWN);
     wd_->arm(Watchdog::DsWrite, std::min(opts_.write_timeout, milliseconds(1000)), cancel_tcp, &sock_);
-    co_await tls_->async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
+    co_await tls_->shutdown(ec);
     wd_->disarm(Watchdog::DsWrite);
   }
   // close() alone sends the FIN; the separate half-close is only needed to linger.

@@ -13,11 +13,11 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/error.hpp>
-#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "proxy/request.hpp"
 #include "tls/tls.hpp"
+#include "tls/tls_stream.hpp"
 
 namespace portico::detail {
 
@@ -116,7 +116,7 @@ class H1Connection final : public ProxyRequest, public Drainable {
   // the stream over sock_ (null on plain listeners).
   std::shared_ptr<ServerTls> server_tls_;
   std::shared_ptr<const ServerCtxSet> tls_set_;
-  std::unique_ptr<boost::asio::ssl::stream<boost::asio::ip::tcp::socket&>> tls_;
+  std::unique_ptr<TlsStream<boost::asio::ip::tcp::socket>> tls_;
   // The client is watched for a close while the response head is awaited.
   struct ClientWatch;
   std::shared_ptr<ClientWatch> client_watch_;

@@ -69,7 +69,7 @@ task<Result<void>> ProxyRequest::us_write(UpstreamConn& up, const std::vector<as
   error_code ec;
   // (Not a conditional expression: GCC 12 destroys temporaries of a co_await in one twice.)
   if (up.tls)
-    co_await asio::async_write(*up.tls, BufferView(b), asio::redirect_error(asio::use_awaitable, ec));
+    co_await up.tls->write(BufferView(b), ec);
   else
     co_await asio::async_write(up.sock, BufferView(b), asio::redirect_error(asio::use_awaitable, ec));
   const bool timed_out = wd_->expired(Watchdog::UsWrite) || (ec && wd_->expired(Watchdog::Total));
@@ -92,7 +92,7 @@ task<Result<std::size_t>> ProxyRequest::us_read(UpstreamConn& up, milliseconds t
   error_code ec;
   std::size_t n;
   if (up.tls)
-    n = co_await up.tls->async_read_some(asio::buffer(up.buf), asio::redirect_error(asio::use_awaitable, ec));
+    n = co_await up.tls->read_some(asio::buffer(up.buf), ec);
   else
     n = co_await up.sock.async_read_some(asio::buffer(up.buf), asio::redirect_error(asio::use_awaitable, ec));
   const bool timed_out = wd_->expired(Watchdog::UsRead) || (ec && wd_->expired(Watchdog::Total));
@@ -132,6 +132,7 @@ task<Result<void>> ProxyRequest::proxy_attempt(UpstreamConnPtr& conn, bool reuse
   // handle_request: a failed attempt may still be retried.
 
   const bool reusable = r && !tunnel_ && req_body_done_ && up.parser.keep_alive() && up.begin == up.end &&
+                        !(up.tls && up.tls->buffered()) &&
                         (opts_.upstream_request_limit == 0 ||
                          ++up.requests < opts_.upstream_request_limit);
   current_up_ = nullptr;

@@ -489,12 +489,13 @@ task<void> H2Connection::writer() {
     wd_.arm(Watchdog::DsWrite, opts_.write_timeout, cancel_tcp, &sock_);
     error_code ec;
     std::size_t n = 0;
-    if (tls_)
-      n = co_await asio::async_write(*tls_, asio::buffer(out.data(), out.size()),
-                                     asio::redirect_error(asio::use_awaitable, ec));
-    else
+    if (tls_) {
+      co_await tls_->write(asio::buffer(out.data(), out.size()), ec);
+      n = ec ? 0 : out.size();
+    } else {
       n = co_await asio::async_write(sock_, asio::buffer(out.data(), out.size()),
                                      asio::redirect_error(asio::use_awaitable, ec));
+    }
     wd_.disarm(Watchdog::DsWrite);
     if (ec) {
       write_failed_ = true;
@@ -530,8 +531,7 @@ task<void> H2Connection::run() {
     error_code ec;
     std::size_t n = 0;
     if (tls_)
-      n = co_await tls_->async_read_some(asio::buffer(buf.get(), kReadBuffer),
-                                         asio::redirect_error(asio::use_awaitable, ec));
+      n = co_await tls_->read_some(asio::buffer(buf.get(), kReadBuffer), ec);
     else
       n = co_await sock_.async_read_some(asio::buffer(buf.get(), kReadBuffer),
                                          asio::redirect_error(asio::use_awaitable, ec));

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl/stream.hpp>
+#include "tls/tls_stream.hpp"
 #include <boost/asio/steady_timer.hpp>
 
 #include "http2/session.hpp"
@@ -100,7 +100,7 @@ using H2StreamPtr = std::unique_ptr<H2Stream, H2StreamRelease>;
 class H2Connection {
  public:
   using tcp_socket = boost::asio::ip::tcp::socket;
-  using tls_stream = boost::asio::ssl::stream<tcp_socket&>;
+  using tls_stream = TlsStream<tcp_socket>;
 
   /// `owner`: the client connection (addresses, TLS), whose transport this serves; `initial`:
   /// bytes already read from it (the h2c preface).

@@ -228,12 +228,13 @@ task<void> H2UpConn::writer(std::shared_ptr<H2UpConn> /*self: keeps it alive*/) 
     wd_->arm(Watchdog::UsWrite, write_timeout_, cancel_stream, &t_->sock);
     error_code ec;
     std::size_t n = 0;
-    if (t_->tls)
-      n = co_await asio::async_write(*t_->tls, asio::buffer(out.data(), out.size()),
-                                     asio::redirect_error(asio::use_awaitable, ec));
-    else
+    if (t_->tls) {
+      co_await t_->tls->write(asio::buffer(out.data(), out.size()), ec);
+      n = ec ? 0 : out.size();
+    } else {
       n = co_await asio::async_write(t_->sock, asio::buffer(out.data(), out.size()),
                                      asio::redirect_error(asio::use_awaitable, ec));
+    }
     wd_->disarm(Watchdog::UsWrite);
     if (ec) {
       fail_all();
@@ -253,8 +254,7 @@ task<void> H2UpConn::reader(std::shared_ptr<H2UpConn> /*self: keeps it alive*/) 
     error_code ec;
     std::size_t n = 0;
     if (t_->tls)
-      n = co_await t_->tls->async_read_some(asio::buffer(buf.get(), kReadBuffer),
-                                            asio::redirect_error(asio::use_awaitable, ec));
+      n = co_await t_->tls->read_some(asio::buffer(buf.get(), kReadBuffer), ec);
     else
       n = co_await t_->sock.async_read_some(asio::buffer(buf.get(), kReadBuffer),
                                             asio::redirect_error(asio::use_awaitable, ec));

@@ -20,7 +20,6 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
-#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <portico/core/result.hpp>
@@ -31,12 +30,13 @@
 
 #include "core/watchdog.hpp"
 #include "http1/codec.hpp"
+#include "tls/tls_stream.hpp"
 
 namespace portico::detail {
 
 class ClientTls;
 using stream_socket = boost::asio::generic::stream_protocol::socket;
-using tls_stream = boost::asio::ssl::stream<stream_socket&>;
+using tls_stream = TlsStream<stream_socket>;
 
 /// What survives a move to another worker: everything but the reactor registration. Owns the
 /// descriptor and the TLS reference until adopted.

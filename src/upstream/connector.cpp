@@ -122,8 +122,7 @@ task<Result<UpstreamConnPtr>> connect_upstream(const HttpPeer& peer, Watchdog& w
     if (budget.count() <= 0) budget = Millis(1);
     wd.arm(Watchdog::UsRead, budget, [](void* s) { static_cast<stream_socket*>(s)->cancel(); },
            &c->sock);
-    co_await c->tls->async_handshake(asio::ssl::stream_base::client,
-                                     asio::redirect_error(asio::use_awaitable, ec));
+    co_await c->tls->handshake(false, ec);
     const bool hs_timed_out = wd.expired(Watchdog::UsRead);
     wd.disarm(Watchdog::UsRead);
     if (hs_timed_out || ec) {

@@ -73,9 +73,8 @@ ConnParts UpstreamConn::detach() {
   p.idle_timeout = idle_timeout;
   p.buf = std::move(buf);
   if (tls) {
-    // Keep the TLS state: take a reference before the stream (and its BIO pair) goes.
-    p.ssl = tls->native_handle();
-    SSL_up_ref(p.ssl);
+    // Keep the TLS state (and its BIO, which the adopting stream attaches to itself).
+    p.ssl = tls->release();
     tls.reset();
     p.tls_owner = std::move(tls_owner);
   }

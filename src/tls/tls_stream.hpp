@@ -1,0 +1,222 @@
+// TLS over a connected stream socket, driven by coroutines.
+//
+// OpenSSL talks to a BIO of ours that reads from and writes to two buffers of this object; the
+// coroutines move bytes between those buffers and the socket with ordinary Asio operations. So a
+// read is the same speculative recv() a plain socket does (no extra readiness system call),
+// several records produced by one write leave in one send(), and nothing is copied twice: the
+// ciphertext goes socket -> `in_` -> OpenSSL's record buffer, and OpenSSL's records -> `stage_`
+// -> socket. (asio::ssl::stream puts a BIO pair and two zero-filled 17 KiB buffers in between.)
+//
+// One read and one write may be outstanding at once (an HTTP/2 connection has a reader and a
+// writer coroutine); handshake and shutdown run alone. Errors are reported as Asio's SSL stream
+// reports them: asio::error::eof after the peer's close_notify, asio::ssl::error::stream_truncated
+// when the transport closes without one, OpenSSL's error code in Asio's SSL category otherwise.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/system/error_code.hpp>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <portico/core/task.hpp>
+
+namespace portico::detail {
+
+/// The part of a TLS stream that does not depend on the socket type: the SSL, its BIO and the
+/// two ciphertext buffers.
+class TlsBio {
+ public:
+  /// Takes ownership of `ssl` (one reference) and attaches the buffers to it. An SSL that was
+  /// released by another TlsBio keeps its BIO, which is attached to this object instead.
+  explicit TlsBio(SSL* ssl) noexcept;
+  ~TlsBio();
+  TlsBio(const TlsBio&) = delete;
+  TlsBio& operator=(const TlsBio&) = delete;
+
+  SSL* native_handle() const noexcept { return ssl_; }
+  /// Gives up the SSL (the caller owns its reference), e.g. to move the connection to another
+  /// worker. Bytes read from the socket but not yet decrypted are dropped: check buffered().
+  SSL* release() noexcept;
+  /// True when bytes from the peer wait here or in OpenSSL (an idle connection must have none).
+  bool buffered() const noexcept;
+
+ protected:
+  enum class Want { Done, Read, Fail };
+  /// What an SSL call that returned `r` needs next; on Fail `ec` says why.
+  Want step(int r, boost::system::error_code& ec) const noexcept;
+  /// Encrypts [p, p+n) into stage_. False (and `ec`) on an error.
+  bool encrypt(const void* p, std::size_t n, boost::system::error_code& ec) noexcept;
+  /// Where the socket's next bytes go (all earlier ones were taken by OpenSSL).
+  boost::asio::mutable_buffer in_space();
+
+  static constexpr std::size_t kInBuffer = 17 * 1024;  // a full record and its header
+  static constexpr std::size_t kRecord = 16 * 1024;    // plaintext of one record
+  static constexpr std::size_t kFlushAt = 32 * 1024;   // staged ciphertext sent in one go
+  /// Scratch for gathering small buffers into one record (one per thread; never held across a
+  /// suspension).
+  static char* gather_buffer() noexcept;
+
+  SSL* ssl_;
+  std::unique_ptr<char[]> in_;
+  std::size_t in_begin_ = 0;
+  std::size_t in_end_ = 0;
+  std::vector<char> stage_;     // records OpenSSL produced, not yet handed to the socket
+  std::vector<char> inflight_;  // records being written
+  bool flushing_ = false;
+
+  friend struct TlsBioMethod;
+};
+
+template <class Socket>
+class TlsStream final : public TlsBio {
+ public:
+  using error_code = boost::system::error_code;
+
+  TlsStream(Socket& sock, SSL* ssl) noexcept : TlsBio(ssl), sock_(sock) {}
+
+  Socket& next_layer() noexcept { return sock_; }
+
+  /// Runs the handshake as server or client.
+  task<void> handshake(bool server, error_code& ec) {
+    ec = {};
+    if (server)
+      SSL_set_accept_state(ssl_);
+    else
+      SSL_set_connect_state(ssl_);
+    for (;;) {
+      ERR_clear_error();
+      const Want w = step(SSL_do_handshake(ssl_), ec);
+      if (!stage_.empty()) {  // a flight, or the alert that goes with a failure
+        error_code wec;
+        co_await flush(wec);
+        if (w != Want::Fail && wec) {
+          ec = wec;
+          co_return;
+        }
+      }
+      if (w != Want::Read) co_return;
+      co_await fill(ec);
+      if (ec) co_return;
+    }
+  }
+
+  /// Reads what is available (at least one byte) into `b`.
+  task<std::size_t> read_some(boost::asio::mutable_buffer b, error_code& ec) {
+    ec = {};
+    if (b.size() == 0) co_return 0;
+    for (;;) {
+      ERR_clear_error();
+      std::size_t n = 0;
+      const int r = SSL_read_ex(ssl_, b.data(), b.size(), &n);
+      const Want w = r == 1 ? Want::Done : step(r, ec);
+      if (!stage_.empty()) {  // a key update answered, an alert
+        error_code wec;
+        co_await flush(wec);
+      }
+      if (w == Want::Done) co_return n;
+      if (w == Want::Fail) co_return 0;
+      co_await fill(ec);
+      if (ec) co_return 0;
+    }
+  }
+
+  /// Writes all of `bufs`. Small buffers are gathered into one record; the records of one call
+  /// leave in as few send() calls as fit kFlushAt.
+  template <class Buffers>
+  task<void> write(const Buffers& bufs, error_code& ec) {
+    ec = {};
+    const auto first = boost::asio::buffer_sequence_begin(bufs);
+    const auto last = boost::asio::buffer_sequence_end(bufs);
+    std::size_t total = 0, count = 0;
+    for (auto it = first; it != last; ++it) {
+      total += boost::asio::const_buffer(*it).size();
+      ++count;
+    }
+    if (count > 1 && total <= kRecord) {
+      char* g = gather_buffer();
+      std::size_t at = 0;
+      for (auto it = first; it != last; ++it) {
+        const boost::asio::const_buffer b(*it);
+        if (b.size()) std::memcpy(g + at, b.data(), b.size());
+        at += b.size();
+      }
+      if (!encrypt(g, at, ec)) co_return;
+    } else {
+      for (auto it = first; it != last; ++it) {
+        const boost::asio::const_buffer b(*it);
+        const char* p = static_cast<const char*>(b.data());
+        std::size_t left = b.size();
+        while (left > 0) {
+          const std::size_t n = std::min(left, kRecord);
+          if (!encrypt(p, n, ec)) co_return;
+          p += n;
+          left -= n;
+          if (stage_.size() >= kFlushAt) {
+            co_await flush(ec);
+            if (ec) co_return;
+          }
+        }
+      }
+    }
+    co_await flush(ec);
+  }
+
+  /// Sends close_notify. Whether the peer's is awaited is OpenSSL's choice: a caller that does
+  /// not want to wait marks it received first (SSL_set_shutdown(SSL_RECEIVED_SHUTDOWN)).
+  task<void> shutdown(error_code& ec) {
+    ec = {};
+    for (;;) {
+      ERR_clear_error();
+      const int r = SSL_shutdown(ssl_);
+      const Want w = r == 1 ? Want::Done : r == 0 ? Want::Read : step(r, ec);
+      if (!stage_.empty()) {
+        error_code wec;
+        co_await flush(wec);
+        if (!ec) ec = wec;
+      }
+      if (w != Want::Read || ec) co_return;
+      co_await fill(ec);
+      if (ec) co_return;
+    }
+  }
+
+ private:
+  /// Sends what is staged. A flush already running (the other coroutine's) sends it instead.
+  task<void> flush(error_code& ec) {
+    if (flushing_) co_return;
+    flushing_ = true;
+    while (!stage_.empty()) {
+      inflight_.swap(stage_);
+      co_await boost::asio::async_write(sock_, boost::asio::buffer(inflight_),
+                                        boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+      inflight_.clear();
+      if (ec) {
+        stage_.clear();
+        break;
+      }
+    }
+    flushing_ = false;
+  }
+
+  /// Reads more ciphertext from the socket.
+  task<void> fill(error_code& ec) {
+    const std::size_t n = co_await sock_.async_read_some(
+        in_space(), boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+    if (ec == boost::asio::error::eof) ec = boost::asio::ssl::error::stream_truncated;
+    in_end_ += n;
+  }
+
+  Socket& sock_;
+};
+
+}  // namespace portico::detail
