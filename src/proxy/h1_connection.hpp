@@ -120,6 +120,8 @@ class H1Connection final : public ProxyRequest, public Drainable {
   // The client is watched for a close while the response head is awaited.
   struct ClientWatch;
   std::shared_ptr<ClientWatch> client_watch_;
+  Deferred::Entry watch_later_;  // the client watch, armed when the wait for the upstream lasts
+  void arm_client_watch();
   // Set while the connection speaks HTTP/2 (drain and abort go to it).
   H2Connection* h2_ = nullptr;
   bool idle_ = true;

@@ -34,11 +34,18 @@ struct H1Connection::ClientWatch {
 };
 
 void H1Connection::watch_client() {
+  if (client_watch_ || closed_ || watch_later_.pending()) return;
+  // Most upstreams answer long before a client could be seen leaving; arming the watch costs a
+  // system call (Asio's speculative receive), so only a wait that lasts gets one.
+  worker_.deferred().add(
+      watch_later_, [](void* c) { static_cast<H1Connection*>(c)->arm_client_watch(); }, this);
+}
+
+void H1Connection::arm_client_watch() {
   if (client_watch_ || closed_) return;
   client_watch_ = std::make_shared<ClientWatch>(ClientWatch{this, 0});
   // A peek that completes on EOF or a reset; bytes (a pipelined request) end the watch, are
-  // left in the socket and read later. The socket was drained by the request read, so arming
-  // this costs no system call.
+  // left in the socket and read later.
   sock_.async_receive(asio::buffer(&client_watch_->byte, 1), asio::socket_base::message_peek,
                       [w = client_watch_](const error_code& ec, std::size_t n) {
                         H1Connection* c = w->conn;
@@ -51,6 +58,7 @@ void H1Connection::watch_client() {
 }
 
 void H1Connection::unwatch_client() noexcept {
+  watch_later_.cancel();
   if (!client_watch_) return;
   client_watch_->conn = nullptr;
   client_watch_.reset();

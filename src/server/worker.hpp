@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -12,6 +13,8 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include <portico/core/socket_addr.hpp>
+
+#include "core/deferred.hpp"
 
 namespace portico::detail {
 
@@ -91,8 +94,20 @@ class Worker {
   void set_state(const void* service, std::shared_ptr<WorkerState> st) {
     states_[service] = std::move(st);
   }
-  /// Drops every service state (closing pooled upstream connections). Worker thread only.
-  void clear_states() noexcept { states_.clear(); }
+  /// Watches worth arming only when a wait lasts (see Deferred). Worker thread only.
+  Deferred& deferred() {
+    if (!deferred_) deferred_ = std::make_unique<Deferred>(executor_, kWatchDelay);
+    return *deferred_;
+  }
+  /// How long a request waits for its upstream before its client is watched for a close.
+  static constexpr std::chrono::milliseconds kWatchDelay{20};
+
+  /// Drops every service state (closing pooled upstream connections) and the worker's own
+  /// timers: whatever is bound to the event loop. Worker thread only.
+  void clear_states() noexcept {
+    states_.clear();
+    deferred_.reset();
+  }
   ~Worker() { clear_states(); }
 
  private:
@@ -104,6 +119,7 @@ class Worker {
   std::atomic<std::size_t> active_{0};
   std::function<void()> on_empty_;
   std::unordered_map<const void*, std::shared_ptr<WorkerState>> states_;
+  std::unique_ptr<Deferred> deferred_;
 };
 
 struct Accepted {

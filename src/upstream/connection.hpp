@@ -28,6 +28,7 @@
 #include <portico/proxy/peer.hpp>
 #include <portico/upstream/pool.hpp>
 
+#include "core/deferred.hpp"
 #include "core/watchdog.hpp"
 #include "http1/codec.hpp"
 #include "tls/tls_stream.hpp"
@@ -87,6 +88,10 @@ struct UpstreamConn {
   /// connection after it was taken (and perhaps pooled again).
   std::uint64_t watch_gen = 0;
   char peek_byte = 0;
+  /// While pooled: the idle watch, armed once the connection stayed idle a little (Deferred).
+  Deferred::Entry watch_later;
+  class Pool* idle_in = nullptr;
+  bool watching = false;
 
   int fd() noexcept { return sock.native_handle(); }
   /// Unregisters the socket from this worker's reactor and hands out what another worker needs
@@ -238,6 +243,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   std::uint64_t gen_ = 0;
   boost::asio::steady_timer sweep_;
   std::chrono::steady_clock::time_point sweep_at_ = std::chrono::steady_clock::time_point::max();
+  Deferred watch_later_;
 };
 
 /// The PROXY protocol header announcing a client connection from `src` to `dst`.

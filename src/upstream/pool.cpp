@@ -28,6 +28,8 @@ namespace portico::detail {
 
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
+// How long a pooled connection idles before its close watch is armed (see Pool::put).
+constexpr std::chrono::milliseconds kIdleWatchDelay{20};
 
 // ---- UpstreamConn -------------------------------------------------------------------------
 
@@ -192,7 +194,8 @@ Pool::Pool(asio::any_io_executor ex, PoolLimits limits, http1::ParserLimits pars
       parser_limits_(parser_limits),
       registry_(std::move(registry)),
       share_(share && limits.cross_worker),
-      sweep_(ex_) {
+      sweep_(ex_),
+      watch_later_(ex_, kIdleWatchDelay) {
   slot_ = registry_->add(ex_, this, share_);
 }
 
@@ -233,8 +236,12 @@ UpstreamConnPtr Pool::pop(Bucket& b) {
     --total_;
     KeyWorkerStats::drop(b.stats->idle);
     if (now - c->idle_since < c->idle_timeout && c->begin == c->end) {
-      boost::system::error_code ec;
-      c->sock.cancel(ec);  // the idle watch ends with operation_aborted
+      c->watch_later.cancel();
+      if (c->watching) {
+        c->watching = false;
+        boost::system::error_code ec;
+        c->sock.cancel(ec);  // the idle watch ends with operation_aborted
+      }
       return c;
     }
     KeyWorkerStats::bump(b.stats->evicted[static_cast<std::size_t>(PoolEviction::IdleTimeout)]);
@@ -344,16 +351,26 @@ void Pool::put(UpstreamConnPtr c) {
   b->conns.push_back(std::move(c));
   ++total_;
   KeyWorkerStats::bump(b->stats->idle);
-  watch(*b->conns.back());
+  UpstreamConn& pooled = *b->conns.back();
+  pooled.idle_in = this;
+  // Most pooled connections are taken again within microseconds; arming the watch costs a
+  // system call (Asio's speculative receive), so only those that stay idle get one. A close
+  // not yet seen fails a request on the reused connection, which is then retried.
+  watch_later_.add(
+      pooled.watch_later,
+      [](void* arg) {
+        auto* conn = static_cast<UpstreamConn*>(arg);
+        conn->idle_in->watch(*conn);
+      },
+      &pooled);
   arm_sweep(expires);
 }
 
 void Pool::watch(UpstreamConn& c) {
   c.watch_gen = ++gen_;
+  c.watching = true;
   // A peek that stays pending while the connection is idle: it completes when the upstream
-  // closes or sends anything. Peeking leaves a byte that races a take in the socket, and the
-  // reactor has already drained the socket after the last response, so arming it costs no
-  // system call.
+  // closes or sends anything. Peeking leaves a byte that races a take in the socket.
   c.sock.async_receive(
       asio::buffer(&c.peek_byte, 1), stream_socket::message_peek,
       [self = weak_from_this(), key = c.key, conn = &c, gen = c.watch_gen](

@@ -1,0 +1,118 @@
+// Deferred: work worth doing only when a wait lasts.
+//
+// Arming a read watch on a socket costs Asio a system call (a speculative recv, or an epoll_ctl),
+// and most waits end long before the watch would report anything: an upstream answers in well
+// under a millisecond, a pooled connection is taken again at once. An entry added here runs its
+// callback once `delay` has passed, unless it was cancelled before; so only the waits that last
+// pay for their watch. One timer per Deferred, running only while entries are pending.
+#pragma once
+
+#include <chrono>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/system/error_code.hpp>
+
+namespace portico::detail {
+
+class Deferred {
+ public:
+  using clock = std::chrono::steady_clock;
+  using Fn = void (*)(void*);
+
+  /// A place in the queue, embedded in whatever waits. Unlinks itself when destroyed.
+  class Entry {
+   public:
+    Entry() = default;
+    ~Entry() { cancel(); }
+    Entry(const Entry&) = delete;
+    Entry& operator=(const Entry&) = delete;
+
+    bool pending() const noexcept { return owner_ != nullptr; }
+    void cancel() noexcept {
+      if (owner_) owner_->unlink(*this);
+    }
+
+   private:
+    friend class Deferred;
+    Deferred* owner_ = nullptr;
+    Entry* prev_ = nullptr;
+    Entry* next_ = nullptr;
+    clock::time_point due_{};
+    Fn fn_ = nullptr;
+    void* arg_ = nullptr;
+  };
+
+  Deferred(const boost::asio::any_io_executor& ex, std::chrono::milliseconds delay)
+      : timer_(ex), delay_(delay) {}
+  ~Deferred() {
+    while (head_) unlink(*head_);
+    timer_.cancel();
+  }
+  Deferred(const Deferred&) = delete;
+  Deferred& operator=(const Deferred&) = delete;
+
+  /// Runs fn(arg) once the delay has passed, unless `e` is cancelled (or re-added) first.
+  void add(Entry& e, Fn fn, void* arg) {
+    e.cancel();
+    e.owner_ = this;
+    e.fn_ = fn;
+    e.arg_ = arg;
+    e.due_ = clock::now() + delay_;
+    e.prev_ = tail_;
+    e.next_ = nullptr;
+    if (tail_)
+      tail_->next_ = &e;
+    else
+      head_ = &e;
+    tail_ = &e;
+    if (!ticking_) start(e.due_);
+  }
+
+  std::chrono::milliseconds delay() const noexcept { return delay_; }
+
+ private:
+  void unlink(Entry& e) noexcept {
+    if (e.prev_)
+      e.prev_->next_ = e.next_;
+    else
+      head_ = e.next_;
+    if (e.next_)
+      e.next_->prev_ = e.prev_;
+    else
+      tail_ = e.prev_;
+    e.prev_ = e.next_ = nullptr;
+    e.owner_ = nullptr;
+  }
+
+  void start(clock::time_point when) {
+    ticking_ = true;
+    timer_.expires_at(when);
+    // `this` is only used when the wait completed: destroying the timer aborts it.
+    timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec) tick();
+    });
+  }
+
+  void tick() {
+    ticking_ = true;  // entries added by callbacks do not start the timer; it restarts below
+    const auto now = clock::now();
+    // The delay is the same for all, so the queue is in due order. A callback may add entries
+    // (due later, at the tail) or cancel others.
+    while (head_ && head_->due_ <= now) {
+      Entry& e = *head_;
+      unlink(e);
+      e.fn_(e.arg_);
+    }
+    ticking_ = false;
+    if (head_) start(head_->due_);
+  }
+
+  boost::asio::steady_timer timer_;
+  std::chrono::milliseconds delay_;
+  Entry* head_ = nullptr;
+  Entry* tail_ = nullptr;
+  bool ticking_ = false;
+};
+
+}  // namespace portico::detail
