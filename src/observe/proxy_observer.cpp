@@ -23,6 +23,11 @@ ProxyObserver::ProxyObserver(std::shared_ptr<obs::Registry> registry, std::strin
   active_ = &r.gauge_family("portico_downstream_connections_active",
                             "Client connections open now.", {"service"})
                  .with({svc});
+  parked_ = &r.gauge_family("portico_downstream_connections_parked",
+                            "Idle keep-alive client connections parked: only their socket is kept "
+                            "until the next request (HttpServerOptions::keepalive_park_after).",
+                            {"service"})
+                 .with({svc});
   connections_ = &r.counter_family("portico_downstream_connections_total",
                                    "Client connections accepted.", {"service"})
                       .with({svc});

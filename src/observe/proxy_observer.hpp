@@ -33,6 +33,8 @@ class ProxyObserver {
     active_->inc();
   }
   void connection_closed() noexcept { active_->dec(); }
+  /// An idle keep-alive connection parked (+1) or woke up / closed while parked (-1).
+  void connection_parked(int delta) noexcept { parked_->add(delta); }
   /// The TLS handshake of a downstream connection: failed, or full / resumed.
   void tls_handshake(bool ok, bool resumed) noexcept {
     (ok ? (resumed ? tls_resumed_ : tls_full_) : tls_failed_)->inc();
@@ -71,6 +73,7 @@ class ProxyObserver {
   std::array<observe::Counter*, 6> requests_{};
   observe::Histogram* duration_;
   observe::Gauge* active_;
+  observe::Gauge* parked_;
   observe::Counter* connections_;
   observe::Counter *tls_full_, *tls_resumed_, *tls_failed_;
   observe::Counter *bytes_in_, *bytes_out_;

@@ -1,5 +1,7 @@
 #include "proxy/h1_connection.hpp"
 
+#include <malloc.h>
+
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/error.hpp>
@@ -53,8 +55,19 @@ H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
   const ListenerOptions lo = svc.listener_options(a.listener);
   expect_proxy_header_ = lo.proxy_protocol;
   h2c_ = !server_tls_ && (lo.h2c || opts_.h2c);
+  listener_ = a.listener;
+  // Parking gives back the socket alone: not for TLS (the session lives in the SSL object) nor
+  // for a PROXY protocol client (its address came from the header).
+  parkable_ = !server_tls_ && !lo.proxy_protocol;
   worker_.add(this);
-  obs_->connection_opened();
+  if (a.served > 0) {
+    // A parked connection whose next request arrived: counted when it was accepted, and known
+    // to speak HTTP/1.
+    conn_requests_ = a.served;
+    h2c_ = false;
+  } else {
+    obs_->connection_opened();
+  }
 }
 
 H1Connection::~H1Connection() {
@@ -65,7 +78,7 @@ H1Connection::~H1Connection() {
   if (tls_ && SSL_is_init_finished(tls_->native_handle()))
     SSL_set_shutdown(tls_->native_handle(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   worker_.remove(this);
-  obs_->connection_closed();
+  if (!parked_) obs_->connection_closed();
 }
 
 void H1Connection::drain() noexcept {
@@ -94,6 +107,104 @@ void H1Connection::abort() noexcept {
   error_code ec;
   sock_.shutdown(asio::socket_base::shutdown_both, ec);
   sock_.cancel(ec);
+}
+
+// ---------------------------------------------------------------------------------------------
+// parking an idle keep-alive connection
+
+namespace {
+
+/// Hands the memory parked connections gave back to the system, at most once a second per
+/// worker: a burst of connections going idle at once leaves the heap full of free space that
+/// glibc would otherwise keep (HAProxy trims its pools the same way).
+void trim_after_parking() {
+  thread_local std::chrono::steady_clock::time_point last{};
+  thread_local unsigned parked_since = 0;
+  ++parked_since;
+  const auto now = std::chrono::steady_clock::now();
+  if (parked_since < 64 || now - last < std::chrono::seconds(1)) return;
+  last = now;
+  parked_since = 0;
+  ::malloc_trim(0);
+}
+
+/// What is left of an idle keep-alive connection: its socket, waiting to become readable, and
+/// its place in the keep-alive deadline queue. Owned by its pending wait.
+class ParkedConn final : public Drainable {
+ public:
+  static void start(HttpProxyService& svc, Worker& w, Deferred& expiry, asio::ip::tcp::socket&& s,
+                    std::size_t listener, std::uint32_t served, std::shared_ptr<ProxyObserver> obs) {
+    std::unique_ptr<ParkedConn> p(new ParkedConn(svc, w, std::move(s), listener, served, std::move(obs)));
+    ParkedConn& c = *p;
+    expiry.add(c.expiry_, [](void* x) { static_cast<ParkedConn*>(x)->close(); }, &c);
+    c.sock_.async_wait(asio::socket_base::wait_read, [p = std::move(p)](const error_code& ec) {
+      if (!ec && !p->closed_) p->wake();
+    });  // the wait owns the connection: it ends when the wait does
+  }
+
+  ~ParkedConn() override {
+    w_.remove(this);
+    obs_->connection_parked(-1);
+    if (!woke_) obs_->connection_closed();
+  }
+
+  void drain() noexcept override { close(); }  // idle, and it served requests: nothing is lost
+  void abort() noexcept override { close(); }
+
+ private:
+  ParkedConn(HttpProxyService& svc, Worker& w, asio::ip::tcp::socket&& s, std::size_t listener,
+             std::uint32_t served, std::shared_ptr<ProxyObserver> obs)
+      : svc_(svc), w_(w), sock_(std::move(s)), obs_(std::move(obs)), listener_(listener), served_(served) {
+    w_.add(this);
+    obs_->connection_parked(1);
+  }
+
+  void close() noexcept {
+    closed_ = true;
+    expiry_.cancel();
+    error_code ec;
+    sock_.close(ec);  // the wait ends (operation_aborted) and takes the connection with it
+  }
+
+  /// The client sent something (or closed): a new H1Connection serves it.
+  void wake() {
+    woke_ = true;
+    expiry_.cancel();
+    Accepted a{std::move(sock_), listener_, {}, {}, true, served_};
+    svc_.serve_connection(w_, a);
+  }
+
+  HttpProxyService& svc_;
+  Worker& w_;
+  asio::ip::tcp::socket sock_;
+  Deferred::Entry expiry_;
+  std::shared_ptr<ProxyObserver> obs_;
+  std::size_t listener_;
+  std::uint32_t served_;
+  bool closed_ = false;
+  bool woke_ = false;
+};
+
+}  // namespace
+
+void H1Connection::request_park() noexcept {
+  park_ = true;
+  error_code ec;
+  sock_.cancel(ec);  // the idle read ends; run() then calls park()
+}
+
+void H1Connection::park() {
+  if (worker_.draining() || drain_requested_) {
+    park_ = false;
+    return;  // ~H1Connection closes the socket
+  }
+  if (!state_.parked_expiry)
+    state_.parked_expiry = std::make_unique<Deferred>(
+        sock_.get_executor(), opts_.keepalive_timeout - opts_.keepalive_park_after);
+  parked_ = true;
+  ParkedConn::start(svc_, worker_, *state_.parked_expiry, std::move(sock_), listener_,
+                    conn_requests_, obs_);
+  trim_after_parking();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -161,8 +272,20 @@ task<Result<bool>> H1Connection::read_request_header() {
     // the short first-request grace); the rest, the header timeout.
     auto wait = first ? opts_.keepalive_timeout : opts_.header_read_timeout;
     if (first && (drain_requested_ || worker_.draining())) wait = std::min(wait, kFirstRequestGrace);
+    // Between keep-alive requests with nothing buffered: a wait that lasts ends in park().
+    const auto park_after = opts_.keepalive_park_after;
+    if (first && parkable_ && conn_requests_ > 0 && rbegin_ == rend_ && parser_.idle() &&
+        park_after.count() > 0 && park_after < wait && !drain_requested_ && !worker_.draining()) {
+      if (!state_.park_after)
+        state_.park_after = std::make_unique<Deferred>(sock_.get_executor(), park_after);
+      state_.park_after->add(
+          park_later_, [](void* c) { static_cast<H1Connection*>(c)->request_park(); }, this);
+    }
     auto r = co_await ds_read(wait);
+    park_later_.cancel();
+    if (r) park_ = false;  // the next request came as the park was asked for: serve it
     if (!r) {
+      if (park_ && !closed_) co_return Error();
       if (parser_.idle() && (r.error().type() == ErrorType::ConnectionClosed ||
                              r.error().type() == ErrorType::ReadTimedout || closed_))
         co_return Error();  // a clean end of an idle connection
@@ -380,7 +503,7 @@ task<void> H1Connection::run() {
   bool h2 = tls_info_ && tls_info_->alpn == "h2";
   if (!h2 && h2c_) h2 = co_await sniff_h2c_preface();
   if (h2) co_await run_h2();
-  while (!closed_ && !h2) {
+  while (!closed_ && !h2 && !park_) {
     idle_ = true;
     // Draining: a connection that served a request closes now; a fresh one still reads its
     // first request (briefly, see read_request_header), which may be on its way.
@@ -401,6 +524,10 @@ task<void> H1Connection::run() {
     co_await handle_request();
     ++conn_requests_;
     if (!keepalive_) break;
+  }
+  if (park_ && !closed_) {
+    park();
+    co_return;
   }
   error_code ec;
   if (tls_ && !closed_ && SSL_is_init_finished(tls_->native_handle())) {

@@ -51,6 +51,10 @@ ServiceWorkerState::~ServiceWorkerState() = default;
 void ServiceWorkerState::drain() noexcept {
   pool->drain();
   h2->drain();
+  // Their timers would keep the event loop running; parked connections are drained with the
+  // other connections.
+  park_after.reset();
+  parked_expiry.reset();
 }
 
 ProxyRequest::ProxyRequest(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,

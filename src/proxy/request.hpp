@@ -65,6 +65,10 @@ struct ServiceWorkerState final : WorkerState {
   std::shared_ptr<Pool> pool;
   std::shared_ptr<ClientTls> client_tls;  // the service's, shared by its workers
   std::unique_ptr<H2Upstream> h2;         // multiplexed HTTP/2 upstream sessions
+  // Idle keep-alive connections: those about to be parked, and the parked ones' keep-alive
+  // deadlines (see H1Connection::park). Made on first use, with the service's delays.
+  std::unique_ptr<Deferred> park_after;
+  std::unique_ptr<Deferred> parked_expiry;
 };
 
 class ProxyRequest : public Session {

@@ -395,6 +395,7 @@ void read_limits(Section& s, HttpServerOptions& o) {
 void read_timeouts(Section& s, HttpServerOptions& o) {
   get_duration(s, "header_read_ms", o.header_read_timeout, false, kMaxMs);
   get_duration(s, "keepalive_ms", o.keepalive_timeout, false, kMaxMs);
+  get_duration(s, "keepalive_park_ms", o.keepalive_park_after, true, kMaxMs);
   get_duration(s, "body_read_ms", o.body_read_timeout, false, kMaxMs);
   get_duration(s, "write_ms", o.write_timeout, false, kMaxMs);
   get_duration(s, "request_ms", o.request_timeout, true, kMaxMs);
@@ -914,6 +915,7 @@ std::vector<ConfigEntry> config_entries(const ServerConfig& c) {
   e.add("limits.pool_max_idle_total", h.pool_max_idle_total, hd.pool_max_idle_total, R, E);
   e.add("timeouts.header_read_ms", h.header_read_timeout, hd.header_read_timeout, R, E);
   e.add("timeouts.keepalive_ms", h.keepalive_timeout, hd.keepalive_timeout, R, E);
+  e.add("timeouts.keepalive_park_ms", h.keepalive_park_after, hd.keepalive_park_after, R, E);
   e.add("timeouts.body_read_ms", h.body_read_timeout, hd.body_read_timeout, R, E);
   e.add("timeouts.write_ms", h.write_timeout, hd.write_timeout, R, E);
   e.add("timeouts.request_ms", h.request_timeout, hd.request_timeout, R, E);

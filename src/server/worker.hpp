@@ -132,6 +132,8 @@ struct Accepted {
   SocketAddr local;
   /// The listener has TCP_NODELAY, which accepted sockets inherit on Linux.
   bool nodelay = false;
+  /// Requests the connection served before it was parked (see H1Connection); 0: a new one.
+  std::uint32_t served = 0;
 };
 
 }  // namespace portico::detail

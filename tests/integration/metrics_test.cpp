@@ -306,5 +306,86 @@ TEST(AccessLogProxy, OneLinePerRequestWithItsFields) {
   std::remove(path.c_str());
 }
 
+// An idle keep-alive connection parks after keepalive_park_after (only its socket is kept) and
+// its next request wakes it: served on the same TCP connection, the connection counted once.
+TEST(Metrics, IdleKeepAliveConnectionsParkAndWakeUp) {
+  auto reg = std::make_shared<obs::Registry>();
+  HttpServerOptions opts;
+  opts.keepalive_park_after = std::chrono::milliseconds(20);
+  Stack st(reg, nullptr, opts);
+  auto gauge = [&](const char* name) {
+    return reg->gauge_family(name, "", {"service"}).with({"obs_it"}).value();
+  };
+  auto accepted = [&] {
+    return reg->counter_family("portico_downstream_connections_total", "", {"service"})
+        .with({"obs_it"})
+        .value();
+  };
+  constexpr int kClients = 5;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(std::make_unique<Client>(st.proxy_port()));
+    auto r = clients.back()->get("/ok");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200u);
+  }
+  ASSERT_TRUE(eventually([&] { return gauge("portico_downstream_connections_parked") == kClients; }));
+  EXPECT_EQ(gauge("portico_downstream_connections_active"), kClients);
+  for (int round = 0; round < 3; ++round) {
+    for (auto& c : clients) {
+      auto r = c->get("/ok");
+      ASSERT_TRUE(r) << "round " << round;
+      EXPECT_EQ(r->status, 200u);
+    }
+    ASSERT_TRUE(eventually([&] { return gauge("portico_downstream_connections_parked") == kClients; }));
+  }
+  EXPECT_EQ(accepted(), static_cast<std::uint64_t>(kClients)) << "no connection was replaced";
+  EXPECT_EQ(gauge("portico_downstream_connections_active"), kClients);
+  // A client that leaves while parked: the connection closes, the gauges come back to zero.
+  clients.clear();
+  ASSERT_TRUE(eventually([&] {
+    return gauge("portico_downstream_connections_active") == 0 &&
+           gauge("portico_downstream_connections_parked") == 0;
+  }));
+}
+
+// A parked connection still ends at its keep-alive timeout, and a graceful shutdown closes
+// parked connections at once instead of waiting for them.
+TEST(Metrics, ParkedConnectionsEndAtTheKeepAliveTimeoutAndOnShutdown) {
+  auto reg = std::make_shared<obs::Registry>();
+  HttpServerOptions opts;
+  opts.keepalive_park_after = std::chrono::milliseconds(20);
+  opts.keepalive_timeout = std::chrono::milliseconds(300);
+  Stack st(reg, nullptr, opts);
+  auto reg2 = std::make_shared<obs::Registry>();
+  auto parked_in = [](obs::Registry& r) {
+    return r.gauge_family("portico_downstream_connections_parked", "", {"service"})
+        .with({"obs_it"})
+        .value();
+  };
+  auto parked = [&] { return parked_in(*reg); };
+  Client timed(st.proxy_port());
+  ASSERT_EQ(timed.get("/ok")->status, 200u);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(eventually([&] { return parked() == 1; }));
+  EXPECT_TRUE(timed.closed_by_peer());
+  const auto lived = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(lived, std::chrono::milliseconds(250)) << "closed at the keep-alive timeout, not before";
+  EXPECT_LT(lived, std::chrono::seconds(5));
+  ASSERT_TRUE(eventually([&] { return parked() == 0; }));
+
+  opts.keepalive_timeout = std::chrono::seconds(60);
+  Stack st2(reg2, nullptr, opts);
+  Client idle(st2.proxy_port());
+  ASSERT_EQ(idle.get("/ok")->status, 200u);
+  ASSERT_TRUE(eventually([&] { return parked_in(*reg2) == 1; }));
+  const auto t1 = std::chrono::steady_clock::now();
+  st2.server.shutdown(true);
+  st2.server.wait();
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::seconds(5));
+  EXPECT_TRUE(idle.closed_by_peer());
+  EXPECT_EQ(parked_in(*reg2), 0);
+}
+
 }  // namespace
 }  // namespace itest

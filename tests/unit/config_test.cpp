@@ -83,6 +83,7 @@ limits:
 timeouts:
   header_read_ms: 1000
   keepalive_ms: 2000
+  keepalive_park_ms: 0
   body_read_ms: 3000
   write_ms: 4000
   request_ms: 5000
@@ -162,6 +163,7 @@ TEST(ConfigTest, EveryKeyIsParsed) {
   EXPECT_EQ(h.upstream_request_limit, 500u);
   EXPECT_EQ(h.pool_max_idle_total, 100u);
   EXPECT_EQ(h.header_read_timeout, 1000ms);
+  EXPECT_EQ(h.keepalive_park_after, 0ms);
   EXPECT_EQ(h.keepalive_timeout, 2000ms);
   EXPECT_EQ(h.body_read_timeout, 3000ms);
   EXPECT_EQ(h.write_timeout, 4000ms);
@@ -175,7 +177,7 @@ TEST(ConfigTest, EveryKeyIsParsed) {
   EXPECT_TRUE(plain.h2c);
   EXPECT_TRUE(plain.proxy_protocol);
   EXPECT_FALSE(plain.tls);
-  EXPECT_EQ(plain.origin, "conf.yaml:56:5");
+  EXPECT_EQ(plain.origin, "conf.yaml:57:5");
   const ListenerConfig& secure = c.listeners[1];
   EXPECT_EQ(secure.address, "[::1]:6443");
   EXPECT_FALSE(secure.h2c);
