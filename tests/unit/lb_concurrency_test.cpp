@@ -1,6 +1,7 @@
 // The backend set changes while workers select from it: readers see the old set or the new one,
 // never a torn or freed one, and retired sets are freed. Run under ThreadSanitizer too.
 #include <atomic>
+#include <chrono>
 #include <set>
 #include <string>
 #include <thread>
@@ -51,6 +52,10 @@ void update_under_selection() {
         picks.fetch_add(1, std::memory_order_relaxed);
       }
     });
+  // The sets must change while the readers select: on a busy machine the readers may not have
+  // started before 2,000 updates are done, so wait (bounded) for their first picks.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (picks.load() < 3 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
   for (int i = 0; i < 2000; ++i) {
     ASSERT_TRUE(lb->update(i % 2 ? a : b));
     if (i % 100 == 0) {
