@@ -150,7 +150,7 @@ class TlsStream final : public TlsBio {
         if (b.size()) std::memcpy(g + at, b.data(), b.size());
         at += b.size();
       }
-      if (!encrypt(g, at, ec)) co_return;
+      if (at > 0 && !encrypt(g, at, ec)) co_return;
     } else {
       for (auto it = first; it != last; ++it) {
         const boost::asio::const_buffer b(*it);
