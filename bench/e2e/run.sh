@@ -29,6 +29,10 @@
 # temporary directory is removed. See bench/README.md for the method.
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin" # nginx and haproxy live in /usr/sbin, not on a user's PATH
+# shellcheck disable=SC2034 # read by log/die (bench/lib.sh)
+LOG_TAG=e2e
+# shellcheck source=SCRIPTDIR/../lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DURATION=${DURATION:-5}
@@ -44,9 +48,6 @@ ONLY=${ONLY:-}           # same as --only
 H2_CLIENTS=${H2_CLIENTS:-10}  # h2load -c
 H2_STREAMS=${H2_STREAMS:-10}  # h2load -m
 
-log() { printf '[e2e] %s\n' "$*" >&2; }
-die() { printf '[e2e] error: %s\n' "$*" >&2; exit 1; }
-
 # Scenarios: 5b, 1k (HTTP/1.1 with wrk), h2c, h2tls (HTTP/2 to the proxy with h2load, HTTP/1.1 to
 # the origin), h2up (h2c to the proxy and HTTP/2 with prior knowledge to an HTTP/2 origin).
 ALL_SCENARIOS="5b,1k,h2c,h2tls,h2up"
@@ -54,7 +55,7 @@ while (($#)); do
   case $1 in
     --only) (($# >= 2)) || die "--only needs a list, e.g. --only h2c,h2tls"; ONLY=$2; shift 2 ;;
     --only=*) ONLY=${1#--only=}; shift ;;
-    -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) print_help "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown argument '$1' (try --help)" ;;
   esac
 done
@@ -78,10 +79,6 @@ RUN_H1=0 RUN_H2=0
 [[ -n ${WANT[5b]:-}${WANT[1k]:-} ]] && RUN_H1=1
 [[ -n ${WANT[h2c]:-}${WANT[h2tls]:-}${WANT[h2up]:-} ]] && RUN_H2=1
 
-is_uint() { [[ $1 =~ ^(0|[1-9][0-9]{0,5})$ ]]; }
-check_var() { # check_var NAME VALUE MIN MAX
-  if ! is_uint "$2" || (($2 < $3 || $2 > $4)); then die "$1 must be an integer in $3..$4 (got '$2')"; fi
-}
 check_var DURATION "$DURATION" 1 600
 check_var REPEATS "$REPEATS" 1 50
 check_var WARMUP "$WARMUP" 0 60
@@ -92,106 +89,13 @@ check_var WRK_CPU "$WRK_CPU" 0 4095
 # ---------------------------------------------------------------------------------------------
 # Process bookkeeping and cleanup.
 # ---------------------------------------------------------------------------------------------
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/portico-e2e.XXXXXX")
-chmod 755 "$TMP"
-ROOTS=()
-declare -A EXIT_STATUS
-
-descendants() { # descendants PID : PID and every process below it, one per line
-  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
-    { s = $0; sub(/.*\) /, "", s); split(s, f, " "); ppid[$1] = f[2] }
-    END {
-      want[root] = 1; print root; changed = 1
-      while (changed) {
-        changed = 0
-        for (p in ppid) if (!(p in want) && (ppid[p] in want)) { want[p] = 1; print p; changed = 1 }
-      }
-    }'
-}
-
-parent_of() { { cat "/proc/$1/stat" 2>/dev/null || true; } | awk '{ sub(/.*\) /, ""); print $2 }'; }
-running() { # running PID : exists and is not a zombie (an orphan's zombie may never be reaped here)
-  local st
-  st=$({ cat "/proc/$1/stat" 2>/dev/null || true; } | awk '{ sub(/.*\) /, ""); print $1 }')
-  [[ -n $st && $st != Z && $st != X ]]
-}
-
-kill_tree() { # kill_tree PID... : TERM these process trees, wait up to 3 s, then KILL what is left
-  local pids="" p i alive
-  # Only PIDs that are still this script's children: a PID that ended may have been reused.
-  for p in "$@"; do [[ $(parent_of "$p") == "$$" ]] && pids+=" $(descendants "$p")"; done
-  for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
-  for ((i = 0; i < 30; i++)); do
-    alive=0
-    for p in $pids; do running "$p" && alive=1; done
-    ((alive)) || break
-    sleep 0.1
-  done
-  for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
-  for p in "$@"; do
-    EXIT_STATUS[$p]=0
-    wait "$p" 2>/dev/null || EXIT_STATUS[$p]=$?
-  done
-}
-
-stop_root() { # kill a process tree started by start_server and forget it
-  local r keep=()
-  kill_tree "$1"
-  for r in ${ROOTS[@]+"${ROOTS[@]}"}; do [[ $r == "$1" ]] || keep+=("$r"); done
-  ROOTS=(${keep[@]+"${keep[@]}"})
-}
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  # shellcheck disable=SC2086 # WRK_PID is empty or one number
-  kill_tree ${WRK_PID:-} ${ROOTS[@]+"${ROOTS[@]}"}
-  rm -rf "$TMP"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# Processes started outside start_server: wrk / h2load (WRK_PID, while one runs).
+extra_pids() { echo "${WRK_PID:-}"; }
+setup_tmp e2e
 
 # ---------------------------------------------------------------------------------------------
 # Packages: installed with apt only when missing; `apt-get update` only before an install.
 # ---------------------------------------------------------------------------------------------
-if [[ $(id -u) -eq 0 ]]; then SUDO=(); elif command -v sudo >/dev/null; then SUDO=(sudo); else SUDO=(); fi
-APT_UPDATED=0
-apt_install() { # apt_install PKG... ; returns apt-get's status
-  command -v apt-get >/dev/null || { log "apt-get not available, cannot install: $*"; return 1; }
-  if [[ $(id -u) -ne 0 && ${#SUDO[@]} -eq 0 ]]; then log "not root and no sudo, cannot install: $*"; return 1; fi
-  if ((APT_UPDATED == 0)); then
-    log "apt-get update"
-    if ! "${SUDO[@]}" apt-get update -q >"$TMP/apt.log" 2>&1; then
-      tail -n 20 "$TMP/apt.log" | sed 's/^/    /' >&2
-      return 1
-    fi
-    APT_UPDATED=1
-  fi
-  log "apt-get install $*"
-  if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" \
-    >"$TMP/apt.log" 2>&1; then
-    tail -n 20 "$TMP/apt.log" | sed 's/^/    /' >&2
-    return 1
-  fi
-}
-svc_running() { command -v pgrep >/dev/null && pgrep -x "$1" >/dev/null; }
-ensure_cmd() { # ensure_cmd CMD PKG : install PKG when CMD is missing
-  command -v "$1" >/dev/null && return 0
-  local was_running=0
-  svc_running "$1" && was_running=1
-  apt_install "$2" || return 1
-  hash -r
-  # Where the package's maintainer scripts start the system service, stop it again: this script
-  # runs its own instances and leaves nothing behind.
-  if ((was_running == 0)) && svc_running "$1" && command -v service >/dev/null; then
-    log "stopping the $1 system service that the install of $2 started"
-    "${SUDO[@]}" service "$1" stop >&2 || true
-  fi
-  command -v "$1" >/dev/null
-}
-
 ensure_cmd nginx nginx-light || die "nginx is required (apt package nginx-light)"
 if ((RUN_H1)); then ensure_cmd wrk wrk || die "wrk is required (apt package wrk)"; fi
 HAVE_H2LOAD=0
@@ -209,84 +113,17 @@ fi
 command -v curl >/dev/null || ensure_cmd curl curl || log "curl missing: responses are checked for status only"
 
 HAVE_HAPROXY=0 HAVE_H2O=0
-if command -v haproxy >/dev/null || { [[ $INSTALL_OPTIONAL == 1 ]] && ensure_cmd haproxy haproxy; }; then
-  HAVE_HAPROXY=1
-else
-  log "haproxy not available: skipped (optional)"
-fi
-if command -v h2o >/dev/null || { [[ $INSTALL_OPTIONAL == 1 ]] && ensure_cmd h2o h2o; }; then
-  HAVE_H2O=1
-else
-  log "h2o not available: skipped (optional)"
-fi
+if optional_cmd haproxy haproxy; then HAVE_HAPROXY=1; fi
+if optional_cmd h2o h2o; then HAVE_H2O=1; fi
 
 # ---------------------------------------------------------------------------------------------
 # Pinning: servers on PROXY_CPU, wrk on WRK_CPU.
 # ---------------------------------------------------------------------------------------------
-NCPU=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
-if command -v taskset >/dev/null && ((NCPU >= 2 && PROXY_CPU < NCPU && WRK_CPU < NCPU && PROXY_CPU != WRK_CPU)); then
-  PIN_SRV=(taskset -c "$PROXY_CPU")
-  PIN_WRK=(taskset -c "$WRK_CPU")
-  PINNING="servers on CPU $PROXY_CPU, wrk on CPU $WRK_CPU (taskset)"
-else
-  PIN_SRV=() PIN_WRK=()
-  PINNING="none (needs taskset and 2 distinct online CPUs; $NCPU online)"
-  log "warning: no CPU pinning: $PINNING"
-fi
-CLK_TCK=$(getconf CLK_TCK)
+pin_cpus "$PROXY_CPU" "$WRK_CPU" "servers on CPU $PROXY_CPU, wrk on CPU $WRK_CPU (taskset)"
 
 # ---------------------------------------------------------------------------------------------
-# Ports: random high ports below the ephemeral range, checked free, never reused in a run.
+# Checks.
 # ---------------------------------------------------------------------------------------------
-USED_PORTS=" "
-port_busy() {
-  if command -v ss >/dev/null; then
-    [[ -n $(ss -Htln "sport = :$1" 2>/dev/null) ]]
-  elif command -v python3 >/dev/null; then
-    if python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null; then
-      return 1
-    fi
-  else
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-  fi
-}
-pick_port() { # sets REPLY
-  local i p
-  for ((i = 0; i < 200; i++)); do
-    p=$((20000 + (RANDOM * 32768 + RANDOM) % 12000))
-    [[ $USED_PORTS == *" $p "* ]] && continue
-    port_busy "$p" && continue
-    USED_PORTS+="$p "
-    REPLY=$p
-    return 0
-  done
-  die "no free port found"
-}
-
-start_server() { # start_server NAME LOG CMD... : pinned, in the background; sets REPLY to its pid
-  local name=$1 logf=$2
-  shift 2
-  "${PIN_SRV[@]}" "$@" >"$logf" 2>&1 &
-  REPLY=$!
-  ROOTS+=("$REPLY")
-  log "started $name (pid $REPLY): $*"
-}
-
-wait_listen() { # wait_listen NAME PID PORT LOG : up to 10 s for PORT to accept while PID lives
-  local name=$1 pid=$2 port=$3 logf=$4 i
-  for ((i = 0; i < 100; i++)); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      log "$name exited during start-up; last lines of its logs:"
-      tail -n 20 "$logf" "${@:5}" 2>/dev/null | sed 's/^/    /' >&2 || true
-      return 1
-    fi
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  log "$name did not listen on 127.0.0.1:$port within 10 s"
-  return 1
-}
-
 check_http() { # check_http PORT PATH FILE : GET returns 200 and exactly FILE's bytes
   local port=$1 path=$2 file=$3 code
   if command -v curl >/dev/null; then
@@ -306,15 +143,6 @@ check_http() { # check_http PORT PATH FILE : GET returns 200 and exactly FILE's 
 # ---------------------------------------------------------------------------------------------
 # Origin: nginx serving a 5-byte and a 1 KiB file.
 # ---------------------------------------------------------------------------------------------
-USER_LINE=""
-[[ $(id -u) -eq 0 ]] && USER_LINE="user root;"
-
-nginx_temp_paths() { # nginx_temp_paths DIR
-  local d=$1
-  printf '    client_body_temp_path %s/tmp/body;\n    proxy_temp_path %s/tmp/proxy;\n' "$d" "$d"
-  printf '    fastcgi_temp_path %s/tmp/fastcgi;\n    uwsgi_temp_path %s/tmp/uwsgi;\n    scgi_temp_path %s/tmp/scgi;\n' "$d" "$d" "$d"
-}
-
 O_DIR=$TMP/origin
 mkdir -p "$O_DIR/www" "$O_DIR/tmp"
 printf 'hello' >"$O_DIR/www/5b"
@@ -323,14 +151,7 @@ chmod -R a+rX "$O_DIR/www"
 pick_port
 O_PORT=$REPLY
 cat >"$O_DIR/origin.conf" <<EOF
-$USER_LINE
-worker_processes 1;
-pid $O_DIR/nginx.pid;
-error_log $O_DIR/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-$(nginx_temp_paths "$O_DIR")
+$(nginx_head "$O_DIR" 1 4096)
     default_type application/octet-stream;
     sendfile on;
     tcp_nodelay on;
@@ -344,7 +165,7 @@ $(nginx_temp_paths "$O_DIR")
     }
 }
 EOF
-start_server origin "$O_DIR/stdout.log" nginx -e "$O_DIR/error.log" -p "$O_DIR" -c "$O_DIR/origin.conf" -g 'daemon off;'
+start_nginx origin "$O_DIR" origin.conf
 O_PID=$REPLY
 wait_listen origin "$O_PID" "$O_PORT" "$O_DIR/stdout.log" "$O_DIR/error.log" || die "origin nginx did not start"
 if ! check_http "$O_PORT" /5b "$O_DIR/www/5b" || ! check_http "$O_PORT" /1k "$O_DIR/www/1k"; then
@@ -389,33 +210,18 @@ if ((RUN_H1)); then # the HTTP/1 proxies
   N_DIR=$TMP/nginx-proxy
   mkdir -p "$N_DIR/tmp"
   cat >"$N_DIR/proxy.conf" <<EOF
-$USER_LINE
-worker_processes 1;
-pid $N_DIR/nginx.pid;
-error_log $N_DIR/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-$(nginx_temp_paths "$N_DIR")
+$(nginx_head "$N_DIR" 1 4096)
     tcp_nodelay on;
     keepalive_timeout 65;
     keepalive_requests 1000000;
-    upstream origin {
-        server 127.0.0.1:$O_PORT;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
+$(nginx_upstream "127.0.0.1:$O_PORT" 64 1000000)
     server {
         listen 127.0.0.1:$N_PORT;
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
+$(nginx_proxy_location)
     }
 }
 EOF
-  start_server nginx "$N_DIR/stdout.log" nginx -e "$N_DIR/error.log" -p "$N_DIR" -c "$N_DIR/proxy.conf" -g 'daemon off;'
+  start_nginx nginx "$N_DIR" proxy.conf
   register nginx "$REPLY" "$N_PORT" "$N_DIR/stdout.log" "$N_DIR/error.log"
 
   # HAProxy (optional)
@@ -424,23 +230,7 @@ EOF
     H_PORT=$REPLY
     H_DIR=$TMP/haproxy
     mkdir -p "$H_DIR"
-    cat >"$H_DIR/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    option http-keep-alive
-    http-reuse always
-frontend fe
-    bind 127.0.0.1:$H_PORT
-    default_backend origin
-backend origin
-    server o1 127.0.0.1:$O_PORT
-EOF
+    haproxy_conf "bind 127.0.0.1:$H_PORT" "server o1 127.0.0.1:$O_PORT" >"$H_DIR/haproxy.cfg"
     if haproxy -c -q -f "$H_DIR/haproxy.cfg" >"$H_DIR/check.log" 2>&1; then
       start_server haproxy "$H_DIR/stdout.log" haproxy -db -f "$H_DIR/haproxy.cfg"
       register haproxy "$REPLY" "$H_PORT" "$H_DIR/stdout.log"
@@ -485,28 +275,6 @@ fi # RUN_H1
 # ---------------------------------------------------------------------------------------------
 # Measurement.
 # ---------------------------------------------------------------------------------------------
-cpu_ticks() { # cpu_ticks PID... : utime+stime (fields 14+15, all threads) summed, in clock ticks
-  local p
-  for p in "$@"; do cat "/proc/$p/stat" 2>/dev/null || true; done |
-    awk '{ s = $0; sub(/.*\) /, "", s); split(s, f, " "); t += f[12] + f[13] } END { print t + 0 }'
-}
-
-parse_wrk() { # parse_wrk FILE : "requests rps p99_ms errors"
-  awk '
-    / requests in / { reqs = $1 }
-    /^Requests\/sec:/ { rps = $2 }
-    /^ +99(\.0+)?%/ { p99 = $2 }
-    /Socket errors:/ { l = $0; gsub(/[^0-9]+/, " ", l); n = split(l, a, " "); for (i = 1; i <= n; i++) err += a[i] }
-    /Non-2xx or 3xx responses:/ { err += $NF }
-    END {
-      v = p99 + 0; u = p99; sub(/^[0-9.]+/, "", u)
-      if (u == "us") v /= 1000; else if (u == "s") v *= 1000; else if (u == "m") v *= 60000; else if (u == "h") v *= 3600000
-      if (reqs == "") reqs = 0
-      if (rps == "") rps = 0
-      printf "%d %s %.3f %d\n", reqs, rps, v, err
-    }' "$1"
-}
-
 RAW=$TMP/raw.tsv
 : >"$RAW"
 WRK_LOG=$TMP/wrk.out
@@ -514,13 +282,10 @@ WRK_LOG=$TMP/wrk.out
 WRK_PID=""
 run_wrk() { # run_wrk PORT PATH SECONDS : output in $WRK_LOG; bounded by timeout
   # In the background and waited for, so that a signal to the script is handled at once.
-  timeout -k 5 $(($3 + 30)) "${PIN_WRK[@]}" wrk -t1 -c"$CONNECTIONS" -d"$3"s --latency \
+  timeout -k 5 $(($3 + 30)) "${PIN_CLI[@]}" wrk -t1 -c"$CONNECTIONS" -d"$3"s --latency \
     "http://127.0.0.1:$1$2" >"$WRK_LOG" 2>&1 &
   WRK_PID=$!
-  local rc=0
-  wait "$WRK_PID" || rc=$?
-  WRK_PID=""
-  return "$rc"
+  finish_wrk
 }
 
 measure() { # measure SCENARIO TARGET REP PORT PATH [PROXY_ROOT_PID]
@@ -572,15 +337,6 @@ BUSY_BEFORE=$(busy_pct)
 if ((BUSY_BEFORE >= 10)); then
   log "warning: the machine is already ${BUSY_BEFORE}% busy: other work (a build?) will distort the numbers"
 fi
-version_of() {
-  case $1 in
-    nginx) nginx -v 2>&1 | head -n 1 | sed 's/^nginx version: //' ;;
-    haproxy) haproxy -v 2>/dev/null | head -n 1 | awk '{ print $1, $3 }' ;;
-    h2o) h2o --version 2>/dev/null | head -n 1 ;;
-    wrk) wrk -v 2>&1 | head -n 1 | awk '{ print $1, $2 }' ;;
-    h2load) h2load --version 2>/dev/null | head -n 1 | awk '{ print $2 }' ;;
-  esac
-}
 
 STAMP=$(date +%Y%m%d-%H%M%S)
 mkdir -p "$RESULTS_DIR"
@@ -731,7 +487,7 @@ if ((RUN_H1)); then
   {
     echo "# portico end-to-end benchmark, $(date '+%Y-%m-%d %H:%M:%S %Z')"
     echo
-    echo "- machine: $(uname -srm), $NCPU CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown))"
+    echo "- machine: $(machine_desc)"
     echo "- load: \`wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency\`, ${WARMUP}s warm-up before each run, median of $REPEATS run(s)"
     echo "- pinning: $PINNING"
     echo "- other load: CPUs ${BUSY_BEFORE}% busy in the second before the first run (servers idle)"
@@ -803,14 +559,7 @@ if ((RUN_H2)); then
   pick_port
   OH_S=$REPLY
   cat >"$OH_DIR/origin.conf" <<EOF
-$USER_LINE
-worker_processes 1;
-pid $OH_DIR/nginx.pid;
-error_log $OH_DIR/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-$(nginx_temp_paths "$OH_DIR")
+$(nginx_head "$OH_DIR" 1 4096)
     default_type application/octet-stream;
     sendfile on;
     tcp_nodelay on;
@@ -826,7 +575,7 @@ $(nginx_temp_paths "$OH_DIR")
     }
 }
 EOF
-  start_server origin-h2 "$OH_DIR/stdout.log" nginx -e "$OH_DIR/error.log" -p "$OH_DIR" -c "$OH_DIR/origin.conf" -g 'daemon off;'
+  start_nginx origin-h2 "$OH_DIR" origin.conf
   OH_PID=$REPLY
   wait_listen origin-h2 "$OH_PID" "$OH_C" "$OH_DIR/stdout.log" "$OH_DIR/error.log" || die "HTTP/2 origin nginx did not start"
 
@@ -895,34 +644,19 @@ EOF
       local listen="listen 127.0.0.1:$port http2;" tls=""
       [[ $scen == h2tls ]] && listen="listen 127.0.0.1:$port ssl http2;" tls=$TLS_NGINX
       cat >"$d/proxy.conf" <<EOF
-$USER_LINE
-worker_processes 1;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-$(nginx_temp_paths "$d")
+$(nginx_head "$d" 1 4096)
     tcp_nodelay on;
     keepalive_timeout 65;
     keepalive_requests 1000000;
-    upstream origin {
-        server $up;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
+$(nginx_upstream "$up" 64 1000000)
     server {
         $listen
         $tls
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
+$(nginx_proxy_location)
     }
 }
 EOF
-      start_server "nginx ($scen)" "$d/stdout.log" nginx -e "$d/error.log" -p "$d" -c "$d/proxy.conf" -g 'daemon off;'
+      start_nginx "nginx ($scen)" "$d" proxy.conf
       h2_register "$scen" nginx "$REPLY" "$port" "$d/stdout.log" "$d/error.log"
     fi
 
@@ -936,23 +670,7 @@ EOF
       local bind="bind 127.0.0.1:$port proto h2" srv="server o1 $up"
       [[ $scen == h2tls ]] && bind="bind 127.0.0.1:$port ssl crt $H2_DIR/combined.pem alpn h2"
       [[ $scen == h2up ]] && srv+=" proto h2"
-      cat >"$d/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    option http-keep-alive
-    http-reuse always
-frontend fe
-    $bind
-    default_backend origin
-backend origin
-    $srv
-EOF
+      haproxy_conf "$bind" "$srv" >"$d/haproxy.cfg"
       if haproxy -c -q -f "$d/haproxy.cfg" >"$d/check.log" 2>&1; then
         start_server "haproxy ($scen)" "$d/stdout.log" haproxy -db -f "$d/haproxy.cfg"
         h2_register "$scen" haproxy "$REPLY" "$port" "$d/stdout.log"
@@ -1026,13 +744,10 @@ EOF
 
   H2_LOG=$TMP/h2load.out
   run_h2load() { # run_h2load URL SECONDS : output in $H2_LOG; bounded by timeout
-    timeout -k 5 $(($2 + 30)) "${PIN_WRK[@]}" h2load -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" -D "$2" \
+    timeout -k 5 $(($2 + 30)) "${PIN_CLI[@]}" h2load -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" -D "$2" \
       --tls13-ciphers="$TLS13_CIPHER" --ciphers="$TLS12_CIPHER" "$1" >"$H2_LOG" 2>&1 &
     WRK_PID=$!
-    local rc=0
-    wait "$WRK_PID" || rc=$?
-    WRK_PID=""
-    return "$rc"
+    finish_wrk
   }
 
   parse_h2load() { # parse_h2load FILE : "succeeded rps mean_ms errors protocol tls"
@@ -1236,7 +951,7 @@ EOF
     echo "# portico HTTP/2 benchmark, $(date '+%Y-%m-%d %H:%M:%S %Z')"
     echo
     echo "- command: \`${ONLY:+ONLY=$ONLY }$( [[ $H2_OTHER_MAX != 15 ]] && echo "H2_OTHER_MAX=$H2_OTHER_MAX ")DURATION=$DURATION REPEATS=$REPEATS WARMUP=$WARMUP bash bench/e2e/run.sh\`"
-    echo "- machine: $(uname -srm), $NCPU CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown))"
+    echo "- machine: $(machine_desc)"
     echo "- load: \`h2load -t1 -c$H2_CLIENTS -m$H2_STREAMS -D $DURATION\` on GET /1k (1024 bytes), ${WARMUP}s unmeasured run before each run, median of $REPEATS run(s)"
     echo "- TLS: one self-signed RSA-2048 certificate made for the run; h2load offers only $TLS13_CIPHER (TLS 1.3) and $TLS12_CIPHER (TLS 1.2)"
     echo "- pinning: $PINNING"

@@ -34,6 +34,12 @@
 # See bench/README.md ("Idle connections").
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin" # nginx and haproxy live in /usr/sbin, not on a user's PATH
+# shellcheck disable=SC2034 # read by log/die (bench/lib.sh)
+LOG_TAG=idle
+# shellcheck source=SCRIPTDIR/../lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+# shellcheck disable=SC2034 # read by start_server (bench/lib.sh)
+START_LOG=0 # start_server: no "started ..." line per proxy process
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 N=${N:-10000}
@@ -50,19 +56,12 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
 CLIENT=$ROOT/bench/idle/idle_client.py
 
-log() { printf '[idle] %s\n' "$*" >&2; }
-die() { printf '[idle] error: %s\n' "$*" >&2; exit 1; }
-
 case ${1:-} in
-  -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) print_help "${BASH_SOURCE[0]}"; exit 0 ;;
   '') ;;
   *) die "unknown argument '$1' (settings are environment variables; try --help)" ;;
 esac
 
-is_uint() { [[ $1 =~ ^(0|[1-9][0-9]{0,6})$ ]]; }
-check_var() { # check_var NAME VALUE MIN MAX
-  if ! is_uint "$2" || (($2 < $3 || $2 > $4)); then die "$1 must be an integer in $3..$4 (got '$2')"; fi
-}
 check_var N "$N" 1 1000000
 check_var REPEATS "$REPEATS" 1 50
 check_var CONCURRENCY "$CONCURRENCY" 1 1000
@@ -85,117 +84,20 @@ done
 command -v python3 >/dev/null || die "python3 is required (the client is bench/idle/idle_client.py)"
 
 # ---------------------------------------------------------------------------------------------
-# Process bookkeeping and cleanup (as in bench/e2e/run.sh).
+# Process bookkeeping and cleanup: bench/lib.sh.
 # ---------------------------------------------------------------------------------------------
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/portico-idle.XXXXXX")
-chmod 755 "$TMP"
-ROOTS=()
 CLIENT_PID=""
-
-descendants() { # descendants PID : PID and every process below it, one per line
-  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
-    { s = $0; sub(/.*\) /, "", s); split(s, f, " "); ppid[$1] = f[2] }
-    END {
-      want[root] = 1; print root; changed = 1
-      while (changed) {
-        changed = 0
-        for (p in ppid) if (!(p in want) && (ppid[p] in want)) { want[p] = 1; print p; changed = 1 }
-      }
-    }'
-}
-parent_of() { { cat "/proc/$1/stat" 2>/dev/null || true; } | awk '{ sub(/.*\) /, ""); print $2 }'; }
-running() { # running PID : exists and is not a zombie
-  local st
-  st=$({ cat "/proc/$1/stat" 2>/dev/null || true; } | awk '{ sub(/.*\) /, ""); print $1 }')
-  [[ -n $st && $st != Z && $st != X ]]
-}
-kill_tree() { # kill_tree PID... : TERM these process trees, wait up to 3 s, then KILL what is left
-  local pids="" p i alive
-  # Only PIDs that are still this script's children: a PID that ended may have been reused.
-  for p in "$@"; do [[ $(parent_of "$p") == "$$" ]] && pids+=" $(descendants "$p")"; done
-  for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
-  for ((i = 0; i < 30; i++)); do
-    alive=0
-    for p in $pids; do running "$p" && alive=1; done
-    ((alive)) || break
-    sleep 0.1
-  done
-  for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
-  for p in "$@"; do wait "$p" 2>/dev/null || true; done
-}
-stop_root() { # kill a process tree started by start_server and forget it
-  local r keep=()
-  kill_tree "$1"
-  for r in ${ROOTS[@]+"${ROOTS[@]}"}; do [[ $r == "$1" ]] || keep+=("$r"); done
-  ROOTS=(${keep[@]+"${keep[@]}"})
-}
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  # shellcheck disable=SC2086 # CLIENT_PID is empty or one number
-  kill_tree ${CLIENT_PID:-} ${ROOTS[@]+"${ROOTS[@]}"}
-  rm -rf "$TMP"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+extra_pids() { echo "${CLIENT_PID:-}"; } # the idle client, while it runs (started outside start_server)
+setup_tmp idle
 
 # ---------------------------------------------------------------------------------------------
 # Packages: installed with apt only when missing; `apt-get update` only before an install.
 # ---------------------------------------------------------------------------------------------
-if [[ $(id -u) -eq 0 ]]; then SUDO=(); elif command -v sudo >/dev/null; then SUDO=(sudo); else SUDO=(); fi
-APT_UPDATED=0
-apt_install() { # apt_install PKG... ; returns apt-get's status
-  command -v apt-get >/dev/null || { log "apt-get not available, cannot install: $*"; return 1; }
-  if [[ $(id -u) -ne 0 && ${#SUDO[@]} -eq 0 ]]; then log "not root and no sudo, cannot install: $*"; return 1; fi
-  if ((APT_UPDATED == 0)); then
-    log "apt-get update"
-    if ! "${SUDO[@]}" apt-get update -q >"$TMP/apt.log" 2>&1; then
-      tail -n 20 "$TMP/apt.log" | sed 's/^/    /' >&2
-      return 1
-    fi
-    APT_UPDATED=1
-  fi
-  log "apt-get install $*"
-  if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" \
-    >"$TMP/apt.log" 2>&1; then
-    tail -n 20 "$TMP/apt.log" | sed 's/^/    /' >&2
-    return 1
-  fi
-}
-svc_running() { command -v pgrep >/dev/null && pgrep -x "$1" >/dev/null; }
-ensure_cmd() { # ensure_cmd CMD PKG : install PKG when CMD is missing
-  command -v "$1" >/dev/null && return 0
-  local was_running=0
-  svc_running "$1" && was_running=1
-  apt_install "$2" || return 1
-  hash -r
-  # Where the package's maintainer scripts start the system service, stop it again.
-  if ((was_running == 0)) && svc_running "$1" && command -v service >/dev/null; then
-    log "stopping the $1 system service that the install of $2 started"
-    "${SUDO[@]}" service "$1" stop >&2 || true
-  fi
-  command -v "$1" >/dev/null
-}
-
 want_proxy() { [[ " ${SELECTED[*]} " == *" $1 "* ]]; }
 ensure_cmd nginx nginx-light || die "nginx is required, as the origin (apt package nginx-light)"
 HAVE_HAPROXY=0 HAVE_H2O=0
-if want_proxy haproxy; then
-  if command -v haproxy >/dev/null || { [[ $INSTALL_OPTIONAL == 1 ]] && ensure_cmd haproxy haproxy; }; then
-    HAVE_HAPROXY=1
-  else
-    log "haproxy not available: skipped (optional)"
-  fi
-fi
-if want_proxy h2o; then
-  if command -v h2o >/dev/null || { [[ $INSTALL_OPTIONAL == 1 ]] && ensure_cmd h2o h2o; }; then
-    HAVE_H2O=1
-  else
-    log "h2o not available: skipped (optional)"
-  fi
-fi
+if want_proxy haproxy && optional_cmd haproxy haproxy; then HAVE_HAPROXY=1; fi
+if want_proxy h2o && optional_cmd h2o h2o; then HAVE_H2O=1; fi
 
 # ---------------------------------------------------------------------------------------------
 # Limits and pinning.
@@ -217,63 +119,7 @@ NEED=$((N + CONCURRENCY + 256))
 MAXCONN=$((N + CONCURRENCY + 128))
 NGINX_WC=$((2 * MAXCONN))
 
-NCPU=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
-if command -v taskset >/dev/null && ((NCPU >= 2 && PROXY_CPU < NCPU && CLIENT_CPU < NCPU && PROXY_CPU != CLIENT_CPU)); then
-  PIN_SRV=(taskset -c "$PROXY_CPU")
-  PIN_CLI=(taskset -c "$CLIENT_CPU")
-  PINNING="servers on CPU $PROXY_CPU, client on CPU $CLIENT_CPU (taskset)"
-else
-  PIN_SRV=() PIN_CLI=()
-  PINNING="none (needs taskset and 2 distinct online CPUs; $NCPU online)"
-  log "warning: no CPU pinning: $PINNING"
-fi
-
-# ---------------------------------------------------------------------------------------------
-# Ports: random high ports below the ephemeral range, checked free, never reused in a run.
-# ---------------------------------------------------------------------------------------------
-USED_PORTS=" "
-port_busy() {
-  if command -v ss >/dev/null; then
-    [[ -n $(ss -Htln "sport = :$1" 2>/dev/null) ]]
-  elif python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null; then
-    return 1
-  fi
-}
-pick_port() { # sets REPLY
-  local i p
-  for ((i = 0; i < 200; i++)); do
-    p=$((20000 + (RANDOM * 32768 + RANDOM) % 12000))
-    [[ $USED_PORTS == *" $p "* ]] && continue
-    port_busy "$p" && continue
-    USED_PORTS+="$p "
-    REPLY=$p
-    return 0
-  done
-  die "no free port found"
-}
-
-start_server() { # start_server NAME LOG CMD... : pinned, in the background; sets REPLY to its pid
-  local name=$1 logf=$2
-  shift 2
-  "${PIN_SRV[@]}" "$@" >"$logf" 2>&1 &
-  REPLY=$!
-  ROOTS+=("$REPLY")
-}
-
-wait_listen() { # wait_listen NAME PID PORT LOG... : up to 10 s for PORT to accept while PID lives
-  local name=$1 pid=$2 port=$3 i
-  for ((i = 0; i < 100; i++)); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      log "$name exited during start-up; last lines of its logs:"
-      tail -n 20 "${@:4}" 2>/dev/null | sed 's/^/    /' >&2 || true
-      return 1
-    fi
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  log "$name did not listen on 127.0.0.1:$port within 10 s"
-  return 1
-}
+pin_cpus "$PROXY_CPU" "$CLIENT_CPU" "servers on CPU $PROXY_CPU, client on CPU $CLIENT_CPU (taskset)"
 
 # ---------------------------------------------------------------------------------------------
 # portico binary: wait for a build in progress, then use a copy so that a rebuild during the run
@@ -300,14 +146,6 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Origin: nginx serving a 5-byte file.
 # ---------------------------------------------------------------------------------------------
-USER_LINE=""
-[[ $(id -u) -eq 0 ]] && USER_LINE="user root;"
-nginx_temp_paths() { # nginx_temp_paths DIR
-  local d=$1
-  printf '    client_body_temp_path %s/tmp/body;\n    proxy_temp_path %s/tmp/proxy;\n' "$d" "$d"
-  printf '    fastcgi_temp_path %s/tmp/fastcgi;\n    uwsgi_temp_path %s/tmp/uwsgi;\n    scgi_temp_path %s/tmp/scgi;\n' "$d" "$d" "$d"
-}
-
 BODY=hello
 O_DIR=$TMP/origin
 mkdir -p "$O_DIR/www" "$O_DIR/tmp"
@@ -316,14 +154,7 @@ chmod -R a+rX "$O_DIR/www"
 pick_port
 O_PORT=$REPLY
 cat >"$O_DIR/origin.conf" <<EOF
-$USER_LINE
-worker_processes 1;
-pid $O_DIR/nginx.pid;
-error_log $O_DIR/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-$(nginx_temp_paths "$O_DIR")
+$(nginx_head "$O_DIR" 1 4096)
     default_type application/octet-stream;
     tcp_nodelay on;
     keepalive_timeout ${KEEPALIVE_S}s;
@@ -335,7 +166,7 @@ $(nginx_temp_paths "$O_DIR")
     }
 }
 EOF
-start_server origin "$O_DIR/stdout.log" nginx -e "$O_DIR/error.log" -p "$O_DIR" -c "$O_DIR/origin.conf" -g 'daemon off;'
+start_nginx origin "$O_DIR" origin.conf
 O_PID=$REPLY
 wait_listen origin "$O_PID" "$O_PORT" "$O_DIR/stdout.log" "$O_DIR/error.log" || die "origin nginx did not start"
 
@@ -363,35 +194,19 @@ start_proxy() {
       [[ $proto == h2c ]] && listen="listen 127.0.0.1:$port http2;" # h2c with prior knowledge (1.22)
       mkdir -p "$d/tmp"
       cat >"$d/proxy.conf" <<EOF
-$USER_LINE
-worker_processes 1;
-worker_rlimit_nofile $NOFILE;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections $NGINX_WC; }
-http {
-    access_log off;
-$(nginx_temp_paths "$d")
+$(nginx_head "$d" 1 "$NGINX_WC" "$NOFILE")
     tcp_nodelay on;
     keepalive_timeout ${KEEPALIVE_S}s;
     keepalive_requests 1000000;
-    upstream origin {
-        server 127.0.0.1:$O_PORT;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
+$(nginx_upstream "127.0.0.1:$O_PORT" 64 1000000)
     server {
         $listen
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
+$(nginx_proxy_location)
     }
 }
 EOF
       CMDLINE[$name,$proto]="nginx: worker_processes 1, worker_connections $NGINX_WC, $listen keepalive_timeout ${KEEPALIVE_S}s, upstream keepalive 64, access_log off"
-      start_server nginx "$d/stdout.log" nginx -e "$d/error.log" -p "$d" -c "$d/proxy.conf" -g 'daemon off;'
+      start_nginx nginx "$d" proxy.conf
       ;;
     haproxy)
       local bind="bind 127.0.0.1:$port"
@@ -595,15 +410,6 @@ measure() {
     $1, $2, $3, $4, $5, $6, ($5 - $4) / n, ($8 - $7) / n, $10, $11, $12, $13, $16, $14, $15 }')"
 }
 
-version_of() {
-  case $1 in
-    nginx) nginx -v 2>&1 | head -n 1 | sed 's/^nginx version: //' ;;
-    haproxy) haproxy -v 2>/dev/null | head -n 1 | awk '{ print $1, $3 }' ;;
-    h2o) h2o --version 2>/dev/null | head -n 1 ;;
-    python3) python3 --version 2>&1 ;;
-  esac
-}
-
 TARGETS=()
 for t in "${SELECTED[@]}"; do
   case $t in
@@ -688,7 +494,7 @@ CMD+=" bash bench/idle/run.sh"
   echo "# Memory per idle keep-alive connection, $(date '+%Y-%m-%d %H:%M:%S %Z')"
   echo
   echo "- command: \`$CMD\`"
-  echo "- machine: $(uname -srm), $NCPU CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
+  echo "- machine: $(machine_desc), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
   echo "- pinning: $PINNING; open-files limit $NOFILE"
   echo "- uptime at the start: $UPTIME_START"
   echo "- uptime at the end: $UPTIME_END"

@@ -34,6 +34,12 @@
 # temporary directory is removed. See bench/pool/README.md for the method and the caveats.
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin" # nginx lives in /usr/sbin, not on a user's PATH
+# shellcheck disable=SC2034 # read by log/die (bench/lib.sh)
+LOG_TAG=pool
+# shellcheck source=SCRIPTDIR/../lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+# shellcheck disable=SC2034 # read by wait_quiet (bench/lib.sh)
+QUIET_WHAT=row # wait_quiet's warning: "the row is flagged"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DURATION=${DURATION:-10}
@@ -51,16 +57,8 @@ QUIET_WAIT=${QUIET_WAIT:-1800}
 ATTEMPTS=${ATTEMPTS:-3}
 FOREIGN_MAX=${FOREIGN_MAX:-10}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
-# Processes whose presence means "someone is building": measurements taken next to them are void.
-BUSY_PROCS=${BUSY_PROCS:-"cc1plus cc1 ld ld.bfd ld.gold ld.lld x86_64-linux-gnu-ld"}
+# BUSY_PROCS (processes whose presence means "someone is building"): default in bench/lib.sh.
 
-log() { printf '[pool] %s\n' "$*" >&2; }
-die() { printf '[pool] error: %s\n' "$*" >&2; exit 1; }
-
-is_uint() { [[ $1 =~ ^(0|[1-9][0-9]{0,5})$ ]]; }
-check_var() { # check_var NAME VALUE MIN MAX
-  if ! is_uint "$2" || (($2 < $3 || $2 > $4)); then die "$1 must be an integer in $3..$4 (got '$2')"; fi
-}
 check_var DURATION "$DURATION" 1 600
 check_var WARMUP "$WARMUP" 0 120
 check_var CLIENTS "$CLIENTS" 1 10000
@@ -78,7 +76,6 @@ for p in $PROXIES; do [[ $p == portico || $p == nginx ]] || die "PROXIES: unknow
 # ---------------------------------------------------------------------------------------------
 # Tools: nothing is installed; a missing tool stops the script with its name.
 # ---------------------------------------------------------------------------------------------
-need() { command -v "$1" >/dev/null || die "$1 is required but not found${2:+ ($2)}"; }
 need nginx "Debian: apt-get install nginx-light"
 need wrk "Debian: apt-get install wrk"
 need curl "Debian: apt-get install curl"
@@ -94,124 +91,20 @@ if [[ $PROXIES == *portico* ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Process bookkeeping and cleanup (as in bench/e2e/run.sh).
+# Process bookkeeping and cleanup: bench/lib.sh.
 # ---------------------------------------------------------------------------------------------
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/portico-pool.XXXXXX")
-chmod 755 "$TMP"
-ROOTS=()
 WRK_PID=""
-
-descendants() { # descendants PID : PID and every process below it, one per line
-  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
-    { s = $0; sub(/.*\) /, "", s); split(s, f, " "); ppid[$1] = f[2] }
-    END {
-      want[root] = 1; print root; changed = 1
-      while (changed) {
-        changed = 0
-        for (p in ppid) if (!(p in want) && (ppid[p] in want)) { want[p] = 1; print p; changed = 1 }
-      }
-    }'
-}
-parent_of() { { cat "/proc/$1/stat" 2>/dev/null || true; } | awk '{ sub(/.*\) /, ""); print $2 }'; }
-running() { # running PID : exists and is not a zombie
-  local st
-  st=$({ cat "/proc/$1/stat" 2>/dev/null || true; } | awk '{ sub(/.*\) /, ""); print $1 }')
-  [[ -n $st && $st != Z && $st != X ]]
-}
-kill_tree() { # kill_tree PID... : TERM these process trees, wait up to 3 s, then KILL what is left
-  local pids="" p i alive
-  for p in "$@"; do [[ $(parent_of "$p") == "$$" ]] && pids+=" $(descendants "$p")"; done
-  for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
-  for ((i = 0; i < 30; i++)); do
-    alive=0
-    for p in $pids; do running "$p" && alive=1; done
-    ((alive)) || break
-    sleep 0.1
-  done
-  for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
-  for p in "$@"; do wait "$p" 2>/dev/null || true; done
-}
-stop_root() { # kill a process tree started by start_server and forget it
-  local r keep=()
-  kill_tree "$1"
-  for r in ${ROOTS[@]+"${ROOTS[@]}"}; do [[ $r == "$1" ]] || keep+=("$r"); done
-  ROOTS=(${keep[@]+"${keep[@]}"})
-}
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  # shellcheck disable=SC2086 # WRK_PID is empty or one number
-  kill_tree ${WRK_PID:-} ${ROOTS[@]+"${ROOTS[@]}"}
-  rm -rf "$TMP"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+extra_pids() { echo "${WRK_PID:-}"; } # wrk, while one runs (started outside start_server)
+setup_tmp pool
 
 # ---------------------------------------------------------------------------------------------
 # Pinning: origin and proxy on SRV_CPU, wrk (and the stub_status curls) on WRK_CPU.
 # ---------------------------------------------------------------------------------------------
-NCPU=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
-if command -v taskset >/dev/null && ((NCPU >= 2 && SRV_CPU < NCPU && WRK_CPU < NCPU && SRV_CPU != WRK_CPU)); then
-  PIN_SRV=(taskset -c "$SRV_CPU")
-  PIN_WRK=(taskset -c "$WRK_CPU")
-  PINNING="origin and proxy on CPU $SRV_CPU (all N workers share it), wrk on CPU $WRK_CPU (taskset)"
-else
-  PIN_SRV=() PIN_WRK=()
-  PINNING="none (needs taskset and 2 distinct online CPUs; $NCPU online)"
-  log "warning: no CPU pinning: $PINNING"
-fi
-CLK_TCK=$(getconf CLK_TCK)
+pin_cpus "$SRV_CPU" "$WRK_CPU" "origin and proxy on CPU $SRV_CPU (all N workers share it), wrk on CPU $WRK_CPU (taskset)"
 
 # ---------------------------------------------------------------------------------------------
-# Ports, start-up, checks.
+# Checks.
 # ---------------------------------------------------------------------------------------------
-USED_PORTS=" "
-port_busy() {
-  if command -v ss >/dev/null; then
-    [[ -n $(ss -Htln "sport = :$1" 2>/dev/null) ]]
-  else
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-  fi
-}
-pick_port() { # sets REPLY
-  local i p
-  for ((i = 0; i < 200; i++)); do
-    p=$((20000 + (RANDOM * 32768 + RANDOM) % 12000))
-    [[ $USED_PORTS == *" $p "* ]] && continue
-    port_busy "$p" && continue
-    USED_PORTS+="$p "
-    REPLY=$p
-    return 0
-  done
-  die "no free port found"
-}
-start_server() { # start_server NAME LOG CMD... : pinned, in the background; sets REPLY to its pid
-  local name=$1 logf=$2
-  shift 2
-  "${PIN_SRV[@]}" "$@" >"$logf" 2>&1 &
-  REPLY=$!
-  ROOTS+=("$REPLY")
-  log "started $name (pid $REPLY): $*"
-}
-wait_listen() { # wait_listen NAME PID PORT LOG [READY_LINE] : up to 10 s for PORT to accept while PID lives
-  local name=$1 pid=$2 port=$3 logf=$4 ready=${5:-} i
-  for ((i = 0; i < 100; i++)); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      log "$name exited during start-up; last lines of its log:"
-      tail -n 20 "$logf" 2>/dev/null | sed 's/^/    /' >&2 || true
-      return 1
-    fi
-    if [[ -z $ready ]] || grep -q "$ready" "$logf" 2>/dev/null; then
-      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    fi
-    sleep 0.1
-  done
-  log "$name did not become ready on 127.0.0.1:$port within 10 s; last lines of its log:"
-  tail -n 20 "$logf" 2>/dev/null | sed 's/^/    /' >&2 || true
-  return 1
-}
 BODY=hello
 check_http() { # check_http PORT : GET / returns 200 and exactly $BODY
   local code
@@ -219,14 +112,6 @@ check_http() { # check_http PORT : GET / returns 200 and exactly $BODY
   [[ $code == 200 && $(cat "$TMP/check.body") == "$BODY" ]] && return 0
   log "GET 127.0.0.1:$1/: status $code, body '$(head -c 80 "$TMP/check.body" 2>/dev/null)' (want 200, '$BODY') $(cat "$TMP/check.err" 2>/dev/null)"
   return 1
-}
-
-USER_LINE=""
-[[ $(id -u) -eq 0 ]] && USER_LINE="user root;"
-nginx_temp_paths() { # nginx_temp_paths DIR
-  local d=$1
-  printf '    client_body_temp_path %s/tmp/body;\n    proxy_temp_path %s/tmp/proxy;\n' "$d" "$d"
-  printf '    fastcgi_temp_path %s/tmp/fastcgi;\n    uwsgi_temp_path %s/tmp/uwsgi;\n    scgi_temp_path %s/tmp/scgi;\n' "$d" "$d" "$d"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -241,15 +126,7 @@ O_PORT=$REPLY
 pick_port
 S_PORT=$REPLY
 cat >"$O_DIR/origin.conf" <<EOF
-$USER_LINE
-worker_processes 1;
-worker_rlimit_nofile 16384;
-pid $O_DIR/nginx.pid;
-error_log $O_DIR/error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-$(nginx_temp_paths "$O_DIR")
+$(nginx_head "$O_DIR" 1 8192 16384)
     default_type text/plain;
     tcp_nodelay on;
     keepalive_timeout 120;
@@ -264,7 +141,7 @@ $(nginx_temp_paths "$O_DIR")
     }
 }
 EOF
-start_server origin "$O_DIR/stdout.log" nginx -e "$O_DIR/error.log" -p "$O_DIR" -c "$O_DIR/origin.conf" -g 'daemon off;'
+start_nginx origin "$O_DIR" origin.conf
 O_PID=$REPLY
 wait_listen origin "$O_PID" "$O_PORT" "$O_DIR/stdout.log" || die "origin nginx did not start"
 wait_listen origin-status "$O_PID" "$S_PORT" "$O_DIR/stdout.log" || die "origin nginx did not start"
@@ -273,7 +150,7 @@ check_http "$O_PORT" || die "origin does not serve its body"
 # read_status : sets ST_ACC ST_REQ ST_ACT (accepts, requests, active connections incl. this one)
 read_status() {
   local out
-  out=$(timeout -k 2 10 "${PIN_WRK[@]}" curl -sS -m 5 "http://127.0.0.1:$S_PORT/status" 2>"$TMP/status.err") ||
+  out=$(timeout -k 2 10 "${PIN_CLI[@]}" curl -sS -m 5 "http://127.0.0.1:$S_PORT/status" 2>"$TMP/status.err") ||
     die "cannot read the origin's stub_status: $(cat "$TMP/status.err")"
   read -r ST_ACT ST_ACC ST_REQ < <(awk '
     /^Active connections:/ { act = $3 }
@@ -312,120 +189,45 @@ start_proxy() { # start_proxy NAME N : sets PROXY_PID PROXY_PORT, or returns 1
     start_server "portico x$n" "$dir/out.log" "$P_BIN" --listen "127.0.0.1:$PROXY_PORT" \
       --upstream "127.0.0.1:$O_PORT" --threads "$n" $PORTICO_ARGS
     PROXY_PID=$REPLY
-    wait_listen "portico x$n" "$PROXY_PID" "$PROXY_PORT" "$dir/out.log" "listening on" || return 1
+    wait_listen --ready "listening on" "portico x$n" "$PROXY_PID" "$PROXY_PORT" "$dir/out.log" || return 1
   else
     local rp=""
     ((NGINX_REUSEPORT)) && rp=" reuseport"
     cat >"$dir/proxy.conf" <<EOF
-$USER_LINE
-worker_processes $n;
-worker_rlimit_nofile 16384;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-$(nginx_temp_paths "$dir")
+$(nginx_head "$dir" "$n" 8192 16384)
     tcp_nodelay on;
     keepalive_timeout 120;
     keepalive_requests 100000000;
-    upstream origin {
-        server 127.0.0.1:$O_PORT;
-        keepalive $NGINX_KEEPALIVE;
-        keepalive_requests 100000000;
-        keepalive_timeout 120s;
-    }
+$(nginx_upstream "127.0.0.1:$O_PORT" "$NGINX_KEEPALIVE" 100000000 120s)
     server {
         listen 127.0.0.1:$PROXY_PORT$rp;
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
+$(nginx_proxy_location)
     }
 }
 EOF
-    start_server "nginx x$n" "$dir/out.log" nginx -e "$dir/error.log" -p "$dir" -c "$dir/proxy.conf" -g 'daemon off;'
+    start_nginx "nginx x$n" "$dir" proxy.conf out.log
     PROXY_PID=$REPLY
     wait_listen "nginx x$n" "$PROXY_PID" "$PROXY_PORT" "$dir/out.log" || return 1
   fi
 }
 
 # ---------------------------------------------------------------------------------------------
-# Quiet machine: no compiler or linker running (other people build on this 2-core machine).
+# Quiet machine: no compiler or linker running (other people build on this 2-core machine):
+# wait_quiet, with all waits of one run together stopping at QUIET_BUDGET = 2 x QUIET_WAIT.
 # ---------------------------------------------------------------------------------------------
-busy_now() { # prints the names of running BUSY_PROCS, empty if none
-  local p out=""
-  for p in $BUSY_PROCS; do pgrep -x "$p" >/dev/null 2>&1 && out+="$p "; done
-  printf '%s' "${out% }"
-}
-# Busy ticks in /proc/stat: user nice system irq softirq. The kernel's tick accounting also
-# charges irq/softirq ticks to the task they interrupted, so this sum matches utime+stime of all
-# tasks (plus interrupts that hit an idle CPU).
-sys_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
-sys_total() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t; exit }' /proc/stat; }
-idle_load() { # % of one CPU busy during the next second (run while our servers are idle)
-  local b0 t0 b1 t1
-  b0=$(sys_busy) t0=$(sys_total)
-  sleep 1
-  b1=$(sys_busy) t1=$(sys_total)
-  awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) -v n="$NCPU" 'BEGIN { printf "%.0f", (t > 0 ? 100 * b * n / t : 0) }'
-}
+# shellcheck disable=SC2034 # read and counted down by wait_quiet (bench/lib.sh)
 QUIET_BUDGET=$((2 * QUIET_WAIT))
-wait_quiet() { # up to QUIET_WAIT s (and what is left of QUIET_BUDGET), polling every 20 s; returns 1 if still busy
-  local waited=0 b l limit=$QUIET_WAIT
-  ((limit <= QUIET_BUDGET)) || limit=$QUIET_BUDGET
-  while :; do
-    b=$(busy_now)
-    l=$(idle_load)
-    if [[ -z $b ]] && ((l < FOREIGN_MAX)); then
-      ((waited == 0)) || log "machine quiet after ${waited}s"
-      return 0
-    fi
-    if ((waited >= limit)); then
-      ((QUIET_WAIT == 0)) || log "warning: still busy after ${waited}s (${b:+$b, }${l}% of a CPU); measuring anyway, the row is flagged"
-      return 1
-    fi
-    ((waited > 0)) || log "waiting for a quiet machine: ${b:+$b running, }other processes use ${l}% of a CPU (up to ${limit}s, polling every 20 s)"
-    sleep 19 # + 1 s in idle_load
-    waited=$((waited + 20))
-    QUIET_BUDGET=$((QUIET_BUDGET > 20 ? QUIET_BUDGET - 20 : 0))
-  done
-}
-self_ticks() { # self_ticks FILE : user+sys of this shell and its reaped children, from `times` output
-  awk -v hz="$CLK_TCK" '{ for (i = 1; i <= NF; i++) { v = $i; m = v; sub(/m.*/, "", m); sub(/^[0-9]+m/, "", v); sub(/s$/, "", v); t += m * 60 + v } }
-    END { printf "%d", t * hz + 0.5 }' "$1"
-}
 
 # ---------------------------------------------------------------------------------------------
 # Measurement.
 # ---------------------------------------------------------------------------------------------
-cpu_ticks() { # cpu_ticks PID... : utime+stime (fields 14+15, all threads) summed, in clock ticks
-  local p
-  for p in "$@"; do cat "/proc/$p/stat" 2>/dev/null || true; done |
-    awk '{ s = $0; sub(/.*\) /, "", s); split(s, f, " "); t += f[12] + f[13] } END { print t + 0 }'
-}
-parse_wrk() { # parse_wrk FILE : "requests rps errors"
-  awk '
-    / requests in / { reqs = $1 }
-    /^Requests\/sec:/ { rps = $2 }
-    /Socket errors:/ { l = $0; gsub(/[^0-9]+/, " ", l); n = split(l, a, " "); for (i = 1; i <= n; i++) err += a[i] }
-    /Non-2xx or 3xx responses:/ { err += $NF }
-    END { printf "%d %.0f %d\n", reqs + 0, rps + 0, err + 0 }' "$1"
-}
 WRK_LOG=$TMP/wrk.out
 start_wrk() { # start_wrk PORT SECONDS SCENARIO : in the background, bounded by timeout; sets WRK_PID
   local hdr=()
   [[ $3 == churn ]] && hdr=(-H "Connection: close")
-  timeout -k 5 $(($2 + 30)) "${PIN_WRK[@]}" wrk -t1 -c"$CLIENTS" -d"$2"s ${hdr[@]+"${hdr[@]}"} \
+  timeout -k 5 $(($2 + 30)) "${PIN_CLI[@]}" wrk -t1 -c"$CLIENTS" -d"$2"s ${hdr[@]+"${hdr[@]}"} \
     "http://127.0.0.1:$1/" >"$WRK_LOG" 2>&1 &
   WRK_PID=$!
-}
-finish_wrk() { # wait for wrk; returns its status
-  local rc=0
-  wait "$WRK_PID" || rc=$?
-  WRK_PID=""
-  return "$rc"
 }
 fsleep() { sleep "$(awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a * b }')"; } # fsleep SECONDS FACTOR
 
@@ -455,7 +257,7 @@ measure_case() { # measure_case PROXY N SCENARIO ATTEMPT : appends one line to $
   if ((WARMUP > 0)); then
     start_wrk "$PROXY_PORT" "$WARMUP" "$scen"
     finish_wrk || log "warm-up wrk exited with an error"
-    read -r wureq _ wuq < <(parse_wrk "$WRK_LOG")
+    read -r wureq _ _ wuq < <(parse_wrk "$WRK_LOG")
   fi
   b=$(busy_now)
   [[ -n $b ]] && busy+="$b "
@@ -487,7 +289,7 @@ measure_case() { # measure_case PROXY N SCENARIO ATTEMPT : appends one line to $
   [[ -n $b ]] && busy+="$b "
   read_status
   A[4]=$ST_ACC Q[4]=$ST_REQ act4=$ST_ACT
-  read -r wreq wrps werr < <(parse_wrk "$WRK_LOG")
+  read -r wreq wrps _ werr < <(parse_wrk "$WRK_LOG" %.0f)
   kill -0 "$PROXY_PID" 2>/dev/null || flag=died
   stop_root "$PROXY_PID"
   PROXY_PID=""
@@ -523,13 +325,7 @@ dirty=$(git -C "$ROOT" status --porcelain -- src include examples CMakeLists.txt
 for n in $WORKERS; do
   for s in $SCENARIOS; do
     for p in $PROXIES; do
-      for ((att = 1; att <= ATTEMPTS; att++)); do
-        if measure_case "$p" "$n" "$s" "$att"; then break; fi
-        if ((att < ATTEMPTS)); then
-          log "the machine was not quiet during $p x$n $s: measuring it again"
-          sed -i '$d' "$RAW"
-        fi
-      done
+      retry_if_busy "$p x$n $s" measure_case "$p" "$n" "$s"
     done
   done
 done
@@ -565,7 +361,7 @@ REPORT=$RESULTS_DIR/pool-$STAMP.md
 {
   echo "# portico upstream connection reuse, $START_TIME"
   echo
-  echo "- machine: $(uname -srm), $NCPU CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)); other processes used ${BUSY_BEFORE}% of a CPU in the second before the first case"
+  echo "- machine: $(machine_desc); other processes used ${BUSY_BEFORE}% of a CPU in the second before the first case"
   echo "- pinning: $PINNING"
   echo "- origin: $(nginx -v 2>&1 | sed 's/^nginx version: //'), 1 worker, \`return 200 \"$BODY\"\`, keep-alive (keepalive_requests 100000000, keepalive_timeout 120 s); \`stub_status\` on a second port of the same process"
   if [[ $PROXIES == *portico* ]]; then

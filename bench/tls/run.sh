@@ -38,6 +38,10 @@
 # 127.0.0.1 only. Every process the script starts is killed on exit. See bench/tls/README.md.
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin" # nginx and haproxy live in /usr/sbin
+# shellcheck disable=SC2034 # read by log/die (bench/lib.sh)
+LOG_TAG=tls
+# shellcheck source=SCRIPTDIR/../lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DURATION=${DURATION:-10}
@@ -57,17 +61,9 @@ QUIET_WAIT=${QUIET_WAIT:-1800}
 FOREIGN_MAX=${FOREIGN_MAX:-10}
 ATTEMPTS=${ATTEMPTS:-2}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
-# Processes whose presence means "someone is building": measurements taken next to them are void.
-BUSY_PROCS=${BUSY_PROCS:-"cc1plus cc1 ld ld.bfd ld.gold ld.lld x86_64-linux-gnu-ld"}
+# BUSY_PROCS (processes whose presence means "someone is building"): default in bench/lib.sh.
 BODY=hello
 
-log() { printf '[tls] %s\n' "$*" >&2; }
-die() { printf '[tls] error: %s\n' "$*" >&2; exit 1; }
-
-is_uint() { [[ $1 =~ ^(0|[1-9][0-9]{0,5})$ ]]; }
-check_var() { # check_var NAME VALUE MIN MAX
-  if ! is_uint "$2" || (($2 < $3 || $2 > $4)); then die "$1 must be an integer in $3..$4 (got '$2')"; fi
-}
 check_var DURATION "$DURATION" 1 600
 check_var REPEATS "$REPEATS" 1 50
 check_var WARMUP "$WARMUP" 0 120
@@ -86,7 +82,6 @@ for p in $PROXIES; do [[ $p == portico || $p == nginx || $p == haproxy ]] || die
 # ---------------------------------------------------------------------------------------------
 # Tools: nothing is installed; a missing tool stops the script with its name.
 # ---------------------------------------------------------------------------------------------
-need() { command -v "$1" >/dev/null || die "$1 is required but not found${2:+ ($2)}"; }
 need openssl "Debian: apt-get install openssl"
 need nginx "Debian: apt-get install nginx-light"
 need wrk "Debian: apt-get install wrk"
@@ -106,115 +101,16 @@ if [[ " $PROXIES " == *" portico "* ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Process bookkeeping and cleanup (as in bench/e2e/run.sh and bench/pool/run.sh).
+# Process bookkeeping and cleanup: bench/lib.sh.
 # ---------------------------------------------------------------------------------------------
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/portico-tls.XXXXXX")
-chmod 755 "$TMP"
-ROOTS=()
-CLIENT_PIDS=()
-
-descendants() { # descendants PID : PID and every process below it, one per line
-  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
-    { s = $0; sub(/.*\) /, "", s); split(s, f, " "); ppid[$1] = f[2] }
-    END {
-      want[root] = 1; print root; changed = 1
-      while (changed) {
-        changed = 0
-        for (p in ppid) if (!(p in want) && (ppid[p] in want)) { want[p] = 1; print p; changed = 1 }
-      }
-    }'
-}
-parent_of() { { cat "/proc/$1/stat" 2>/dev/null || true; } | awk '{ sub(/.*\) /, ""); print $2 }'; }
-running() { # running PID : exists and is not a zombie
-  local st
-  st=$({ cat "/proc/$1/stat" 2>/dev/null || true; } | awk '{ sub(/.*\) /, ""); print $1 }')
-  [[ -n $st && $st != Z && $st != X ]]
-}
-kill_tree() { # kill_tree PID... : TERM these process trees, wait up to 3 s, then KILL what is left
-  local pids="" p i alive
-  # Only PIDs that are still this script's children: a PID that ended may have been reused.
-  for p in "$@"; do [[ $(parent_of "$p") == "$$" ]] && pids+=" $(descendants "$p")"; done
-  for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
-  for ((i = 0; i < 30; i++)); do
-    alive=0
-    for p in $pids; do running "$p" && alive=1; done
-    ((alive)) || break
-    sleep 0.1
-  done
-  for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
-  for p in "$@"; do wait "$p" 2>/dev/null || true; done
-}
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  kill_tree ${CLIENT_PIDS[@]+"${CLIENT_PIDS[@]}"} ${ROOTS[@]+"${ROOTS[@]}"}
-  rm -rf "$TMP"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+CLIENT_PIDS=() # wrk / openssl s_time, while they run (started outside start_server)
+extra_pids() { echo ${CLIENT_PIDS[@]+"${CLIENT_PIDS[@]}"}; }
+setup_tmp tls
 
 # ---------------------------------------------------------------------------------------------
 # Pinning: origin and proxies on SRV_CPU, the load generators on CLI_CPU.
 # ---------------------------------------------------------------------------------------------
-NCPU=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
-if command -v taskset >/dev/null && ((NCPU >= 2 && SRV_CPU < NCPU && CLI_CPU < NCPU && SRV_CPU != CLI_CPU)); then
-  PIN_SRV=(taskset -c "$SRV_CPU")
-  PIN_CLI=(taskset -c "$CLI_CPU")
-  PINNING="origin and proxies on CPU $SRV_CPU, wrk / openssl s_time on CPU $CLI_CPU (taskset)"
-else
-  PIN_SRV=() PIN_CLI=()
-  PINNING="none (needs taskset and 2 distinct online CPUs; $NCPU online)"
-  log "warning: no CPU pinning: $PINNING"
-fi
-CLK_TCK=$(getconf CLK_TCK)
-
-# ---------------------------------------------------------------------------------------------
-# Ports: random high ports below the ephemeral range, checked free, never reused in a run.
-# ---------------------------------------------------------------------------------------------
-USED_PORTS=" "
-port_busy() {
-  if command -v ss >/dev/null; then
-    [[ -n $(ss -Htln "sport = :$1" 2>/dev/null) ]]
-  else
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-  fi
-}
-pick_port() { # sets REPLY
-  local i p
-  for ((i = 0; i < 200; i++)); do
-    p=$((20000 + (RANDOM * 32768 + RANDOM) % 12000))
-    [[ $USED_PORTS == *" $p "* ]] && continue
-    port_busy "$p" && continue
-    USED_PORTS+="$p "
-    REPLY=$p
-    return 0
-  done
-  die "no free port found"
-}
-start_server() { # start_server NAME LOG CMD... : pinned, in the background; sets REPLY to its pid
-  local name=$1 logf=$2
-  shift 2
-  "${PIN_SRV[@]}" "$@" >"$logf" 2>&1 &
-  REPLY=$!
-  ROOTS+=("$REPLY")
-  log "started $name (pid $REPLY): $*"
-}
-wait_listen() { # wait_listen NAME PID PORT LOG... : up to 10 s for PORT to accept while PID lives
-  local name=$1 pid=$2 port=$3 i
-  for ((i = 0; i < 100; i++)); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      log "$name exited during start-up; last lines of its logs:"
-      tail -n 20 "${@:4}" 2>/dev/null | sed 's/^/    /' >&2 || true
-      return 1
-    fi
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  log "$name did not listen on 127.0.0.1:$port within 10 s"
-  return 1
-}
+pin_cpus "$SRV_CPU" "$CLI_CPU" "origin and proxies on CPU $SRV_CPU, wrk / openssl s_time on CPU $CLI_CPU (taskset)"
 
 # ---------------------------------------------------------------------------------------------
 # Certificates: made now, in the temporary directory; never written anywhere else.
@@ -244,26 +140,12 @@ log "certificates: EC P-256 CA; leaves for bench.test: EC P-256 and RSA-2048 (in
 # ---------------------------------------------------------------------------------------------
 # Origin: one nginx worker, plain HTTP/1.1 with keep-alive, a 5-byte body.
 # ---------------------------------------------------------------------------------------------
-USER_LINE=""
-[[ $(id -u) -eq 0 ]] && USER_LINE="user root;"
-nginx_temp_paths() { # nginx_temp_paths DIR
-  local d=$1
-  printf '    client_body_temp_path %s/tmp/body;\n    proxy_temp_path %s/tmp/proxy;\n' "$d" "$d"
-  printf '    fastcgi_temp_path %s/tmp/fastcgi;\n    uwsgi_temp_path %s/tmp/uwsgi;\n    scgi_temp_path %s/tmp/scgi;\n' "$d" "$d" "$d"
-}
 O_DIR=$TMP/origin
 mkdir -p "$O_DIR/tmp"
 pick_port
 O_PORT=$REPLY
 cat >"$O_DIR/origin.conf" <<EOF
-$USER_LINE
-worker_processes 1;
-pid $O_DIR/nginx.pid;
-error_log $O_DIR/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-$(nginx_temp_paths "$O_DIR")
+$(nginx_head "$O_DIR" 1 4096)
     default_type text/plain;
     tcp_nodelay on;
     keepalive_timeout 120s;
@@ -274,7 +156,7 @@ $(nginx_temp_paths "$O_DIR")
     }
 }
 EOF
-start_server origin "$O_DIR/stdout.log" nginx -e "$O_DIR/error.log" -p "$O_DIR" -c "$O_DIR/origin.conf" -g 'daemon off;'
+start_nginx origin "$O_DIR" origin.conf
 O_PID=$REPLY
 wait_listen origin "$O_PID" "$O_PORT" "$O_DIR/stdout.log" "$O_DIR/error.log" || die "origin nginx did not start"
 [[ $(curl -sS -m 5 "http://127.0.0.1:$O_PORT/" 2>&1) == "$BODY" ]] || die "the origin does not answer '$BODY'"
@@ -312,14 +194,7 @@ start_proxy() { # start_proxy PROXY KEY : sets T_PORT/T_PID/T_LOG for "PROXY/KEY
       ;;
     nginx)
       cat >"$dir/proxy.conf" <<EOF
-$USER_LINE
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-$(nginx_temp_paths "$dir")
+$(nginx_head "$dir" 1 4096)
     tcp_nodelay on;
     keepalive_timeout 65;
     keepalive_requests 100000000;
@@ -329,48 +204,22 @@ $(nginx_temp_paths "$dir")
     ssl_session_cache shared:SSL:10m;
     ssl_session_timeout 5m;
     ssl_session_tickets on;
-    upstream origin {
-        server 127.0.0.1:$O_PORT;
-        keepalive 64;
-        keepalive_requests 100000000;
-    }
+$(nginx_upstream "127.0.0.1:$O_PORT" 64 100000000)
     server {
         listen 127.0.0.1:$port ssl;
         ssl_certificate $PKI/$k.pem;
         ssl_certificate_key $PKI/$k.key;
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
+$(nginx_proxy_location)
     }
 }
 EOF
-      start_server "$id" "$dir/stdout.log" nginx -e "$dir/error.log" -p "$dir" -c "$dir/proxy.conf" -g 'daemon off;'
+      start_nginx "$id" "$dir" proxy.conf
       logs=("$dir/stdout.log" "$dir/error.log")
       ;;
     haproxy)
-      cat >"$dir/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-    ssl-default-bind-ciphers $TLS12_CIPHERS
-    ssl-default-bind-options ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3
-    tune.ssl.cachesize 20000
-    tune.ssl.lifetime 300
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    option http-keep-alive
-    http-reuse always
-frontend fe
-    bind 127.0.0.1:$port ssl crt $PKI/$k.combined.pem
-    default_backend origin
-backend origin
-    server o1 127.0.0.1:$O_PORT
-EOF
+      haproxy_conf "bind 127.0.0.1:$port ssl crt $PKI/$k.combined.pem" "server o1 127.0.0.1:$O_PORT" \
+        "ssl-default-bind-ciphers $TLS12_CIPHERS" "ssl-default-bind-options ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3" \
+        "tune.ssl.cachesize 20000" "tune.ssl.lifetime 300" >"$dir/haproxy.cfg"
       if ! haproxy -c -q -f "$dir/haproxy.cfg" >"$dir/check.log" 2>&1; then
         sed 's/^/    /' "$dir/check.log" >&2
         T_NOTE[$id]="configuration rejected by $(haproxy -v 2>/dev/null | head -n 1)"
@@ -449,71 +298,18 @@ log "negotiated (protocol | suite | key exchange | signature | verification, res
 awk -F'\t' '{ printf "    %-12s %-7s %s, %s\n", $1, $2, $3, $4 }' "$NEG" >&2
 
 # ---------------------------------------------------------------------------------------------
-# Quiet machine: no compiler/linker, little foreign CPU (as in bench/pool/run.sh).
+# Quiet machine: no compiler/linker, little foreign CPU: wait_quiet in bench/lib.sh, which counts
+# its waits in WAITED_TOTAL / WAITED_CASES.
 # ---------------------------------------------------------------------------------------------
-busy_now() { # prints the names of running BUSY_PROCS, empty if none
-  local p out=""
-  for p in $BUSY_PROCS; do pgrep -x "$p" >/dev/null 2>&1 && out+="$p "; done
-  printf '%s' "${out% }"
-}
-# Busy ticks in /proc/stat: user nice system irq softirq.
-sys_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
-sys_total() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t; exit }' /proc/stat; }
-idle_load() { # % of one CPU busy during the next second (run while the servers are idle)
-  local b0 t0 b1 t1
-  b0=$(sys_busy) t0=$(sys_total)
-  sleep 1
-  b1=$(sys_busy) t1=$(sys_total)
-  awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) -v n="$NCPU" 'BEGIN { printf "%.0f", (t > 0 ? 100 * b * n / t : 0) }'
-}
 QUIET_BUDGET=${QUIET_BUDGET:-$((2 * QUIET_WAIT))}
 check_var QUIET_BUDGET "$QUIET_BUDGET" 0 864000
-WAITED_TOTAL=0
-WAITED_CASES=0
-wait_quiet() { # up to QUIET_WAIT s (and what is left of QUIET_BUDGET), polling every 20 s; 1 if still busy
-  local waited=0 b l limit=$QUIET_WAIT
-  ((limit <= QUIET_BUDGET)) || limit=$QUIET_BUDGET
-  while :; do
-    b=$(busy_now)
-    l=$(idle_load)
-    if [[ -z $b ]] && ((l < FOREIGN_MAX)); then
-      if ((waited > 0)); then
-        log "machine quiet after ${waited}s"
-        WAITED_TOTAL=$((WAITED_TOTAL + waited)) WAITED_CASES=$((WAITED_CASES + 1))
-      fi
-      return 0
-    fi
-    if ((waited >= limit)); then
-      ((QUIET_WAIT == 0)) || log "warning: still busy after ${waited}s (${b:+$b, }${l}% of a CPU); measuring anyway, the run is flagged"
-      WAITED_TOTAL=$((WAITED_TOTAL + waited))
-      ((waited == 0)) || WAITED_CASES=$((WAITED_CASES + 1))
-      return 1
-    fi
-    ((waited > 0)) || log "waiting for a quiet machine: ${b:+$b running, }other processes use ${l}% of a CPU (up to ${limit}s, polling every 20 s)"
-    sleep 19 # + 1 s in idle_load
-    waited=$((waited + 20))
-    QUIET_BUDGET=$((QUIET_BUDGET > 20 ? QUIET_BUDGET - 20 : 0))
-  done
-}
-children_ticks() { # children_ticks FILE : user+sys of this shell's reaped children, from `times`
-  awk -v hz="$CLK_TCK" 'NR == 2 { for (i = 1; i <= NF; i++) { v = $i; m = v; sub(/m.*/, "", m); sub(/^[0-9]+m/, "", v); sub(/s$/, "", v); t += m * 60 + v } }
-    END { printf "%d", t * hz + 0.5 }' "$1"
-}
-self_ticks() { # self_ticks FILE : user+sys of this shell and its reaped children
-  awk -v hz="$CLK_TCK" '{ for (i = 1; i <= NF; i++) { v = $i; m = v; sub(/m.*/, "", m); sub(/^[0-9]+m/, "", v); sub(/s$/, "", v); t += m * 60 + v } }
-    END { printf "%d", t * hz + 0.5 }' "$1"
-}
 
 # ---------------------------------------------------------------------------------------------
 # Load generators.
 # ---------------------------------------------------------------------------------------------
-cpu_ticks() { # cpu_ticks PID... : utime+stime (fields 14+15, all threads) summed, in clock ticks
-  local p
-  for p in "$@"; do cat "/proc/$p/stat" 2>/dev/null || true; done |
-    awk '{ s = $0; sub(/.*\) /, "", s); split(s, f, " "); t += f[12] + f[13] } END { print t + 0 }'
-}
 all_pids() { # every process this script started and still runs (origin, all proxy instances)
   local r
+  # shellcheck disable=SC2153 # ROOTS: set by start_server (bench/lib.sh)
   for r in ${ROOTS[@]+"${ROOTS[@]}"}; do descendants "$r"; done
 }
 scen_key() { case $1 in full-rsa) echo rsa ;; *) echo ec ;; esac; }
@@ -555,12 +351,9 @@ run_load() {
 parse_load() {
   local scen=$1 out=$2
   if [[ $scen == ka ]]; then
-    awk '
-      / requests in / { reqs = $1 }
-      /^Requests\/sec:/ { rps = $2 }
-      /Socket errors:/ { l = $0; gsub(/[^0-9]+/, " ", l); n = split(l, a, " "); for (i = 1; i <= n; i++) err += a[i] }
-      /Non-2xx or 3xx responses:/ { err += $NF }
-      END { printf "%d 0 %d %.0f\n", reqs + 0, err + 0, rps + 0 }' "$out.0"
+    local reqs rps errs
+    read -r reqs rps _ errs < <(parse_wrk "$out.0" %.0f)
+    printf '%d 0 %d %s\n' "$reqs" "$errs" "$rps"
   else
     local f files=()
     for f in "$out".[0-9]*; do [[ $f == *.err ]] || files+=("$f"); done
@@ -651,13 +444,7 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
         unset "T_PORT[$id]"
         continue
       fi
-      for ((att = 1; att <= ATTEMPTS; att++)); do
-        if measure "$s" "$p" "$rep" "$att"; then break; fi
-        if ((att < ATTEMPTS)); then
-          log "the machine was not quiet during $s $p run $rep: measuring it again"
-          sed -i '$d' "$RAW"
-        fi
-      done
+      retry_if_busy "$s $p run $rep" measure "$s" "$p" "$rep"
     done
   done
 done
@@ -753,14 +540,6 @@ awk -F'\t' -v hz="$CLK_TCK" -v scens="$SCENARIOS" -v proxies="$PROXIES" -v verdi
     }
   }' "$RAW" >"$MAIN"
 
-version_of() {
-  case $1 in
-    nginx) nginx -v 2>&1 | head -n 1 | sed 's/^nginx version: //' ;;
-    haproxy) haproxy -v 2>/dev/null | head -n 1 | awk '{ print $1, $3 }' ;;
-    wrk) wrk -v 2>&1 | head -n 1 | awk '{ print $1, $2 }' ;;
-    openssl) openssl version ;;
-  esac
-}
 STAMP=$(date +%Y%m%d-%H%M%S)
 mkdir -p "$RESULTS_DIR"
 REPORT=$RESULTS_DIR/tls-$STAMP.md
@@ -771,7 +550,7 @@ foreign_max=$(awk -F'\t' '{ print $13 }' "$RAW" | sort -n | tail -n 1)
 {
   echo "# portico TLS termination benchmark, $START_TIME"
   echo
-  echo "- machine: $(uname -srm), $NCPU CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)); $(version_of openssl)"
+  echo "- machine: $(machine_desc); $(version_of openssl)"
   echo "- pinning: $PINNING"
   echo "- quiet: before each run the script waited until no compiler/linker ($BUSY_PROCS) ran and other processes used < ${FOREIGN_MAX}% of a CPU; it waited before $WAITED_CASES run(s), ${WAITED_TOTAL} s in all. Other processes' CPU during the measured runs: median ${foreign_med}%, max ${foreign_max:-0}% of one CPU. $noisy_runs run(s) flagged as noisy (†), $retried measured again. Idle load before the first run: ${BUSY_BEFORE}% of a CPU. Run from $START_TIME to $END_TIME."
   echo "- origin: $(version_of nginx), 1 worker, plain HTTP/1.1 keep-alive, \`return 200 \"$BODY\"\` (5 bytes)"
