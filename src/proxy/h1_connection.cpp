@@ -13,6 +13,9 @@
 #include "observe/proxy_observer.hpp"
 #include "proxy/h2_connection.hpp"
 
+// mimalloc's, when the program links it (the proxy examples do): weak, so the library needs none.
+extern "C" void mi_collect(bool force) __attribute__((weak));
+
 namespace portico::detail {
 
 namespace asio = boost::asio;
@@ -114,18 +117,13 @@ void H1Connection::abort() noexcept {
 
 namespace {
 
-/// Hands the memory parked connections gave back to the system, at most once a second per
-/// worker: a burst of connections going idle at once leaves the heap full of free space that
-/// glibc would otherwise keep (HAProxy trims its pools the same way).
-void trim_after_parking() {
-  thread_local std::chrono::steady_clock::time_point last{};
-  thread_local unsigned parked_since = 0;
-  ++parked_since;
-  const auto now = std::chrono::steady_clock::now();
-  if (parked_since < 64 || now - last < std::chrono::seconds(1)) return;
-  last = now;
-  parked_since = 0;
+/// Hands the memory parked connections gave back to the system. Runs once the parking delay has
+/// passed after a park (so at most once per delay and worker, and after the last of a burst): a
+/// burst of connections going idle at once leaves the allocator with free pages it would keep
+/// (HAProxy trims its pools the same way).
+void trim_after_parking(void*) {
   ::malloc_trim(0);
+  if (mi_collect) mi_collect(true);
 }
 
 /// What is left of an idle keep-alive connection: its socket, waiting to become readable, and
@@ -204,7 +202,8 @@ void H1Connection::park() {
   parked_ = true;
   ParkedConn::start(svc_, worker_, *state_.parked_expiry, std::move(sock_), listener_,
                     conn_requests_, obs_);
-  trim_after_parking();
+  if (state_.park_after && !state_.trim_later.pending())
+    state_.park_after->add(state_.trim_later, &trim_after_parking, nullptr);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ struct ServiceWorkerState final : WorkerState {
   // deadlines (see H1Connection::park). Made on first use, with the service's delays.
   std::unique_ptr<Deferred> park_after;
   std::unique_ptr<Deferred> parked_expiry;
+  Deferred::Entry trim_later;  // returns freed memory after a burst of parking (park_after's delay)
 };
 
 class ProxyRequest : public Session {
