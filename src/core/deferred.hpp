@@ -15,6 +15,11 @@
 
 namespace portico::detail {
 
+/// How long a wait lasts before the socket watch it would need is armed: the client watch while
+/// a response head is awaited (Worker::deferred), the close watch of a pooled upstream
+/// connection (Pool).
+inline constexpr std::chrono::milliseconds kWatchDelay{20};
+
 class Deferred {
  public:
   using clock = std::chrono::steady_clock;

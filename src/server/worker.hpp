@@ -2,7 +2,6 @@
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -99,9 +98,6 @@ class Worker {
     if (!deferred_) deferred_ = std::make_unique<Deferred>(executor_, kWatchDelay);
     return *deferred_;
   }
-  /// How long a request waits for its upstream before its client is watched for a close.
-  static constexpr std::chrono::milliseconds kWatchDelay{20};
-
   /// Drops every service state (closing pooled upstream connections) and the worker's own
   /// timers: whatever is bound to the event loop. Worker thread only.
   void clear_states() noexcept {

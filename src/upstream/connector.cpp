@@ -120,8 +120,7 @@ task<Result<UpstreamConnPtr>> connect_upstream(const HttpPeer& peer, Watchdog& w
       budget = std::chrono::duration_cast<Millis>(peer.options.total_connection_timeout -
                                                    (std::chrono::steady_clock::now() - started));
     if (budget.count() <= 0) budget = Millis(1);
-    wd.arm(Watchdog::UsRead, budget, [](void* s) { static_cast<stream_socket*>(s)->cancel(); },
-           &c->sock);
+    wd.arm(Watchdog::UsRead, budget, &Watchdog::cancel_io<stream_socket>, &c->sock);
     co_await c->tls->handshake(false, ec);
     const bool hs_timed_out = wd.expired(Watchdog::UsRead);
     wd.disarm(Watchdog::UsRead);

@@ -28,8 +28,6 @@ namespace portico::detail {
 
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
-// How long a pooled connection idles before its close watch is armed (see Pool::put).
-constexpr std::chrono::milliseconds kIdleWatchDelay{20};
 
 // ---- UpstreamConn -------------------------------------------------------------------------
 
@@ -195,7 +193,7 @@ Pool::Pool(asio::any_io_executor ex, PoolLimits limits, http1::ParserLimits pars
       registry_(std::move(registry)),
       share_(share && limits.cross_worker),
       sweep_(ex_),
-      watch_later_(ex_, kIdleWatchDelay) {
+      watch_later_(ex_, kWatchDelay) {
   slot_ = registry_->add(ex_, this, share_);
 }
 
