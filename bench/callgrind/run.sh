@@ -3,6 +3,7 @@
 # how busy the machine is, to compare two builds (or a change) exactly.
 #
 #   bash bench/callgrind/run.sh [BIN] [N]     # BIN: build/examples/reverse_proxy, N: 10000
+#   KEEP=DIR bash bench/callgrind/run.sh        # also keep the profiles as DIR/{h1,h2c}.callgrind
 #
 # Starts an nginx origin serving a 1 KiB file (HTTP/1.1 keep-alive), runs BIN under callgrind
 # (one worker, --h2c), warms up with 2,000 requests, zeroes the counters, sends N requests with
@@ -73,5 +74,5 @@ for mode in h1 h2c; do
     exit 1
   fi
   printf '%-4s %d instructions per request (%s requests)\n' "$mode" $((ir / N)) "$N"
-  rm -f "$f"
+  if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP" && mv "$f" "$KEEP/$mode.callgrind"; else rm -f "$f"; fi
 done

@@ -1,11 +1,11 @@
 #include <portico/http/header_map.hpp>
 
+#include <cstdint>
+#include <cstring>
+
 namespace portico {
 
 namespace {
-inline unsigned char lower(unsigned char c) noexcept {
-  return (c >= 'A' && c <= 'Z') ? static_cast<unsigned char>(c | 0x20) : c;
-}
 inline std::string_view trim(std::string_view s) noexcept {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
@@ -13,12 +13,35 @@ inline std::string_view trim(std::string_view s) noexcept {
 }
 }  // namespace
 
+namespace {
+inline std::uint64_t load8(const char* p, std::size_t n) noexcept {  // n <= 8, zero-padded
+  std::uint64_t v = 0;
+  std::memcpy(&v, p, n);
+  return v;
+}
+/// ASCII lower case of eight bytes at once: 0x20 is added to each byte in 'A'..'Z'.
+inline std::uint64_t lower8(std::uint64_t x) noexcept {
+  constexpr std::uint64_t k7f = 0x7f7f7f7f7f7f7f7fULL, k80 = 0x8080808080808080ULL;
+  const std::uint64_t h = x & k7f;                        // no carry between bytes below
+  const std::uint64_t ge_a = h + 0x3f3f3f3f3f3f3f3fULL;  // top bit: byte >= 'A'
+  const std::uint64_t gt_z = h + 0x2525252525252525ULL;  // top bit: byte > 'Z'
+  const std::uint64_t upper = ge_a & ~gt_z & ~x & k80;    // & ~x: not a byte >= 0x80
+  return x | (upper >> 2);
+}
+}  // namespace
+
 bool iequals(std::string_view a, std::string_view b) noexcept {
   if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (lower(static_cast<unsigned char>(a[i])) != lower(static_cast<unsigned char>(b[i])))
-      return false;
-  return true;
+  const char* p = a.data();
+  const char* q = b.data();
+  std::size_t n = a.size();
+  for (; n >= 8; p += 8, q += 8, n -= 8) {
+    const std::uint64_t x = load8(p, 8), y = load8(q, 8);
+    if (x != y && lower8(x) != lower8(y)) return false;
+  }
+  if (n == 0) return true;
+  const std::uint64_t x = load8(p, n), y = load8(q, n);
+  return x == y || lower8(x) == lower8(y);
 }
 
 void HeaderMap::append(std::string_view name, std::string_view value) {

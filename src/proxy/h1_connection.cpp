@@ -10,6 +10,7 @@
 #include <boost/asio/write.hpp>
 
 #include "core/log.hpp"
+#include "core/socket_io.hpp"
 #include "observe/proxy_observer.hpp"
 #include "proxy/h2_connection.hpp"
 
@@ -237,12 +238,22 @@ task<Result<std::size_t>> H1Connection::ds_read(milliseconds timeout) {
 }
 
 task<Result<void>> H1Connection::ds_write(const std::vector<asio::const_buffer>& bufs) {
-  wd_->arm(Watchdog::DsWrite, opts_.write_timeout, cancel_tcp, &sock_);
+  // Most writes fit the socket buffer: tried first without a suspension or a timer.
   error_code ec;
+  std::size_t sent = 0;
+  bool done = false;
   if (tls_)
-    co_await tls_->write(BufferView(bufs), ec);
+    done = tls_->try_write(BufferView(bufs), ec);
   else
-    co_await asio::async_write(sock_, BufferView(bufs), asio::redirect_error(asio::use_awaitable, ec));
+    sent = send_now(sock_.native_handle(), bufs.begin(), bufs.end(), done, ec);
+  if (done && !ec) co_return ok();
+  if (!ec) {
+    wd_->arm(Watchdog::DsWrite, opts_.write_timeout, cancel_tcp, &sock_);
+    if (tls_)
+      co_await tls_->write(BufferView(bufs), ec);
+    else
+      co_await write_rest(sock_, bufs.begin(), bufs.end(), sent, ec);
+  }
   const bool timed_out = wd_->expired(Watchdog::DsWrite) || (ec && wd_->expired(Watchdog::Total));
   wd_->disarm(Watchdog::DsWrite);
   if (timed_out) co_return Error::downstream(ErrorType::WriteTimedout, "writing to the client");

@@ -8,6 +8,7 @@
 #include <boost/asio/write.hpp>
 
 #include "core/log.hpp"
+#include "core/socket_io.hpp"
 #include "http2/translate.hpp"
 #include "observe/proxy_observer.hpp"
 #include "proxy/h2_upstream.hpp"
@@ -486,17 +487,24 @@ task<void> H2Connection::writer() {
       co_await wait_on(write_sig_, milliseconds(0));
       continue;
     }
-    wd_.arm(Watchdog::DsWrite, opts_.write_timeout, cancel_tcp, &sock_);
+    // Tried first without a suspension or a timer: most writes fit the socket buffer.
+    const asio::const_buffer chunk(out.data(), out.size());
     error_code ec;
-    std::size_t n = 0;
-    if (tls_) {
-      co_await tls_->write(asio::buffer(out.data(), out.size()), ec);
-      n = ec ? 0 : out.size();
-    } else {
-      n = co_await asio::async_write(sock_, asio::buffer(out.data(), out.size()),
-                                     asio::redirect_error(asio::use_awaitable, ec));
+    std::size_t sent = 0;
+    bool done = false;
+    if (tls_)
+      done = tls_->try_write(chunk, ec);
+    else
+      sent = send_now(sock_.native_handle(), &chunk, &chunk + 1, done, ec);
+    if (!done && !ec) {
+      wd_.arm(Watchdog::DsWrite, opts_.write_timeout, cancel_tcp, &sock_);
+      if (tls_)
+        co_await tls_->write(chunk, ec);
+      else
+        co_await write_rest(sock_, &chunk, &chunk + 1, sent, ec);
+      wd_.disarm(Watchdog::DsWrite);
     }
-    wd_.disarm(Watchdog::DsWrite);
+    const std::size_t n = ec ? 0 : out.size();
     if (ec) {
       write_failed_ = true;
       error_code ignored;

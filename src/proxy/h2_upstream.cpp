@@ -9,6 +9,7 @@
 #include <boost/asio/write.hpp>
 
 #include "core/log.hpp"
+#include "core/socket_io.hpp"
 #include "http2/translate.hpp"
 #include "observe/proxy_observer.hpp"
 #include "proxy/request.hpp"
@@ -225,17 +226,24 @@ task<void> H2UpConn::writer(std::shared_ptr<H2UpConn> /*self: keeps it alive*/) 
       co_await wait_on(write_sig_, milliseconds(0));
       continue;
     }
-    wd_->arm(Watchdog::UsWrite, write_timeout_, cancel_stream, &t_->sock);
+    // Tried first without a suspension or a timer: most writes fit the socket buffer.
+    const asio::const_buffer chunk(out.data(), out.size());
     error_code ec;
-    std::size_t n = 0;
-    if (t_->tls) {
-      co_await t_->tls->write(asio::buffer(out.data(), out.size()), ec);
-      n = ec ? 0 : out.size();
-    } else {
-      n = co_await asio::async_write(t_->sock, asio::buffer(out.data(), out.size()),
-                                     asio::redirect_error(asio::use_awaitable, ec));
+    std::size_t sent = 0;
+    bool done = false;
+    if (t_->tls)
+      done = t_->tls->try_write(chunk, ec);
+    else
+      sent = send_now(t_->sock.native_handle(), &chunk, &chunk + 1, done, ec);
+    if (!done && !ec) {
+      wd_->arm(Watchdog::UsWrite, write_timeout_, cancel_stream, &t_->sock);
+      if (t_->tls)
+        co_await t_->tls->write(chunk, ec);
+      else
+        co_await write_rest(t_->sock, &chunk, &chunk + 1, sent, ec);
+      wd_->disarm(Watchdog::UsWrite);
     }
-    wd_->disarm(Watchdog::UsWrite);
+    const std::size_t n = ec ? 0 : out.size();
     if (ec) {
       fail_all();
       cancel_stream(&t_->sock);

@@ -30,6 +30,8 @@
 
 #include <portico/core/task.hpp>
 
+#include "core/socket_io.hpp"
+
 namespace portico::detail {
 
 /// The part of a TLS stream that does not depend on the socket type: the SSL, its BIO and the
@@ -73,6 +75,7 @@ class TlsBio {
   std::vector<char> stage_;     // records OpenSSL produced, not yet handed to the socket
   std::vector<char> inflight_;  // records being written
   bool flushing_ = false;
+  bool staged_ = false;  // try_write left its records in stage_ for write() to send
 
   friend struct TlsBioMethod;
 };
@@ -98,7 +101,7 @@ class TlsStream final : public TlsBio {
       const Want w = step(SSL_do_handshake(ssl_), ec);
       if (!stage_.empty()) {  // a flight, or the alert that goes with a failure
         error_code wec;
-        co_await flush(wec);
+        if (!flush_now(wec)) co_await flush(wec);
         if (w != Want::Fail && wec) {
           ec = wec;
           co_return;
@@ -121,7 +124,7 @@ class TlsStream final : public TlsBio {
       const Want w = r == 1 ? Want::Done : step(r, ec);
       if (!stage_.empty()) {  // a key update answered, an alert
         error_code wec;
-        co_await flush(wec);
+        if (!flush_now(wec)) co_await flush(wec);
       }
       if (w == Want::Done) co_return n;
       if (w == Want::Fail) co_return 0;
@@ -130,27 +133,39 @@ class TlsStream final : public TlsBio {
     }
   }
 
+  /// Writes `bufs` without a suspension when they fit one flush (kFlushAt) and the socket takes
+  /// them now: true when done, or failed (`ec`). False: co_await write() with the same buffers,
+  /// which finishes what this started.
+  template <class Buffers>
+  bool try_write(const Buffers& bufs, error_code& ec) {
+    ec = {};
+    const auto first = boost::asio::buffer_sequence_begin(bufs);
+    const auto last = boost::asio::buffer_sequence_end(bufs);
+    std::size_t total = 0, count = 0;
+    measure(first, last, total, count);
+    if (total > kFlushAt) return false;
+    if (!encrypt_gathered(first, last, total, count, ec)) return true;
+    if (flush_now(ec)) return true;
+    staged_ = true;
+    return false;
+  }
+
   /// Writes all of `bufs`. Small buffers are gathered into one record; the records of one call
   /// leave in as few send() calls as fit kFlushAt.
   template <class Buffers>
   task<void> write(const Buffers& bufs, error_code& ec) {
     ec = {};
+    if (staged_) {  // try_write encrypted them; the socket was full
+      staged_ = false;
+      co_await flush(ec);
+      co_return;
+    }
     const auto first = boost::asio::buffer_sequence_begin(bufs);
     const auto last = boost::asio::buffer_sequence_end(bufs);
     std::size_t total = 0, count = 0;
-    for (auto it = first; it != last; ++it) {
-      total += boost::asio::const_buffer(*it).size();
-      ++count;
-    }
-    if (count > 1 && total <= kRecord) {
-      char* g = gather_buffer();
-      std::size_t at = 0;
-      for (auto it = first; it != last; ++it) {
-        const boost::asio::const_buffer b(*it);
-        if (b.size()) std::memcpy(g + at, b.data(), b.size());
-        at += b.size();
-      }
-      if (at > 0 && !encrypt(g, at, ec)) co_return;
+    measure(first, last, total, count);
+    if (total <= kFlushAt) {
+      if (!encrypt_gathered(first, last, total, count, ec)) co_return;
     } else {
       for (auto it = first; it != last; ++it) {
         const boost::asio::const_buffer b(*it);
@@ -162,13 +177,13 @@ class TlsStream final : public TlsBio {
           p += n;
           left -= n;
           if (stage_.size() >= kFlushAt) {
-            co_await flush(ec);
+            if (!flush_now(ec)) co_await flush(ec);
             if (ec) co_return;
           }
         }
       }
     }
-    co_await flush(ec);
+    if (!flush_now(ec)) co_await flush(ec);
   }
 
   /// Sends close_notify. Whether the peer's is awaited is OpenSSL's choice: a caller that does
@@ -181,7 +196,7 @@ class TlsStream final : public TlsBio {
       const Want w = r == 1 ? Want::Done : r == 0 ? Want::Read : step(r, ec);
       if (!stage_.empty()) {
         error_code wec;
-        co_await flush(wec);
+        if (!flush_now(wec)) co_await flush(wec);
         if (!ec) ec = wec;
       }
       if (w != Want::Read || ec) co_return;
@@ -191,6 +206,57 @@ class TlsStream final : public TlsBio {
   }
 
  private:
+  template <class It>
+  static void measure(It first, It last, std::size_t& total, std::size_t& count) noexcept {
+    for (auto it = first; it != last; ++it) {
+      total += boost::asio::const_buffer(*it).size();
+      ++count;
+    }
+  }
+
+  /// Encrypts [first, last), `total` <= kFlushAt bytes in `count` buffers, into stage_: several
+  /// small buffers gathered into one record, else each buffer in records of its own.
+  template <class It>
+  bool encrypt_gathered(It first, It last, std::size_t total, std::size_t count,
+                        error_code& ec) noexcept {
+    if (count > 1 && total <= kRecord) {
+      char* g = gather_buffer();
+      std::size_t at = 0;
+      for (auto it = first; it != last; ++it) {
+        const boost::asio::const_buffer b(*it);
+        if (b.size()) std::memcpy(g + at, b.data(), b.size());
+        at += b.size();
+      }
+      return at == 0 || encrypt(g, at, ec);
+    }
+    for (auto it = first; it != last; ++it) {
+      const boost::asio::const_buffer b(*it);
+      const char* p = static_cast<const char*>(b.data());
+      for (std::size_t left = b.size(); left > 0;) {
+        const std::size_t n = std::min(left, kRecord);
+        if (!encrypt(p, n, ec)) return false;
+        p += n;
+        left -= n;
+      }
+    }
+    return true;
+  }
+
+  /// Sends what is staged if the socket takes it all now, without a suspension (the usual
+  /// case). False when the rest must wait for the socket: co_await flush() then.
+  bool flush_now(error_code& ec) noexcept {
+    if (flushing_ || stage_.empty()) return true;  // a running flush sends stage_ after inflight_
+    const boost::asio::const_buffer b(stage_.data(), stage_.size());
+    bool done = false;
+    const std::size_t n = send_now(sock_.native_handle(), &b, &b + 1, done, ec);
+    if (done || ec) {
+      stage_.clear();
+      return true;
+    }
+    stage_.erase(stage_.begin(), stage_.begin() + static_cast<std::ptrdiff_t>(n));
+    return false;
+  }
+
   /// Sends what is staged. A flush already running (the other coroutine's) sends it instead.
   task<void> flush(error_code& ec) {
     if (flushing_) co_return;

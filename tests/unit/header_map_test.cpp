@@ -19,6 +19,26 @@ TEST(HeaderMap, KeepsCaseAndInsertionOrder) {
   EXPECT_EQ(all[1], "b=2");
 }
 
+TEST(HeaderMap, IequalsFoldsAsciiLettersOnly) {
+  // Every pair of bytes, at every position of an 8-byte word and in the tail after it.
+  auto lower = [](unsigned char c) { return c >= 'A' && c <= 'Z' ? c | 0x20 : c; };
+  for (std::size_t len : {1u, 7u, 8u, 9u, 17u}) {
+    for (int a = 0; a < 256; ++a) {
+      for (int b = 0; b < 256; ++b) {
+        std::string x(len, 'k'), y(len, 'K');
+        const std::size_t at = (a * 7 + b) % len;
+        x[at] = static_cast<char>(a);
+        y[at] = static_cast<char>(b);
+        const bool want = lower(static_cast<unsigned char>(a)) == lower(static_cast<unsigned char>(b));
+        ASSERT_EQ(iequals(x, y), want) << "len " << len << " bytes " << a << " " << b;
+      }
+    }
+  }
+  EXPECT_TRUE(iequals("", ""));
+  EXPECT_FALSE(iequals("content-length", "content-lengt"));
+  EXPECT_TRUE(iequals("Transfer-Encoding", "transfer-encoding"));
+}
+
 TEST(HeaderMap, InsertReplacesAllAndRemoveCounts) {
   HeaderMap h;
   h.append("Host", "a");
