@@ -4,7 +4,11 @@
 // and most waits end long before the watch would report anything: an upstream answers in well
 // under a millisecond, a pooled connection is taken again at once. An entry added here runs its
 // callback once `delay` has passed, unless it was cancelled before; so only the waits that last
-// pay for their watch. One timer per Deferred, running only while entries are pending.
+// pay for their watch. One timer per Deferred, running while entries are pending and, when the
+// delay is short, for up to kLinger after the last one: connections that come one at a time
+// would otherwise each restart it (a timerfd_settime and a wake-up of their own), and a ticking
+// timer due within the delay also keeps the far-off deadlines of the connections' watchdogs from
+// being the earliest, whose arming costs a system call too.
 #pragma once
 
 #include <chrono>
@@ -19,6 +23,9 @@ namespace portico::detail {
 /// a response head is awaited (Worker::deferred), the close watch of a pooled upstream
 /// connection (Pool).
 inline constexpr std::chrono::milliseconds kWatchDelay{20};
+
+/// How long the timer of a Deferred with a short delay keeps ticking once it has no entry.
+inline constexpr std::chrono::milliseconds kLinger{1000};
 
 class Deferred {
  public:
@@ -49,7 +56,7 @@ class Deferred {
   };
 
   Deferred(const boost::asio::any_io_executor& ex, std::chrono::milliseconds delay)
-      : timer_(ex), delay_(delay) {}
+      : timer_(ex), delay_(delay), linger_ticks_(delay.count() > 0 ? kLinger / delay : 0) {}
   ~Deferred() {
     while (head_) unlink(*head_);
     timer_.cancel();
@@ -71,10 +78,21 @@ class Deferred {
     else
       head_ = &e;
     tail_ = &e;
+    idle_ticks_ = 0;
     if (!ticking_) start(e.due_);
   }
 
   std::chrono::milliseconds delay() const noexcept { return delay_; }
+
+  /// The event loop is winding down: the timer stops as soon as no entry is pending (no
+  /// lingering), so it does not keep the loop running.
+  void quiesce() noexcept {
+    linger_ticks_ = 0;
+    if (!head_ && ticking_) {
+      ticking_ = false;
+      timer_.cancel();
+    }
+  }
 
  private:
   void unlink(Entry& e) noexcept {
@@ -110,14 +128,21 @@ class Deferred {
       e.fn_(e.arg_);
     }
     ticking_ = false;
-    if (head_) start(head_->due_);
+    if (head_)
+      start(head_->due_);
+    else if (idle_ticks_ < linger_ticks_) {
+      ++idle_ticks_;
+      start(now + delay_);
+    }
   }
 
   boost::asio::steady_timer timer_;
   std::chrono::milliseconds delay_;
   Entry* head_ = nullptr;
   Entry* tail_ = nullptr;
-  bool ticking_ = false;
+  bool ticking_ = false;           // the timer is pending (or its handler runs)
+  long linger_ticks_;               // ticks without entries before the timer stops
+  long idle_ticks_ = 0;             // ticks without entries so far
 };
 
 }  // namespace portico::detail

@@ -67,6 +67,7 @@ class Worker {
   /// On the worker's thread: every connection finishes its current request and closes.
   void drain_all() noexcept {
     draining_ = true;
+    if (deferred_) deferred_->quiesce();
     for (auto& [svc, st] : states_) st->drain();
     for (Drainable* c = head_; c;) {
       Drainable* n = c->next_;
@@ -76,6 +77,7 @@ class Worker {
   }
   void abort_all() noexcept {
     draining_ = true;
+    if (deferred_) deferred_->quiesce();
     for (auto& [svc, st] : states_) st->drain();
     for (Drainable* c = head_; c;) {
       Drainable* n = c->next_;

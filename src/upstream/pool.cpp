@@ -449,6 +449,7 @@ void Pool::sweep() {
 
 void Pool::drain() {
   draining_ = true;
+  watch_later_.quiesce();
   registry_->remove(slot_);
   share_ = false;
   evict_all(PoolEviction::Shutdown);
