@@ -14,9 +14,10 @@ inline std::string_view trim(std::string_view s) noexcept {
 }  // namespace
 
 namespace {
-inline std::uint64_t load8(const char* p, std::size_t n) noexcept {  // n <= 8, zero-padded
+template <std::size_t N>
+inline std::uint64_t load(const char* p) noexcept {  // N bytes, zero-extended
   std::uint64_t v = 0;
-  std::memcpy(&v, p, n);
+  std::memcpy(&v, p, N);
   return v;
 }
 /// ASCII lower case of eight bytes at once: 0x20 is added to each byte in 'A'..'Z'.
@@ -28,20 +29,24 @@ inline std::uint64_t lower8(std::uint64_t x) noexcept {
   const std::uint64_t upper = ge_a & ~gt_z & ~x & k80;    // & ~x: not a byte >= 0x80
   return x | (upper >> 2);
 }
+inline bool same(std::uint64_t x, std::uint64_t y) noexcept { return x == y || lower8(x) == lower8(y); }
 }  // namespace
 
 bool iequals(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
+  const std::size_t n = a.size();
+  if (n != b.size()) return false;
   const char* p = a.data();
   const char* q = b.data();
-  std::size_t n = a.size();
-  for (; n >= 8; p += 8, q += 8, n -= 8) {
-    const std::uint64_t x = load8(p, 8), y = load8(q, 8);
-    if (x != y && lower8(x) != lower8(y)) return false;
+  // Fixed-size loads only; the last word overlaps the one before it when n is not a multiple.
+  if (n >= 8) {
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      if (!same(load<8>(p + i), load<8>(q + i))) return false;
+    return i == n || same(load<8>(p + n - 8), load<8>(q + n - 8));
   }
-  if (n == 0) return true;
-  const std::uint64_t x = load8(p, n), y = load8(q, n);
-  return x == y || lower8(x) == lower8(y);
+  if (n >= 4) return same(load<4>(p), load<4>(q)) && same(load<4>(p + n - 4), load<4>(q + n - 4));
+  if (n >= 2) return same(load<2>(p), load<2>(q)) && same(load<2>(p + n - 2), load<2>(q + n - 2));
+  return n == 0 || same(load<1>(p), load<1>(q));
 }
 
 void HeaderMap::append(std::string_view name, std::string_view value) {

@@ -245,6 +245,29 @@ TEST(Codec, HeadChecksHoldWhereverTheReadsSplitTheBytes) {
   }
 }
 
+TEST(Codec, RequestLineChecksHoldWhereverTheReadsSplitTheBytes) {
+  // The request line is checked from LF to LF: a split between the two spaces of a repeated
+  // space, or between the CR and the LF, must not hide anything.
+  const std::string lead = "\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n";  // an empty line first is allowed
+  const std::string twice = "GET  /a HTTP/1.1\r\nHost: h\r\n\r\n";
+  const std::string twice_late = "GET /a  HTTP/1.1\r\nHost: h\r\n\r\n";
+  const std::string bare = "GET /a HTTP/1.1\nHost: h\r\n\r\n";
+  const std::string cr_inside = "GET /a HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n";
+  const std::string nul_inside = std::string("GET /a HTTP/1.1\r\nHost: h\r\nX: abcdefghij") + '\0' +
+                                 "k\r\n\r\n";
+  for (std::size_t step = 1; step <= twice.size(); ++step) {
+    SCOPED_TRACE(step);
+    auto l = parse_request(lead, step);
+    EXPECT_TRUE(l.complete);
+    EXPECT_EQ(l.error, 0);
+    EXPECT_EQ(parse_request(twice, step).error, 400);
+    EXPECT_EQ(parse_request(twice_late, step).error, 400);
+    EXPECT_EQ(parse_request(bare, step).error, 400);
+    EXPECT_EQ(parse_request(cr_inside, step).error, 400);
+    EXPECT_EQ(parse_request(nul_inside, step).error, 400);
+  }
+}
+
 TEST(Codec, StripHopByHopCommonCaseAndRemoveIf) {
   ResponseHeader r = ResponseHeader::build(200);
   r.append_header("Connection", "keep-alive");
