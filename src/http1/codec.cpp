@@ -523,15 +523,28 @@ Parser::Step Parser::finish() {
   return {Event::NeedMore, 0};
 }
 
-namespace {
-void copy_fields(const Parser::Impl& i, std::size_t n, HeaderMap& h) {
-  h.reserve(n, i.raw.size());
+void Parser::hand_over_fields(Impl& i, HeaderMap& h) {
+  // The start line's bytes stay in front of the fields, unused. Trailers, if any, are parsed
+  // into the buffer `h` gave back, from its start.
+  const std::size_t n = i.trailer_first;
+  if (!h.empty() || i.slots.size() != n) {  // not the usual order: copy
+    for (std::size_t k = 0; k < n; ++k)
+      h.append(Callbacks::name_of(i, i.slots[k]), Callbacks::value_of(i, i.slots[k]));
+    return;
+  }
+  h.buf_.swap(i.raw);
+  i.raw.clear();
+  h.fields_.resize(n);
+  std::size_t bytes = 0;
   for (std::size_t k = 0; k < n; ++k) {
     const Slot& s = i.slots[k];
-    h.append(Callbacks::name_of(i, s), std::string_view(i.raw.data() + s.vo, s.vl));
+    h.fields_[k] = {s.no, s.nl, s.vo, s.vl};
+    bytes += s.nl + s.vl;
   }
+  h.bytes_ = bytes;
+  i.slots.erase(i.slots.begin(), i.slots.begin() + static_cast<std::ptrdiff_t>(n));
+  i.trailer_first = 0;
 }
-}  // namespace
 
 void Parser::take_request(RequestHeader& out) {
   Impl& i = *impl_;
@@ -539,7 +552,7 @@ void Parser::take_request(RequestHeader& out) {
   out.set_method(llhttp_method_name(static_cast<llhttp_method_t>(i.p.method)));
   out.set_uri(std::string_view(i.raw.data(), i.url_len));
   out.set_version(i.p.http_minor == 0 ? Version::Http10 : Version::Http11);
-  copy_fields(i, i.trailer_first, out.headers());
+  hand_over_fields(i, out.headers());
   // Absolute-form (RFC 9112 §3.2.2): the authority of the target replaces any Host, and the
   // request goes on in origin-form.
   std::string_view t = out.uri();
@@ -563,7 +576,7 @@ void Parser::take_response(ResponseHeader& out) {
   out.set_status(static_cast<std::uint16_t>(i.p.status_code));
   if (i.reason_len) out.set_reason(std::string_view(i.raw.data(), i.reason_len));
   out.set_version(i.p.http_minor == 0 ? Version::Http10 : Version::Http11);
-  copy_fields(i, i.trailer_first, out.headers());
+  hand_over_fields(i, out.headers());
 }
 
 bool Parser::keep_alive() const noexcept { return impl_->keep_alive; }

@@ -84,6 +84,9 @@ class Parser {
 
  private:
   bool scan_head(Impl& i, const char* data, std::size_t n);
+  /// Moves the fields of the head just parsed into `h` (empty): `h` takes the parse buffer and
+  /// the parser keeps h's old one for the next message, so nothing is copied or allocated.
+  static void hand_over_fields(Impl& i, HeaderMap& h);
 
   std::unique_ptr<Impl> impl_;
   Kind kind_;

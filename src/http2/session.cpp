@@ -19,6 +19,11 @@ bool has_upper(std::string_view s) noexcept {
   return false;
 }
 
+// The head being submitted, kept for the next one (nghttp2 copies what it is given): no
+// allocation per head. One per thread; a session is driven by one thread at a time.
+thread_local std::vector<nghttp2_nv> head_nva;
+thread_local std::string head_names;  // names lowercased for head_nva
+
 /// The nghttp2 view of a field list. Names are lowercased into `scratch` when needed (reserved
 /// up front, so the views stay put); nghttp2 copies everything while submitting.
 void make_nva(const HeaderMap& h, std::vector<nghttp2_nv>& nva, std::string& scratch) {
@@ -361,9 +366,8 @@ Result<std::int32_t> Session::submit_request(const HeaderMap& fields, bool end_s
   auto len = ContentLength::from_fields(fields, false, false);
   if (!len) return len.error();
   if (end_stream && !len->complete()) return error("request content-length without a body");
-  std::vector<nghttp2_nv> nva;
-  std::string scratch;
-  make_nva(fields, nva, scratch);
+  std::vector<nghttp2_nv>& nva = head_nva;
+  make_nva(fields, nva, head_names);
   auto prd = Callbacks::provider();
   std::int32_t id = nghttp2_submit_request(s_, nullptr, nva.data(), nva.size(),
                                            end_stream ? nullptr : &prd, nullptr);
@@ -388,9 +392,8 @@ Result<void> Session::submit_head(std::int32_t stream_id, const HeaderMap& field
   auto status = status_of(fields);
   if (!status) return error("response without a valid :status");
   if (informational != (*status < 200)) return error("informational status mismatch");
-  std::vector<nghttp2_nv> nva;
-  std::string scratch;
-  make_nva(fields, nva, scratch);
+  std::vector<nghttp2_nv>& nva = head_nva;
+  make_nva(fields, nva, head_names);
   if (informational) {
     int rv = nghttp2_submit_headers(s_, NGHTTP2_FLAG_NONE, stream_id, nullptr, nva.data(),
                                     nva.size(), nullptr);

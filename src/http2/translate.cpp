@@ -39,10 +39,18 @@ void append_lower(HeaderMap& out, std::string_view name, std::string_view value)
     out.append(name, value);
     return;
   }
-  std::string n(name);
-  for (char& c : n)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c | 0x20);
-  out.append(n, value);
+  char small[128];
+  std::string big;
+  char* n = small;
+  if (name.size() > sizeof small) {
+    big.resize(name.size());
+    n = big.data();
+  }
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    n[i] = (c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c;
+  }
+  out.append(std::string_view(n, name.size()), value);
 }
 
 /// The regular-field rules shared by requests, responses and trailers. `te_ok`: TE: trailers is
@@ -75,7 +83,18 @@ bool named_by_connection(const HeaderMap& h, std::string_view name) {
 
 /// Appends the regular fields of `h` for an HTTP/2 peer. Returns whether TE listed trailers.
 bool copy_fields(const HeaderMap& h, HeaderMap& out, bool skip_host, bool split_cookies) {
-  bool has_connection = h.contains("connection");
+  // Only a Connection field naming more than close / keep-alive makes other fields hop-by-hop.
+  bool has_connection = false;
+  for (auto f : h) {
+    if (!iequals(f.name, "connection")) continue;
+    for (std::string_view v = f.value; !v.empty();) {
+      const auto comma = v.find(',');
+      const auto item = trim(v.substr(0, comma));
+      if (!item.empty() && !iequals(item, "close") && !iequals(item, "keep-alive")) has_connection = true;
+      if (comma == std::string_view::npos) break;
+      v.remove_prefix(comma + 1);
+    }
+  }
   bool te_trailers = false;
   for (auto f : h) {
     if (f.name.empty() || f.name.front() == ':') continue;

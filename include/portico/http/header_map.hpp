@@ -10,6 +10,10 @@
 
 namespace portico {
 
+namespace http1 {
+class Parser;
+}
+
 /// ASCII case-insensitive equality, as field names compare.
 bool iequals(std::string_view a, std::string_view b) noexcept;
 
@@ -106,6 +110,7 @@ class HeaderMap {
   std::string buf_;
   std::vector<Slot> fields_;
   std::size_t bytes_ = 0;
+  friend class http1::Parser;  // hands its parse buffer over instead of copying the fields
 };
 
 }  // namespace portico
