@@ -3,6 +3,7 @@
 #include "http2/session.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 
 #include "http2/stream.hpp"
@@ -392,26 +393,75 @@ Result<void> Session::submit_head(std::int32_t stream_id, const HeaderMap& field
   auto status = status_of(fields);
   if (!status) return error("response without a valid :status");
   if (informational != (*status < 200)) return error("informational status mismatch");
+  make_nva(fields, head_nva, head_names);
+  return submit_nva(*s, *status, fields, end_stream, informational);
+}
+
+Result<void> Session::submit_response(std::int32_t stream_id, const ResponseHeader& r,
+                                      bool end_stream, std::size_t* field_bytes) {
+  if (mode_ != Mode::Server) return error("response on a client session");
+  Stream* s = find(stream_id);
+  if (!s || s->closed || s->client) return error("response on a closed stream");
+  if (s->head_submitted) return error("response head already sent");
+  if (!status_expressible(r.status()) || r.status() < 200) return error("not a final HTTP/2 status");
+  // The list nghttp2 gets, built from `r` at once: ":status", then the fields HTTP/2 may carry
+  // with their names lowercased into head_names (reserved first: the views must stay put).
+  char status[4];
+  const auto [end, ec] = std::to_chars(status, status + 3, r.status());
+  (void)ec;
+  struct Build {
+    std::vector<nghttp2_nv>* nva;
+    std::string* names;
+  } b{&head_nva, &head_names};
+  head_nva.clear();
+  head_names.clear();
+  head_names.reserve(r.headers().byte_size());
+  head_nva.reserve(r.headers().size() + 1);
+  head_nva.push_back(nghttp2_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(":status")),
+                                reinterpret_cast<std::uint8_t*>(status), 7,
+                                static_cast<std::size_t>(end - status), NGHTTP2_NV_FLAG_NONE});
+  for_each_h2_field(
+      r.headers(), false, false,
+      [](void* ctx, std::string_view name, std::string_view value) {
+        auto& bb = *static_cast<Build*>(ctx);
+        const std::size_t at = bb.names->size();
+        for (char c : name) bb.names->push_back((c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c);
+        const std::string_view lower(bb.names->data() + at, name.size());
+        const std::uint8_t flags = (lower == "authorization" || lower == "proxy-authorization")
+                                       ? NGHTTP2_NV_FLAG_NO_INDEX
+                                       : NGHTTP2_NV_FLAG_NONE;
+        bb.nva->push_back(nghttp2_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(lower.data())),
+                                     reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())),
+                                     lower.size(), value.size(), flags});
+      },
+      &b);
+  if (field_bytes) {
+    *field_bytes = 0;
+    for (const nghttp2_nv& nv : head_nva) *field_bytes += nv.namelen + nv.valuelen;
+  }
+  return submit_nva(*s, r.status(), r.headers(), end_stream, false);
+}
+
+Result<void> Session::submit_nva(Stream& s, std::uint16_t status, const HeaderMap& fields,
+                                 bool end_stream, bool informational) {
   std::vector<nghttp2_nv>& nva = head_nva;
-  make_nva(fields, nva, head_names);
   if (informational) {
-    int rv = nghttp2_submit_headers(s_, NGHTTP2_FLAG_NONE, stream_id, nullptr, nva.data(),
-                                    nva.size(), nullptr);
+    int rv = nghttp2_submit_headers(s_, NGHTTP2_FLAG_NONE, s.id, nullptr, nva.data(), nva.size(),
+                                    nullptr);
     if (rv != 0) return error(nghttp2_strerror(rv));
     return {};
   }
-  bool no_body = s->request_is_head || *status == 204 || *status == 304;
+  bool no_body = s.request_is_head || status == 204 || status == 304;
   auto len = ContentLength::from_fields(fields, no_body, false);
   if (!len) return error("invalid content-length in the response");
   if (end_stream && !len->complete()) return error("response content-length without a body");
   auto prd = Callbacks::provider();
-  int rv =
-      nghttp2_submit_response(s_, stream_id, nva.data(), nva.size(), end_stream ? nullptr : &prd);
+  int rv = nghttp2_submit_response(s_, s.id, nva.data(), nva.size(), end_stream ? nullptr : &prd);
   if (rv != 0) return error(nghttp2_strerror(rv));
-  s->head_submitted = true;
-  s->has_provider = !end_stream;
-  s->out_end = end_stream;
-  s->out_len = *len;
+  s.head_submitted = true;
+  s.has_provider = !end_stream;
+  s.out_end = end_stream;
+  s.out_len = *len;
   return {};
 }
 

@@ -246,6 +246,11 @@ class Session {
   Result<void> submit_informational(std::int32_t stream_id, const HeaderMap& fields);
   /// Server: sends the response head. Without `end_stream`, the body follows.
   Result<void> submit_response(std::int32_t stream_id, const HeaderMap& fields, bool end_stream);
+  /// Server: sends the final head of `r` (a status of 200-999 but 101), its fields translated
+  /// as h2::from_response does, without building an intermediate field list.
+  /// `field_bytes`, when given, receives the bytes of the names and values sent (uncompressed).
+  Result<void> submit_response(std::int32_t stream_id, const ResponseHeader& r, bool end_stream,
+                               std::size_t* field_bytes = nullptr);
   /// Queues body bytes; returns how many were accepted (at most `send_capacity`). `end` takes
   /// effect only when every byte was accepted. Fails on a closed stream, after the end, or when
   /// the body would not match the Content-Length of the head (RFC 9113 §8.1.1).
@@ -302,6 +307,9 @@ class Session {
   int fail(ErrorCode code, std::string_view reason);
   Result<void> submit_head(std::int32_t stream_id, const HeaderMap& fields, bool end_stream,
                            bool informational);
+  /// Submits the list built in the thread's head_nva; `fields` give the Content-Length.
+  Result<void> submit_nva(Stream& s, std::uint16_t status, const HeaderMap& fields,
+                          bool end_stream, bool informational);
   void push(Event e) { events_.push_back(std::move(e)); }
   Error error(std::string_view why) const;
 

@@ -81,8 +81,10 @@ bool named_by_connection(const HeaderMap& h, std::string_view name) {
   return false;
 }
 
-/// Appends the regular fields of `h` for an HTTP/2 peer. Returns whether TE listed trailers.
-bool copy_fields(const HeaderMap& h, HeaderMap& out, bool skip_host, bool split_cookies) {
+}  // namespace
+
+bool for_each_h2_field(const HeaderMap& h, bool skip_host, bool split_cookies, FieldSink sink,
+                       void* ctx) {
   // Only a Connection field naming more than close / keep-alive makes other fields hop-by-hop.
   bool has_connection = false;
   for (auto f : h) {
@@ -110,15 +112,26 @@ bool copy_fields(const HeaderMap& h, HeaderMap& out, bool skip_host, bool split_
       while (!v.empty()) {
         auto semi = v.find(';');
         auto crumb = trim(v.substr(0, semi));
-        if (!crumb.empty()) out.append("cookie", crumb);
+        if (!crumb.empty()) sink(ctx, "cookie", crumb);
         if (semi == std::string_view::npos) break;
         v.remove_prefix(semi + 1);
       }
       continue;
     }
-    append_lower(out, f.name, f.value);
+    sink(ctx, f.name, f.value);
   }
   return te_trailers;
+}
+
+namespace {
+
+/// Appends the regular fields of `h` for an HTTP/2 peer, lowercased. Returns whether TE listed
+/// trailers.
+bool copy_fields(const HeaderMap& h, HeaderMap& out, bool skip_host, bool split_cookies) {
+  return for_each_h2_field(
+      h, skip_host, split_cookies,
+      [](void* o, std::string_view n, std::string_view v) { append_lower(*static_cast<HeaderMap*>(o), n, v); },
+      &out);
 }
 
 /// The authority of an absolute-form target ("http://host:port/path"), else empty.
@@ -301,8 +314,12 @@ void from_request(const RequestHeader& r, HeaderMap& out, std::string_view schem
   if (copy_fields(h, out, true, split_cookies)) out.append("te", "trailers");
 }
 
+bool status_expressible(std::uint16_t status) noexcept {
+  return status != 101 && status >= 100 && status <= 999;
+}
+
 Result<void> from_response(const ResponseHeader& r, HeaderMap& out) {
-  if (r.status() == 101 || r.status() < 100 || r.status() > 999)
+  if (!status_expressible(r.status()))
     return Error::internal(ErrorType::H2Error, "status not expressible in HTTP/2");
   char buf[4];
   auto [p, ec] = std::to_chars(buf, buf + sizeof buf, r.status());

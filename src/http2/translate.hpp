@@ -61,6 +61,19 @@ Result<void> from_response(const ResponseHeader& r, HeaderMap& out);
 /// Copies trailer fields to send, lowercased, without connection-specific or pseudo-header fields.
 void from_trailers(const HeaderMap& in, HeaderMap& out);
 
+/// False for the statuses an HTTP/2 response cannot carry: 101 (RFC 9113 §8.6), and any not of
+/// three digits.
+bool status_expressible(std::uint16_t status) noexcept;
+
+/// Receives one field for an HTTP/2 peer; `name` keeps the case it had.
+using FieldSink = void (*)(void* ctx, std::string_view name, std::string_view value);
+/// Passes to `sink` the regular fields of `h` an HTTP/2 peer may get, by the dropping rules of
+/// `from_request` (without lowercasing; Host dropped when `skip_host`, Cookie split into crumbs
+/// with `split_cookies`): the walk behind from_request/from_response, for a caller that builds
+/// its own list. Returns whether TE listed trailers.
+bool for_each_h2_field(const HeaderMap& h, bool skip_host, bool split_cookies, FieldSink sink,
+                       void* ctx);
+
 /// True for the fields RFC 9113 §8.2.2 forbids in HTTP/2 (TE aside): connection, keep-alive,
 /// proxy-connection, transfer-encoding, upgrade. `name` compares case-insensitively.
 bool is_connection_specific(std::string_view name) noexcept;

@@ -82,7 +82,6 @@ void H2Stream::end() noexcept {
 void H2Stream::reuse(std::int32_t id, std::uint32_t index) noexcept {
   id_ = id;
   conn_requests_ = index;
-  out_fields_.clear();
   trailers_out_.clear();
   req_trailers_.clear();
   head_pending_ = head_bodyless_ = head_error_ = false;
@@ -148,8 +147,9 @@ task<bool> H2Stream::wait(asio::steady_timer& t, milliseconds timeout) {
 }
 
 void H2Stream::ds_prepare_head(ResponseHeader& h, bool bodyless) {
-  out_fields_.clear();
-  head_error_ = !h2::from_response(h, out_fields_);
+  // The head is translated when it is sent, from resp_: every caller passes resp_, or a head it
+  // moves into resp_ before sending.
+  head_error_ = !h2::status_expressible(h.status());
   head_pending_ = true;
   head_bodyless_ = bodyless;
   if (h.status() >= 200) {
@@ -176,8 +176,9 @@ task<Result<void>> H2Stream::ds_send(const std::vector<std::string_view>& pieces
     if (head_error_)
       co_return Error::internal(ErrorType::H2Error, "the response cannot be sent over HTTP/2");
     const bool eos = head_bodyless_ || (end && last == pieces.size() && !trailers);
-    if (auto r = s.submit_response(id_, out_fields_, eos); !r) co_return r.error();
-    head_sent_ += out_fields_.byte_size();
+    std::size_t field_bytes = 0;
+    if (auto r = s.submit_response(id_, resp_, eos, &field_bytes); !r) co_return r.error();
+    head_sent_ += field_bytes;
     if (eos) local_done_ = true;
     conn_.kick();
   }

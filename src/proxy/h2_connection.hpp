@@ -72,7 +72,6 @@ class H2Stream final : public ProxyRequest {
 
   H2Connection& conn_;
   std::int32_t id_;
-  HeaderMap out_fields_;      // the response head being prepared
   HeaderMap trailers_out_;    // response trailers being sent
   HeaderMap req_trailers_;    // the request's trailer section
   bool head_pending_ = false;

@@ -318,6 +318,53 @@ TEST(H2Session, HeadOnlyRequestEndsTheStreamAtOnce) {
   EXPECT_TRUE(ch[0].end_stream);
 }
 
+TEST(H2Session, ResponseHeaderIsTranslatedAsItIsSubmitted) {
+  // The HTTP/1 head goes straight into HPACK: ":status" first, names lowercased, the
+  // connection-specific fields and those Connection names dropped, the values untouched, and
+  // the Content-Length kept and enforced.
+  Pair p;
+  auto id = p.client.submit_request(req_fields(), true);
+  ASSERT_TRUE(id);
+  p.pump();
+  portico::ResponseHeader r = portico::ResponseHeader::build(404);
+  r.append_header("Content-Type", "text/plain; charset=UTF-8");
+  r.append_header("Connection", "keep-alive, X-Hop");
+  r.append_header("X-Hop", "dropped");
+  r.append_header("Keep-Alive", "timeout=5");
+  r.append_header("Transfer-Encoding", "chunked");
+  r.append_header("TE", "trailers");
+  r.append_header("Set-Cookie", "a=1");
+  r.append_header("Set-Cookie", "b=2");
+  r.append_header("Content-Length", "4");
+  std::size_t bytes = 0;
+  ASSERT_TRUE(p.server.submit_response(*id, r, false, &bytes));
+  ASSERT_TRUE(p.server.send_data(*id, "gone", true));
+  p.pump();
+  auto ch = Pair::take(p.cev, EventKind::Head);
+  ASSERT_EQ(ch.size(), 1u);
+  const HeaderMap& f = ch[0].fields;
+  ASSERT_EQ(f.size(), 5u);
+  EXPECT_EQ(f[0].name, ":status");
+  EXPECT_EQ(f[0].value, "404");
+  EXPECT_EQ(f[1].name, "content-type");
+  EXPECT_EQ(f[1].value, "text/plain; charset=UTF-8");
+  EXPECT_EQ(f.get_all("set-cookie"), (std::vector<std::string_view>{"a=1", "b=2"}));
+  EXPECT_EQ(f.get("content-length").value(), "4");
+  EXPECT_EQ(bytes, std::size_t{7 + 3 + 12 + 25 + 2 * (10 + 3) + 14 + 1});
+  EXPECT_EQ(Pair::read_all(p.client, *id), "gone");
+
+  // A body longer than the Content-Length is refused; 101 is not an HTTP/2 status.
+  auto id2 = p.client.submit_request(req_fields(), true);
+  p.pump();
+  portico::ResponseHeader short_len = portico::ResponseHeader::build(200);
+  short_len.append_header("Content-Length", "2");
+  ASSERT_TRUE(p.server.submit_response(*id2, short_len, false));
+  EXPECT_FALSE(p.server.send_data(*id2, "toolong", true));
+  auto id3 = p.client.submit_request(req_fields(), true);
+  p.pump();
+  EXPECT_FALSE(p.server.submit_response(*id3, portico::ResponseHeader::build(101), true));
+}
+
 TEST(H2Session, InformationalThenFinalResponse) {
   Pair p;
   auto id = p.client.submit_request(req_fields(), true);
