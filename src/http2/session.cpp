@@ -411,12 +411,12 @@ Result<void> Session::submit_response(std::int32_t stream_id, const ResponseHead
   (void)ec;
   struct Build {
     std::vector<nghttp2_nv>* nva;
-    std::string* names;
-  } b{&head_nva, &head_names};
+    char* names;  // room for every name, lowercased
+  };
   head_nva.clear();
-  head_names.clear();
-  head_names.reserve(r.headers().byte_size());
   head_nva.reserve(r.headers().size() + 1);
+  if (head_names.size() < r.headers().byte_size()) head_names.resize(r.headers().byte_size());
+  Build b{&head_nva, head_names.data()};
   head_nva.push_back(nghttp2_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(":status")),
                                 reinterpret_cast<std::uint8_t*>(status), 7,
                                 static_cast<std::size_t>(end - status), NGHTTP2_NV_FLAG_NONE});
@@ -424,9 +424,9 @@ Result<void> Session::submit_response(std::int32_t stream_id, const ResponseHead
       r.headers(), false, false,
       [](void* ctx, std::string_view name, std::string_view value) {
         auto& bb = *static_cast<Build*>(ctx);
-        const std::size_t at = bb.names->size();
-        for (char c : name) bb.names->push_back((c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c);
-        const std::string_view lower(bb.names->data() + at, name.size());
+        char* const at = bb.names;
+        for (char c : name) *bb.names++ = (c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c;
+        const std::string_view lower(at, name.size());
         const std::uint8_t flags = (lower == "authorization" || lower == "proxy-authorization")
                                        ? NGHTTP2_NV_FLAG_NO_INDEX
                                        : NGHTTP2_NV_FLAG_NONE;
