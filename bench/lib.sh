@@ -18,8 +18,10 @@
 #   ATTEMPTS, RAW                                       read by retry_if_busy
 #   INSTALL_OPTIONAL                                    read by optional_cmd
 #   WRK_PID                                             read and cleared by finish_wrk
+#   ROOT, PORTICO_BIN                                   read by copy_portico / portico_desc
 # Variables set here: NCPU, CLK_TCK, TMP (setup_tmp), ROOTS, EXIT_STATUS, PIN_SRV, PIN_CLI,
-#   PINNING (pin_cpus), USED_PORTS, SUDO, APT_UPDATED, WAITED_TOTAL, WAITED_CASES.
+#   PINNING (pin_cpus), USED_PORTS, SUDO, APT_UPDATED, WAITED_TOTAL, WAITED_CASES,
+#   PORTICO_ORIG, PORTICO_TIME, PORTICO_BIN (copy_portico).
 # A script that starts other processes outside start_server (load generators) names them to the
 # EXIT trap by defining extra_pids (see cleanup).
 
@@ -284,6 +286,26 @@ retry_if_busy() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# The portico binary.
+# ---------------------------------------------------------------------------------------------
+# copy_portico : when PORTICO_BIN is an executable file, copies it to $TMP/reverse_proxy and points
+# PORTICO_BIN at the copy, so that a rebuild during the run cannot mix two builds in one report;
+# PORTICO_ORIG and PORTICO_TIME keep the original's path and modification time. 1 when there is none.
+copy_portico() {
+  PORTICO_ORIG=${PORTICO_BIN:?}
+  [[ -f $PORTICO_BIN && -x $PORTICO_BIN ]] || return 1
+  PORTICO_TIME=$(date -r "$PORTICO_BIN" '+%Y-%m-%d %H:%M:%S' 2>/dev/null || echo '?')
+  cp "$PORTICO_BIN" "${TMP:?}/reverse_proxy" || return 1
+  PORTICO_BIN=$TMP/reverse_proxy
+}
+
+portico_desc() { # portico_desc : "a copy of BIN (modified TIME), repository at REV[ with uncommitted changes ...]" for the reports
+  printf 'a copy of %s (modified %s), repository at %s%s' "${PORTICO_ORIG#"${ROOT:?}"/}" "${PORTICO_TIME:-?}" \
+    "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no commit yet')" \
+    "$(git -C "$ROOT" diff --quiet HEAD -- src include 2>/dev/null || echo ' with uncommitted changes in src/ or include/')"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Ports and servers: random high ports below the ephemeral range, checked free, never reused in
 # a run; servers started pinned, in the background.
 # ---------------------------------------------------------------------------------------------
@@ -378,6 +400,31 @@ nginx_upstream() { # nginx_upstream ADDR KEEPALIVE REQUESTS [TIMEOUT] : `upstrea
 nginx_proxy_location() { # nginx_proxy_location : `location /` passing to upstream origin over HTTP/1.1 keep-alive
   printf '        location / {\n            proxy_pass http://origin;\n            proxy_http_version 1.1;\n'
   printf '            proxy_set_header Connection "";\n        }\n'
+}
+
+# nginx_origin_conf [--sendfile] DIR WWW KEEPALIVE_TIMEOUT SERVER_LINE... : the nginx.conf of an
+# origin (nginx_head DIR 1 4096) serving the files under WWW with keep-alive (KEEPALIVE_TIMEOUT,
+# keepalive_requests 1000000); the SERVER_LINEs (the listen lines, TLS settings, more locations)
+# go into its server block. --sendfile: `sendfile on` and an open_file_cache, for bodies that
+# matter (a 5-byte body does not need them).
+nginx_origin_conf() {
+  local files="" l
+  if [[ ${1:-} == --sendfile ]]; then
+    files=$'    sendfile on;\n    open_file_cache max=16 inactive=60s;\n'
+    shift
+  fi
+  nginx_head "$1" 1 4096
+  printf '    default_type application/octet-stream;\n%s    tcp_nodelay on;\n' "$files"
+  printf '    keepalive_timeout %s;\n    keepalive_requests 1000000;\n    server {\n' "$3"
+  for l in "${@:4}"; do printf '        %s\n' "$l"; done
+  printf '        root %s;\n        location / { }\n    }\n}\n' "$2"
+}
+
+nginx_accepts() { # nginx_accepts URL : the `accepts` counter of an nginx stub_status page (this read's own connection included)
+  local out
+  out=$(timeout -k 2 10 "${PIN_CLI[@]}" curl -sS -m 5 "$1" 2>&1) || { log "cannot read $1: $out"; return 1; }
+  awk '/^ *[0-9]+ +[0-9]+ +[0-9]+ *$/ { print $1; found = 1; exit } END { exit !found }' <<<"$out" ||
+    { log "no counters in $1: $out"; return 1; }
 }
 
 start_nginx() { # start_nginx NAME DIR CONF [STDOUT_LOG] : nginx -p DIR -c DIR/CONF in the foreground via start_server (log DIR/STDOUT_LOG, default stdout.log)

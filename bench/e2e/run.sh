@@ -9,8 +9,10 @@
 #   DURATION          seconds of each measured wrk run (default 5)
 #   REPEATS           measured runs per target and scenario; the median is reported (default 3)
 #   WARMUP            seconds of the unmeasured wrk run before each measured run (default 1)
-#   CONNECTIONS       wrk connections (default 50)
-#   PORTICO_BIN       portico binary (default build/examples/reverse_proxy in the repository)
+#   CONNECTIONS       wrk connections of the HTTP/1 scenarios but 1m (default 50)
+#   CONNECTIONS_1M    wrk connections of the 1m scenario (default 10: see bench/README.md)
+#   PORTICO_BIN       portico binary (default build/examples/reverse_proxy in the repository); it is
+#                     copied to the temporary directory at start, so a rebuild cannot swap it mid-run
 #   INSTALL_OPTIONAL  1 (default): apt-install haproxy and h2o when missing; 0: use them only if present
 #   PROXY_CPU/WRK_CPU CPUs for the servers / for wrk (default 0 / 1)
 #   RESULTS_DIR       where the markdown report goes (default bench/results)
@@ -19,11 +21,14 @@
 #
 # Options:
 #   --only LIST       comma-separated scenarios to run (default: all of them):
-#                       5b, 1k   HTTP/1.1 keep-alive GET of 5 B / 1 KiB with wrk (h1 = both)
+#                       5b, 1k, 64k, 1m  HTTP/1.1 keep-alive GET of 5 B / 1 KiB / 64 KiB / 1 MiB, wrk
+#                       newconn  HTTP/1.1 GET of 5 B, a new connection per request
+#                                (wrk -H 'Connection: close')
 #                       h2c      HTTP/2 with prior knowledge on a plain listener, 1 KiB, h2load
 #                       h2tls    HTTP/2 over TLS (ALPN h2), 1 KiB, h2load
 #                       h2up     h2c to the proxy and HTTP/2 (prior knowledge) to an HTTP/2 origin
-#                     (h2 = h2c,h2tls,h2up). HTTP/1 results go to e2e-*.md, HTTP/2 ones to h2-*.md.
+#                     (h1 = 5b,1k,64k,1m,newconn; h2 = h2c,h2tls,h2up). HTTP/1 results go to e2e-*.md,
+#                     HTTP/2 ones to h2-*.md.
 #
 # Everything listens on 127.0.0.1 only. Every process the script starts is killed on exit and the
 # temporary directory is removed. See bench/README.md for the method.
@@ -39,6 +44,7 @@ DURATION=${DURATION:-5}
 REPEATS=${REPEATS:-3}
 WARMUP=${WARMUP:-1}
 CONNECTIONS=${CONNECTIONS:-50}
+CONNECTIONS_1M=${CONNECTIONS_1M:-10}
 PORTICO_BIN=${PORTICO_BIN:-$ROOT/build/examples/reverse_proxy}
 INSTALL_OPTIONAL=${INSTALL_OPTIONAL:-1}
 PROXY_CPU=${PROXY_CPU:-0}
@@ -48,9 +54,12 @@ ONLY=${ONLY:-}           # same as --only
 H2_CLIENTS=${H2_CLIENTS:-10}  # h2load -c
 H2_STREAMS=${H2_STREAMS:-10}  # h2load -m
 
-# Scenarios: 5b, 1k (HTTP/1.1 with wrk), h2c, h2tls (HTTP/2 to the proxy with h2load, HTTP/1.1 to
-# the origin), h2up (h2c to the proxy and HTTP/2 with prior knowledge to an HTTP/2 origin).
-ALL_SCENARIOS="5b,1k,h2c,h2tls,h2up"
+# Scenarios: 5b, 1k, 64k, 1m, newconn (HTTP/1.1 with wrk), h2c, h2tls (HTTP/2 to the proxy with
+# h2load, HTTP/1.1 to the origin), h2up (h2c to the proxy and HTTP/2 with prior knowledge to an
+# HTTP/2 origin).
+H1_SCENARIOS="5b,1k,64k,1m,newconn"
+H2_SCENARIO_LIST="h2c,h2tls,h2up"
+ALL_SCENARIOS="$H1_SCENARIOS,$H2_SCENARIO_LIST"
 while (($#)); do
   case $1 in
     --only) (($# >= 2)) || die "--only needs a list, e.g. --only h2c,h2tls"; ONLY=$2; shift 2 ;;
@@ -66,9 +75,9 @@ declare -A WANT=()
 IFS=, read -r -a _only <<<"$ONLY"
 for _s in "${_only[@]}"; do
   case $_s in
-    5b | 1k | h2c | h2tls | h2up) WANT[$_s]=1 ;;
-    h1) WANT[5b]=1 WANT[1k]=1 ;;
-    h2) WANT[h2c]=1 WANT[h2tls]=1 WANT[h2up]=1 ;;
+    5b | 1k | 64k | 1m | newconn | h2c | h2tls | h2up) WANT[$_s]=1 ;;
+    h1) for _t in ${H1_SCENARIOS//,/ }; do WANT[$_t]=1; done ;;
+    h2) for _t in ${H2_SCENARIO_LIST//,/ }; do WANT[$_t]=1; done ;;
     all) for _t in ${ALL_SCENARIOS//,/ }; do WANT[$_t]=1; done ;;
     '') ;;
     *) die "unknown scenario '$_s' in --only (known: $ALL_SCENARIOS, h1, h2, all)" ;;
@@ -76,15 +85,23 @@ for _s in "${_only[@]}"; do
 done
 ((${#WANT[@]} > 0)) || die "--only selects no scenario"
 RUN_H1=0 RUN_H2=0
-[[ -n ${WANT[5b]:-}${WANT[1k]:-} ]] && RUN_H1=1
-[[ -n ${WANT[h2c]:-}${WANT[h2tls]:-}${WANT[h2up]:-} ]] && RUN_H2=1
+for _s in ${H1_SCENARIOS//,/ }; do [[ -n ${WANT[$_s]:-} ]] && RUN_H1=1; done
+for _s in ${H2_SCENARIO_LIST//,/ }; do [[ -n ${WANT[$_s]:-} ]] && RUN_H2=1; done
 
 check_var DURATION "$DURATION" 1 600
 check_var REPEATS "$REPEATS" 1 50
 check_var WARMUP "$WARMUP" 0 60
 check_var CONNECTIONS "$CONNECTIONS" 1 10000
+check_var CONNECTIONS_1M "$CONNECTIONS_1M" 1 10000
 check_var PROXY_CPU "$PROXY_CPU" 0 4095
 check_var WRK_CPU "$WRK_CPU" 0 4095
+
+# The HTTP/1 scenarios: the file GET, wrk's connections, its label in the report. newconn sends
+# `Connection: close` (see run_wrk), so every request is a new client connection.
+declare -A SC_PATH=([5b]=/5b [1k]=/1k [64k]=/64k [1m]=/1m [newconn]=/5b)
+declare -A SC_CONNS=([5b]=$CONNECTIONS [1k]=$CONNECTIONS [64k]=$CONNECTIONS [1m]=$CONNECTIONS_1M [newconn]=$CONNECTIONS)
+declare -A SC_LABEL=([5b]="5 B keep-alive" [1k]="1 KiB keep-alive" [64k]="64 KiB keep-alive"
+  [1m]="1 MiB keep-alive" [newconn]="5 B, new connection per request")
 
 # ---------------------------------------------------------------------------------------------
 # Process bookkeeping and cleanup.
@@ -116,6 +133,10 @@ HAVE_HAPROXY=0 HAVE_H2O=0
 if optional_cmd haproxy haproxy; then HAVE_HAPROXY=1; fi
 if optional_cmd h2o h2o; then HAVE_H2O=1; fi
 
+# The portico processes start one after another (the HTTP/2 scenarios start their own): all of
+# them run one copy of the binary, made now.
+copy_portico || true
+
 # ---------------------------------------------------------------------------------------------
 # Pinning: servers on PROXY_CPU, wrk on WRK_CPU.
 # ---------------------------------------------------------------------------------------------
@@ -141,48 +162,56 @@ check_http() { # check_http PORT PATH FILE : GET returns 200 and exactly FILE's 
 }
 
 # ---------------------------------------------------------------------------------------------
-# Origin: nginx serving a 5-byte and a 1 KiB file.
+# Origin: nginx serving files of 5 B, 1 KiB, 64 KiB and 1 MiB, and its connection counter
+# (stub_status `accepts`) on /stub_status.
 # ---------------------------------------------------------------------------------------------
 O_DIR=$TMP/origin
 mkdir -p "$O_DIR/www" "$O_DIR/tmp"
 printf 'hello' >"$O_DIR/www/5b"
-head -c 1024 /dev/zero | tr '\0' 'x' >"$O_DIR/www/1k"
+for _f in 1k:1024 64k:65536 1m:1048576; do
+  head -c "${_f#*:}" /dev/zero | tr '\0' 'x' >"$O_DIR/www/${_f%:*}"
+done
 chmod -R a+rX "$O_DIR/www"
 pick_port
 O_PORT=$REPLY
-cat >"$O_DIR/origin.conf" <<EOF
-$(nginx_head "$O_DIR" 1 4096)
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nodelay on;
-    keepalive_timeout 65;
-    keepalive_requests 1000000;
-    open_file_cache max=16 inactive=60s;
-    server {
-        listen 127.0.0.1:$O_PORT;
-        root $O_DIR/www;
-        location / { }
-    }
-}
-EOF
+nginx_origin_conf --sendfile "$O_DIR" "$O_DIR/www" 65 "listen 127.0.0.1:$O_PORT;" \
+  "location = /stub_status { stub_status; }" >"$O_DIR/origin.conf"
 start_nginx origin "$O_DIR" origin.conf
 O_PID=$REPLY
 wait_listen origin "$O_PID" "$O_PORT" "$O_DIR/stdout.log" "$O_DIR/error.log" || die "origin nginx did not start"
-if ! check_http "$O_PORT" /5b "$O_DIR/www/5b" || ! check_http "$O_PORT" /1k "$O_DIR/www/1k"; then
-  die "origin does not serve its files"
-fi
+
+# check_files PORT : the target serves every file of the HTTP/1 scenarios run (5b and 1k always)
+check_files() {
+  local f
+  for f in 5b 1k 64k 1m; do
+    [[ $f == 5b || $f == 1k || -n ${WANT[$f]:-} ]] || continue
+    check_http "$1" "/$f" "$O_DIR/www/$f" || return 1
+  done
+}
+check_files "$O_PORT" || die "origin does not serve its files"
 
 # ---------------------------------------------------------------------------------------------
 # Proxies, one worker each, all forwarding to the origin.
 # ---------------------------------------------------------------------------------------------
 declare -A T_PORT T_PID T_NOTE DEAD
+# nginx_proxy_conf DIR UPSTREAM SERVER_LINE... : a one-worker nginx proxy to UPSTREAM (keepalive 64);
+# large responses are passed on as the client takes them, never buffered to a temporary file
+nginx_proxy_conf() {
+  local l
+  nginx_head "$1" 1 4096
+  printf '    tcp_nodelay on;\n    keepalive_timeout 65;\n    keepalive_requests 1000000;\n    proxy_max_temp_file_size 0;\n'
+  nginx_upstream "$2" 64 1000000
+  printf '    server {\n'
+  for l in "${@:3}"; do printf '        %s\n' "$l"; done
+  nginx_proxy_location
+  printf '    }\n}\n'
+}
 TARGETS=()      # proxies that started and answered correctly
 ALL_PROXIES=(portico nginx haproxy h2o)
 
 register() { # register NAME PID PORT LOG [MORE LOGS]
   local name=$1 pid=$2 port=$3
-  if wait_listen "$name" "$pid" "$port" "${@:4}" &&
-    check_http "$port" /5b "$O_DIR/www/5b" && check_http "$port" /1k "$O_DIR/www/1k"; then
+  if wait_listen "$name" "$pid" "$port" "${@:4}" && check_files "$port"; then
     T_PORT[$name]=$port T_PID[$name]=$pid
     TARGETS+=("$name")
   else
@@ -209,18 +238,7 @@ if ((RUN_H1)); then # the HTTP/1 proxies
   N_PORT=$REPLY
   N_DIR=$TMP/nginx-proxy
   mkdir -p "$N_DIR/tmp"
-  cat >"$N_DIR/proxy.conf" <<EOF
-$(nginx_head "$N_DIR" 1 4096)
-    tcp_nodelay on;
-    keepalive_timeout 65;
-    keepalive_requests 1000000;
-$(nginx_upstream "127.0.0.1:$O_PORT" 64 1000000)
-    server {
-        listen 127.0.0.1:$N_PORT;
-$(nginx_proxy_location)
-    }
-}
-EOF
+  nginx_proxy_conf "$N_DIR" "127.0.0.1:$O_PORT" "listen 127.0.0.1:$N_PORT;" >"$N_DIR/proxy.conf"
   start_nginx nginx "$N_DIR" proxy.conf
   register nginx "$REPLY" "$N_PORT" "$N_DIR/stdout.log" "$N_DIR/error.log"
 
@@ -280,47 +298,65 @@ RAW=$TMP/raw.tsv
 WRK_LOG=$TMP/wrk.out
 
 WRK_PID=""
-run_wrk() { # run_wrk PORT PATH SECONDS : output in $WRK_LOG; bounded by timeout
+run_wrk() { # run_wrk SCENARIO PORT SECONDS : output in $WRK_LOG; bounded by timeout
+  local hdr=()
+  [[ $1 == newconn ]] && hdr=(-H "Connection: close") # the server closes after each response; wrk reconnects
   # In the background and waited for, so that a signal to the script is handled at once.
-  timeout -k 5 $(($3 + 30)) "${PIN_CLI[@]}" wrk -t1 -c"$CONNECTIONS" -d"$3"s --latency \
-    "http://127.0.0.1:$1$2" >"$WRK_LOG" 2>&1 &
+  timeout -k 5 $(($3 + 30)) "${PIN_CLI[@]}" wrk -t1 -c"${SC_CONNS[$1]}" -d"$3"s --latency ${hdr[@]+"${hdr[@]}"} \
+    "http://127.0.0.1:$2${SC_PATH[$1]}" >"$WRK_LOG" 2>&1 &
   WRK_PID=$!
   finish_wrk
 }
 
-measure() { # measure SCENARIO TARGET REP PORT PATH [PROXY_ROOT_PID]
-  local scen=$1 target=$2 rep=$3 port=$4 path=$5 root=${6:-} ppids="" opids
-  local p0=0 p1=0 o0 o1 t0 t1 reqs rps p99 errs
-  if ((WARMUP > 0)); then run_wrk "$port" "$path" "$WARMUP" || true; fi
+# Connections: the origin's accepts (stub_status; each read is one connection, subtracted) and
+# the kernel's count of accepted TCP connections (PassiveOpens in /proc/net/snmp, all of this
+# network namespace): accepted by the target = PassiveOpens - origin accepts (proxies), the
+# origin's own count (direct). Other local connections made during the run inflate it.
+origin_accepts() { nginx_accepts "http://127.0.0.1:$O_PORT/stub_status" || echo 0; }
+passive_opens() { awk '$1 == "Tcp:" { if (!c) { for (i = 2; i <= NF; i++) if ($i == "PassiveOpens") c = i } else { print $c; exit } }' /proc/net/snmp; }
+
+measure() { # measure SCENARIO TARGET REP PORT [PROXY_ROOT_PID]
+  local scen=$1 target=$2 rep=$3 port=$4 root=${5:-} ppids="" opids conns=${SC_CONNS[$1]}
+  local p0=0 p1=0 o0 o1 t0 t1 a0 a1 k0 k1 reqs rps p99 errs oconns tconns
+  if ((WARMUP > 0)); then run_wrk "$scen" "$port" "$WARMUP" || true; fi
   [[ -n $root ]] && ppids=$(descendants "$root")
   opids=$(descendants "$O_PID")
+  k0=$(passive_opens) a0=$(origin_accepts)
   # shellcheck disable=SC2086
   { [[ -n $root ]] && p0=$(cpu_ticks $ppids); o0=$(cpu_ticks $opids); t0=$(date +%s%N); }
-  if ! run_wrk "$port" "$path" "$DURATION"; then
+  if ! run_wrk "$scen" "$port" "$DURATION"; then
     log "wrk failed against $target ($scen, run $rep):"
     sed 's/^/    /' "$WRK_LOG" >&2
   fi
   # shellcheck disable=SC2086
   { t1=$(date +%s%N); o1=$(cpu_ticks $opids); [[ -n $root ]] && p1=$(cpu_ticks $ppids); }
+  a1=$(origin_accepts) k1=$(passive_opens)
+  oconns=$((a1 - a0 - 1)) tconns=$((k1 - k0 - (a1 - a0)))
+  [[ -n $root ]] || tconns=$oconns
   read -r reqs rps p99 errs < <(parse_wrk "$WRK_LOG")
-  # A run counts only if it had no errors and every connection got well past its first request.
+  # A run counts only if it had no errors and every connection got well past its first request;
+  # newconn only if wrk opened a connection per request.
   local flag=ok
   if ((errs > 0)); then
     flag=errors
-  elif ((reqs < 10 * CONNECTIONS)); then
+  elif ((reqs < 10 * conns)); then
     flag=stalled
-    log "warning: only $reqs requests completed in ${DURATION}s with $CONNECTIONS connections: $target stalled"
+    log "warning: only $reqs requests completed in ${DURATION}s with $conns connections: $target stalled"
+  elif [[ $scen == newconn ]] && ((10 * tconns < 9 * reqs)); then
+    flag=reused
+    log "warning: $target accepted $tconns connections for $reqs requests with Connection: close"
   fi
   if [[ -n $root ]] && ! kill -0 "$root" 2>/dev/null; then flag=died; fi
   awk -v f="$flag" -v s="$scen" -v t="$target" -v r="$rep" -v n="$reqs" -v rps="$rps" -v p99="$p99" -v e="$errs" \
-    -v pt=$((p1 - p0)) -v ot=$((o1 - o0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) -v proxy="${root:+1}" '
+    -v pt=$((p1 - p0)) -v ot=$((o1 - o0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) -v proxy="${root:+1}" \
+    -v tc="$tconns" -v oc="$oconns" '
     BEGIN {
       pus = (proxy && n > 0) ? sprintf("%.2f", pt * 1e6 / hz / n) : "-"
       ppc = proxy ? sprintf("%.1f", pt / hz / (ns / 1e9) * 100) : "-"
       ous = n > 0 ? sprintf("%.2f", ot * 1e6 / hz / n) : "-"
-      printf "%s\t%s\t%s\t%d\t%.2f\t%.3f\t%d\t%s\t%s\t%s\t%s\n", s, t, r, n, rps, p99, e, pus, ppc, ous, f
+      printf "%s\t%s\t%s\t%d\t%.2f\t%.3f\t%d\t%s\t%s\t%s\t%s\t%d\t%d\n", s, t, r, n, rps, p99, e, pus, ppc, ous, f, tc, oc
     }' >>"$RAW"
-  log "$(tail -n 1 "$RAW" | awk -F'\t' '{ printf "%-4s %-15s run %s: %9.0f req/s  p99 %7.3f ms  errors %d  proxy %s us/req (%s%% CPU)  origin %s us/req%s", $1, $2, $3, $5, $6, $7, $8, $9, $10, ($11 == "ok" ? "" : "  [" $11 ": not counted]") }')"
+  log "$(tail -n 1 "$RAW" | awk -F'\t' '{ printf "%-7s %-15s run %s: %9.0f req/s  p99 %7.3f ms  errors %d  proxy %s us/req (%s%% CPU)  origin %s us/req  conns %d / origin %d%s", $1, $2, $3, $5, $6, $7, $8, $9, $10, $12, $13, ($11 == "ok" ? "" : "  [" $11 ": not counted]") }')"
 }
 
 busy_pct() { # busy_pct : % of all CPUs busy over the next second, from /proc/stat
@@ -342,19 +378,17 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 mkdir -p "$RESULTS_DIR"
 
 # ---------------------------------------------------------------------------------------------
-# HTTP/1 scenarios (5b, 1k) with wrk.
+# HTTP/1 scenarios (5b, 1k, 64k, 1m, newconn) with wrk.
 # ---------------------------------------------------------------------------------------------
 if ((RUN_H1)); then
   SCENARIOS=()
-  [[ -n ${WANT[5b]:-} ]] && SCENARIOS+=("5b:/5b:5 B")
-  [[ -n ${WANT[1k]:-} ]] && SCENARIOS+=("1k:/1k:1 KiB")
+  for s in ${H1_SCENARIOS//,/ }; do [[ -n ${WANT[$s]:-} ]] && SCENARIOS+=("$s"); done
   n_runs=$(((2 * REPEATS + REPEATS * ${#TARGETS[@]}) * ${#SCENARIOS[@]}))
   log "targets: direct ${TARGETS[*]:-}; $n_runs measured runs of ${DURATION}s (+${WARMUP}s warm-up each), about $((n_runs * (DURATION + WARMUP) / 60 + 1)) min"
   ((${#TARGETS[@]} > 0)) || log "warning: no proxy is running; only the direct numbers will be measured"
 
-  for sc in "${SCENARIOS[@]}"; do
-    IFS=: read -r key path _ <<<"$sc"
-    for ((rep = 1; rep <= REPEATS; rep++)); do measure "$key" "direct (before)" "$rep" "$O_PORT" "$path"; done
+  for key in "${SCENARIOS[@]}"; do
+    for ((rep = 1; rep <= REPEATS; rep++)); do measure "$key" "direct (before)" "$rep" "$O_PORT"; done
     for ((rep = 1; rep <= REPEATS; rep++)); do
       for t in ${TARGETS[@]+"${TARGETS[@]}"}; do
         if [[ -n ${DEAD[$t]:-} ]]; then continue; fi
@@ -363,10 +397,10 @@ if ((RUN_H1)); then
           DEAD[$t]=1
           continue
         fi
-        measure "$key" "$t" "$rep" "${T_PORT[$t]}" "$path" "${T_PID[$t]}"
+        measure "$key" "$t" "$rep" "${T_PORT[$t]}" "${T_PID[$t]}"
       done
     done
-    for ((rep = 1; rep <= REPEATS; rep++)); do measure "$key" "direct (after)" "$rep" "$O_PORT" "$path"; done
+    for ((rep = 1; rep <= REPEATS; rep++)); do measure "$key" "direct (after)" "$rep" "$O_PORT"; done
   done
 
   # Stop the proxies one by one now, to see how each of them exits on SIGTERM.
@@ -399,7 +433,9 @@ if ((RUN_H1)); then
   ORDER="direct (before)"
   for t in "${ALL_PROXIES[@]}"; do ORDER+=",$t"; done
   ORDER+=",direct (after)"
-  awk -F'\t' -v order="$ORDER" -v cpufile="$TMP/cpu.tsv" '
+  SC_LIST=""
+  for key in "${SCENARIOS[@]}"; do SC_LIST+="${SC_LIST:+|}$key|${SC_LABEL[$key]}"; done
+  awk -F'\t' -v order="$ORDER" -v scens="$SC_LIST" -v cpufile="$TMP/cpu.tsv" '
     function median(key,   n, i, j, v, a) {
       n = cnt[key]
       for (i = 1; i <= n; i++) a[i] = vals[key, i]
@@ -416,13 +452,15 @@ if ((RUN_H1)); then
       if ($8 != "-") add(k SUBSEP "pus", $8)
       if ($9 != "-") add(k SUBSEP "ppc", $9)
       if ($10 != "-") add(k SUBSEP "ous", $10)
+      if ($4 > 0) { add(k SUBSEP "tc", $12 / $4); add(k SUBSEP "oc", $13 / $4) }
     }
     END {
-      split("5b 1k", sc, " "); label["5b"] = "5 B"; label["1k"] = "1 KiB"
+      m = split(scens, a, "|"); ns = 0
+      for (i = 1; i < m; i += 2) { sc[++ns] = a[i]; label[a[i]] = a[i + 1] }
       nt = split(order, tg, ",")
-      print "| scenario | target | req/s | vs direct | p99 latency | errors | valid runs | proxy CPU µs/req | proxy CPU % | origin CPU µs/req |"
-      print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-      for (s = 1; s <= 2; s++) {
+      print "| scenario | target | req/s | vs direct | p99 latency | errors | valid runs | proxy CPU µs/req | proxy CPU % | origin CPU µs/req | new conns/req: target / origin |"
+      print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+      for (s = 1; s <= ns; s++) {
         best = 0
         for (d = 0; d < 2; d++) {
           k = sc[s] SUBSEP (d ? "direct (after)" : "direct (before)")
@@ -435,9 +473,10 @@ if ((RUN_H1)); then
           vs = (best > 0 && cnt[k SUBSEP "rps"]) ? sprintf("%.2f", rps / best) : "—"
           valid = (good[k] + 0) "/" runs[k] (bad[k] != "" ? " (" bad[k] ")" : "")
           name = (tg[i] ~ /^direct/) ? tg[i] : "**" tg[i] "**"
-          printf "| %s keep-alive | %s | %s | %s | %s | %d | %s | %s | %s | %s |\n", label[sc[s]], name,
+          printf "| %s | %s | %s | %s | %s | %d | %s | %s | %s | %s | %s / %s |\n", label[sc[s]], name,
             fmt(k SUBSEP "rps", "%.0f"), vs, fmt(k SUBSEP "p99", "%.2f ms"), errs[k], valid,
-            fmt(k SUBSEP "pus", "%.2f"), fmt(k SUBSEP "ppc", "%.0f"), fmt(k SUBSEP "ous", "%.2f")
+            fmt(k SUBSEP "pus", "%.2f"), fmt(k SUBSEP "ppc", "%.0f"), fmt(k SUBSEP "ous", "%.2f"),
+            fmt(k SUBSEP "tc", "%.3f"), fmt(k SUBSEP "oc", "%.3f")
           if (tg[i] !~ /^direct/ && cnt[k SUBSEP "pus"]) print sc[s] "\t" tg[i] "\t" fmt(k SUBSEP "pus", "%.2f") > cpufile
         }
       }
@@ -446,10 +485,9 @@ if ((RUN_H1)); then
   cpu_of() { awk -F'\t' -v s="$1" -v t="$2" '$1 == s && $2 == t { print $3 }' "$TMP/cpu.tsv" 2>/dev/null; }
   RATIOS=$TMP/ratios.md
   {
-    for sc in "${SCENARIOS[@]}"; do
-      IFS=: read -r key _ label <<<"$sc"
+    for key in "${SCENARIOS[@]}"; do
       base=$(cpu_of "$key" nginx)
-      line="- $label keep-alive, proxy CPU µs/request relative to nginx:"
+      line="- ${SC_LABEL[$key]}, proxy CPU µs/request relative to nginx:"
       any=0
       for t in portico haproxy h2o; do
         v=$(cpu_of "$key" "$t")
@@ -462,8 +500,8 @@ if ((RUN_H1)); then
       echo "$line"
     done
     echo
-    for sc in "${SCENARIOS[@]}"; do
-      IFS=: read -r key _ label <<<"$sc"
+    for key in "${SCENARIOS[@]}"; do
+      label=${SC_LABEL[$key]}
       v=$(cpu_of "$key" portico) base=$(cpu_of "$key" nginx)
       if [[ -n $v && -n $base ]]; then
         printf '**portico/nginx CPU µs per request, %s: %s** (portico %.2f µs, nginx %.2f µs; below 1 means portico is cheaper)\n\n' \
@@ -484,24 +522,35 @@ if ((RUN_H1)); then
   mkdir -p "$RESULTS_DIR"
   [[ -e $RESULTS_DIR/.gitkeep ]] || : >"$RESULTS_DIR/.gitkeep"
   REPORT=$RESULTS_DIR/e2e-$STAMP.md
+  CMD="DURATION=$DURATION REPEATS=$REPEATS WARMUP=$WARMUP"
+  [[ $CONNECTIONS == 50 ]] || CMD+=" CONNECTIONS=$CONNECTIONS"
+  [[ $CONNECTIONS_1M == 10 ]] || CMD+=" CONNECTIONS_1M=$CONNECTIONS_1M"
+  CMD+=" bash bench/e2e/run.sh"
+  ((ONLY_EXPLICIT == 0)) || CMD+=" --only $ONLY"
   {
     echo "# portico end-to-end benchmark, $(date '+%Y-%m-%d %H:%M:%S %Z')"
     echo
+    echo "- command: \`$CMD\`"
     echo "- machine: $(machine_desc)"
-    echo "- load: \`wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency\`, ${WARMUP}s warm-up before each run, median of $REPEATS run(s)"
+    for key in "${SCENARIOS[@]}"; do
+      echo "- load, ${SC_LABEL[$key]}: \`wrk -t1 -c${SC_CONNS[$key]} -d${DURATION}s --latency$([[ $key == newconn ]] && echo " -H 'Connection: close'") http://…${SC_PATH[$key]}\`"
+    done
+    echo "- ${WARMUP}s warm-up before each run, median of $REPEATS run(s)"
     echo "- pinning: $PINNING"
     echo "- other load: CPUs ${BUSY_BEFORE}% busy in the second before the first run (servers idle)"
-    echo "- origin: $(version_of nginx), 1 worker, static files, access_log off"
+    echo "- origin: $(version_of nginx), 1 worker, static files (sendfile on), access_log off"
     if [[ -n ${T_PORT[portico]:-} ]]; then
-      echo "- portico: \`$PORTICO_BIN --listen 127.0.0.1:${T_PORT[portico]} --upstream 127.0.0.1:$O_PORT --threads 1\` (repository at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no commit yet'))"
+      echo "- portico: \`reverse_proxy --listen 127.0.0.1:${T_PORT[portico]} --upstream 127.0.0.1:$O_PORT --threads 1\`, $(portico_desc)"
     fi
-    for t in nginx haproxy h2o; do
+    [[ -n ${T_PORT[nginx]:-} ]] && echo "- nginx: $(version_of nginx), 1 worker, upstream \`keepalive 64\`, \`proxy_max_temp_file_size 0\` (large bodies are not buffered to disk), no access log"
+    for t in haproxy h2o; do
       [[ -n ${T_PORT[$t]:-} ]] && echo "- $t: $(version_of "$t"), 1 worker/thread, keep-alive to the origin, no access log"
     done
     echo "- wrk: $(version_of wrk)"
     echo
     echo "CPU µs/req = (utime+stime of the server's processes and threads over the measured run) ÷ completed requests."
     echo "\"vs direct\" = req/s ÷ the better of the direct runs before and after the proxies."
+    echo "New conns/req = TCP connections accepted during the measured run ÷ completed requests: by the target (the kernel's PassiveOpens minus the origin's; for direct, the origin's; PassiveOpens counts the whole machine, so other local traffic inflates it) and by the origin (nginx stub_status \`accepts\`). newconn runs in which the target accepted fewer than 0.9 connections per request are not counted (\"reused\")."
     echo
     cat "$SUMMARY"
     echo
@@ -509,9 +558,9 @@ if ((RUN_H1)); then
     echo
     echo "<details><summary>every run</summary>"
     echo
-    echo "| scenario | target | run | requests | req/s | p99 ms | errors | proxy µs/req | proxy CPU % | origin µs/req | counted |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-    awk -F'\t' '{ printf "| %s | %s | %s | %s | %.0f | %.3f | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, ($11 == "ok" ? "yes" : "no: " $11) }' "$RAW"
+    echo "| scenario | target | run | requests | req/s | p99 ms | errors | proxy µs/req | proxy CPU % | origin µs/req | conns to the target | conns to the origin | counted |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    awk -F'\t' '{ printf "| %s | %s | %s | %s | %.0f | %.3f | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $13, ($11 == "ok" ? "yes" : "no: " $11) }' "$RAW"
     echo
     echo "</details>"
   } >"$REPORT"
@@ -529,13 +578,6 @@ fi # RUN_H1
 if ((RUN_H2)); then
   H2_DIR=$TMP/h2
   mkdir -p "$H2_DIR"
-  # The portico processes of these scenarios start one after another; a copy keeps a rebuild that
-  # relinks the binary during the run from mixing two builds in one report.
-  if [[ -f $PORTICO_BIN && -x $PORTICO_BIN ]]; then
-    H2_BIN_ORIG=$PORTICO_BIN H2_BIN_TIME=$(date -r "$PORTICO_BIN" '+%Y-%m-%d %H:%M:%S' 2>/dev/null || echo '?')
-    cp "$PORTICO_BIN" "$H2_DIR/reverse_proxy"
-    PORTICO_BIN=$H2_DIR/reverse_proxy
-  fi
   # One self-signed certificate for every server, made here and deleted with $TMP.
   if ! openssl req -x509 -newkey rsa:2048 -nodes -keyout "$H2_DIR/key.pem" -out "$H2_DIR/cert.pem" -days 2 \
     -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$H2_DIR/openssl.log" 2>&1; then
@@ -558,23 +600,8 @@ if ((RUN_H2)); then
   OH_C=$REPLY
   pick_port
   OH_S=$REPLY
-  cat >"$OH_DIR/origin.conf" <<EOF
-$(nginx_head "$OH_DIR" 1 4096)
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nodelay on;
-    keepalive_timeout 65;
-    keepalive_requests 1000000;
-    open_file_cache max=16 inactive=60s;
-    server {
-        listen 127.0.0.1:$OH_C http2;
-        listen 127.0.0.1:$OH_S ssl http2;
-        $TLS_NGINX
-        root $O_DIR/www;
-        location / { }
-    }
-}
-EOF
+  nginx_origin_conf --sendfile "$OH_DIR" "$O_DIR/www" 65 "listen 127.0.0.1:$OH_C http2;" \
+    "listen 127.0.0.1:$OH_S ssl http2;" "$TLS_NGINX" >"$OH_DIR/origin.conf"
   start_nginx origin-h2 "$OH_DIR" origin.conf
   OH_PID=$REPLY
   wait_listen origin-h2 "$OH_PID" "$OH_C" "$OH_DIR/stdout.log" "$OH_DIR/error.log" || die "HTTP/2 origin nginx did not start"
@@ -626,7 +653,7 @@ EOF
         h2tls) args+=(--tls-cert "$H2_DIR/cert.pem" --tls-key "$H2_DIR/key.pem") ;;
         h2up) args+=(--h2c --upstream-h2) ;;
       esac
-      H2_CMD[$scen,portico]="${H2_BIN_ORIG#"$ROOT"/} ${args[*]//$H2_DIR\//}"
+      H2_CMD[$scen,portico]="${PORTICO_ORIG#"$ROOT"/} ${args[*]//$H2_DIR\//}"
       start_server "portico ($scen)" "$d/out.log" "$PORTICO_BIN" "${args[@]}"
       h2_register "$scen" portico "$REPLY" "$port" "$d/out.log"
     else
@@ -641,21 +668,11 @@ EOF
       port=$REPLY
       d=$TMP/nginx-$scen
       mkdir -p "$d/tmp"
-      local listen="listen 127.0.0.1:$port http2;" tls=""
-      [[ $scen == h2tls ]] && listen="listen 127.0.0.1:$port ssl http2;" tls=$TLS_NGINX
-      cat >"$d/proxy.conf" <<EOF
-$(nginx_head "$d" 1 4096)
-    tcp_nodelay on;
-    keepalive_timeout 65;
-    keepalive_requests 1000000;
-$(nginx_upstream "$up" 64 1000000)
-    server {
-        $listen
-        $tls
-$(nginx_proxy_location)
-    }
-}
-EOF
+      if [[ $scen == h2tls ]]; then
+        nginx_proxy_conf "$d" "$up" "listen 127.0.0.1:$port ssl http2;" "$TLS_NGINX" >"$d/proxy.conf"
+      else
+        nginx_proxy_conf "$d" "$up" "listen 127.0.0.1:$port http2;" >"$d/proxy.conf"
+      fi
       start_nginx "nginx ($scen)" "$d" proxy.conf
       h2_register "$scen" nginx "$REPLY" "$port" "$d/stdout.log" "$d/error.log"
     fi
@@ -962,7 +979,7 @@ EOF
     for scen in "${H2_SCENARIOS[@]}"; do
       [[ -n ${H2_CMD[$scen,portico]:-} ]] && echo "- portico $scen: \`${H2_CMD[$scen,portico]}\`"
     done
-    echo "- portico: a copy of ${H2_BIN_ORIG:-?} (modified ${H2_BIN_TIME:-?}), repository at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no commit yet')$(git -C "$ROOT" diff --quiet HEAD -- src include 2>/dev/null || echo ' with uncommitted changes in src/ or include/')"
+    echo "- portico: $(portico_desc)"
     echo "- nginx proxy: $(version_of nginx), \`worker_processes 1\`, \`listen ... http2\` / \`listen ... ssl http2\`, upstream \`keepalive 64\`, \`proxy_http_version 1.1\`, no access log"
     ((HAVE_HAPROXY)) && echo "- haproxy: $(version_of haproxy), \`nbthread 1\`, \`bind ... proto h2\` / \`bind ... ssl crt ... alpn h2\`, \`http-reuse always\`, h2up: \`server ... proto h2\`"
     ((HAVE_H2O)) && echo "- h2o: $(version_of h2o), \`num-threads: 1\`, \`proxy.reverse.url\`, no access log"

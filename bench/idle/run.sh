@@ -132,11 +132,7 @@ if want_proxy portico; then
     ((i == 0)) && log "a build (ninja) is running: waiting for it to end (at most 10 min)"
     sleep 1
   done
-  if [[ -f $PORTICO_BIN && -x $PORTICO_BIN ]]; then
-    PORTICO_ORIG=$PORTICO_BIN
-    PORTICO_TIME=$(date -r "$PORTICO_BIN" '+%Y-%m-%d %H:%M:%S' 2>/dev/null || echo '?')
-    cp "$PORTICO_BIN" "$TMP/reverse_proxy"
-    PORTICO_BIN=$TMP/reverse_proxy
+  if copy_portico; then
     HAVE_PORTICO=1
   else
     log "portico SKIPPED: binary not found or not executable: $PORTICO_BIN (build it with 'make build' or set PORTICO_BIN)"
@@ -153,19 +149,7 @@ printf '%s' "$BODY" >"$O_DIR/www/5b"
 chmod -R a+rX "$O_DIR/www"
 pick_port
 O_PORT=$REPLY
-cat >"$O_DIR/origin.conf" <<EOF
-$(nginx_head "$O_DIR" 1 4096)
-    default_type application/octet-stream;
-    tcp_nodelay on;
-    keepalive_timeout ${KEEPALIVE_S}s;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$O_PORT;
-        root $O_DIR/www;
-        location / { }
-    }
-}
-EOF
+nginx_origin_conf "$O_DIR" "$O_DIR/www" "${KEEPALIVE_S}s" "listen 127.0.0.1:$O_PORT;" >"$O_DIR/origin.conf"
 start_nginx origin "$O_DIR" origin.conf
 O_PID=$REPLY
 wait_listen origin "$O_PID" "$O_PORT" "$O_DIR/stdout.log" "$O_DIR/error.log" || die "origin nginx did not start"
@@ -501,7 +485,7 @@ CMD+=" bash bench/idle/run.sh"
   echo "- client: bench/idle/idle_client.py ($(version_of python3), epoll), $CONCURRENCY connections being opened at a time; HTTP/1.1: \`GET /5b\` with keep-alive; h2c: preface + empty SETTINGS + one HEADERS frame (GET /5b), server SETTINGS acknowledged; every response checked (200, body \`$BODY\`), then the connection is left idle"
   echo "- origin: $(version_of nginx), 1 worker, a 5-byte static file, access_log off"
   if [[ " ${TARGETS[*]} " == *" portico "* ]]; then
-    echo "- portico: a copy of ${PORTICO_ORIG#"$ROOT"/} (modified $PORTICO_TIME), repository at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src include 2>/dev/null || echo ' with uncommitted changes in src/ or include/')"
+    echo "- portico: $(portico_desc)"
   fi
   for t in "${TARGETS[@]}"; do
     for p in "${PROTOS[@]}"; do
