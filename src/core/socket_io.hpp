@@ -25,6 +25,15 @@
 
 namespace portico::detail {
 
+/// A write tried at once (send_now, TlsStream::try_write): finished, failed, or how far it got.
+struct WriteTry {
+  bool done = false;
+  std::size_t sent = 0;  // plain sockets: bytes already sent
+  boost::system::error_code ec;
+  /// The rest must wait for the socket.
+  bool pending() const noexcept { return !done && !ec; }
+};
+
 /// Buffers taken by one send_now (more are left to the asynchronous rest).
 inline constexpr std::size_t kSendNowBuffers = 64;
 

@@ -237,32 +237,40 @@ task<Result<std::size_t>> H1Connection::ds_read(milliseconds timeout) {
   co_return n;
 }
 
-task<Result<void>> H1Connection::ds_write(const std::vector<asio::const_buffer>& bufs) {
+WriteTry H1Connection::ds_try_write(const std::vector<asio::const_buffer>& bufs) noexcept {
   // Most writes fit the socket buffer: tried first without a suspension or a timer.
-  error_code ec;
-  std::size_t sent = 0;
-  bool done = false;
+  WriteTry t;
   if (tls_)
-    done = tls_->try_write(BufferView(bufs), ec);
+    t.done = tls_->try_write(BufferView(bufs), t.ec);
   else
-    sent = send_now(sock_.native_handle(), bufs.begin(), bufs.end(), done, ec);
-  if (done && !ec) co_return ok();
-  if (!ec) {
-    wd_->arm(Watchdog::DsWrite, opts_.write_timeout, cancel_tcp, &sock_);
-    if (tls_)
-      co_await tls_->write(BufferView(bufs), ec);
-    else
-      co_await write_rest(sock_, bufs.begin(), bufs.end(), sent, ec);
-  }
+    t.sent = send_now(sock_.native_handle(), bufs.begin(), bufs.end(), t.done, t.ec);
+  return t;
+}
+
+Result<void> H1Connection::ds_write_result(const error_code& ec, bool timed_out) const {
+  if (timed_out) return Error::downstream(ErrorType::WriteTimedout, "writing to the client");
+  if (ec)
+    return Error::downstream(is_client_gone(ec) ? ErrorType::ConnectionClosed : ErrorType::WriteError,
+                             ec.message());
+  return ok();
+}
+
+task<Result<void>> H1Connection::ds_write_wait(const std::vector<asio::const_buffer>& bufs, WriteTry t) {
+  error_code ec;
+  wd_->arm(Watchdog::DsWrite, opts_.write_timeout, cancel_tcp, &sock_);
+  if (tls_)
+    co_await tls_->write(BufferView(bufs), ec);
+  else
+    co_await write_rest(sock_, bufs.begin(), bufs.end(), t.sent, ec);
   const bool timed_out = wd_->expired(Watchdog::DsWrite) || (ec && wd_->expired(Watchdog::Total));
   wd_->disarm(Watchdog::DsWrite);
-  if (timed_out) co_return Error::downstream(ErrorType::WriteTimedout, "writing to the client");
-  if (ec) {
-    Error e = Error::downstream(is_client_gone(ec) ? ErrorType::ConnectionClosed : ErrorType::WriteError,
-                                ec.message());
-    co_return e;
-  }
-  co_return ok();
+  co_return ds_write_result(ec, timed_out);
+}
+
+task<Result<void>> H1Connection::ds_write(const std::vector<asio::const_buffer>& bufs) {
+  const WriteTry t = ds_try_write(bufs);
+  if (!t.pending()) co_return ds_write_result(t.ec, false);
+  co_return co_await ds_write_wait(bufs, t);
 }
 
 task<Result<bool>> H1Connection::read_request_header() {
@@ -345,7 +353,13 @@ task<Result<void>> H1Connection::ds_send(const std::vector<std::string_view>& pi
       frame_body(pieces, ds_framing_ == DsFraming::Chunked, end, trailers, frame_, iov_);
   if (iov_.empty()) co_return ok();
   const std::size_t head = wbuf_.size();
-  auto r = co_await ds_write(iov_);
+  // ds_write inlined: a write the socket takes at once costs no coroutine frame.
+  const WriteTry t = ds_try_write(iov_);
+  Result<void> r = ok();
+  if (t.pending())
+    r = co_await ds_write_wait(iov_, t);
+  else
+    r = ds_write_result(t.ec, false);
   wbuf_.clear();
   if (!r) co_return r;
   head_sent_ += head;

@@ -22,6 +22,7 @@
 #include <portico/proxy/proxy_http.hpp>
 #include <portico/proxy/service.hpp>
 
+#include "core/socket_io.hpp"
 #include "core/watchdog.hpp"
 #include "http1/codec.hpp"
 #include "server/worker.hpp"
@@ -129,6 +130,11 @@ class ProxyRequest : public Session {
   /// Frames and writes req_chunks_[0, n) upstream; `end` adds the last chunk and trailers.
   task<Result<void>> us_send_body(UpstreamConn& up, std::size_t n, bool end);
   task<Result<void>> us_write(UpstreamConn& up, const std::vector<boost::asio::const_buffer>& b);
+  // us_write in parts: the try without waiting, the wait for the rest, the outcome.
+  WriteTry us_try_write(UpstreamConn& up, const std::vector<boost::asio::const_buffer>& b) noexcept;
+  task<Result<void>> us_write_wait(UpstreamConn& up, const std::vector<boost::asio::const_buffer>& b,
+                                   WriteTry t);
+  Result<void> us_write_result(const boost::system::error_code& ec, bool timed_out) const;
   /// Reads from the upstream; a zero timeout means the peer's read_timeout.
   task<Result<std::size_t>> us_read(UpstreamConn& up, std::chrono::milliseconds timeout = {});
   /// Runs `t` beside the current coroutine (request body or tunnel direction); see proxy_attempt.
