@@ -49,6 +49,19 @@ bool iequals(std::string_view a, std::string_view b) noexcept {
   return n == 0 || same(load<1>(p), load<1>(q));
 }
 
+void to_lower_ascii(std::string_view in, char* out) noexcept {
+  const char* p = in.data();
+  std::size_t n = in.size();
+  for (; n >= 8; p += 8, out += 8, n -= 8) {
+    const std::uint64_t x = lower8(load<8>(p));
+    std::memcpy(out, &x, 8);
+  }
+  for (; n > 0; --n) {
+    const char c = *p++;
+    *out++ = (c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c;
+  }
+}
+
 void HeaderMap::append(std::string_view name, std::string_view value) {
   auto inside = [this](std::string_view v) {
     return !v.empty() && v.data() >= buf_.data() && v.data() < buf_.data() + buf_.size();

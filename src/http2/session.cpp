@@ -25,31 +25,35 @@ bool has_upper(std::string_view s) noexcept {
 thread_local std::vector<nghttp2_nv> head_nva;
 thread_local std::string head_names;  // names lowercased for head_nva
 
-/// The nghttp2 view of a field list. Names are lowercased into `scratch` when needed (reserved
-/// up front, so the views stay put); nghttp2 copies everything while submitting.
+/// Appends the pair (`name` already lowercase); nghttp2 copies it when the head is submitted.
+void push_nv(std::vector<nghttp2_nv>& nva, std::string_view name, std::string_view value) {
+  // Credentials never enter the HPACK dynamic table (RFC 7541 §7.1.3).
+  const std::uint8_t flags = (name == "authorization" || name == "proxy-authorization")
+                                 ? NGHTTP2_NV_FLAG_NO_INDEX
+                                 : NGHTTP2_NV_FLAG_NONE;
+  nva.push_back(nghttp2_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
+                           reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())),
+                           name.size(), value.size(), flags});
+}
+
+/// The nghttp2 view of a field list. Names are lowercased into `scratch` when needed (sized up
+/// front, so the views stay put).
 void make_nva(const HeaderMap& h, std::vector<nghttp2_nv>& nva, std::string& scratch) {
   std::size_t upper = 0;
   for (auto f : h)
     if (has_upper(f.name)) upper += f.name.size();
-  scratch.clear();
-  scratch.reserve(upper);
+  if (scratch.size() < upper) scratch.resize(upper);
+  char* out = scratch.data();
   nva.clear();
   nva.reserve(h.size());
   for (auto f : h) {
     std::string_view name = f.name;
     if (has_upper(name)) {
-      auto off = scratch.size();
-      for (char c : name)
-        scratch.push_back((c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c);
-      name = std::string_view(scratch).substr(off, name.size());
+      to_lower_ascii(name, out);
+      name = std::string_view(out, name.size());
+      out += name.size();
     }
-    // Credentials never enter the HPACK dynamic table (RFC 7541 §7.1.3).
-    std::uint8_t flags = (name == "authorization" || name == "proxy-authorization")
-                             ? NGHTTP2_NV_FLAG_NO_INDEX
-                             : NGHTTP2_NV_FLAG_NONE;
-    nva.push_back(nghttp2_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
-                             reinterpret_cast<std::uint8_t*>(const_cast<char*>(f.value.data())),
-                             name.size(), f.value.size(), flags});
+    push_nv(nva, name, f.value);
   }
 }
 
@@ -424,15 +428,9 @@ Result<void> Session::submit_response(std::int32_t stream_id, const ResponseHead
       r.headers(), false, false,
       [](void* ctx, std::string_view name, std::string_view value) {
         auto& bb = *static_cast<Build*>(ctx);
-        char* const at = bb.names;
-        for (char c : name) *bb.names++ = (c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c;
-        const std::string_view lower(at, name.size());
-        const std::uint8_t flags = (lower == "authorization" || lower == "proxy-authorization")
-                                       ? NGHTTP2_NV_FLAG_NO_INDEX
-                                       : NGHTTP2_NV_FLAG_NONE;
-        bb.nva->push_back(nghttp2_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(lower.data())),
-                                     reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())),
-                                     lower.size(), value.size(), flags});
+        to_lower_ascii(name, bb.names);
+        push_nv(*bb.nva, std::string_view(bb.names, name.size()), value);
+        bb.names += name.size();
       },
       &b);
   if (field_bytes) {

@@ -46,10 +46,7 @@ void append_lower(HeaderMap& out, std::string_view name, std::string_view value)
     big.resize(name.size());
     n = big.data();
   }
-  for (std::size_t i = 0; i < name.size(); ++i) {
-    const char c = name[i];
-    n[i] = (c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c;
-  }
+  to_lower_ascii(name, n);
   out.append(std::string_view(n, name.size()), value);
 }
 

@@ -19,7 +19,7 @@ TEST(HeaderMap, KeepsCaseAndInsertionOrder) {
   EXPECT_EQ(all[1], "b=2");
 }
 
-TEST(HeaderMap, IequalsFoldsAsciiLettersOnly) {
+TEST(HeaderMap, IequalsAndLowercaseFoldAsciiLettersOnly) {
   // Every pair of bytes, at every position of an 8-byte word and in the tail after it.
   auto lower = [](unsigned char c) { return c >= 'A' && c <= 'Z' ? c | 0x20 : c; };
   for (std::size_t len : {1u, 2u, 3u, 4u, 5u, 7u, 8u, 9u, 16u, 17u}) {
@@ -32,6 +32,16 @@ TEST(HeaderMap, IequalsFoldsAsciiLettersOnly) {
         const bool want = lower(static_cast<unsigned char>(a)) == lower(static_cast<unsigned char>(b));
         ASSERT_EQ(iequals(x, y), want) << "len " << len << " bytes " << a << " " << b;
       }
+    }
+  }
+  for (std::size_t len : {0u, 1u, 7u, 8u, 9u, 17u}) {  // every byte, at every place of a word
+    for (int c = 0; c < 256; ++c) {
+      std::string in(len, 'Q');
+      if (len) in[(c * 5) % len] = static_cast<char>(c);
+      std::string want = in, got(len, '?');
+      for (char& ch : want) ch = static_cast<char>(lower(static_cast<unsigned char>(ch)));
+      to_lower_ascii(in, got.data());
+      ASSERT_EQ(got, want) << "len " << len << " byte " << c;
     }
   }
   EXPECT_TRUE(iequals("", ""));

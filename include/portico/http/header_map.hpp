@@ -17,6 +17,10 @@ class Parser;
 /// ASCII case-insensitive equality, as field names compare.
 bool iequals(std::string_view a, std::string_view b) noexcept;
 
+/// Writes `in` to `out` (in.size() bytes) with ASCII letters lowercased, as HTTP/2 field names
+/// must be; other bytes are copied unchanged.
+void to_lower_ascii(std::string_view in, char* out) noexcept;
+
 /// An ordered, case-preserving multimap of header fields.
 ///
 /// Names and values are stored in one contiguous buffer; a field is a pair of offsets into it, so
