@@ -101,4 +101,28 @@ task<void> write_rest(Socket& sock, It first, It last, std::size_t skip,
                                     boost::asio::redirect_error(boost::asio::use_awaitable, ec));
 }
 
+/// One write of `bufs` tried in place: through `tls` (a TlsStream) when there is one, else
+/// straight on `sock`. Most writes end here; one that is pending() goes on with finish_write.
+template <class Socket, class Tls, class Buffers>
+WriteTry try_write(Socket& sock, Tls* tls, Buffers bufs) {
+  WriteTry t;
+  if (tls)
+    t.done = tls->try_write(bufs, t.ec);
+  else
+    t.sent = send_now(sock.native_handle(), boost::asio::buffer_sequence_begin(bufs),
+                      boost::asio::buffer_sequence_end(bufs), t.done, t.ec);
+  return t;
+}
+
+/// The rest of a write that try_write left pending, with the same `sock`, `tls` and `bufs`.
+template <class Socket, class Tls, class Buffers>
+task<void> finish_write(Socket& sock, Tls* tls, Buffers bufs, WriteTry t,
+                        boost::system::error_code& ec) {
+  if (tls)
+    co_await tls->write(bufs, ec);
+  else
+    co_await write_rest(sock, boost::asio::buffer_sequence_begin(bufs),
+                        boost::asio::buffer_sequence_end(bufs), t.sent, ec);
+}
+
 }  // namespace portico::detail

@@ -237,16 +237,6 @@ task<Result<std::size_t>> H1Connection::ds_read(milliseconds timeout) {
   co_return n;
 }
 
-WriteTry H1Connection::ds_try_write(const std::vector<asio::const_buffer>& bufs) noexcept {
-  // Most writes fit the socket buffer: tried first without a suspension or a timer.
-  WriteTry t;
-  if (tls_)
-    t.done = tls_->try_write(BufferView(bufs), t.ec);
-  else
-    t.sent = send_now(sock_.native_handle(), bufs.begin(), bufs.end(), t.done, t.ec);
-  return t;
-}
-
 Result<void> H1Connection::ds_write_result(const error_code& ec, bool timed_out) const {
   if (timed_out) return Error::downstream(ErrorType::WriteTimedout, "writing to the client");
   if (ec)
@@ -258,17 +248,15 @@ Result<void> H1Connection::ds_write_result(const error_code& ec, bool timed_out)
 task<Result<void>> H1Connection::ds_write_wait(const std::vector<asio::const_buffer>& bufs, WriteTry t) {
   error_code ec;
   wd_->arm(Watchdog::DsWrite, opts_.write_timeout, cancel_tcp, &sock_);
-  if (tls_)
-    co_await tls_->write(BufferView(bufs), ec);
-  else
-    co_await write_rest(sock_, bufs.begin(), bufs.end(), t.sent, ec);
+  co_await finish_write(sock_, tls_.get(), BufferView(bufs), t, ec);
   const bool timed_out = wd_->expired(Watchdog::DsWrite) || (ec && wd_->expired(Watchdog::Total));
   wd_->disarm(Watchdog::DsWrite);
   co_return ds_write_result(ec, timed_out);
 }
 
 task<Result<void>> H1Connection::ds_write(const std::vector<asio::const_buffer>& bufs) {
-  const WriteTry t = ds_try_write(bufs);
+  // Most writes fit the socket buffer: tried first without a suspension or a timer.
+  const WriteTry t = try_write(sock_, tls_.get(), BufferView(bufs));
   if (!t.pending()) co_return ds_write_result(t.ec, false);
   co_return co_await ds_write_wait(bufs, t);
 }
@@ -354,7 +342,7 @@ task<Result<void>> H1Connection::ds_send(const std::vector<std::string_view>& pi
   if (iov_.empty()) co_return ok();
   const std::size_t head = wbuf_.size();
   // ds_write inlined: a write the socket takes at once costs no coroutine frame.
-  const WriteTry t = ds_try_write(iov_);
+  const WriteTry t = try_write(sock_, tls_.get(), BufferView(iov_));
   Result<void> r = ok();
   if (t.pending())
     r = co_await ds_write_wait(iov_, t);

@@ -73,8 +73,7 @@ class H1Connection final : public ProxyRequest, public Drainable {
   task<ssize_t> peek_more(unsigned char* buf, std::size_t cap, ssize_t seen);
   task<Result<std::size_t>> ds_read(std::chrono::milliseconds timeout);
   task<Result<void>> ds_write(const std::vector<boost::asio::const_buffer>& bufs);
-  // ds_write in parts: the try without waiting, the wait for the rest, the outcome.
-  WriteTry ds_try_write(const std::vector<boost::asio::const_buffer>& bufs) noexcept;
+  // ds_write in parts (after try_write): the wait for the rest, the outcome.
   task<Result<void>> ds_write_wait(const std::vector<boost::asio::const_buffer>& bufs, WriteTry t);
   Result<void> ds_write_result(const boost::system::error_code& ec, bool timed_out) const;
   /// Reads and parses until a request header is complete. An empty error means a clean close.

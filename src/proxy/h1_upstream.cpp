@@ -70,16 +70,6 @@ void H1Connection::unwatch_client() noexcept {
 // ---------------------------------------------------------------------------------------------
 // one attempt on one upstream connection
 
-WriteTry ProxyRequest::us_try_write(UpstreamConn& up, const std::vector<asio::const_buffer>& b) noexcept {
-  // Most writes fit the socket buffer: tried first without a suspension or a timer.
-  WriteTry t;
-  if (up.tls)
-    t.done = up.tls->try_write(BufferView(b), t.ec);
-  else
-    t.sent = send_now(up.sock.native_handle(), b.begin(), b.end(), t.done, t.ec);
-  return t;
-}
-
 Result<void> ProxyRequest::us_write_result(const error_code& ec, bool timed_out) const {
   if (timed_out) return Error::upstream(ErrorType::WriteTimedout, "writing to the upstream");
   if (ec) {
@@ -94,11 +84,7 @@ task<Result<void>> ProxyRequest::us_write_wait(UpstreamConn& up, const std::vect
                                                WriteTry t) {
   error_code ec;
   wd_->arm(Watchdog::UsWrite, peer_->options.write_timeout, cancel_stream, &up.sock);
-  // (Not a conditional expression: GCC 12 destroys temporaries of a co_await in one twice.)
-  if (up.tls)
-    co_await up.tls->write(BufferView(b), ec);
-  else
-    co_await write_rest(up.sock, b.begin(), b.end(), t.sent, ec);
+  co_await finish_write(up.sock, up.tls.get(), BufferView(b), t, ec);
   const bool timed_out = wd_->expired(Watchdog::UsWrite) || (ec && wd_->expired(Watchdog::Total));
   wd_->disarm(Watchdog::UsWrite);
   co_return us_write_result(ec, timed_out);
@@ -108,7 +94,8 @@ task<Result<void>> ProxyRequest::us_write(UpstreamConn& up, const std::vector<as
   // An HTTP/2 client may reset its stream at any moment; a cancel only stops an operation that
   // is pending, so look before starting one.
   if (client_gone_) co_return Error::downstream(ErrorType::ConnectionClosed, "the client went away");
-  const WriteTry t = us_try_write(up, b);
+  // Most writes fit the socket buffer: tried first without a suspension or a timer.
+  const WriteTry t = try_write(up.sock, up.tls.get(), BufferView(b));
   if (!t.pending()) co_return us_write_result(t.ec, false);
   co_return co_await us_write_wait(up, b, t);
 }
@@ -204,7 +191,7 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
   us_iov_.emplace_back(us_frame_.data(), us_frame_.size());
   // us_write inlined: a head the socket takes at once costs no coroutine frame.
   if (client_gone_) co_return Error::downstream(ErrorType::ConnectionClosed, "the client went away");
-  if (const WriteTry t = us_try_write(up, us_iov_); t.pending()) {
+  if (const WriteTry t = try_write(up.sock, up.tls.get(), BufferView(us_iov_)); t.pending()) {
     if (auto r = co_await us_write_wait(up, us_iov_, t); !r) co_return r;
   } else if (auto r = us_write_result(t.ec, false); !r) {
     co_return r;

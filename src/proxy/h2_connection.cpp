@@ -490,19 +490,11 @@ task<void> H2Connection::writer() {
     }
     // Tried first without a suspension or a timer: most writes fit the socket buffer.
     const asio::const_buffer chunk(out.data(), out.size());
-    error_code ec;
-    std::size_t sent = 0;
-    bool done = false;
-    if (tls_)
-      done = tls_->try_write(chunk, ec);
-    else
-      sent = send_now(sock_.native_handle(), &chunk, &chunk + 1, done, ec);
-    if (!done && !ec) {
+    const WriteTry t = try_write(sock_, tls_, chunk);
+    error_code ec = t.ec;
+    if (t.pending()) {
       wd_.arm(Watchdog::DsWrite, opts_.write_timeout, cancel_tcp, &sock_);
-      if (tls_)
-        co_await tls_->write(chunk, ec);
-      else
-        co_await write_rest(sock_, &chunk, &chunk + 1, sent, ec);
+      co_await finish_write(sock_, tls_, chunk, t, ec);
       wd_.disarm(Watchdog::DsWrite);
     }
     const std::size_t n = ec ? 0 : out.size();

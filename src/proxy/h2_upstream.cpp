@@ -228,19 +228,11 @@ task<void> H2UpConn::writer(std::shared_ptr<H2UpConn> /*self: keeps it alive*/) 
     }
     // Tried first without a suspension or a timer: most writes fit the socket buffer.
     const asio::const_buffer chunk(out.data(), out.size());
-    error_code ec;
-    std::size_t sent = 0;
-    bool done = false;
-    if (t_->tls)
-      done = t_->tls->try_write(chunk, ec);
-    else
-      sent = send_now(t_->sock.native_handle(), &chunk, &chunk + 1, done, ec);
-    if (!done && !ec) {
+    const WriteTry t = try_write(t_->sock, t_->tls.get(), chunk);
+    error_code ec = t.ec;
+    if (t.pending()) {
       wd_->arm(Watchdog::UsWrite, write_timeout_, cancel_stream, &t_->sock);
-      if (t_->tls)
-        co_await t_->tls->write(chunk, ec);
-      else
-        co_await write_rest(t_->sock, &chunk, &chunk + 1, sent, ec);
+      co_await finish_write(t_->sock, t_->tls.get(), chunk, t, ec);
       wd_->disarm(Watchdog::UsWrite);
     }
     const std::size_t n = ec ? 0 : out.size();

@@ -130,8 +130,7 @@ class ProxyRequest : public Session {
   /// Frames and writes req_chunks_[0, n) upstream; `end` adds the last chunk and trailers.
   task<Result<void>> us_send_body(UpstreamConn& up, std::size_t n, bool end);
   task<Result<void>> us_write(UpstreamConn& up, const std::vector<boost::asio::const_buffer>& b);
-  // us_write in parts: the try without waiting, the wait for the rest, the outcome.
-  WriteTry us_try_write(UpstreamConn& up, const std::vector<boost::asio::const_buffer>& b) noexcept;
+  // us_write in parts (after try_write): the wait for the rest, the outcome.
   task<Result<void>> us_write_wait(UpstreamConn& up, const std::vector<boost::asio::const_buffer>& b,
                                    WriteTry t);
   Result<void> us_write_result(const boost::system::error_code& ec, bool timed_out) const;
