@@ -6,14 +6,6 @@
 namespace portico {
 
 namespace {
-inline std::string_view trim(std::string_view s) noexcept {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-}  // namespace
-
-namespace {
 template <std::size_t N>
 inline std::uint64_t load(const char* p) noexcept {  // N bytes, zero-extended
   std::uint64_t v = 0;
@@ -134,18 +126,7 @@ std::size_t HeaderMap::count(std::string_view name) const noexcept {
 }
 
 bool HeaderMap::has_token(std::string_view name, std::string_view token) const noexcept {
-  for (const Slot& s : fields_) {
-    if (!iequals(std::string_view(buf_.data() + s.name_off, s.name_len), name)) continue;
-    std::string_view v(buf_.data() + s.value_off, s.value_len);
-    while (!v.empty()) {
-      auto comma = v.find(',');
-      auto item = trim(v.substr(0, comma));
-      if (iequals(item, token)) return true;
-      if (comma == std::string_view::npos) break;
-      v.remove_prefix(comma + 1);
-    }
-  }
-  return false;
+  return any_token(name, [token](std::string_view item) { return iequals(item, token); });
 }
 
 void HeaderMap::clear() noexcept {

@@ -677,20 +677,11 @@ void strip_hop_by_hop(HeaderMap& h) {
     return;
   }
   std::vector<std::string> named;
-  for (auto f : h) {
-    if (!iequals(f.name, "connection")) continue;
-    std::string_view v = f.value;
-    while (!v.empty()) {
-      auto comma = v.find(',');
-      auto item = v.substr(0, comma);
-      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-      if (!item.empty() && !iequals(item, "close") && !iequals(item, "keep-alive"))
-        named.emplace_back(item);
-      if (comma == std::string_view::npos) break;
-      v.remove_prefix(comma + 1);
-    }
-  }
+  h.any_token("connection", [&named](std::string_view item) {
+    if (!item.empty() && !iequals(item, "close") && !iequals(item, "keep-alive"))
+      named.emplace_back(item);
+    return false;  // every item
+  });
   for (auto& n : named) h.remove(n);
   h.remove("connection");
   h.remove("keep-alive");

@@ -62,38 +62,16 @@ Result<void> check_field(std::string_view name, std::string_view value, bool ups
   return {};
 }
 
-/// Names listed in the Connection fields of `h`, besides the connection options every proxy
-/// knows; they are hop-by-hop (RFC 9110 §7.6.1).
-bool named_by_connection(const HeaderMap& h, std::string_view name) {
-  for (auto f : h) {
-    if (!iequals(f.name, "connection")) continue;
-    std::string_view v = f.value;
-    while (!v.empty()) {
-      auto comma = v.find(',');
-      if (iequals(trim(v.substr(0, comma)), name)) return true;
-      if (comma == std::string_view::npos) break;
-      v.remove_prefix(comma + 1);
-    }
-  }
-  return false;
-}
 
 }  // namespace
 
 bool for_each_h2_field(const HeaderMap& h, bool skip_host, bool split_cookies, FieldSink sink,
                        void* ctx) {
-  // Only a Connection field naming more than close / keep-alive makes other fields hop-by-hop.
-  bool has_connection = false;
-  for (auto f : h) {
-    if (!iequals(f.name, "connection")) continue;
-    for (std::string_view v = f.value; !v.empty();) {
-      const auto comma = v.find(',');
-      const auto item = trim(v.substr(0, comma));
-      if (!item.empty() && !iequals(item, "close") && !iequals(item, "keep-alive")) has_connection = true;
-      if (comma == std::string_view::npos) break;
-      v.remove_prefix(comma + 1);
-    }
-  }
+  // Fields named in Connection are hop-by-hop (RFC 9110 §7.6.1). Only a Connection field
+  // naming more than the options every proxy knows (close, keep-alive) makes any of them so.
+  const bool has_connection = h.any_token("connection", [](std::string_view item) {
+    return !item.empty() && !iequals(item, "close") && !iequals(item, "keep-alive");
+  });
   bool te_trailers = false;
   for (auto f : h) {
     if (f.name.empty() || f.name.front() == ':') continue;
@@ -103,7 +81,7 @@ bool for_each_h2_field(const HeaderMap& h, bool skip_host, bool split_cookies, F
       te_trailers = te_trailers || h.has_token("te", "trailers");
       continue;
     }
-    if (has_connection && named_by_connection(h, f.name)) continue;
+    if (has_connection && h.has_token("connection", f.name)) continue;
     if (split_cookies && iequals(f.name, "cookie")) {
       std::string_view v = f.value;
       while (!v.empty()) {

@@ -68,6 +68,25 @@ class HeaderMap {
   /// True when a comma-separated value of `name` equals `token` (case-insensitive), e.g.
   /// `has_token("Connection", "close")`.
   bool has_token(std::string_view name, std::string_view token) const noexcept;
+  /// Calls `pred` on each item of the comma-separated values of `name` (fields in order, items
+  /// trimmed of spaces and tabs, empty ones included) until it returns true; returns whether it
+  /// did. E.g. the options a Connection field lists.
+  template <class Pred>
+  bool any_token(std::string_view name, Pred&& pred) const {
+    for (auto f : *this) {
+      if (!iequals(f.name, name)) continue;
+      for (std::string_view v = f.value; !v.empty();) {
+        const auto comma = v.find(',');
+        std::string_view item = v.substr(0, comma);
+        while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+        while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+        if (pred(item)) return true;
+        if (comma == std::string_view::npos) break;
+        v.remove_prefix(comma + 1);
+      }
+    }
+    return false;
+  }
 
   std::size_t size() const noexcept { return fields_.size(); }
   bool empty() const noexcept { return fields_.empty(); }
