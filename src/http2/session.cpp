@@ -390,26 +390,22 @@ Result<std::int32_t> Session::submit_request(const HeaderMap& fields, bool end_s
 
 Result<void> Session::submit_head(std::int32_t stream_id, const HeaderMap& fields, bool end_stream,
                                   bool informational) {
-  if (mode_ != Mode::Server) return error("response on a client session");
-  Stream* s = find(stream_id);
-  if (!s || s->closed || s->client) return error("response on a closed stream");
-  if (s->head_submitted) return error("response head already sent");
+  auto s = head_stream(stream_id);
+  if (!s) return s.error();
   auto status = status_of(fields);
   if (!status) return error("response without a valid :status");
   if (informational != (*status < 200)) return error("informational status mismatch");
   make_nva(fields, head_nva, head_names);
-  return submit_nva(*s, *status, fields, end_stream, informational);
+  return submit_nva(**s, *status, fields, end_stream, informational);
 }
 
 Result<void> Session::submit_response(std::int32_t stream_id, const ResponseHeader& r,
                                       bool end_stream, std::size_t* field_bytes) {
-  if (mode_ != Mode::Server) return error("response on a client session");
-  Stream* s = find(stream_id);
-  if (!s || s->closed || s->client) return error("response on a closed stream");
-  if (s->head_submitted) return error("response head already sent");
+  auto s = head_stream(stream_id);
+  if (!s) return s.error();
   if (!status_expressible(r.status()) || r.status() < 200) return error("not a final HTTP/2 status");
   // The list nghttp2 gets, built from `r` at once: ":status", then the fields HTTP/2 may carry
-  // with their names lowercased into head_names (reserved first: the views must stay put).
+  // with their names lowercased into head_names (sized first: the views must stay put).
   char status[4];
   const auto [end, ec] = std::to_chars(status, status + 3, r.status());
   (void)ec;
@@ -421,9 +417,7 @@ Result<void> Session::submit_response(std::int32_t stream_id, const ResponseHead
   head_nva.reserve(r.headers().size() + 1);
   if (head_names.size() < r.headers().byte_size()) head_names.resize(r.headers().byte_size());
   Build b{&head_nva, head_names.data()};
-  head_nva.push_back(nghttp2_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(":status")),
-                                reinterpret_cast<std::uint8_t*>(status), 7,
-                                static_cast<std::size_t>(end - status), NGHTTP2_NV_FLAG_NONE});
+  push_nv(head_nva, ":status", std::string_view(status, static_cast<std::size_t>(end - status)));
   for_each_h2_field(
       r.headers(), false, false,
       [](void* ctx, std::string_view name, std::string_view value) {
@@ -437,7 +431,15 @@ Result<void> Session::submit_response(std::int32_t stream_id, const ResponseHead
     *field_bytes = 0;
     for (const nghttp2_nv& nv : head_nva) *field_bytes += nv.namelen + nv.valuelen;
   }
-  return submit_nva(*s, r.status(), r.headers(), end_stream, false);
+  return submit_nva(**s, r.status(), r.headers(), end_stream, false);
+}
+
+Result<Session::Stream*> Session::head_stream(std::int32_t stream_id) {
+  if (mode_ != Mode::Server) return error("response on a client session");
+  Stream* s = find(stream_id);
+  if (!s || s->closed || s->client) return error("response on a closed stream");
+  if (s->head_submitted) return error("response head already sent");
+  return s;
 }
 
 Result<void> Session::submit_nva(Stream& s, std::uint16_t status, const HeaderMap& fields,

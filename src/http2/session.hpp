@@ -307,6 +307,8 @@ class Session {
   int fail(ErrorCode code, std::string_view reason);
   Result<void> submit_head(std::int32_t stream_id, const HeaderMap& fields, bool end_stream,
                            bool informational);
+  /// The stream a server may send a response head on, or why not.
+  Result<Stream*> head_stream(std::int32_t stream_id);
   /// Submits the list built in the thread's head_nva; `fields` give the Content-Length.
   Result<void> submit_nva(Stream& s, std::uint16_t status, const HeaderMap& fields,
                           bool end_stream, bool informational);
