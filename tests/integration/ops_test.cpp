@@ -292,7 +292,8 @@ TEST(Ops, ThreeUpgradesUnderLoadLoseNoRequest) {
     old->signal(SIGQUIT);
     ASSERT_EQ(next->wait_listening(), port) << slurp(dir / err);
     const int st = old->wait_exit(20s);
-    EXPECT_EQ(exit_code(st), 0) << "old process of round " << round << " status " << st;
+    EXPECT_EQ(exit_code(st), 0) << "old process of round " << round << " status " << st << "\n"
+                                << slurp(dir / ("p" + std::to_string(round) + ".err"));
     old = std::move(next);
     const auto before = load.ok.load();
     ASSERT_TRUE(eventually([&] { return load.ok > before + 200; }))
