@@ -4,6 +4,7 @@
 #
 #   bash bench/callgrind/run.sh [BIN] [N]     # BIN: build/examples/reverse_proxy, N: 10000
 #   KEEP=DIR bash bench/callgrind/run.sh        # also keep the profiles as DIR/{h1,h2c}.callgrind
+#   MODES="h1 h2c newconn" bash bench/callgrind/run.sh   # newconn: wrk, Connection: close
 #
 # Starts an nginx origin serving a 1 KiB file (HTTP/1.1 keep-alive), runs BIN under callgrind
 # (one worker, --h2c), warms up with 2,000 requests, zeroes the counters, sends N requests with
@@ -58,7 +59,24 @@ PROXY_PID=$!
 URL="http://127.0.0.1:$PROXY_PORT/1k"
 for _ in $(seq 1 100); do curl -s -o /dev/null "$URL" && break; sleep 0.3; done
 
-for mode in h1 h2c; do
+for mode in ${MODES:-h1 h2c}; do
+  if [[ $mode == newconn ]]; then
+    # A new connection per request: wrk with "Connection: close", for a fixed time (wrk cannot
+    # stop after N requests); the figure is instructions per completed request.
+    command -v wrk >/dev/null || { $SUDO apt-get install -y -q wrk >/dev/null; }
+    wrk -t1 -c4 -d3s -H 'Connection: close' "$URL" >/dev/null
+    callgrind_control -z "$PROXY_PID" >/dev/null
+    wrk -t1 -c4 -d20s -H 'Connection: close' "$URL" >"$TMP/wrk.out"
+    callgrind_control -d "$PROXY_PID" >/dev/null
+    sleep 1
+    f=$(ls -t "$TMP"/cg.*.* | head -1)
+    ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1; exit}')
+    n=$(awk '/requests in/{print $1; exit}' "$TMP/wrk.out")
+    if grep -q 'Non-2xx\|Socket errors' "$TMP/wrk.out"; then cat "$TMP/wrk.out" >&2; exit 1; fi
+    printf '%-7s %d instructions per request (%s requests)\n' "$mode" $((ir / n)) "$n"
+    if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP" && mv "$f" "$KEEP/$mode.callgrind"; else rm -f "$f"; fi
+    continue
+  fi
   if [[ $mode == h1 ]]; then args=(--h1 -c10 -m1); else args=(-c10 -m10); fi
   h2load "${args[@]}" -n 2000 "$URL" >/dev/null
   callgrind_control -z "$PROXY_PID" >/dev/null
