@@ -1,565 +1,686 @@
 #include "http1/codec.hpp"
 
-#include <llhttp.h>
-
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <cstring>
+#include <limits>
 
 namespace portico::http1 {
 
 namespace {
-enum class Pause : std::uint8_t { None, Headers, Complete };
-enum class FieldState : std::uint8_t { None, Name, Value };
-struct Slot {
-  std::uint32_t no, nl, vo, vl;
-};
+constexpr std::size_t npos = static_cast<std::size_t>(-1);
+constexpr std::uint64_t k01 = 0x0101010101010101ULL, k80 = 0x8080808080808080ULL;
 
-/// True when [p, p+n) holds a CR, an LF or a NUL: eight bytes per step (a byte is zero in
-/// x ^ c exactly where x has byte c).
-bool has_cr_lf_nul(const char* p, std::size_t n) noexcept {
-  constexpr std::uint64_t k01 = 0x0101010101010101ULL, k80 = 0x8080808080808080ULL;
-  auto zero_byte = [](std::uint64_t v) { return (v - k01) & ~v & k80; };
+enum : std::uint8_t { kTchar = 1, kQdtext = 2, kHex = 4 };
+constexpr std::array<std::uint8_t, 256> make_classes() {
+  std::array<std::uint8_t, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[c] |= kTchar | kHex;
+  for (int c = 'a'; c <= 'z'; ++c) t[c] |= kTchar;
+  for (int c = 'A'; c <= 'Z'; ++c) t[c] |= kTchar;
+  for (int c = 'a'; c <= 'f'; ++c) t[c] |= kHex;
+  for (int c = 'A'; c <= 'F'; ++c) t[c] |= kHex;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] |= kTchar;
+  // qdtext (RFC 9110 §5.6.4): HTAB, SP, 0x21, 0x23-0x5B, 0x5D-0x7E, obs-text.
+  t['\t'] |= kQdtext;
+  t[' '] |= kQdtext;
+  t[0x21] |= kQdtext;
+  for (int c = 0x23; c <= 0x5B; ++c) t[c] |= kQdtext;
+  for (int c = 0x5D; c <= 0x7E; ++c) t[c] |= kQdtext;
+  for (int c = 0x80; c <= 0xFF; ++c) t[c] |= kQdtext;
+  return t;
+}
+constexpr std::array<std::uint8_t, 256> kClass = make_classes();
+
+inline bool is_tchar(char c) noexcept { return kClass[static_cast<unsigned char>(c)] & kTchar; }
+inline bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
+
+/// Any byte of `x` below `n` (n <= 128): exact as a whole-word answer.
+inline std::uint64_t has_less(std::uint64_t x, std::uint8_t n) noexcept {
+  return (x - k01 * n) & ~x & k80;
+}
+inline std::uint64_t zero_byte(std::uint64_t v) noexcept { return (v - k01) & ~v & k80; }
+
+/// A field value, reason phrase: HTAB, SP, VCHAR, obs-text. Eight bytes per step; a word with
+/// a byte below 0x20 (tabs included) or a DEL is checked byte by byte.
+bool value_chars_ok(const char* p, std::size_t n) noexcept {
+  std::size_t i = 0;
+  auto slow = [](const char* q, std::size_t m) {
+    for (std::size_t k = 0; k < m; ++k) {
+      const auto c = static_cast<unsigned char>(q[k]);
+      if ((c < 0x20 && c != '\t') || c == 0x7F) return false;
+    }
+    return true;
+  };
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t x;
+    std::memcpy(&x, p + i, 8);
+    if ((has_less(x, 0x20) | zero_byte(x ^ (k01 * 0x7F))) && !slow(p + i, 8)) return false;
+  }
+  return slow(p + i, n - i);
+}
+
+/// A request-target: visible ASCII only (0x21-0x7E).
+bool target_chars_ok(const char* p, std::size_t n) noexcept {
   std::size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     std::uint64_t x;
     std::memcpy(&x, p + i, 8);
-    if (zero_byte(x) | zero_byte(x ^ (k01 * '\r')) | zero_byte(x ^ (k01 * '\n'))) return true;
+    if (has_less(x, 0x21) | (x & k80) | zero_byte(x ^ (k01 * 0x7F))) return false;
   }
-  for (; i < n; ++i)
-    if (p[i] == '\r' || p[i] == '\n' || p[i] == '\0') return true;
+  for (; i < n; ++i) {
+    const auto c = static_cast<unsigned char>(p[i]);
+    if (c < 0x21 || c >= 0x7F) return false;
+  }
+  return true;
+}
+
+/// The methods of the HTTP method registry this parser accepts (as llhttp's request parser did).
+bool known_method(std::string_view m) noexcept {
+  static constexpr std::string_view kMethods[] = {
+      "GET",      "POST",      "HEAD",        "PUT",       "DELETE",     "OPTIONS",  "PATCH",
+      "CONNECT",  "TRACE",     "COPY",        "LOCK",      "MKCOL",      "MOVE",     "PROPFIND",
+      "PROPPATCH", "SEARCH",   "UNLOCK",      "BIND",      "REBIND",     "UNBIND",   "ACL",
+      "REPORT",   "MKACTIVITY", "CHECKOUT",   "MERGE",     "M-SEARCH",   "NOTIFY",   "SUBSCRIBE",
+      "UNSUBSCRIBE", "PURGE",  "MKCALENDAR",  "LINK",      "UNLINK",     "SOURCE"};
+  for (std::string_view k : kMethods)
+    if (k.size() == m.size() && std::memcmp(k.data(), m.data(), m.size()) == 0) return true;
   return false;
 }
-}  // namespace
 
-struct Parser::Impl {
-  llhttp_t p;
-  Parser* self;
-  std::string raw;  // target (or reason), then names and values, copied from the input
-  std::vector<Slot> slots;
-  std::uint32_t url_len = 0;
-  std::uint32_t reason_len = 0;
-  std::size_t trailer_first = 0;  // index of the first trailer slot
-  std::size_t header_phase_bytes = 0;
-  FieldState fs = FieldState::None;
-  Pause pause = Pause::None;
-  bool paused = false;
-  bool paused_upgrade = false;
-  bool keep_alive = false;
-  bool upgrade = false;
-  // The input of the current feed(), to tell a value split by a buffer boundary from one
-  // continued on a folded line.
-  const char* feed_begin = nullptr;
-  const char* feed_end = nullptr;
-  bool value_at_feed_end = false;
-  // Header-section byte scan (what llhttp's strict mode still lets through): the previous
-  // byte, and whether the request/status line is still being read.
-  char prev = '\n';
-  bool first_line = true;
-  // Status line of a response: spaces seen and digits of the status code.
-  std::uint8_t status_spaces = 0;
-  std::uint8_t status_digits = 0;
-  // The last bytes of a chunked body consumed so far, to check that it ends with CRLF CRLF
-  // (llhttp takes a bare LF as the blank line that ends it).
-  char tail[4] = {};
-  std::size_t tail_len = 0;
+/// uri-host [ ":" port ] (RFC 9112 §3.2): no list, no userinfo, no path, a numeric port.
+bool valid_host(std::string_view h) {
+  if (h.empty()) return true;  // allowed when the target has no authority
+  std::size_t colon = h.rfind(':');
+  std::string_view host = h, port;
+  if (h.front() == '[') {
+    auto close = h.find(']');
+    if (close == std::string_view::npos) return false;
+    host = h.substr(0, close + 1);
+    port = h.substr(close + 1);
+    if (!port.empty() && port.front() != ':') return false;
+    if (!port.empty()) port.remove_prefix(1);
+    for (char c : host.substr(1, host.size() - 2))
+      if (!(std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.')) return false;
+  } else {
+    if (colon != std::string_view::npos) {
+      host = h.substr(0, colon);
+      port = h.substr(colon + 1);
+      if (port.empty()) return false;
+    }
+    if (host.empty()) return false;
+    for (char c : host) {
+      auto u = static_cast<unsigned char>(c);
+      if (!(std::isalnum(u) || std::string_view("-._~%!$&'()*+;=").find(c) != std::string_view::npos))
+        return false;
+    }
+  }
+  for (char c : port)
+    if (c < '0' || c > '9') return false;
+  return port.size() <= 5;
+}
 
-  /// Appends `n` consumed body bytes to the rolling tail.
-  void track_tail(const char* d, std::size_t n) {
-    for (std::size_t k = n > 4 ? n - 4 : 0; k < n; ++k) {
-      if (tail_len == 4) {
-        std::memmove(tail, tail + 1, 3);
-        tail_len = 3;
-      }
-      tail[tail_len++] = d[k];
-    }
-  }
+/// The scheme length of an absolute-form target ("http://..." gives 7), or 0.
+std::size_t absolute_scheme(std::string_view t) noexcept {
+  if (t.size() > 7 && iequals(t.substr(0, 7), "http://")) return 7;
+  if (t.size() > 8 && iequals(t.substr(0, 8), "https://")) return 8;
+  return 0;
+}
 
-  void fail(std::uint16_t status, ErrorType t, std::string_view why) {
-    if (self->err_status_ == 0) {
-      self->err_status_ = status;
-      self->err_type_ = t;
-      self->err_reason_.assign(why);
-    }
+/// Calls f(token) for each comma-separated item of a field value, trimmed.
+template <class F>
+void for_each_item(std::string_view v, F&& f) {
+  while (!v.empty()) {
+    std::size_t comma = v.find(',');
+    std::string_view item = v.substr(0, comma);
+    while (!item.empty() && is_ows(item.front())) item.remove_prefix(1);
+    while (!item.empty() && is_ows(item.back())) item.remove_suffix(1);
+    if (!item.empty()) f(item);
+    if (comma == std::string_view::npos) break;
+    v.remove_prefix(comma + 1);
   }
-};
+}
 
-struct Callbacks {
-  static Parser::Impl& I(llhttp_t* p) { return *static_cast<Parser::Impl*>(p->data); }
-
-  static int on_message_begin(llhttp_t* p) {
-    auto& i = I(p);
-    i.raw.clear();
-    i.slots.clear();
-    i.url_len = i.reason_len = 0;
-    i.fs = FieldState::None;
-    i.trailer_first = 0;
-    i.self->started_ = true;
-    i.self->in_body_ = false;
-    i.self->trailers_.clear();
-    i.first_line = true;
-    i.status_spaces = i.status_digits = 0;
-    return 0;
-  }
-  static int on_url(llhttp_t* p, const char* at, std::size_t len) {
-    auto& i = I(p);
-    i.url_len += static_cast<std::uint32_t>(len);
-    if (i.url_len > i.self->limits_.max_target_bytes) {
-      i.fail(414, ErrorType::InvalidHTTPHeader, "request-target too long");
-      return -1;
-    }
-    i.raw.append(at, len);
-    return 0;
-  }
-  static int on_status(llhttp_t* p, const char* at, std::size_t len) {
-    auto& i = I(p);
-    i.reason_len += static_cast<std::uint32_t>(len);
-    if (i.reason_len > 1024) {
-      i.fail(502, ErrorType::InvalidHTTPHeader, "reason phrase too long");
-      return -1;
-    }
-    i.raw.append(at, len);
-    return 0;
-  }
-  static int check_size(Parser::Impl& i) {
-    if (i.raw.size() > i.self->limits_.max_header_bytes) {
-      i.fail(i.self->kind_ == Kind::Request ? 431 : 502, ErrorType::InvalidHTTPHeader,
-             "header section too large");
-      return -1;
-    }
-    return 0;
-  }
-  static int on_header_field(llhttp_t* p, const char* at, std::size_t len) {
-    auto& i = I(p);
-    if (i.fs != FieldState::Name) {
-      if (i.slots.size() - i.trailer_first >= i.self->limits_.max_header_count) {
-        i.fail(i.self->kind_ == Kind::Request ? 431 : 502, ErrorType::InvalidHTTPHeader,
-               "too many header fields");
-        return -1;
-      }
-      i.slots.push_back(Slot{static_cast<std::uint32_t>(i.raw.size()), 0, 0, 0});
-      i.fs = FieldState::Name;
-    }
-    i.raw.append(at, len);
-    i.slots.back().nl += static_cast<std::uint32_t>(len);
-    return check_size(i);
-  }
-  static int on_header_value(llhttp_t* p, const char* at, std::size_t len) {
-    auto& i = I(p);
-    // llhttp keeps an obs-fold (a line break inside a value) in the value; RFC 9112 §5.2 lets a
-    // recipient reject it, and a proxy must not pass it on.
-    if (has_cr_lf_nul(at, len)) {
-      i.fail(i.self->kind_ == Kind::Request ? 400 : 502, ErrorType::InvalidHTTPHeader,
-             "line folding or a control character in a field value");
-      return -1;
-    }
-    if (i.fs != FieldState::Value) {
-      i.slots.back().vo = static_cast<std::uint32_t>(i.raw.size());
-      i.fs = FieldState::Value;
-    } else if (!(i.value_at_feed_end && at == i.feed_begin)) {
-      // A second piece of one value that is not the continuation of a buffer boundary: llhttp
-      // accepted an obs-fold (RFC 9112 §5.2). Reject it rather than forward it.
-      i.fail(i.self->kind_ == Kind::Request ? 400 : 502, ErrorType::InvalidHTTPHeader,
-             "obsolete line folding in a field value");
-      return -1;
-    }
-    i.value_at_feed_end = at + len == i.feed_end;
-    i.raw.append(at, len);
-    i.slots.back().vl += static_cast<std::uint32_t>(len);
-    return check_size(i);
-  }
-  static int on_header_field_complete(llhttp_t* p) {
-    auto& i = I(p);
-    // A field with an empty value gets no on_header_value call.
-    i.slots.back().vo = static_cast<std::uint32_t>(i.raw.size());
-    return 0;
-  }
-  static int on_header_value_complete(llhttp_t* p) {
-    I(p).fs = FieldState::None;
-    return 0;
-  }
-  static std::string_view name_of(const Parser::Impl& i, const Slot& s) {
-    return std::string_view(i.raw.data() + s.no, s.nl);
-  }
-  static std::string_view value_of(const Parser::Impl& i, const Slot& s) {
-    return std::string_view(i.raw.data() + s.vo, s.vl);
-  }
-  /// uri-host [ ":" port ] (RFC 9112 §3.2): no list, no userinfo, no path, a numeric port.
-  static bool valid_host(std::string_view h) {
-    if (h.empty()) return true;  // allowed when the target has no authority
-    std::size_t colon = h.rfind(':');
-    std::string_view host = h, port;
-    if (h.front() == '[') {
-      auto close = h.find(']');
-      if (close == std::string_view::npos) return false;
-      host = h.substr(0, close + 1);
-      port = h.substr(close + 1);
-      if (!port.empty() && port.front() != ':') return false;
-      if (!port.empty()) port.remove_prefix(1);
-      for (char c : host.substr(1, host.size() - 2))
-        if (!(std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.')) return false;
-    } else {
-      if (colon != std::string_view::npos) {
-        host = h.substr(0, colon);
-        port = h.substr(colon + 1);
-        if (port.empty()) return false;
-      }
-      if (host.empty()) return false;
-      for (char c : host) {
-        auto u = static_cast<unsigned char>(c);
-        if (!(std::isalnum(u) || std::string_view("-._~%!$&'()*+;=").find(c) != std::string_view::npos))
-          return false;
-      }
-    }
-    for (char c : port)
-      if (c < '0' || c > '9') return false;
-    return port.size() <= 5;
-  }
-  /// Request-target forms (RFC 9112 §3.2): no fragment, "*" only for OPTIONS.
-  static const char* bad_target(const Parser::Impl& i, const llhttp_t* p) {
-    std::string_view t(i.raw.data(), i.url_len);
-    if (t.find('#') != std::string_view::npos) return "fragment in the request-target";
-    if (t == "*" && p->method != HTTP_OPTIONS) return "asterisk-form for a method other than OPTIONS";
-    for (std::string_view scheme : {std::string_view("http://"), std::string_view("https://")}) {
-      if (t.size() > scheme.size() && iequals(t.substr(0, scheme.size()), scheme)) {
-        std::string_view rest = t.substr(scheme.size());
-        std::string_view authority = rest.substr(0, rest.find_first_of("/?"));
-        if (authority.empty() || !valid_host(authority)) return "invalid authority in the request-target";
-      }
-    }
-    return nullptr;
-  }
-  static int on_headers_complete(llhttp_t* p) {
-    auto& i = I(p);
-    Parser& self = *i.self;
-    i.fs = FieldState::None;
-    i.trailer_first = i.slots.size();
-    if (p->http_major != 1 || p->http_minor > 1) {
-      i.fail(505, ErrorType::InvalidHTTPHeader, "unsupported HTTP version");
-      return -1;
-    }
-    if (p->flags & F_TRANSFER_ENCODING) {
-      // Only "chunked" alone: a coding before it would be lost when the body is re-chunked,
-      // and portico does not decode transfer codings.
-      std::size_t te = 0;
-      bool only_chunked = true;
-      for (const Slot& s : i.slots)
-        if (iequals(name_of(i, s), "transfer-encoding")) {
-          ++te;
-          std::string_view v = value_of(i, s);
-          while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-          only_chunked = only_chunked && iequals(v, "chunked");
-        }
-      const bool plain_chunked = (p->flags & F_CHUNKED) && te == 1 && only_chunked;
-      if (self.kind_ == Kind::Request) {
-        // Decided here, before the head is handed to the hooks: such a request must never
-        // start its way upstream.
-        if (p->http_minor == 0) {
-          i.fail(400, ErrorType::InvalidHTTPHeader, "Transfer-Encoding in an HTTP/1.0 request");
-          return -1;
-        }
-        if (!plain_chunked) {
-          i.fail(501, ErrorType::InvalidHTTPHeader, "Transfer-Encoding other than chunked");
-          return -1;
-        }
-      } else if (!plain_chunked && !self.no_body_expected_ && p->status_code >= 200 &&
-                 p->status_code != 204 && p->status_code != 304) {
-        i.fail(502, ErrorType::InvalidHTTPHeader, "response Transfer-Encoding other than chunked");
-        return -1;
-      }
-    }
-    for (const Slot& s : i.slots) {
-      if (s.nl == 0) {
-        i.fail(self.kind_ == Kind::Request ? 400 : 502, ErrorType::InvalidHTTPHeader,
-               "empty field name");
-        return -1;
-      }
-      if (iequals(name_of(i, s), "transfer-encoding") && value_of(i, s).empty()) {
-        i.fail(self.kind_ == Kind::Request ? 400 : 502, ErrorType::InvalidHTTPHeader,
-               "empty Transfer-Encoding");
-        return -1;
-      }
-    }
-    if (self.kind_ == Kind::Request) {
-      if (const char* why = bad_target(i, p)) {
-        i.fail(400, ErrorType::InvalidHTTPHeader, why);
-        return -1;
-      }
-      std::size_t hosts = 0;
-      for (const Slot& s : i.slots) {
-        if (!iequals(name_of(i, s), "host")) continue;
-        ++hosts;
-        if (!valid_host(value_of(i, s))) {
-          i.fail(400, ErrorType::InvalidHTTPHeader, "invalid Host");
-          return -1;
-        }
-      }
-      if (hosts > 1) {
-        i.fail(400, ErrorType::InvalidHTTPHeader, "more than one Host field");
-        return -1;
-      }
-      if (hosts == 0 && p->http_minor == 1) {
-        i.fail(400, ErrorType::InvalidHTTPHeader, "HTTP/1.1 request without Host");
-        return -1;
-      }
-    }
-    i.keep_alive = llhttp_should_keep_alive(p) != 0;
-    i.upgrade = p->upgrade != 0;
-    bool no_body = false;
-    if (self.kind_ == Kind::Response) {
-      std::uint16_t st = p->status_code;
-      no_body = self.no_body_expected_ || (st >= 100 && st < 200) || st == 204 || st == 304;
-    }
-    if (no_body) {
-      p->flags |= F_SKIPBODY;
-      self.framing_ = Framing::None;
-    } else if (p->flags & F_CHUNKED) {
-      self.framing_ = Framing::Chunked;
-    } else if (p->flags & F_CONTENT_LENGTH) {
-      self.framing_ = p->content_length ? Framing::ContentLength : Framing::None;
-      self.content_length_ = p->content_length;
-    } else if (self.kind_ == Kind::Response && llhttp_message_needs_eof(p)) {
-      self.framing_ = Framing::UntilClose;
-    } else {
-      self.framing_ = Framing::None;
-    }
-    if (self.framing_ != Framing::ContentLength) self.content_length_ = 0;
-    self.in_body_ = true;
-    i.pause = Pause::Headers;
-    return HPE_PAUSED;
-  }
-  static int on_body(llhttp_t* p, const char* at, std::size_t len) {
-    if (len) I(p).self->body_.emplace_back(at, len);  // llhttp flushes empty spans at the end
-    return 0;
-  }
-  static int on_message_complete(llhttp_t* p) {
-    auto& i = I(p);
-    Parser& self = *i.self;
-    for (std::size_t k = i.trailer_first; k < i.slots.size(); ++k)
-      self.trailers_.append(name_of(i, i.slots[k]),
-                            std::string_view(i.raw.data() + i.slots[k].vo, i.slots[k].vl));
-    self.in_body_ = false;
-    self.started_ = false;
-    i.pause = Pause::Complete;
-    return HPE_PAUSED;
-  }
-
-  static const llhttp_settings_t settings;
-};
-
-namespace {
-llhttp_settings_t make_settings() {
-  llhttp_settings_t s;
-  llhttp_settings_init(&s);
-  s.on_message_begin = &Callbacks::on_message_begin;
-  s.on_url = &Callbacks::on_url;
-  s.on_status = &Callbacks::on_status;
-  s.on_header_field = &Callbacks::on_header_field;
-  s.on_header_value = &Callbacks::on_header_value;
-  s.on_header_field_complete = &Callbacks::on_header_field_complete;
-  s.on_header_value_complete = &Callbacks::on_header_value_complete;
-  s.on_headers_complete = &Callbacks::on_headers_complete;
-  s.on_body = &Callbacks::on_body;
-  s.on_message_complete = &Callbacks::on_message_complete;
-  return s;
+/// field-name ":" OWS field-value OWS in [p, p+n): the offsets of the name and trimmed value,
+/// or why the line is invalid.
+const char* split_field(const char* p, std::size_t n, std::uint32_t& nl, std::uint32_t& vo,
+                        std::uint32_t& vl) noexcept {
+  if (is_ows(p[0])) return "obsolete line folding";  // or whitespace before the first field
+  std::size_t i = 0;
+  while (i < n && is_tchar(p[i])) ++i;
+  if (i == n) return "field line without a colon";
+  if (p[i] != ':') return is_ows(p[i]) ? "whitespace before the colon of a field"
+                                       : "invalid character in a field name";
+  if (i == 0) return "empty field name";
+  nl = static_cast<std::uint32_t>(i);
+  ++i;
+  while (i < n && is_ows(p[i])) ++i;
+  std::size_t end = n;
+  while (end > i && is_ows(p[end - 1])) --end;
+  if (!value_chars_ok(p + i, end - i)) return "a control character in a field value";
+  vo = static_cast<std::uint32_t>(i);
+  vl = static_cast<std::uint32_t>(end - i);
+  return nullptr;
 }
 }  // namespace
 
-const llhttp_settings_t Callbacks::settings = make_settings();
+Parser::Parser(Kind kind, ParserLimits limits) : kind_(kind), limits_(limits) {}
 
-Parser::Parser(Kind kind, ParserLimits limits)
-    : impl_(std::make_unique<Impl>()), kind_(kind), limits_(limits) {
-  llhttp_init(&impl_->p, kind == Kind::Request ? HTTP_REQUEST : HTTP_RESPONSE,
-              &Callbacks::settings);
-  impl_->p.data = impl_.get();
-  impl_->self = this;
-}
-
-Parser::~Parser() = default;
-
-namespace {
-// RFC 9112 §4: status-line = HTTP-version SP 3DIGIT SP [ reason-phrase ]. The SP after the code
-// is tolerated when the reason is absent, as every client does.
-bool status_code_char(Parser::Impl& i, char c) {
-  if (i.status_spaces == 1) {
-    if (c >= '0' && c <= '9') return ++i.status_digits <= 3;
-    if (c == ' ' || c == '\r') {
-      ++i.status_spaces;
-      return i.status_digits == 3;
-    }
-    return false;
+bool Parser::fail(std::uint16_t request_status, ErrorType t, std::string_view why) {
+  if (err_status_ == 0) {
+    err_status_ = kind_ == Kind::Request ? request_status : 502;
+    err_type_ = t;
+    err_reason_.assign(why);
   }
-  if (c == ' ' && i.status_spaces == 0) ++i.status_spaces;
-  return true;
-}
-}  // namespace
-
-bool Parser::scan_head(Impl& i, const char* data, std::size_t n) {
-  // llhttp's strict mode still takes a bare LF as a line end, unfolds obs-fold after a colon
-  // and collapses runs of spaces in the request line; a proxy must not pass on any of them.
-  auto fail = [&](const char* why) {
-    i.fail(kind_ == Kind::Request ? 400 : 502, ErrorType::InvalidHTTPHeader, why);
-    return false;
-  };
-  std::size_t k = 0;
-  // A request line: from one LF to the next.
-  while (kind_ == Kind::Request && k < n && i.first_line) {
-    const auto* lf = static_cast<const char*>(std::memchr(data + k, '\n', n - k));
-    const std::size_t end = lf ? static_cast<std::size_t>(lf - data) : n;
-    const std::string_view seg(data + k, end - k);
-    if ((!seg.empty() && seg.front() == ' ' && i.prev == ' ') || seg.find("  ") != std::string_view::npos)
-      return fail("repeated spaces in the start line");
-    if (!seg.empty()) i.prev = seg.back();
-    k = end;
-    if (!lf) break;
-    if (i.prev != '\r') return fail("bare LF as a line end");  // the byte before the LF
-    if (started_) i.first_line = false;
-    i.prev = '\n';
-    ++k;
-  }
-  // A status line, byte by byte.
-  for (; k < n && i.first_line; ++k) {
-    const char c = data[k];
-    if (c == '\n' && i.prev != '\r') return fail("bare LF as a line end");
-    if (!status_code_char(i, c))
-      return fail("status code is not three digits");  // llhttp takes "20" for 020
-    if (c == '\n' && i.prev == '\r' && started_) i.first_line = false;
-    i.prev = c;
-  }
-  // The fields: only the bytes around each LF matter, so jump from one to the next.
-  while (k < n) {
-    if (i.prev == '\n' && (data[k] == ' ' || data[k] == '\t')) return fail("obsolete line folding");
-    const auto* lf = static_cast<const char*>(std::memchr(data + k, '\n', n - k));
-    if (!lf) {
-      i.prev = data[n - 1];
-      break;
-    }
-    const std::size_t at = static_cast<std::size_t>(lf - data);
-    if ((at > k ? data[at - 1] : i.prev) != '\r') return fail("bare LF as a line end");
-    i.prev = '\n';
-    k = at + 1;
-  }
-  return true;
+  return false;
 }
 
 Parser::Step Parser::feed(const char* data, std::size_t len) {
-  Impl& i = *impl_;
   body_.clear();
   if (err_status_) return {Event::Error, 0};
-  if (i.paused) {
-    if (i.paused_upgrade)
-      llhttp_resume_after_upgrade(&i.p);
-    else
-      llhttp_resume(&i.p);
-    i.paused = i.paused_upgrade = false;
-  }
-  const bool header_phase = !in_body_;
-  const bool chunked_body = in_body_ && framing_ == Framing::Chunked;
-  i.pause = Pause::None;
-  i.feed_begin = data;
-  i.feed_end = data + len;
-  llhttp_errno_t err = llhttp_execute(&i.p, data, len);
-  std::size_t consumed = len;
-  Event ev = Event::NeedMore;
-  if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-    consumed = static_cast<std::size_t>(llhttp_get_error_pos(&i.p) - data);
-    i.paused = true;
-    i.paused_upgrade = err == HPE_PAUSED_UPGRADE;
-    ev = i.pause == Pause::Headers ? Event::Headers : Event::MessageComplete;
-    if (err == HPE_PAUSED_UPGRADE) ev = Event::MessageComplete;
-  } else if (err != HPE_OK) {
-    if (!err_status_) {
-      const char* reason = llhttp_get_error_reason(&i.p);
-      std::uint16_t st = kind_ == Kind::Request ? 400 : 502;
-      if (err == HPE_INVALID_TRANSFER_ENCODING && kind_ == Kind::Request) st = 501;
-      if (err == HPE_INVALID_VERSION && kind_ == Kind::Request) st = 505;
-      i.fail(st, err == HPE_INVALID_CHUNK_SIZE ? ErrorType::InvalidChunk : ErrorType::InvalidHTTPHeader,
-             reason ? reason : llhttp_errno_name(err));
+  switch (state_) {
+    case State::Head:
+      return feed_head(data, len);
+    case State::BodyNone:
+      return complete(0);
+    case State::BodyLength: {
+      const std::size_t n = len < remaining_ ? len : static_cast<std::size_t>(remaining_);
+      if (n == 0) return {Event::NeedMore, 0};
+      body_.emplace_back(data, n);
+      remaining_ -= n;
+      if (remaining_ == 0) return complete(n);
+      return {Event::Body, n};
     }
-    return {Event::Error, 0};
-  } else if (!body_.empty()) {
-    ev = Event::Body;
+    case State::BodyClose:
+      if (len == 0) return {Event::NeedMore, 0};
+      body_.emplace_back(data, len);
+      return {Event::Body, len};
+    default:
+      return feed_chunked(data, len);
   }
-  if (chunked_body) {
-    i.track_tail(data, consumed);
-    if (ev == Event::MessageComplete && !(i.tail_len == 4 && std::memcmp(i.tail, "\r\n\r\n", 4) == 0)) {
-      i.fail(kind_ == Kind::Request ? 400 : 502, ErrorType::InvalidChunk,
-             "chunked body does not end with CRLF CRLF");
-      return {Event::Error, 0};
-    }
-  }
-  if (header_phase && !scan_head(i, data, consumed)) return {Event::Error, 0};
-  if (header_phase) {
-    i.header_phase_bytes += consumed;
-    if (i.header_phase_bytes > limits_.max_header_bytes) {
-      i.fail(kind_ == Kind::Request ? 431 : 502, ErrorType::InvalidHTTPHeader,
-             "header section too large");
-      return {Event::Error, 0};
-    }
-  }
-  if (ev == Event::Headers) {
-    i.header_phase_bytes = 0;
-    i.tail_len = 0;
-  }
-  return {ev, consumed};
+}
+
+Parser::Step Parser::complete(std::size_t consumed) {
+  state_ = State::Head;
+  in_body_ = false;
+  started_ = false;
+  return {Event::MessageComplete, consumed};
 }
 
 Parser::Step Parser::finish() {
-  Impl& i = *impl_;
   body_.clear();
   if (err_status_) return {Event::Error, 0};
-  if (i.paused) {
-    llhttp_resume(&i.p);
-    i.paused = false;
+  switch (state_) {
+    case State::Head:
+      if (!started_) return {Event::NeedMore, 0};
+      break;
+    case State::BodyNone:
+    case State::BodyClose:
+      return complete(0);
+    default:
+      break;
   }
-  i.pause = Pause::None;
-  llhttp_errno_t err = llhttp_finish(&i.p);
-  if (err == HPE_PAUSED || i.pause == Pause::Complete) return {Event::MessageComplete, 0};
-  if (err != HPE_OK) {
-    i.fail(kind_ == Kind::Request ? 400 : 502, ErrorType::PrematureBodyEnd,
-           "connection closed before the message was complete");
-    return {Event::Error, 0};
-  }
-  return {Event::NeedMore, 0};
+  fail(400, ErrorType::PrematureBodyEnd, "connection closed before the message was complete");
+  return {Event::Error, 0};
 }
 
-void Parser::hand_over_fields(Impl& i, HeaderMap& h) {
-  // The start line's bytes stay in front of the fields, unused. Trailers, if any, are parsed
-  // into the buffer `h` gave back, from its start.
-  const std::size_t n = i.trailer_first;
-  if (!h.empty() || i.slots.size() != n) {  // not the usual order: copy
-    for (std::size_t k = 0; k < n; ++k)
-      h.append(Callbacks::name_of(i, i.slots[k]), Callbacks::value_of(i, i.slots[k]));
+Parser::Step Parser::feed_head(const char* data, std::size_t len) {
+  const std::size_t max = limits_.max_header_bytes;
+  // Over the limit: a request line still incomplete because its target is longer than allowed
+  // is answered 414, the rest 431. (Checked once, here: not on every read of a long line.)
+  auto too_large = [this](const char* b, std::size_t n) {
+    if (kind_ == Kind::Request && !start_line_done_ && n > line_pos_) {
+      const char* p = b + line_pos_;
+      const std::size_t m = n - line_pos_;
+      if (const auto* sp = static_cast<const char*>(std::memchr(p, ' ', m))) {
+        const char* t = sp + 1;
+        const auto* sp2 = static_cast<const char*>(std::memchr(t, ' ', static_cast<std::size_t>(p + m - t)));
+        if (static_cast<std::size_t>((sp2 ? sp2 : p + m) - t) > limits_.max_target_bytes) {
+          fail(414, ErrorType::InvalidHTTPHeader, "request-target too long");
+          return Step{Event::Error, 0};
+        }
+      }
+    }
+    fail(431, ErrorType::InvalidHTTPHeader, "header section too large");
+    return Step{Event::Error, 0};
+  };
+  if (!buffered_) {
+    // A new message. Usually its whole head is in `data`: parsed there, then copied once.
+    if (len == 0) return {Event::NeedMore, 0};
+    slots_.clear();
+    trailers_.clear();
+    start_line_done_ = false;
+    line_pos_ = scan_pos_ = 0;
+    hosts_ = content_lengths_ = transfer_encodings_ = 0;
+    te_chunked_ = true;
+    conn_close_ = conn_keep_alive_ = conn_upgrade_ = has_upgrade_ = false;
+    content_length_ = 0;
+    const std::size_t end = parse_head(data, len);
+    if (end == npos) return {Event::Error, 0};
+    if (end != 0) {
+      if (end > max) return too_large(data, end);
+      raw_.assign(data, end);
+      if (!head_complete(raw_.data())) return {Event::Error, 0};
+      return {Event::Headers, end};
+    }
+    if (len > max) return too_large(data, len);
+    raw_.assign(data, len);
+    buffered_ = true;
+    return {Event::NeedMore, len};
+  }
+  // The head spans reads: its first bytes are in raw_.
+  const std::size_t old = raw_.size();
+  const std::size_t room = max + 1 > old ? max + 1 - old : 0;  // one past the limit shows it
+  const std::size_t add = len < room ? len : room;
+  raw_.append(data, add);
+  const std::size_t end = parse_head(raw_.data(), raw_.size());
+  if (end == npos) return {Event::Error, 0};
+  if (end == 0) {
+    if (raw_.size() > max) return too_large(raw_.data(), raw_.size());
+    return {Event::NeedMore, add};
+  }
+  if (end > max) return too_large(raw_.data(), end);
+  raw_.resize(end);
+  buffered_ = false;
+  if (!head_complete(raw_.data())) return {Event::Error, 0};
+  return {Event::Headers, end - old};
+}
+
+std::size_t Parser::parse_head(const char* b, std::size_t n) {
+  std::size_t pos = line_pos_;
+  std::size_t scan = scan_pos_ > pos ? scan_pos_ : pos;
+  for (;;) {
+    const auto* lf = static_cast<const char*>(std::memchr(b + scan, '\n', n - scan));
+    if (!lf) {
+      line_pos_ = pos;
+      scan_pos_ = n;
+      // Empty lines before the start line are not the start of a message (RFC 9112 §2.2).
+      started_ = start_line_done_ || (n > pos && b[pos] != '\r');
+      return 0;
+    }
+    const std::size_t at = static_cast<std::size_t>(lf - b);
+    if (at == pos || b[at - 1] != '\r') {
+      started_ = true;
+      fail_head("bare LF as a line end");
+      return npos;
+    }
+    const std::size_t e = at - 1;  // the line is [pos, e)
+    if (e == pos) {
+      if (start_line_done_) {
+        line_pos_ = scan_pos_ = 0;
+        return at + 1;
+      }
+      // an empty line before the start line: skipped
+    } else if (!start_line_done_) {
+      started_ = true;
+      if (!start_line(b, pos, e)) return npos;
+      start_line_done_ = true;
+    } else if (!field_line(b, pos, e)) {
+      return npos;
+    }
+    pos = scan = at + 1;
+  }
+}
+
+bool Parser::start_line(const char* b, std::size_t s, std::size_t e) {
+  const char* p = b + s;
+  const std::size_t n = e - s;
+  if (kind_ == Kind::Response) {
+    // status-line = HTTP-version SP 3DIGIT SP [ reason-phrase ]; the SP after the code is
+    // tolerated when the reason is absent, as every client does.
+    if (n < 12 || std::memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') || p[8] != ' ')
+      return fail_head("invalid status line");
+    minor_ = static_cast<std::uint8_t>(p[7] - '0');
+    std::uint16_t st = 0;
+    for (int k = 9; k < 12; ++k) {
+      if (p[k] < '0' || p[k] > '9') return fail_head("status code is not three digits");
+      st = static_cast<std::uint16_t>(st * 10 + (p[k] - '0'));
+    }
+    if (st < 100) return fail_head("invalid status code");
+    if (n > 12 && p[12] != ' ') return fail_head("status code is not three digits");
+    status_ = st;
+    reason_off_ = static_cast<std::uint32_t>(n > 12 ? s + 13 : e);
+    reason_len_ = static_cast<std::uint32_t>(e - reason_off_);
+    if (reason_len_ > 1024) return fail_head("reason phrase too long");
+    if (!value_chars_ok(b + reason_off_, reason_len_))
+      return fail_head("a control character in the reason phrase");
+    return true;
+  }
+  // request-line = method SP request-target SP HTTP-version
+  const auto* sp1 = static_cast<const char*>(std::memchr(p, ' ', n));
+  if (!sp1) return fail_head("invalid request line");
+  const std::size_t ml = static_cast<std::size_t>(sp1 - p);
+  const char* t = sp1 + 1;
+  const auto* sp2 = static_cast<const char*>(std::memchr(t, ' ', static_cast<std::size_t>(p + n - t)));
+  if (!sp2) return fail_head("invalid request line");
+  const std::size_t tl = static_cast<std::size_t>(sp2 - t);
+  const char* v = sp2 + 1;
+  const std::size_t vl = static_cast<std::size_t>(p + n - v);
+  if (ml == 0 || tl == 0 || (vl > 0 && v[0] == ' ')) return fail_head("repeated spaces in the start line");
+  for (std::size_t k = 0; k < ml; ++k)
+    if (!is_tchar(p[k])) return fail_head("invalid method");
+  if (vl != 8 || std::memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' || v[6] != '.' ||
+      v[7] < '0' || v[7] > '9')
+    return fail_head("invalid HTTP version");
+  if (v[5] != '1' || v[7] > '1') {
+    if (ml == 3 && std::memcmp(p, "PRI", 3) == 0 && v[5] == '2')
+      return fail_head("HTTP/2 connection preface where HTTP/1 was expected (h2c off, or a malformed preface)");
+    return fail(505, ErrorType::InvalidHTTPHeader, "unsupported HTTP version");
+  }
+  minor_ = static_cast<std::uint8_t>(v[7] - '0');
+  const std::string_view method(p, ml);
+  if (!known_method(method)) return fail(501, ErrorType::InvalidHTTPHeader, "unknown method");
+  if (tl > limits_.max_target_bytes)
+    return fail(414, ErrorType::InvalidHTTPHeader, "request-target too long");
+  if (!target_chars_ok(t, tl)) return fail_head("invalid character in the request-target");
+  const std::string_view target(t, tl);
+  // Request-target forms (RFC 9112 §3.2): no fragment, "*" only for OPTIONS.
+  if (std::memchr(t, '#', tl)) return fail_head("fragment in the request-target");
+  const bool connect = method == "CONNECT";
+  if (target == "*") {
+    if (method != "OPTIONS") return fail_head("asterisk-form for a method other than OPTIONS");
+  } else if (connect) {
+    // authority-form (RFC 9112 §3.2.3): host and port, nothing else.
+    const std::size_t colon = target.rfind(':');
+    if (!valid_host(target) || colon == std::string_view::npos || target.back() == ']' ||
+        (target[0] == '[' && colon < target.find(']')))
+      return fail_head("CONNECT target is not host:port");
+  } else if (t[0] != '/' && !absolute_scheme(target)) {
+    return fail_head("request-target neither a path nor an http(s) URI");
+  }
+  if (const std::size_t scheme = absolute_scheme(target)) {
+    std::string_view rest = target.substr(scheme);
+    std::string_view authority = rest.substr(0, rest.find_first_of("/?"));
+    if (authority.empty() || !valid_host(authority)) return fail_head("invalid authority in the request-target");
+  }
+  method_off_ = static_cast<std::uint32_t>(s);
+  method_len_ = static_cast<std::uint32_t>(ml);
+  target_off_ = static_cast<std::uint32_t>(t - b);
+  target_len_ = static_cast<std::uint32_t>(tl);
+  upgrade_ = connect;
+  return true;
+}
+
+namespace {
+/// A tab in the whitespace after a field's value.
+bool tab_after(const char* b, std::size_t from, std::size_t e) noexcept {
+  return e > from && std::memchr(b + from, '\t', e - from) != nullptr;
+}
+}  // namespace
+
+bool Parser::field_line(const char* b, std::size_t s, std::size_t e) {
+  if (slots_.size() >= limits_.max_header_count)
+    return fail(431, ErrorType::InvalidHTTPHeader, "too many header fields");
+  Slot sl{static_cast<std::uint32_t>(s), 0, 0, 0};
+  if (const char* why = split_field(b + s, e - s, sl.nl, sl.vo, sl.vl)) return fail_head(why);
+  sl.vo += static_cast<std::uint32_t>(s);
+  const std::string_view name(b + s, sl.nl), value(b + sl.vo, sl.vl);
+  // The fields that decide framing and the connection's fate, noted as they go by.
+  switch (sl.nl) {
+    case 4:
+      if (iequals(name, "host")) {
+        if (hosts_ == 0) first_host_ = static_cast<std::uint32_t>(slots_.size());
+        if (hosts_ < 2) ++hosts_;  // saturates: any count above one is refused
+      }
+      break;
+    case 7:
+      if (iequals(name, "upgrade")) has_upgrade_ = true;
+      break;
+    case 10:
+      if (iequals(name, "connection"))
+        for_each_item(value, [this](std::string_view item) {
+          if (iequals(item, "close")) conn_close_ = true;
+          else if (iequals(item, "keep-alive")) conn_keep_alive_ = true;
+          else if (iequals(item, "upgrade")) conn_upgrade_ = true;
+        });
+      break;
+    case 14:
+      if (iequals(name, "content-length")) {
+        if (content_lengths_) return fail_head("duplicate Content-Length");
+        content_lengths_ = 1;
+        std::uint64_t v = 0;
+        auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+        // A tab after the digits is OWS, but refused like the one after "chunked" below.
+        if (value.empty() || ec != std::errc() || ptr != value.data() + value.size() || value[0] == '+' ||
+            value[0] == '-' || tab_after(b, sl.vo + sl.vl, e))
+          return fail_head("invalid Content-Length");
+        content_length_ = v;
+      }
+      break;
+    case 17:
+      if (iequals(name, "transfer-encoding")) {
+        if (value.empty()) return fail_head("empty Transfer-Encoding");
+        if (transfer_encodings_ < 255) ++transfer_encodings_;
+        // "chunked" then a tab is valid (OWS), but a classic Transfer-Encoding obfuscation that
+        // other servers read differently: not taken for chunked, so the request is refused.
+        te_chunked_ = te_chunked_ && iequals(value, "chunked") && !tab_after(b, sl.vo + sl.vl, e);
+      }
+      break;
+    default:
+      break;
+  }
+  slots_.push_back(sl);
+  return true;
+}
+
+bool Parser::head_complete(const char* b) {
+  const bool request = kind_ == Kind::Request;
+  const bool plain_chunked = transfer_encodings_ == 1 && te_chunked_;
+  bool no_body = false;
+  if (!request) no_body = no_body_expected_ || status_ < 200 || status_ == 204 || status_ == 304;
+  if (transfer_encodings_) {
+    if (content_lengths_) return fail_head("Content-Length with Transfer-Encoding");
+    if (request) {
+      // Decided here, before the head is handed to the hooks: such a request must never start
+      // its way upstream.
+      if (minor_ == 0) return fail_head("Transfer-Encoding in an HTTP/1.0 request");
+      // Only "chunked" alone: a coding before it would be lost when the body is re-chunked,
+      // and portico does not decode transfer codings.
+      if (!plain_chunked)
+        return fail(501, ErrorType::InvalidHTTPHeader, "Transfer-Encoding other than chunked");
+    } else if (!plain_chunked && !no_body) {
+      return fail_head("response Transfer-Encoding other than chunked");
+    }
+  }
+  if (request) {
+    if (hosts_ > 1) return fail_head("more than one Host field");
+    if (hosts_ == 0 && minor_ == 1) return fail_head("HTTP/1.1 request without Host");
+    if (hosts_ == 1) {
+      const Slot& h = slots_[first_host_];
+      if (!valid_host(std::string_view(b + h.vo, h.vl))) return fail_head("invalid Host");
+    }
+    upgrade_ = upgrade_ || (has_upgrade_ && conn_upgrade_);
+  } else {
+    upgrade_ = status_ == 101;
+  }
+  if (no_body) {
+    framing_ = Framing::None;
+  } else if (transfer_encodings_) {
+    framing_ = Framing::Chunked;
+  } else if (content_lengths_) {
+    framing_ = content_length_ ? Framing::ContentLength : Framing::None;
+  } else {
+    framing_ = request ? Framing::None : Framing::UntilClose;
+  }
+  if (framing_ != Framing::ContentLength) content_length_ = 0;
+  keep_alive_ = (minor_ == 1 ? !conn_close_ : conn_keep_alive_ && !conn_close_) &&
+                framing_ != Framing::UntilClose;
+  in_body_ = true;
+  switch (framing_) {
+    case Framing::None: state_ = State::BodyNone; break;
+    case Framing::ContentLength:
+      state_ = State::BodyLength;
+      remaining_ = content_length_;
+      break;
+    case Framing::Chunked:
+      state_ = State::ChunkSize;
+      remaining_ = 0;
+      size_digits_ = 0;
+      size_line_bytes_ = 0;
+      break;
+    case Framing::UntilClose: state_ = State::BodyClose; break;
+  }
+  return true;
+}
+
+Parser::Step Parser::feed_chunked(const char* data, std::size_t len) {
+  const char* p = data;
+  const char* const end = data + len;
+  auto error = [this](std::string_view why) {
+    fail_chunk(why);
+    return Step{Event::Error, 0};
+  };
+  while (p < end) {
+    if (state_ == State::ChunkData) {
+      const std::size_t avail = static_cast<std::size_t>(end - p);
+      const std::size_t n = avail < remaining_ ? avail : static_cast<std::size_t>(remaining_);
+      body_.emplace_back(p, n);
+      p += n;
+      remaining_ -= n;
+      if (remaining_ == 0) state_ = State::ChunkDataCr;
+      continue;
+    }
+    if (state_ == State::Trailers) {
+      // Trailer lines are gathered whole, then parsed like field lines.
+      const auto* lf = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
+      const std::size_t take = lf ? static_cast<std::size_t>(lf - p) + 1 : static_cast<std::size_t>(end - p);
+      if (traw_.size() + take > limits_.max_header_bytes) return error("trailer section too large");
+      traw_.append(p, take);
+      p += take;
+      if (!lf) break;
+      const std::size_t at = traw_.size() - 1;
+      if (at == tline_pos_ || traw_[at - 1] != '\r') return error("bare LF as a line end in the trailers");
+      if (at - 1 == tline_pos_) {  // the blank line: the message ends
+        for (const Slot& s : tslots_)
+          trailers_.append(std::string_view(traw_.data() + s.no, s.nl),
+                           std::string_view(traw_.data() + s.vo, s.vl));
+        return complete(static_cast<std::size_t>(p - data));
+      }
+      if (!trailer_line()) return {Event::Error, 0};
+      tline_pos_ = traw_.size();
+      continue;
+    }
+    const char c = *p++;
+    if (++size_line_bytes_ > limits_.max_header_bytes) return error("chunk-size line too long");
+    switch (state_) {
+      case State::ChunkSize:
+        if (kClass[static_cast<unsigned char>(c)] & kHex) {
+          if (remaining_ > (std::numeric_limits<std::uint64_t>::max() >> 4))
+            return error("chunk size too large");
+          remaining_ = remaining_ * 16 + static_cast<std::uint64_t>(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+          ++size_digits_;
+          break;
+        }
+        if (size_digits_ == 0) return error("invalid chunk size");
+        if (c == '\r') state_ = State::ChunkSizeLf;
+        else if (c == ';') state_ = State::ChunkExt;
+        else return error("invalid chunk size");
+        break;
+      // chunk-ext = *( ";" ext-name [ "=" ( token / quoted-string ) ] ). The whitespace RFC 9112
+      // tolerates around its parts (BWS) is refused, as llhttp's strict mode does: servers
+      // disagree on where such a size line ends.
+      case State::ChunkExt:  // after ";": the first byte of a name
+        if (!is_tchar(c)) return error("invalid chunk extension");
+        state_ = State::ChunkExtName;
+        break;
+      case State::ChunkExtName:
+      case State::ChunkExtToken:
+        if (c == '\r') state_ = State::ChunkSizeLf;
+        else if (c == ';') state_ = State::ChunkExt;
+        else if (c == '=' && state_ == State::ChunkExtName) state_ = State::ChunkExtValue;
+        else if (!is_tchar(c)) return error("invalid chunk extension");
+        break;
+      case State::ChunkExtValue:  // after "="
+        if (c == '"') state_ = State::ChunkExtQuoted;
+        else if (is_tchar(c)) state_ = State::ChunkExtToken;
+        else return error("invalid chunk extension");
+        break;
+      case State::ChunkExtQuoted:  // qdtext only: a quoted-pair is refused, as llhttp does
+        if (c == '"') state_ = State::ChunkExtQuotedEnd;
+        else if (c == '\\' || !(kClass[static_cast<unsigned char>(c)] & kQdtext))
+          return error("invalid chunk extension");
+        break;
+      case State::ChunkExtQuotedEnd:
+        if (c == '\r') state_ = State::ChunkSizeLf;
+        else if (c == ';') state_ = State::ChunkExt;
+        else return error("invalid chunk extension");
+        break;
+      case State::ChunkSizeLf:
+        if (c != '\n') return error("CR without LF after the chunk size");
+        size_line_bytes_ = 0;
+        if (remaining_ == 0) {
+          state_ = State::Trailers;
+          traw_.clear();
+          tslots_.clear();
+          tline_pos_ = 0;
+        } else {
+          state_ = State::ChunkData;
+        }
+        break;
+      case State::ChunkDataCr:
+        if (c != '\r') return error("chunk data not followed by CRLF");
+        state_ = State::ChunkDataLf;
+        break;
+      case State::ChunkDataLf:
+        if (c != '\n') return error("chunk data not followed by CRLF");
+        state_ = State::ChunkSize;
+        size_digits_ = 0;
+        size_line_bytes_ = 0;
+        break;
+      default:
+        return error("invalid chunked body state");
+    }
+  }
+  return {body_.empty() ? Event::NeedMore : Event::Body, len};
+}
+
+bool Parser::trailer_line() {
+  if (tslots_.size() >= limits_.max_header_count)
+    return fail(431, ErrorType::InvalidHTTPHeader, "too many trailer fields");
+  const std::size_t s = tline_pos_, e = traw_.size() - 2;  // without CRLF
+  Slot sl{static_cast<std::uint32_t>(s), 0, 0, 0};
+  if (const char* why = split_field(traw_.data() + s, e - s, sl.nl, sl.vo, sl.vl)) return fail_head(why);
+  sl.vo += static_cast<std::uint32_t>(s);
+  // Fields that frame or route the message have no place after it (RFC 9110 §6.5.1); a
+  // recipient that merged them into the head would read the message differently.
+  const std::string_view name(traw_.data() + s, sl.nl);
+  if (iequals(name, "transfer-encoding") || iequals(name, "content-length") || iequals(name, "host"))
+    return fail_head("Transfer-Encoding, Content-Length or Host in the trailers");
+  tslots_.push_back(sl);
+  return true;
+}
+
+void Parser::hand_over_fields(HeaderMap& h) {
+  // The start line's bytes stay in front of the fields, unused.
+  if (!h.empty()) {  // not the usual order: copy
+    for (const Slot& s : slots_)
+      h.append(std::string_view(raw_.data() + s.no, s.nl), std::string_view(raw_.data() + s.vo, s.vl));
     return;
   }
-  h.buf_.swap(i.raw);
-  i.raw.clear();
+  h.buf_.swap(raw_);
+  raw_.clear();
+  const std::size_t n = slots_.size();
   h.fields_.resize(n);
   std::size_t bytes = 0;
   for (std::size_t k = 0; k < n; ++k) {
-    const Slot& s = i.slots[k];
+    const Slot& s = slots_[k];
     h.fields_[k] = {s.no, s.nl, s.vo, s.vl};
     bytes += s.nl + s.vl;
   }
   h.bytes_ = bytes;
-  i.slots.erase(i.slots.begin(), i.slots.begin() + static_cast<std::ptrdiff_t>(n));
-  i.trailer_first = 0;
+  slots_.clear();
 }
 
 void Parser::take_request(RequestHeader& out) {
-  Impl& i = *impl_;
   out.clear();
-  out.set_method(llhttp_method_name(static_cast<llhttp_method_t>(i.p.method)));
-  out.set_uri(std::string_view(i.raw.data(), i.url_len));
-  out.set_version(i.p.http_minor == 0 ? Version::Http10 : Version::Http11);
-  hand_over_fields(i, out.headers());
+  out.set_method(std::string_view(raw_.data() + method_off_, method_len_));
+  out.set_uri(std::string_view(raw_.data() + target_off_, target_len_));
+  out.set_version(minor_ == 0 ? Version::Http10 : Version::Http11);
+  hand_over_fields(out.headers());
   // Absolute-form (RFC 9112 §3.2.2): the authority of the target replaces any Host, and the
   // request goes on in origin-form.
   std::string_view t = out.uri();
-  std::size_t scheme = 0;
-  if (t.size() > 7 && iequals(t.substr(0, 7), "http://")) scheme = 7;
-  else if (t.size() > 8 && iequals(t.substr(0, 8), "https://")) scheme = 8;
-  if (scheme) {
+  if (const std::size_t scheme = absolute_scheme(t)) {
     std::string_view rest = t.substr(scheme);
     std::size_t end = rest.find_first_of("/?");
     std::string authority(rest.substr(0, end));
@@ -571,17 +692,12 @@ void Parser::take_request(RequestHeader& out) {
 }
 
 void Parser::take_response(ResponseHeader& out) {
-  Impl& i = *impl_;
   out.clear();
-  out.set_status(static_cast<std::uint16_t>(i.p.status_code));
-  if (i.reason_len) out.set_reason(std::string_view(i.raw.data(), i.reason_len));
-  out.set_version(i.p.http_minor == 0 ? Version::Http10 : Version::Http11);
-  hand_over_fields(i, out.headers());
+  out.set_status(status_);
+  if (reason_len_) out.set_reason(std::string_view(raw_.data() + reason_off_, reason_len_));
+  out.set_version(minor_ == 0 ? Version::Http10 : Version::Http11);
+  hand_over_fields(out.headers());
 }
-
-bool Parser::keep_alive() const noexcept { return impl_->keep_alive; }
-bool Parser::upgrade() const noexcept { return impl_->upgrade; }
-std::uint16_t Parser::status() const noexcept { return static_cast<std::uint16_t>(impl_->p.status_code); }
 
 namespace {
 void append_version(Version v, std::string& out) {

@@ -1,9 +1,8 @@
-// HTTP/1.x codec: bytes in, events out. No sockets, no timers; llhttp stays behind this header.
+// HTTP/1.x codec: bytes in, events out. No sockets, no timers.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,15 +32,25 @@ enum class Event : std::uint8_t {
 /// How the body of a parsed message is delimited.
 enum class Framing : std::uint8_t { None, ContentLength, Chunked, UntilClose };
 
-/// An incremental HTTP/1 parser wrapping llhttp in strict mode.
+/// An incremental, strict HTTP/1 parser (RFC 9112): request and status lines, field lines,
+/// Content-Length, chunked and close-delimited bodies, trailers.
 ///
 /// `feed()` parses from `data` and stops after the first of: header section complete, message
 /// complete, error, or end of input. Body events carry views into `data` (valid until the caller
 /// reuses that memory). Header bytes are copied, so the input may be discarded after `Headers`.
+///
+/// Strictness (each is a request-smuggling or cache-poisoning vector when a proxy is lenient):
+/// every line ends in CRLF (no bare LF or CR); no obs-fold; no whitespace before a field's
+/// colon; field names are tokens, values hold no control character but HTAB; single spaces in
+/// the start line; HTTP/1.0 and HTTP/1.1 only (505 for other versions of a request); known
+/// methods only (501); origin-, absolute-, authority- (CONNECT) or asterisk-form (OPTIONS)
+/// targets of visible ASCII with no fragment; one Host of valid syntax; one Content-Length of
+/// digits; Transfer-Encoding exactly "chunked", never with Content-Length, never in HTTP/1.0
+/// requests; hexadecimal chunk sizes without overflow, well-formed chunk extensions, CRLF after
+/// every chunk and at the end of the trailers.
 class Parser {
  public:
   Parser(Kind kind, ParserLimits limits);
-  ~Parser();
   Parser(const Parser&) = delete;
   Parser& operator=(const Parser&) = delete;
 
@@ -62,9 +71,13 @@ class Parser {
   void take_response(ResponseHeader& out);
   Framing framing() const noexcept { return framing_; }
   std::uint64_t content_length() const noexcept { return content_length_; }
-  bool keep_alive() const noexcept;
-  bool upgrade() const noexcept;
-  std::uint16_t status() const noexcept;
+  /// Whether the connection may carry another message after this one (Connection, version,
+  /// and for a response, whether its body ends with the connection).
+  bool keep_alive() const noexcept { return keep_alive_; }
+  /// A request asking for a protocol switch (Upgrade with Connection: upgrade, or CONNECT); a
+  /// 101 response.
+  bool upgrade() const noexcept { return upgrade_; }
+  std::uint16_t status() const noexcept { return status_; }
 
   /// After Event::Body: the de-chunked body bytes of the last feed().
   const std::vector<std::string_view>& body_chunks() const noexcept { return body_; }
@@ -80,17 +93,38 @@ class Parser {
   std::string_view error_reason() const noexcept { return err_reason_; }
   ErrorType error_type() const noexcept { return err_type_; }
 
-  struct Impl;
-
  private:
-  bool scan_head(Impl& i, const char* data, std::size_t n);
+  struct Slot {
+    std::uint32_t no, nl, vo, vl;
+  };
+  enum class State : std::uint8_t {
+    Head, BodyNone, BodyLength, BodyClose,
+    ChunkSize, ChunkExt, ChunkExtName, ChunkExtValue, ChunkExtToken, ChunkExtQuoted,
+    ChunkExtQuotedEnd, ChunkSizeLf,
+    ChunkData, ChunkDataCr, ChunkDataLf, Trailers,
+  };
+
+  Step feed_head(const char* data, std::size_t len);
+  /// Parses the complete lines of the head in [b, b+n) from the saved position. Returns the
+  /// offset just past the blank line that ends the head, 0 when more bytes are needed, or
+  /// npos after an error.
+  std::size_t parse_head(const char* b, std::size_t n);
+  bool start_line(const char* b, std::size_t s, std::size_t e);
+  bool field_line(const char* b, std::size_t s, std::size_t e);
+  bool head_complete(const char* b);
+  Step feed_chunked(const char* data, std::size_t len);
+  bool trailer_line();
+  Step complete(std::size_t consumed);
+  bool fail(std::uint16_t request_status, ErrorType t, std::string_view why);
+  bool fail_head(std::string_view why) { return fail(400, ErrorType::InvalidHTTPHeader, why); }
+  bool fail_chunk(std::string_view why) { return fail(400, ErrorType::InvalidChunk, why); }
   /// Moves the fields of the head just parsed into `h` (empty): `h` takes the parse buffer and
   /// the parser keeps h's old one for the next message, so nothing is copied or allocated.
-  static void hand_over_fields(Impl& i, HeaderMap& h);
+  void hand_over_fields(HeaderMap& h);
 
-  std::unique_ptr<Impl> impl_;
   Kind kind_;
   ParserLimits limits_;
+  State state_ = State::Head;
   bool no_body_expected_ = false;
   bool in_body_ = false;
   bool started_ = false;
@@ -101,7 +135,34 @@ class Parser {
   std::uint16_t err_status_ = 0;
   ErrorType err_type_ = ErrorType::InvalidHTTPHeader;
   std::string err_reason_;
-  friend struct Callbacks;
+
+  // The head: its bytes (copied from the input once the blank line is found, or as they come
+  // when a head spans reads) and its fields as offsets into them.
+  std::string raw_;
+  std::vector<Slot> slots_;
+  bool buffered_ = false;        // raw_ holds the first bytes of a head still incomplete
+  bool start_line_done_ = false;
+  std::size_t line_pos_ = 0;     // start of the first line not parsed yet
+  std::size_t scan_pos_ = 0;     // where the search for its LF resumes
+  std::uint32_t method_off_ = 0, method_len_ = 0, target_off_ = 0, target_len_ = 0;
+  std::uint32_t reason_off_ = 0, reason_len_ = 0;
+  std::uint16_t status_ = 0;
+  std::uint8_t minor_ = 1;
+  bool keep_alive_ = false;
+  bool upgrade_ = false;
+  // What the fields said, gathered as they are parsed.
+  std::uint8_t hosts_ = 0, content_lengths_ = 0, transfer_encodings_ = 0;
+  bool te_chunked_ = true;  // every Transfer-Encoding value is exactly "chunked"
+  bool conn_close_ = false, conn_keep_alive_ = false, conn_upgrade_ = false, has_upgrade_ = false;
+  std::uint32_t first_host_ = 0;  // slot of the first Host field
+
+  // A chunked body: the current chunk, the size line's length, the trailer section.
+  std::uint64_t remaining_ = 0;
+  std::uint32_t size_digits_ = 0;
+  std::size_t size_line_bytes_ = 0;
+  std::string traw_;
+  std::vector<Slot> tslots_;
+  std::size_t tline_pos_ = 0;
 };
 
 /// Appends "METHOD target HTTP/1.1\r\n" + fields + "\r\n".

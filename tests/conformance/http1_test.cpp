@@ -835,9 +835,9 @@ std::vector<Case> landed_cases() {
                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\n\x1f\x8b\x08\r\n0\r\n\r\n"),
       bad_upstream("origin_chunked_end_bare_lf",
                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\n"),
-      // RFC 9110 §5.6.3 makes this "chunked" followed by OWS, so the request is valid; llhttp does
-      // not take it for chunked, so portico cannot frame it and refuses it (501) rather than
-      // guess. A TE value with stray whitespace is a classic TE.TE obfuscation: refusing is safe.
+      // RFC 9110 §5.6.3 makes this "chunked" followed by OWS, so the request is valid; but a TE
+      // value with stray whitespace is a classic TE.TE obfuscation that servers read differently,
+      // so portico does not take it for chunked and refuses it (501) rather than guess.
       reject("transfer_encoding_trailing_tab",
              post("Transfer-Encoding: chunked\t\r\n", "5\r\nhello\r\n0\r\n\r\n"), {501}),
   };

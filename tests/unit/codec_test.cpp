@@ -300,3 +300,96 @@ TEST(Codec, ChunkedBodyMustEndWithCrlfCrlfWhateverTheFeedSizes) {
     EXPECT_EQ(b.error, 400) << step;
   }
 }
+
+TEST(Codec, ChunkExtensionsFollowTheGrammarWithoutWhitespace) {
+  auto body = [](const std::string& size_line) {
+    return parse_request("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + size_line +
+                         "\r\nhello\r\n0\r\n\r\n");
+  };
+  for (const char* ok : {"5;a", "5;a=1", "5;a=1;b", "5;a;b=2", "5;a=\"x y;z\"", "5;a=\"\";b"}) {
+    auto r = body(ok);
+    EXPECT_TRUE(r.complete) << ok;
+    EXPECT_EQ(r.body, "hello") << ok;
+  }
+  for (const char* bad : {"5 ;a", "5; a", "5;a =1", "5;=1", "5;a=", "5;a=\"x\\\"y\"", "5;a=\"x\"b", "5;", "5;a=\"x"})
+    EXPECT_EQ(body(bad).error, 400) << bad;
+}
+
+TEST(Codec, FramingFieldsInTrailersAreRefused) {
+  for (const char* f : {"Content-Length: 5", "transfer-encoding: chunked", "Host: other"}) {
+    auto r = parse_request("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           "5\r\nhello\r\n0\r\n" + std::string(f) + "\r\n\r\n");
+    EXPECT_EQ(r.error, 400) << f;
+  }
+  EXPECT_TRUE(parse_request("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            "5\r\nhello\r\n0\r\nX-Checksum: 1\r\n\r\n").complete);
+}
+
+TEST(Codec, RequestTargetFormsAndMethods) {
+  EXPECT_TRUE(parse_request("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n").complete);
+  EXPECT_TRUE(parse_request("CONNECT [::1]:443 HTTP/1.1\r\nHost: h\r\n\r\n").complete);
+  EXPECT_EQ(parse_request("CONNECT /x HTTP/1.1\r\nHost: h\r\n\r\n").error, 400);
+  EXPECT_EQ(parse_request("CONNECT h HTTP/1.1\r\nHost: h\r\n\r\n").error, 400);
+  EXPECT_EQ(parse_request("GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n").error, 400);
+  auto abs = parse_request("GET HTTP://a.example?q HTTP/1.1\r\nHost: b\r\n\r\n");
+  ASSERT_TRUE(abs.complete);
+  EXPECT_EQ(abs.head.uri(), "/?q");
+  EXPECT_EQ(abs.head.headers().get("host").value(), "a.example");
+  EXPECT_EQ(parse_request("FOO / HTTP/1.1\r\nHost: h\r\n\r\n").error, 501);
+  EXPECT_EQ(parse_request("M-SEARCH * HTTP/1.1\r\nHost: h\r\n\r\n").error, 400);  // * is OPTIONS only
+  EXPECT_TRUE(parse_request("M-SEARCH / HTTP/1.1\r\nHost: h\r\n\r\n").complete);
+  // The HTTP/2 preface on an HTTP/1 listener is a bad request, said so in the log.
+  Parser p = req_parser();
+  std::string pri = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  EXPECT_EQ(p.feed(pri.data(), pri.size()).event, Event::Error);
+  EXPECT_EQ(p.error_status(), 400);
+  EXPECT_NE(p.error_reason().find("HTTP/2"), std::string_view::npos) << p.error_reason();
+}
+
+TEST(Codec, TabsAfterFramingValuesAreRefused) {
+  EXPECT_EQ(parse_request("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\t\r\n\r\nhello").error, 400);
+  EXPECT_TRUE(parse_request("POST / HTTP/1.1\r\nHost: h\r\nContent-Length:\t5 \r\n\r\nhello").complete);
+  EXPECT_TRUE(parse_request("GET / HTTP/1.1\r\nHost: h\r\nX-A: v\t\r\n\r\n").complete);
+}
+
+TEST(Codec, LongTargetIs414EvenBeforeItsLineEnds) {
+  ParserLimits l;
+  l.max_target_bytes = 100;
+  l.max_header_bytes = 400;
+  // Fed in small reads, the line never ends inside the header limit.
+  const std::string in = "GET /" + std::string(1000, 'a') + " HTTP/1.1\r\nHost: h\r\n\r\n";
+  EXPECT_EQ(parse_request(in, 7, l).error, 414);
+  EXPECT_EQ(parse_request(in, 1 << 20, l).error, 414);
+  // A long field line is 431.
+  const std::string field = "GET / HTTP/1.1\r\nHost: h\r\nX: " + std::string(1000, 'b') + "\r\n\r\n";
+  EXPECT_EQ(parse_request(field, 7, l).error, 431);
+}
+
+TEST(Codec, ResponseStatusLine) {
+  auto status = [](const std::string& line, std::uint16_t* code = nullptr) {
+    Parser p(Kind::Response, ParserLimits{});
+    std::string in = line + "\r\nContent-Length: 0\r\n\r\n";
+    auto s = p.feed(in.data(), in.size());
+    if (code) *code = p.status();
+    return s.event == Event::Headers ? 0 : p.error_status();
+  };
+  std::uint16_t code = 0;
+  EXPECT_EQ(status("HTTP/1.1 200 OK", &code), 0);
+  EXPECT_EQ(code, 200);
+  EXPECT_EQ(status("HTTP/1.0 404", &code), 0);
+  EXPECT_EQ(code, 404);
+  EXPECT_EQ(status("HTTP/1.1 599 "), 0);
+  for (const char* bad : {"HTTP/1.1 20 OK", "HTTP/1.1 2000 OK", "HTTP/1.1 099 Low", "HTTP/2.0 200 OK",
+                          "HTTP/1.1  200 OK", "http/1.1 200 OK", "HTTP/1.1 200 O\x01K", "HTTP/1.1 200OK"})
+    EXPECT_EQ(status(bad), 502) << bad;
+}
+
+TEST(Codec, ManyHostFieldsAreRefusedWhateverTheirNumber) {
+  ParserLimits l;
+  l.max_header_count = 1000;
+  for (int n : {2, 255, 256, 257, 513}) {
+    std::string in = "GET / HTTP/1.1\r\n";
+    for (int k = 0; k < n; ++k) in += "Host: h\r\n";
+    EXPECT_EQ(parse_request(in + "\r\n", 1 << 20, l).error, 400) << n;
+  }
+}
