@@ -41,10 +41,10 @@ inline std::uint64_t has_less(std::uint64_t x, std::uint8_t n) noexcept {
 }
 inline std::uint64_t zero_byte(std::uint64_t v) noexcept { return (v - k01) & ~v & k80; }
 
-/// A field value, reason phrase: HTAB, SP, VCHAR, obs-text. Eight bytes per step; a word with
-/// a byte below 0x20 (tabs included) or a DEL is checked byte by byte.
+/// A field value, reason phrase: HTAB, SP, VCHAR, obs-text. Eight bytes per step (the last step
+/// overlaps the one before); a word with a byte below 0x20 (tabs included) or a DEL is checked
+/// byte by byte.
 bool value_chars_ok(const char* p, std::size_t n) noexcept {
-  std::size_t i = 0;
   auto slow = [](const char* q, std::size_t m) {
     for (std::size_t k = 0; k < m; ++k) {
       const auto c = static_cast<unsigned char>(q[k]);
@@ -52,12 +52,15 @@ bool value_chars_ok(const char* p, std::size_t n) noexcept {
     }
     return true;
   };
-  for (; i + 8 <= n; i += 8) {
+  if (n < 8) return slow(p, n);
+  auto word_ok = [&slow](const char* q) {
     std::uint64_t x;
-    std::memcpy(&x, p + i, 8);
-    if ((has_less(x, 0x20) | zero_byte(x ^ (k01 * 0x7F))) && !slow(p + i, 8)) return false;
-  }
-  return slow(p + i, n - i);
+    std::memcpy(&x, q, 8);
+    return !(has_less(x, 0x20) | zero_byte(x ^ (k01 * 0x7F))) || slow(q, 8);
+  };
+  for (std::size_t i = 0; i + 8 < n; i += 8)
+    if (!word_ok(p + i)) return false;
+  return word_ok(p + n - 8);
 }
 
 /// A request-target: visible ASCII only (0x21-0x7E).
@@ -416,18 +419,19 @@ bool Parser::field_line(const char* b, std::size_t s, std::size_t e) {
   sl.vo += static_cast<std::uint32_t>(s);
   const std::string_view name(b + s, sl.nl), value(b + sl.vo, sl.vl);
   // The fields that decide framing and the connection's fate, noted as they go by.
+  const char first = static_cast<char>(name[0] | 0x20);
   switch (sl.nl) {
     case 4:
-      if (iequals(name, "host")) {
+      if (first == 'h' && iequals(name, "host")) {
         if (hosts_ == 0) first_host_ = static_cast<std::uint32_t>(slots_.size());
         if (hosts_ < 2) ++hosts_;  // saturates: any count above one is refused
       }
       break;
     case 7:
-      if (iequals(name, "upgrade")) has_upgrade_ = true;
+      if (first == 'u' && iequals(name, "upgrade")) has_upgrade_ = true;
       break;
     case 10:
-      if (iequals(name, "connection"))
+      if (first == 'c' && iequals(name, "connection"))
         for_each_item(value, [this](std::string_view item) {
           if (iequals(item, "close")) conn_close_ = true;
           else if (iequals(item, "keep-alive")) conn_keep_alive_ = true;
@@ -435,7 +439,7 @@ bool Parser::field_line(const char* b, std::size_t s, std::size_t e) {
         });
       break;
     case 14:
-      if (iequals(name, "content-length")) {
+      if (first == 'c' && iequals(name, "content-length")) {
         if (content_lengths_) return fail_head("duplicate Content-Length");
         content_lengths_ = 1;
         std::uint64_t v = 0;
@@ -448,7 +452,7 @@ bool Parser::field_line(const char* b, std::size_t s, std::size_t e) {
       }
       break;
     case 17:
-      if (iequals(name, "transfer-encoding")) {
+      if (first == 't' && iequals(name, "transfer-encoding")) {
         if (value.empty()) return fail_head("empty Transfer-Encoding");
         if (transfer_encodings_ < 255) ++transfer_encodings_;
         // "chunked" then a tab is valid (OWS), but a classic Transfer-Encoding obfuscation that
@@ -704,11 +708,21 @@ void append_version(Version v, std::string& out) {
   out.append(v == Version::Http10 ? "HTTP/1.0" : "HTTP/1.1");
 }
 void append_fields(const HeaderMap& h, std::string& out) {
+  // One resize, then plain copies: four appends per field each checked the capacity.
+  std::size_t n = 0;
+  for (auto f : h) n += f.name.size() + f.value.size() + 4;
+  const std::size_t at = out.size();
+  out.resize(at + n);
+  char* d = out.data() + at;
   for (auto f : h) {
-    out.append(f.name);
-    out.append(": ");
-    out.append(f.value);
-    out.append("\r\n");
+    std::memcpy(d, f.name.data(), f.name.size());
+    d += f.name.size();
+    *d++ = ':';
+    *d++ = ' ';
+    std::memcpy(d, f.value.data(), f.value.size());
+    d += f.value.size();
+    *d++ = '\r';
+    *d++ = '\n';
   }
 }
 }  // namespace
