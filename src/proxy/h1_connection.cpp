@@ -127,63 +127,6 @@ void trim_after_parking(void*) {
   if (mi_collect) mi_collect(true);
 }
 
-/// What is left of an idle keep-alive connection: its socket, waiting to become readable, and
-/// its place in the keep-alive deadline queue. Owned by its pending wait.
-class ParkedConn final : public Drainable {
- public:
-  static void start(HttpProxyService& svc, Worker& w, Deferred& expiry, asio::ip::tcp::socket&& s,
-                    std::size_t listener, std::uint32_t served, std::shared_ptr<ProxyObserver> obs) {
-    std::unique_ptr<ParkedConn> p(new ParkedConn(svc, w, std::move(s), listener, served, std::move(obs)));
-    ParkedConn& c = *p;
-    expiry.add(c.expiry_, [](void* x) { static_cast<ParkedConn*>(x)->close(); }, &c);
-    c.sock_.async_wait(asio::socket_base::wait_read, [p = std::move(p)](const error_code& ec) {
-      if (!ec && !p->closed_) p->wake();
-    });  // the wait owns the connection: it ends when the wait does
-  }
-
-  ~ParkedConn() override {
-    w_.remove(this);
-    obs_->connection_parked(-1);
-    if (!woke_) obs_->connection_closed();
-  }
-
-  void drain() noexcept override { close(); }  // idle, and it served requests: nothing is lost
-  void abort() noexcept override { close(); }
-
- private:
-  ParkedConn(HttpProxyService& svc, Worker& w, asio::ip::tcp::socket&& s, std::size_t listener,
-             std::uint32_t served, std::shared_ptr<ProxyObserver> obs)
-      : svc_(svc), w_(w), sock_(std::move(s)), obs_(std::move(obs)), listener_(listener), served_(served) {
-    w_.add(this);
-    obs_->connection_parked(1);
-  }
-
-  void close() noexcept {
-    closed_ = true;
-    expiry_.cancel();
-    error_code ec;
-    sock_.close(ec);  // the wait ends (operation_aborted) and takes the connection with it
-  }
-
-  /// The client sent something (or closed): a new H1Connection serves it.
-  void wake() {
-    woke_ = true;
-    expiry_.cancel();
-    Accepted a{std::move(sock_), listener_, {}, {}, true, served_};
-    svc_.serve_connection(w_, a);
-  }
-
-  HttpProxyService& svc_;
-  Worker& w_;
-  asio::ip::tcp::socket sock_;
-  Deferred::Entry expiry_;
-  std::shared_ptr<ProxyObserver> obs_;
-  std::size_t listener_;
-  std::uint32_t served_;
-  bool closed_ = false;
-  bool woke_ = false;
-};
-
 }  // namespace
 
 void H1Connection::request_park() noexcept {
@@ -197,12 +140,11 @@ void H1Connection::park() {
     park_ = false;
     return;  // ~H1Connection closes the socket
   }
-  if (!state_.parked_expiry)
-    state_.parked_expiry = std::make_unique<Deferred>(
-        sock_.get_executor(), opts_.keepalive_timeout - opts_.keepalive_park_after);
-  parked_ = true;
-  ParkedConn::start(svc_, worker_, *state_.parked_expiry, std::move(sock_), listener_,
-                    conn_requests_, obs_);
+  if (!state_.parking)
+    state_.parking = std::make_unique<ParkingLot>(
+        svc_, worker_, opts_.keepalive_timeout - opts_.keepalive_park_after);
+  const bool v6 = (server_addr_.empty() ? client_addr_ : server_addr_).family() == AF_INET6;
+  parked_ = state_.parking->park(sock_, listener_, conn_requests_, v6);
   if (state_.park_after && !state_.trim_later.pending())
     state_.park_after->add(state_.trim_later, &trim_after_parking, nullptr);
 }

@@ -126,14 +126,15 @@ class H1Connection final : public ProxyRequest, public Drainable {
   Deferred::Entry watch_later_;  // the client watch, armed when the wait for the upstream lasts
   void arm_client_watch();
   // Parking (HttpServerOptions::keepalive_park_after): an idle keep-alive connection hands its
-  // socket to a small ParkedConn and ends; the next request starts a new H1Connection.
+  // socket's descriptor to the worker's ParkingLot and ends; the next request starts a new
+  // H1Connection.
   Deferred::Entry park_later_;
   void request_park() noexcept;
   void park();
   std::size_t listener_ = 0;
   bool parkable_ = false;
   bool park_ = false;    // asked to park: the idle read was cancelled for it
-  bool parked_ = false;  // the socket went to a ParkedConn, which counts the close
+  bool parked_ = false;  // the socket went to the ParkingLot, which counts the close
   // Set while the connection speaks HTTP/2 (drain and abort go to it).
   H2Connection* h2_ = nullptr;
   bool idle_ = true;

@@ -51,10 +51,10 @@ ServiceWorkerState::~ServiceWorkerState() = default;
 void ServiceWorkerState::drain() noexcept {
   pool->drain();
   h2->drain();
-  // Their timers would keep the event loop running; parked connections are drained with the
-  // other connections.
+  // Their timers would keep the event loop running; parked connections are idle and each
+  // served requests: closed now.
   park_after.reset();
-  parked_expiry.reset();
+  parking.reset();
 }
 
 ProxyRequest::ProxyRequest(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,

@@ -25,6 +25,7 @@
 #include "core/socket_io.hpp"
 #include "core/watchdog.hpp"
 #include "http1/codec.hpp"
+#include "proxy/parking.hpp"
 #include "server/worker.hpp"
 #include "upstream/connection.hpp"
 
@@ -66,10 +67,10 @@ struct ServiceWorkerState final : WorkerState {
   std::shared_ptr<Pool> pool;
   std::shared_ptr<ClientTls> client_tls;  // the service's, shared by its workers
   std::unique_ptr<H2Upstream> h2;         // multiplexed HTTP/2 upstream sessions
-  // Idle keep-alive connections: those about to be parked, and the parked ones' keep-alive
-  // deadlines (see H1Connection::park). Made on first use, with the service's delays.
+  // Idle keep-alive connections: those about to be parked, and the parked ones (see
+  // H1Connection::park). Made on first use, with the service's delays.
   std::unique_ptr<Deferred> park_after;
-  std::unique_ptr<Deferred> parked_expiry;
+  std::unique_ptr<ParkingLot> parking;
   Deferred::Entry trim_later;  // returns freed memory after a burst of parking (park_after's delay)
 };
 

@@ -62,6 +62,12 @@ class Worker {
     c->prev_ = c->next_ = nullptr;
     if (active_.fetch_sub(1, std::memory_order_relaxed) == 1 && on_empty_) on_empty_();
   }
+  /// Counts one more (hold) or one fewer (unhold) active connection that is not a Drainable of
+  /// its own: the parked ones (ParkingLot), which their service's state closes on a drain.
+  void hold() noexcept { active_.fetch_add(1, std::memory_order_relaxed); }
+  void unhold() noexcept {
+    if (active_.fetch_sub(1, std::memory_order_relaxed) == 1 && on_empty_) on_empty_();
+  }
   /// Called on the worker's thread whenever its last connection closes.
   void set_on_empty(std::function<void()> f) { on_empty_ = std::move(f); }
   /// On the worker's thread: every connection finishes its current request and closes.

@@ -349,6 +349,42 @@ TEST(Metrics, IdleKeepAliveConnectionsParkAndWakeUp) {
   }));
 }
 
+// Many parked connections (more than one array of the worker's ParkingLot, more than one batch
+// of its epoll set) whose next requests all arrive at once: every one is served on its own
+// connection, and parked ones still count among the server's active connections.
+TEST(Metrics, ManyParkedConnectionsWakeUpTogether) {
+  auto reg = std::make_shared<obs::Registry>();
+  HttpServerOptions opts;
+  opts.keepalive_park_after = std::chrono::milliseconds(20);
+  Stack st(reg, nullptr, opts);
+  auto parked = [&] {
+    return reg->gauge_family("portico_downstream_connections_parked", "", {"service"})
+        .with({"obs_it"})
+        .value();
+  };
+  constexpr int kClients = 600;  // two workers: more than 256 on at least one
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(std::make_unique<Client>(st.proxy_port()));
+    auto r = clients.back()->get("/ok");
+    ASSERT_TRUE(r) << i;
+    ASSERT_EQ(r->status, 200u);
+  }
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_TRUE(eventually([&] { return parked() == kClients; })) << "round " << round;
+    EXPECT_EQ(st.server.active_connections(), static_cast<std::size_t>(kClients));
+    for (auto& c : clients) ASSERT_TRUE(c->send("GET /ok HTTP/1.1\r\nHost: x\r\n\r\n"));
+    for (int i = 0; i < kClients; ++i) {
+      auto r = clients[i]->read_response();
+      ASSERT_TRUE(r) << "round " << round << ", client " << i;
+      EXPECT_EQ(r->status, 200u);
+    }
+  }
+  ASSERT_TRUE(eventually([&] { return parked() == kClients; }));
+  clients.clear();
+  ASSERT_TRUE(eventually([&] { return parked() == 0 && st.server.active_connections() == 0; }));
+}
+
 // A parked connection still ends at its keep-alive timeout, and a graceful shutdown closes
 // parked connections at once instead of waiting for them.
 TEST(Metrics, ParkedConnectionsEndAtTheKeepAliveTimeoutAndOnShutdown) {
