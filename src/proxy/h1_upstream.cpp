@@ -144,7 +144,12 @@ task<Result<void>> ProxyRequest::proxy_attempt(UpstreamConnPtr& conn, bool reuse
   } catch (...) {
     exc = std::current_exception();
   }
-  co_await end_side(r, exc);
+  // Without a side still running or an exception to rethrow, there is nothing to wait for: no
+  // coroutine frame for it.
+  if (pump_running_ || exc || pump_exception_)
+    co_await end_side(r, exc);
+  else if (!pump_result_ && !r)
+    r = pump_result_.error();
   // Whether the client connection survives is decided once, for the final outcome, in
   // handle_request: a failed attempt may still be retried.
 

@@ -427,7 +427,10 @@ task<Result<void>> ProxyRequest::h2_attempt(std::shared_ptr<H2UpConn> upc, bool 
   } catch (...) {
     exc = std::current_exception();
   }
-  co_await end_side(r, exc);
+  if (pump_running_ || exc || pump_exception_)
+    co_await end_side(r, exc);
+  else if (!pump_result_ && !r)
+    r = pump_result_.error();
   co_return r;
 }
 

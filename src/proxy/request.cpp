@@ -174,7 +174,10 @@ task<void> ProxyRequest::serve_request() {
   if (!req_body_done_) keepalive_ = false;
   Error final_error;
   if (!r) final_error = r.error();
-  co_await finish_request(r ? nullptr : &final_error);
+  if (has(kLogging))
+    co_await finish_request(r ? nullptr : &final_error);
+  else
+    end_request(r ? nullptr : &final_error);  // no hook to await: no coroutine frame
 }
 
 void ProxyRequest::expire_request(void* self) {
@@ -194,6 +197,12 @@ task<void> ProxyRequest::finish_request(const Error* err) {
   } catch (...) {
     log::error_log().error("logging hook threw, {}", request_summary());
   }
+  obs_->request_done(*this, err);
+  drop_ctx();
+}
+
+void ProxyRequest::end_request(const Error* err) noexcept {
+  wd_->disarm(Watchdog::Total);
   obs_->request_done(*this, err);
   drop_ctx();
 }

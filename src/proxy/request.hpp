@@ -115,6 +115,8 @@ class ProxyRequest : public Session {
   /// Runs the request whose head is in req_: context, phases, fail_to_proxy, logging.
   task<void> serve_request();
   task<void> finish_request(const Error* err);
+  /// finish_request without a logging hook: nothing to await.
+  void end_request(const Error* err) noexcept;
   void build_ctx();
   void drop_ctx() noexcept;
   task<Result<void>> run_phases();
