@@ -275,26 +275,43 @@ void H1Connection::ds_prepare_head(ResponseHeader& h, bool bodyless) {
 }
 
 
-task<Result<void>> H1Connection::ds_send(const std::vector<std::string_view>& pieces, bool end,
-                                         const HeaderMap* trailers) {
+bool H1Connection::ds_send_now(const std::vector<std::string_view>& pieces, bool end,
+                               const HeaderMap* trailers, Result<void>& r) {
   iov_.clear();
   if (!wbuf_.empty()) iov_.emplace_back(wbuf_.data(), wbuf_.size());
-  const std::size_t body =
+  send_body_ =
       frame_body(pieces, ds_framing_ == DsFraming::Chunked, end, trailers, frame_, iov_);
-  if (iov_.empty()) co_return ok();
+  if (iov_.empty()) {
+    r = ok();
+    return true;
+  }
+  // Most writes fit the socket buffer: tried first without a suspension or a timer.
+  send_try_ = try_write(sock_, tls_.get(), BufferView(iov_));
+  if (send_try_.pending()) {
+    send_started_ = true;  // ds_send waits for the rest
+    return false;
+  }
+  r = ds_sent(ds_write_result(send_try_.ec, false));
+  return true;
+}
+
+Result<void> H1Connection::ds_sent(Result<void> r) {
   const std::size_t head = wbuf_.size();
-  // ds_write inlined: a write the socket takes at once costs no coroutine frame.
-  const WriteTry t = try_write(sock_, tls_.get(), BufferView(iov_));
-  Result<void> r = ok();
-  if (t.pending())
-    r = co_await ds_write_wait(iov_, t);
-  else
-    r = ds_write_result(t.ec, false);
   wbuf_.clear();
-  if (!r) co_return r;
+  if (!r) return r;
   head_sent_ += head;
-  body_sent_ += body;
-  co_return ok();
+  body_sent_ += send_body_;
+  return ok();
+}
+
+task<Result<void>> H1Connection::ds_send(const std::vector<std::string_view>& pieces, bool end,
+                                         const HeaderMap* trailers) {
+  if (!send_started_) {
+    Result<void> r;
+    if (ds_send_now(pieces, end, trailers, r)) co_return r;
+  }
+  send_started_ = false;
+  co_return ds_sent(co_await ds_write_wait(iov_, send_try_));
 }
 
 task<Result<void>> H1Connection::write_response_header(ResponseHeader resp, bool end_of_stream) {
@@ -475,7 +492,13 @@ task<void> H1Connection::run() {
       co_await handle_parse_error();
       break;
     }
-    co_await handle_request();
+    // The request runs in this frame: no coroutine of its own.
+    if (prepare_request()) {
+      co_await serve_request();
+    } else {
+      co_await handle_parse_error();
+      keepalive_ = false;
+    }
     ++conn_requests_;
     if (!keepalive_) break;
   }
@@ -568,7 +591,7 @@ task<void> H1Connection::handle_parse_error() {
   co_await finish_request(&e);
 }
 
-task<void> H1Connection::handle_request() {
+bool H1Connection::prepare_request() {
   begin_request();
   parser_.take_request(req_);
   keepalive_ = parser_.keep_alive();
@@ -581,14 +604,7 @@ task<void> H1Connection::handle_request() {
   // A bodyless request is complete now; this also lets the parser reach its next message. The
   // parser has validated the head already, so this step cannot fail; if it ever did, the
   // request is not forwarded.
-  if (!req_has_body_ &&
-      parser_.feed(rbuf_.data() + rbegin_, 0).event == http1::Event::Error) {
-    co_await handle_parse_error();
-    keepalive_ = false;
-    co_return;
-  }
-
-  co_await serve_request();
+  return req_has_body_ || parser_.feed(rbuf_.data() + rbegin_, 0).event != http1::Event::Error;
 }
 
 }  // namespace portico::detail

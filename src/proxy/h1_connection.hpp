@@ -51,6 +51,10 @@ class H1Connection final : public ProxyRequest, public Drainable {
   void ds_drop_head() noexcept override { wbuf_.clear(); }
   task<Result<void>> ds_send(const std::vector<std::string_view>& pieces, bool end,
                              const HeaderMap* trailers) override;
+  bool ds_send_now(const std::vector<std::string_view>& pieces, bool end,
+                   const HeaderMap* trailers, Result<void>& r) override;
+  /// The end of a send: the counters, the head buffer.
+  Result<void> ds_sent(Result<void> r);
   task<Result<void>> ds_interim(ResponseHeader& h) override;
   task<Result<void>> ds_read_body(std::vector<std::string_view>& spans, bool& end) override;
   const HeaderMap* ds_request_trailers() noexcept override;
@@ -80,7 +84,9 @@ class H1Connection final : public ProxyRequest, public Drainable {
   task<Result<bool>> read_request_header();
 
   // -- request processing ------------------------------------------------------------------------
-  task<void> handle_request();
+  /// Takes the parsed request head and sets the request's state; false when the (bodyless)
+  /// message does not complete, to be answered as a parse error.
+  bool prepare_request();
   task<void> handle_parse_error();
   /// After a 101 or an accepted CONNECT: bytes both ways until one side closes.
   task<Result<void>> run_tunnel(UpstreamConn& up);
@@ -113,6 +119,10 @@ class H1Connection final : public ProxyRequest, public Drainable {
   std::string wbuf_;   // a serialised response head not yet sent
   std::string frame_;  // chunk-size lines of the write being built
   std::vector<boost::asio::const_buffer> iov_;
+  // A send ds_send_now started and ds_send finishes: its first try, its body bytes.
+  WriteTry send_try_;
+  std::size_t send_body_ = 0;
+  bool send_started_ = false;
   DsFraming ds_framing_ = DsFraming::None;
 
   // TLS toward the client: the listener, the certificate generation the handshake used, and

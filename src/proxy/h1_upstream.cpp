@@ -100,27 +100,36 @@ task<Result<void>> ProxyRequest::us_write(UpstreamConn& up, const std::vector<as
   co_return co_await us_write_wait(up, b, t);
 }
 
-task<Result<std::size_t>> ProxyRequest::us_read(UpstreamConn& up, milliseconds timeout) {
-  if (client_gone_) co_return Error::downstream(ErrorType::ConnectionClosed, "the client went away");
+Result<void> ProxyRequest::us_read_begin(UpstreamConn& up, milliseconds timeout) {
+  if (client_gone_) return Error::downstream(ErrorType::ConnectionClosed, "the client went away");
   if (up.buf.empty()) up.buf.resize(opts_.body_buffer_bytes);
   up.begin = up.end = 0;
   wd_->arm(Watchdog::UsRead, timeout.count() ? timeout : peer_->options.read_timeout,
            cancel_stream, &up.sock);
+  return ok();
+}
+
+Result<std::size_t> ProxyRequest::us_read_end(UpstreamConn& up, std::size_t n, const error_code& ec) {
+  const bool timed_out = wd_->expired(Watchdog::UsRead) || (ec && wd_->expired(Watchdog::Total));
+  wd_->disarm(Watchdog::UsRead);
+  if (timed_out) return Error::upstream(ErrorType::ReadTimedout, "reading from the upstream");
+  // A TLS upstream that closes without close_notify is taken as a plain close, as browsers and
+  // other proxies do; a truncated body is still detected by its framing.
+  if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) return std::size_t{0};
+  if (ec) return Error::upstream(ErrorType::ReadError, ec.message());
+  up.end = n;
+  return n;
+}
+
+task<Result<std::size_t>> ProxyRequest::us_read(UpstreamConn& up, milliseconds timeout) {
+  if (auto b = us_read_begin(up, timeout); !b) co_return b.error();
   error_code ec;
   std::size_t n;
   if (up.tls)
     n = co_await up.tls->read_some(asio::buffer(up.buf), ec);
   else
     n = co_await up.sock.async_read_some(asio::buffer(up.buf), asio::redirect_error(asio::use_awaitable, ec));
-  const bool timed_out = wd_->expired(Watchdog::UsRead) || (ec && wd_->expired(Watchdog::Total));
-  wd_->disarm(Watchdog::UsRead);
-  if (timed_out) co_return Error::upstream(ErrorType::ReadTimedout, "reading from the upstream");
-  // A TLS upstream that closes without close_notify is taken as a plain close, as browsers and
-  // other proxies do; a truncated body is still detected by its framing.
-  if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) co_return std::size_t{0};
-  if (ec) co_return Error::upstream(ErrorType::ReadError, ec.message());
-  up.end = n;
-  co_return n;
+  co_return us_read_end(up, n, ec);
 }
 
 task<Result<void>> ProxyRequest::proxy_attempt(UpstreamConnPtr& conn, bool reused,
@@ -229,7 +238,18 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
   Disarm disarm{*this};
   for (;;) {
     if (up.begin == up.end) {
-      auto n = co_await us_read(up);
+      // us_read inlined for a plain socket: no coroutine frame for the wait.
+      Result<std::size_t> n = std::size_t{0};
+      if (up.tls) {
+        n = co_await us_read(up);
+      } else if (auto b = us_read_begin(up); !b) {
+        n = b.error();
+      } else {
+        error_code ec;
+        const std::size_t got = co_await up.sock.async_read_some(
+            asio::buffer(up.buf), asio::redirect_error(asio::use_awaitable, ec));
+        n = us_read_end(up, got, ec);
+      }
       if (client_gone_)
         co_return Error::downstream(ErrorType::ConnectionClosed,
                                     "the client closed the connection before the response");
@@ -295,7 +315,18 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
     auto step = up.parser.feed(up.buf.data() + up.begin, up.end - up.begin);
     up.begin += step.consumed;
     if (step.event == http1::Event::NeedMore) {
-      auto n = co_await us_read(up);
+      // us_read inlined for a plain socket, as for the head.
+      Result<std::size_t> n = std::size_t{0};
+      if (up.tls) {
+        n = co_await us_read(up);
+      } else if (auto b = us_read_begin(up); !b) {
+        n = b.error();
+      } else {
+        error_code ec;
+        const std::size_t got = co_await up.sock.async_read_some(
+            asio::buffer(up.buf), asio::redirect_error(asio::use_awaitable, ec));
+        n = us_read_end(up, got, ec);
+      }
       if (!n) co_return n.error();
       if (*n > 0) continue;
       step = up.parser.finish();
@@ -337,7 +368,8 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
       }
     }
     if (!pieces_.empty() || end || ds_head_pending()) {
-      auto w = co_await ds_send(pieces_, end, trailers);
+      Result<void> w;
+      if (!ds_send_now(pieces_, end, trailers, w)) w = co_await ds_send(pieces_, end, trailers);
       if (!w) co_return w;
     }
     if (end) break;

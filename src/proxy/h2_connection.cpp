@@ -1,5 +1,7 @@
 #include "proxy/h2_connection.hpp"
 
+#include <algorithm>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -27,9 +29,15 @@ constexpr milliseconds kDrainGrace{1000};
 
 constexpr Watchdog::CancelFn cancel_tcp = &Watchdog::cancel_io<asio::ip::tcp::socket>;
 
-task<void> run_stream(H2StreamPtr s, HeaderMap fields, bool end_stream) {
-  // This frame owns the stream: it lives exactly as long as the coroutines that use it.
-  co_await s->run(std::move(fields), end_stream);
+void log_stream_exception(std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    log::error_log().error("HTTP/2 stream ended by an exception: {}", x.what());
+  } catch (...) {
+    log::error_log().error("HTTP/2 stream ended by an unknown exception");
+  }
 }
 }  // namespace
 
@@ -61,7 +69,8 @@ H2Stream::H2Stream(H2Connection& conn, std::int32_t id, std::uint32_t index)
       conn_(conn),
       id_(id),
       rd_sig_(conn.sock_.get_executor()),
-      wr_sig_(conn.sock_.get_executor()) {
+      wr_sig_(conn.sock_.get_executor()),
+      start_sig_(conn.sock_.get_executor()) {
   client_addr_ = conn.owner_.client_addr();
   server_addr_ = conn.owner_.server_addr();
   if (const TlsInfo* t = conn.owner_.tls()) tls_info_ = std::make_unique<TlsInfo>(*t);
@@ -87,14 +96,33 @@ void H2Stream::reuse(std::int32_t id, std::uint32_t index) noexcept {
   head_pending_ = head_bodyless_ = head_error_ = false;
   local_done_ = remote_end_ = gone_ = closed_ = expired_ = detached_ = released_ = false;
   to_consume_ = 0;
+  send_piece_ = send_off_ = 0;
+  send_started_ = false;
   obs_->h2_stream(1);
 }
 
 void H2StreamRelease::operator()(H2Stream* s) const noexcept {
-  if (s->detached_)
-    delete s;  // the connection went first (a worker torn down)
-  else
-    s->conn_.release_stream(s);
+  if (!s->detached_) s->conn_.stream_gone(s);  // else the connection went first (a worker torn down)
+  delete s;
+}
+
+task<void> H2Stream::serve(H2StreamPtr s) {
+  // This frame owns the stream: it lives exactly as long as the coroutines that use it.
+  for (;;) {
+    // The request runs in this frame: no coroutine of its own per stream.
+    if (s->prepare()) {
+      co_await s->serve_request();
+      s->conclude();
+    }
+    if (!s->conn_.park(*s)) co_return;
+    // Parked: the connection assigns the next stream (or ends) by cancelling the wait. No
+    // suspension between park() and the wait, so the cancel cannot come first.
+    s->start_sig_.expires_at(asio::steady_timer::time_point::max());
+    error_code ec;
+    co_await s->start_sig_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!s->assigned_) co_return;
+    s->assigned_ = false;
+  }
 }
 
 Error H2Stream::gone_error() const {
@@ -102,25 +130,30 @@ Error H2Stream::gone_error() const {
   return Error::downstream(ErrorType::ConnectionClosed, "the client reset the stream");
 }
 
-task<void> H2Stream::run(HeaderMap fields, bool end_stream) {
+bool H2Stream::prepare() {
   if (gone_) {
     // Reset by the client before it started (HEADERS and RST_STREAM together): nothing to
     // answer and nobody to answer it to. The session counts it against the rapid reset limit.
     conn_.session_.discard(id_);
-    co_return;
+    return false;
   }
   begin_request();
   client_gone_ = gone_;
   keepalive_ = true;
+  const bool end_stream = end_stream_;
   std::string scheme;
-  if (auto r = h2::to_request(fields, req_, &scheme); !r) {
+  // fields_ keeps an ordinary head until the next stream takes this object; a large one is
+  // freed now.
+  auto translated = h2::to_request(fields_, req_, &scheme);
+  if (fields_.byte_size() > 2048) fields_ = HeaderMap();
+  if (auto& r = translated; !r) {
     // Malformed (RFC 9113 §8.1.1): a stream error, the request goes nowhere.
     log::error_log().info("HTTP/2 client {}: stream {}: {}", client_addr_.to_string(), id_,
                           r.error().to_string());
     if (!gone_) conn_.session_.reset(id_, h2::ErrorCode::ProtocolError);
     conn_.session_.discard(id_);
     conn_.kick();
-    co_return;
+    return false;
   }
   head_request_ = req_.method() == "HEAD";
   connect_ = req_.method() == "CONNECT";
@@ -128,7 +161,10 @@ task<void> H2Stream::run(HeaderMap fields, bool end_stream) {
   remote_end_ = remote_end_ || end_stream;
   req_has_body_ = !end_stream;
   req_body_done_ = end_stream;
-  co_await serve_request();
+  return true;
+}
+
+void H2Stream::conclude() {
   // The response may have ended before the request body did (RFC 9113 §8.1: the server then
   // resets with NO_ERROR); a response cut short is reset, as an HTTP/1 connection would close.
   if (!gone_ && !closed_) {
@@ -163,9 +199,16 @@ void H2Stream::ds_drop_head() noexcept {
   resp_status_ = 0;
 }
 
-task<Result<void>> H2Stream::ds_send(const std::vector<std::string_view>& pieces, bool end,
-                                     const HeaderMap* trailers) {
-  if (gone_ || expired_) co_return gone_error();
+bool H2Stream::send_some(const std::vector<std::string_view>& pieces, bool end,
+                         const HeaderMap* trailers, Result<void>& out) {
+  if (gone_ || expired_) {
+    out = gone_error();
+    return true;
+  }
+  auto fail = [&](Error e) {
+    out = std::move(e);
+    return true;
+  };
   h2::Session& s = conn_.session_;
   if (trailers && trailers->empty()) trailers = nullptr;
   std::size_t last = pieces.size();  // the last non-empty piece
@@ -174,31 +217,30 @@ task<Result<void>> H2Stream::ds_send(const std::vector<std::string_view>& pieces
   if (head_pending_) {
     head_pending_ = false;
     if (head_error_)
-      co_return Error::internal(ErrorType::H2Error, "the response cannot be sent over HTTP/2");
+      return fail(Error::internal(ErrorType::H2Error, "the response cannot be sent over HTTP/2"));
     const bool eos = head_bodyless_ || (end && last == pieces.size() && !trailers);
     std::size_t field_bytes = 0;
-    if (auto r = s.submit_response(id_, resp_, eos, &field_bytes); !r) co_return r.error();
+    if (auto r = s.submit_response(id_, resp_, eos, &field_bytes); !r) return fail(r.error());
     head_sent_ += field_bytes;
     if (eos) local_done_ = true;
     conn_.kick();
   }
-  if (local_done_) co_return ok();  // a bodyless response drops what a hook still writes
-  for (std::size_t k = 0; k < pieces.size(); ++k) {
-    std::string_view p = pieces[k];
+  if (local_done_) {  // a bodyless response drops what a hook still writes
+    out = ok();
+    return true;
+  }
+  for (; send_piece_ < pieces.size(); ++send_piece_, send_off_ = 0) {
+    std::string_view p = pieces[send_piece_].substr(send_off_);
     if (p.empty()) continue;
-    const bool fin = end && k == last && !trailers;
-    while (!p.empty()) {
-      auto n = s.send_data(id_, p, fin);
-      if (!n) co_return n.error();
-      p.remove_prefix(*n);
-      body_sent_ += *n;
-      if (p.empty()) break;
+    const bool fin = end && send_piece_ == last && !trailers;
+    auto n = s.send_data(id_, p, fin);
+    if (!n) return fail(n.error());
+    send_off_ += *n;
+    body_sent_ += *n;
+    if (*n < p.size()) {
       // The stream's send buffer is full: the writer drains it as the client's window allows.
       conn_.kick();
-      const Wake w = co_await wait_on(wr_sig_, opts_.write_timeout);
-      if (gone_ || expired_ || w == Wake::Cancelled) co_return gone_error();
-      if (w == Wake::TimedOut)
-        co_return Error::downstream(ErrorType::WriteTimedout, "writing to the client");
+      return false;
     }
     if (fin) local_done_ = true;
   }
@@ -206,14 +248,37 @@ task<Result<void>> H2Stream::ds_send(const std::vector<std::string_view>& pieces
     if (trailers) {
       trailers_out_.clear();
       h2::from_trailers(*trailers, trailers_out_);
-      if (auto r = s.send_trailers(id_, trailers_out_); !r) co_return r.error();
+      if (auto r = s.send_trailers(id_, trailers_out_); !r) return fail(r.error());
     } else if (auto r = s.send_data(id_, {}, true); !r) {
-      co_return r.error();
+      return fail(r.error());
     }
     local_done_ = true;
   }
   conn_.kick();
-  co_return ok();
+  out = ok();
+  return true;
+}
+
+bool H2Stream::ds_send_now(const std::vector<std::string_view>& pieces, bool end,
+                           const HeaderMap* trailers, Result<void>& r) {
+  send_piece_ = send_off_ = 0;
+  if (send_some(pieces, end, trailers, r)) return true;
+  send_started_ = true;  // ds_send waits for room and goes on from send_piece_/send_off_
+  return false;
+}
+
+task<Result<void>> H2Stream::ds_send(const std::vector<std::string_view>& pieces, bool end,
+                                     const HeaderMap* trailers) {
+  Result<void> r;
+  if (!send_started_ && ds_send_now(pieces, end, trailers, r)) co_return r;
+  send_started_ = false;
+  for (;;) {
+    const Wake w = co_await wait_on(wr_sig_, opts_.write_timeout);
+    if (gone_ || expired_ || w == Wake::Cancelled) co_return gone_error();
+    if (w == Wake::TimedOut)
+      co_return Error::downstream(ErrorType::WriteTimedout, "writing to the client");
+    if (send_some(pieces, end, trailers, r)) co_return r;
+  }
 }
 
 task<Result<void>> H2Stream::ds_interim(ResponseHeader& h) {
@@ -350,6 +415,7 @@ H2Connection::H2Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
 H2Connection::~H2Connection() {
   // Only when the worker is torn down with streams still suspended: they must not reach back.
   for (auto& [id, s] : streams_) s->detached_ = true;
+  for (H2Stream* s : spare_) s->detached_ = true;
   obs_->h2_connection(-1);
 }
 
@@ -372,37 +438,45 @@ void H2Connection::abort() noexcept {
   kick();
 }
 
-void H2Connection::release_stream(H2Stream* s) noexcept {
-  s->end();
-  s->released_ = true;
-  if (spare_.size() < kSpareStreams && !aborted_)
-    spare_.emplace_back(s);
-  else
-    delete s;
+bool H2Connection::park(H2Stream& s) noexcept {
+  s.end();
+  s.released_ = true;
+  if (spare_.size() >= kSpareStreams || aborted_ || reading_done_) return false;
+  spare_.push_back(&s);
+  return true;
 }
 
-void H2Connection::start_stream(std::int32_t id, HeaderMap fields, bool end_stream) {
+void H2Connection::stream_gone(H2Stream* s) noexcept {
+  if (auto it = std::find(spare_.begin(), spare_.end(), s); it != spare_.end()) spare_.erase(it);
+  --coroutines_;
+  done_sig_.cancel();
+}
+
+void H2Connection::unpark_all() noexcept {
+  for (H2Stream* s : spare_) s->start_sig_.cancel();  // assigned_ stays false: the coroutine ends
+  spare_.clear();
+}
+
+void H2Connection::start_stream(std::int32_t id, HeaderMap& fields, bool end_stream) {
   if (!draining_) wd_.disarm(Watchdog::DsRead);  // not idle any more
-  H2StreamPtr s;
   if (!spare_.empty()) {
-    s.reset(spare_.back().release());
+    // A parked stream and its coroutine take it: no new coroutine, no co_spawn.
+    H2Stream* s = spare_.back();
     spare_.pop_back();
     s->reuse(id, streams_started_++);
-  } else {
-    s.reset(new H2Stream(*this, id, streams_started_++));
+    std::swap(s->fields_, fields);
+    s->end_stream_ = end_stream;
+    s->assigned_ = true;
+    streams_[id] = s;
+    s->start_sig_.cancel();
+    return;
   }
+  H2StreamPtr s(new H2Stream(*this, id, streams_started_++));
+  std::swap(s->fields_, fields);
+  s->end_stream_ = end_stream;
   streams_[id] = s.get();
-  asio::co_spawn(sock_.get_executor(), run_stream(std::move(s), std::move(fields), end_stream),
-                 [](std::exception_ptr e) {
-                   if (!e) return;
-                   try {
-                     std::rethrow_exception(e);
-                   } catch (const std::exception& x) {
-                     log::error_log().error("HTTP/2 stream ended by an exception: {}", x.what());
-                   } catch (...) {
-                     log::error_log().error("HTTP/2 stream ended by an unknown exception");
-                   }
-                 });
+  ++coroutines_;
+  asio::co_spawn(sock_.get_executor(), H2Stream::serve(std::move(s)), &log_stream_exception);
 }
 
 void H2Connection::stream_done(std::int32_t id) {
@@ -426,7 +500,7 @@ void H2Connection::dispatch() {
         if (aborted_)
           session_.reset(e->stream_id, h2::ErrorCode::RefusedStream);
         else
-          start_stream(e->stream_id, std::move(e->fields), e->end_stream);
+          start_stream(e->stream_id, e->fields, e->end_stream);
         break;
       case h2::EventKind::Data:
         if (s)
@@ -485,7 +559,10 @@ task<void> H2Connection::writer() {
         error_code ignored;
         sock_.cancel(ignored);
       }
-      co_await wait_on(write_sig_, milliseconds(0));
+      // Until kick(); awaited here rather than through wait_on: no coroutine frame per wait.
+      write_sig_.expires_at(asio::steady_timer::time_point::max());
+      error_code woken;
+      co_await write_sig_.async_wait(asio::redirect_error(asio::use_awaitable, woken));
       continue;
     }
     // Tried first without a suspension or a timer: most writes fit the socket buffer.
@@ -560,7 +637,12 @@ task<void> H2Connection::run() {
   // Whatever is still running lost its client (or the session ended).
   for (auto& [id, s] : streams_) s->on_gone();
   kick();
-  while (!streams_.empty() || writer_running_) co_await wait_on(done_sig_, milliseconds(0));
+  // Parked streams end their coroutines (those still running end theirs when they finish).
+  unpark_all();
+  while (!streams_.empty() || writer_running_ || coroutines_ > 0) {
+    co_await wait_on(done_sig_, milliseconds(0));
+    unpark_all();
+  }
 }
 
 }  // namespace portico::detail

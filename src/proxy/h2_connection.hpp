@@ -23,6 +23,7 @@ namespace portico::detail {
 h2::Settings h2_settings(const Http2Options& o, bool server);
 
 class H2Connection;
+struct H2StreamRelease;
 
 /// One request stream of an HTTP/2 client connection.
 class H2Stream final : public ProxyRequest {
@@ -30,8 +31,11 @@ class H2Stream final : public ProxyRequest {
   H2Stream(H2Connection& conn, std::int32_t id, std::uint32_t index);
   ~H2Stream() override;
 
-  /// Serves the request whose head is `fields`; `end_stream`: it has no body.
-  task<void> run(HeaderMap fields, bool end_stream);
+  /// Makes the request whose head is in fields_ (`end_stream_`: it has no body) ready to be
+  /// served; false when there is nothing to serve (reset at once, or malformed: answered).
+  bool prepare();
+  /// After serve_request: resets what the response left open, frees the rest of the body.
+  void conclude();
 
   task<Result<void>> write_response_header(ResponseHeader resp, bool end_of_stream) override;
   task<Result<void>> write_response_body(std::string_view data, bool end_of_stream) override;
@@ -46,6 +50,12 @@ class H2Stream final : public ProxyRequest {
   void ds_drop_head() noexcept override;
   task<Result<void>> ds_send(const std::vector<std::string_view>& pieces, bool end,
                              const HeaderMap* trailers) override;
+  bool ds_send_now(const std::vector<std::string_view>& pieces, bool end,
+                   const HeaderMap* trailers, Result<void>& r) override;
+  /// Queues what the stream's send buffer takes, from send_piece_/send_off_ on: true when the
+  /// send is over (`out` holds the outcome), false when the buffer is full.
+  bool send_some(const std::vector<std::string_view>& pieces, bool end, const HeaderMap* trailers,
+                 Result<void>& out);
   task<Result<void>> ds_interim(ResponseHeader& h) override;
   task<Result<void>> ds_read_body(std::vector<std::string_view>& spans, bool& end) override;
   const HeaderMap* ds_request_trailers() noexcept override;
@@ -56,6 +66,9 @@ class H2Stream final : public ProxyRequest {
   void end() noexcept;
   /// Makes a released stream ready to serve stream `id`, keeping its buffers' capacity.
   void reuse(std::int32_t id, std::uint32_t index) noexcept;
+  /// The coroutine of a stream: serves it, then, kept by the connection, waits for the next
+  /// stream it is given (no co_spawn and no new coroutine per stream). Owns `s`.
+  static task<void> serve(std::unique_ptr<H2Stream, H2StreamRelease> s);
 
   // -- events from the connection ---------------------------------------------------------------
   void on_data() noexcept;
@@ -72,6 +85,9 @@ class H2Stream final : public ProxyRequest {
 
   H2Connection& conn_;
   std::int32_t id_;
+  HeaderMap fields_;          // the request head, until prepare() translates it
+  bool end_stream_ = false;   // the head ended the stream (no body)
+  bool assigned_ = false;     // a parked stream was given a new stream to serve
   HeaderMap trailers_out_;    // response trailers being sent
   HeaderMap req_trailers_;    // the request's trailer section
   bool head_pending_ = false;
@@ -83,13 +99,18 @@ class H2Stream final : public ProxyRequest {
   bool closed_ = false;        // the session closed the stream
   bool expired_ = false;       // the request deadline passed
   bool detached_ = false;      // the connection is gone (only when a worker is torn down)
-  bool released_ = false;      // H2Connection::release_stream ended it (kept for reuse)
+  bool released_ = false;      // H2Connection::park ended it (kept for reuse)
   std::size_t to_consume_ = 0; // request body bytes handed out by the last ds_read_body
+  // Where a send that waits for room goes on: the piece, the bytes of it already queued.
+  std::size_t send_piece_ = 0;
+  std::size_t send_off_ = 0;
+  bool send_started_ = false;  // ds_send_now started the send; ds_send finishes it
   boost::asio::steady_timer rd_sig_;  // request body or its end arrived
   boost::asio::steady_timer wr_sig_;  // send buffer has room
+  boost::asio::steady_timer start_sig_;  // parked: a new stream was assigned (or none will be)
 };
 
-/// Returns a finished stream to its connection for reuse (or deletes it when the connection is
+/// Deletes a stream whose coroutine ended, telling its connection (unless the connection is
 /// gone); the coroutine serving the stream owns it through this.
 struct H2StreamRelease {
   void operator()(H2Stream* s) const noexcept;
@@ -122,10 +143,16 @@ class H2Connection {
   task<void> writer();
   /// Handles every queued session event.
   void dispatch();
-  void start_stream(std::int32_t id, HeaderMap fields, bool end_stream);
+  /// Starts serving stream `id`, whose head is `fields` (taken; `fields` gets the stream's
+  /// previous field list in exchange).
+  void start_stream(std::int32_t id, HeaderMap& fields, bool end_stream);
   void stream_done(std::int32_t id);
-  /// A stream's coroutine is over: end it and keep it for the next stream (a few are kept).
-  void release_stream(H2Stream* s) noexcept;
+  /// A stream is over: ends it; true when it is kept (parked) for the next stream.
+  bool park(H2Stream& s) noexcept;
+  /// The coroutine of `s` ended (the stream is about to be deleted).
+  void stream_gone(H2Stream* s) noexcept;
+  /// Wakes the parked streams so their coroutines end.
+  void unpark_all() noexcept;
   friend struct H2StreamRelease;
   /// Whether the connection has nothing left to do.
   bool finished() const noexcept;
@@ -142,10 +169,11 @@ class H2Connection {
   h2::Session session_;
   std::string initial_;
   std::unordered_map<std::int32_t, H2Stream*> streams_;  // each owned by its coroutine
-  // Finished streams kept for reuse: their vectors, header maps and context memory are
-  // allocated already.
-  std::vector<std::unique_ptr<H2Stream>> spare_;
+  // Finished streams kept for reuse, each with its coroutine waiting for the next stream: their
+  // vectors, header maps and context memory are allocated already. Owned by their coroutines.
+  std::vector<H2Stream*> spare_;
   static constexpr std::size_t kSpareStreams = 16;
+  std::size_t coroutines_ = 0;  // stream coroutines alive (running or parked)
   std::uint32_t streams_started_ = 0;
   boost::asio::steady_timer write_sig_;
   boost::asio::steady_timer done_sig_;  // the writer or the last stream ended

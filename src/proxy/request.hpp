@@ -92,6 +92,13 @@ class ProxyRequest : public Session {
   /// Sends the pending head (if any) and body pieces; `end` ends the response (with trailers).
   virtual task<Result<void>> ds_send(const std::vector<std::string_view>& pieces, bool end,
                                      const HeaderMap* trailers) = 0;
+  /// Starts ds_send without a coroutine frame: true when it completed at once (`r` holds the
+  /// outcome); false when it must wait, and then ds_send with the same arguments, awaited next,
+  /// finishes it. The default does nothing at once.
+  virtual bool ds_send_now(const std::vector<std::string_view>& /*pieces*/, bool /*end*/,
+                           const HeaderMap* /*trailers*/, Result<void>& /*r*/) {
+    return false;
+  }
   /// Relays an interim (1xx) response.
   virtual task<Result<void>> ds_interim(ResponseHeader& h) = 0;
   /// The next part of the request body: `spans` stay valid until the next call; `end` when the
@@ -139,6 +146,11 @@ class ProxyRequest : public Session {
   Result<void> us_write_result(const boost::system::error_code& ec, bool timed_out) const;
   /// Reads from the upstream; a zero timeout means the peer's read_timeout.
   task<Result<std::size_t>> us_read(UpstreamConn& up, std::chrono::milliseconds timeout = {});
+  // us_read in parts, for callers that await the socket themselves (no coroutine frame): the
+  // checks and the timeout before the read, the outcome after it.
+  Result<void> us_read_begin(UpstreamConn& up, std::chrono::milliseconds timeout = {});
+  Result<std::size_t> us_read_end(UpstreamConn& up, std::size_t n,
+                                  const boost::system::error_code& ec);
   /// Runs `t` beside the current coroutine (request body or tunnel direction); see proxy_attempt.
   /// `cancel` runs when `t` fails, to unblock the other direction.
   void start_side(task<Result<void>> t, void (*cancel)(void*), void* arg);
