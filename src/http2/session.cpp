@@ -87,6 +87,9 @@ Session::Session(Mode mode, const Settings& settings, Clock clock)
   settings_.connection_window =
       std::clamp<std::uint32_t>(settings_.connection_window, 65535, kMaxStreamId);
 
+  spare_streams_.reserve(kSpare);
+  spare_heads_.reserve(kSpare);
+
   nghttp2_option* opt = nullptr;
   nghttp2_option_new(&opt);
   // Window updates follow `consume()`, so a slow consumer holds the peer at the window.
@@ -149,7 +152,12 @@ Session::Stream* Session::find(std::int32_t id) const noexcept {
 Session::Stream& Session::open(std::int32_t id) {
   auto& p = streams_[id];
   if (!p) {
-    p = std::make_unique<Stream>();
+    if (!spare_streams_.empty()) {
+      p = std::move(spare_streams_.back());
+      spare_streams_.pop_back();
+    } else {
+      p = std::make_unique<Stream>();
+    }
     p->id = id;
     ++open_streams_;
     ++stats_.streams_opened;
@@ -159,7 +167,26 @@ Session::Stream& Session::open(std::int32_t id) {
 
 void Session::maybe_erase(std::int32_t id) {
   auto it = streams_.find(id);
-  if (it != streams_.end() && it->second->closed && it->second->buffered == 0) streams_.erase(it);
+  if (it == streams_.end() || !it->second->closed || it->second->buffered != 0) return;
+  if (spare_streams_.size() < kSpare) {
+    it->second->reset();
+    spare_streams_.push_back(std::move(it->second));
+  }
+  streams_.erase(it);
+}
+
+void Session::recycle(HeaderMap&& fields) noexcept {
+  // Only the memory of ordinary heads is kept: a large one is freed with `fields`.
+  if (spare_heads_.size() >= kSpare || fields.byte_size() > kSpareHeadBytes) return;
+  fields.clear();
+  spare_heads_.push_back(std::move(fields));
+}
+
+HeaderMap Session::take_head() noexcept {
+  if (spare_heads_.empty()) return HeaderMap();
+  HeaderMap h = std::move(spare_heads_.back());
+  spare_heads_.pop_back();
+  return h;
 }
 
 bool Session::over_rate(RateWindow& w, std::uint32_t limit) {

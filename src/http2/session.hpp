@@ -208,6 +208,14 @@ class Session {
   /// The next event, or nothing.
   std::optional<Event> poll_event();
   bool has_events() const noexcept { return !events_.empty(); }
+  /// The next event left in place (null when none), for an owner that handles it before
+  /// pop_event() drops it: no copy of the event. Events queued meanwhile do not move it.
+  Event* next_event() noexcept { return events_.empty() ? nullptr : &events_.front(); }
+  void pop_event() noexcept { events_.pop_front(); }
+  /// Gives back a field list the owner is done with (an event's `fields`, emptied here): the
+  /// next header blocks are received into its memory instead of a new allocation. A few are
+  /// kept, and only those that held at most 2 KiB of names and values.
+  void recycle(HeaderMap&& fields) noexcept;
 
   // ---- output ----
   /// Bytes to write: frames serialised since the last `consume_output`, up to about
@@ -320,6 +328,13 @@ class Session {
   Clock clock_;
   nghttp2_session* s_ = nullptr;
   std::unordered_map<std::int32_t, std::unique_ptr<Stream>> streams_;
+  // Objects of closed streams and emptied field lists, kept for the next streams (a few).
+  static constexpr std::size_t kSpare = 16;
+  static constexpr std::size_t kSpareHeadBytes = 2048;
+  std::vector<std::unique_ptr<Stream>> spare_streams_;
+  std::vector<HeaderMap> spare_heads_;
+  /// An empty field list, with the memory of a recycled one when there is one.
+  HeaderMap take_head() noexcept;
   std::deque<Event> events_;
   std::string out_;
   std::size_t out_off_ = 0;

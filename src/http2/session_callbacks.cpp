@@ -177,7 +177,7 @@ struct Session::Callbacks::Impl {
         if (status && *status < 200) {
           e.kind = EventKind::Informational;
           e.fields = std::move(st->head);
-          st->head.clear();
+          st->head = s.take_head();
           s.push(std::move(e));
           return 0;
         }
@@ -195,7 +195,7 @@ struct Session::Callbacks::Impl {
       e.kind = EventKind::Trailers;
     }
     e.fields = std::move(st->head);
-    st->head.clear();
+    st->head = s.take_head();  // for trailers, or the next stream using this object
     s.push(std::move(e));
     if (end) end_stream(s, *st);
     return 0;

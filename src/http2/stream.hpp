@@ -55,6 +55,26 @@ struct Session::Stream {
   bool closed = false;
 
   std::size_t out_size() const noexcept { return out.size() - out_off; }
+  /// Back to a new stream's state, keeping the memory of `head`, `chunks` and `out` (a session
+  /// reuses the objects of closed streams). Every field above is reset here.
+  void reset() noexcept {
+    id = 0;
+    client = false;
+    head.clear();
+    head_bytes = 0;
+    head_too_large = head_seen = head_reported = request_is_head = rejected = peer_rst = false;
+    in_len = ContentLength();
+    chunks.clear();
+    front_off = 0;
+    buffered = 0;
+    out.clear();
+    out_off = 0;
+    out_len = ContentLength();
+    trailers.reset();
+    head_submitted = has_provider = out_end = deferred = want_writable = local_done = false;
+    app_reset = false;
+    closed = false;
+  }
 };
 
 /// The nghttp2 callbacks, static trampolines into the Session (session_callbacks.cpp).

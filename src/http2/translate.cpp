@@ -75,14 +75,23 @@ bool for_each_h2_field(const HeaderMap& h, bool skip_host, bool split_cookies, F
   bool te_trailers = false;
   for (auto f : h) {
     if (f.name.empty() || f.name.front() == ':') continue;
-    if (is_connection_specific(f.name)) continue;
-    if (skip_host && iequals(f.name, "host")) continue;
-    if (iequals(f.name, "te")) {
-      te_trailers = te_trailers || h.has_token("te", "trailers");
-      continue;
+    // The names looked for, told apart by length first: most fields are none of them.
+    switch (f.name.size()) {
+      case 2:
+        if (iequals(f.name, "te")) {
+          te_trailers = te_trailers || h.has_token("te", "trailers");
+          continue;
+        }
+        break;
+      case 4:
+        if (skip_host && iequals(f.name, "host")) continue;
+        break;
+      default:
+        if (is_connection_specific(f.name)) continue;
+        break;
     }
     if (has_connection && h.has_token("connection", f.name)) continue;
-    if (split_cookies && iequals(f.name, "cookie")) {
+    if (split_cookies && f.name.size() == 6 && iequals(f.name, "cookie")) {
       std::string_view v = f.value;
       while (!v.empty()) {
         auto semi = v.find(';');
@@ -122,9 +131,19 @@ std::string_view absolute_authority(std::string_view target, std::string_view* p
 }  // namespace
 
 bool is_connection_specific(std::string_view name) noexcept {
-  return iequals(name, "connection") || iequals(name, "keep-alive") ||
-         iequals(name, "proxy-connection") || iequals(name, "transfer-encoding") ||
-         iequals(name, "upgrade");
+  // By length first: most names are none of these, and are told so by one comparison.
+  switch (name.size()) {
+    case 7:
+      return iequals(name, "upgrade");
+    case 10:
+      return iequals(name, "connection") || iequals(name, "keep-alive");
+    case 16:
+      return iequals(name, "proxy-connection");
+    case 17:
+      return iequals(name, "transfer-encoding");
+    default:
+      return false;
+  }
 }
 
 bool valid_field_name(std::string_view name) noexcept {

@@ -142,8 +142,8 @@ bool H2Stream::prepare() {
   keepalive_ = true;
   const bool end_stream = end_stream_;
   std::string scheme;
-  // fields_ keeps an ordinary head until the next stream takes this object; a large one is
-  // freed now.
+  // fields_ keeps an ordinary head until the next stream takes this object: its memory then
+  // goes back to the session for the heads to come. A large one is freed now.
   auto translated = h2::to_request(fields_, req_, &scheme);
   if (fields_.byte_size() > 2048) fields_ = HeaderMap();
   if (auto& r = translated; !r) {
@@ -492,7 +492,9 @@ void H2Connection::stream_done(std::int32_t id) {
 }
 
 void H2Connection::dispatch() {
-  while (auto e = session_.poll_event()) {
+  // Each event is handled in place (no copy); handling one queues none, and a queued one would
+  // not move it.
+  while (h2::Event* e = session_.next_event()) {
     auto it = streams_.find(e->stream_id);
     H2Stream* s = it == streams_.end() ? nullptr : it->second;
     switch (e->kind) {
@@ -501,6 +503,7 @@ void H2Connection::dispatch() {
           session_.reset(e->stream_id, h2::ErrorCode::RefusedStream);
         else
           start_stream(e->stream_id, e->fields, e->end_stream);
+        session_.recycle(std::move(e->fields));
         break;
       case h2::EventKind::Data:
         if (s)
@@ -510,6 +513,7 @@ void H2Connection::dispatch() {
         break;
       case h2::EventKind::Trailers:
         if (s) s->on_trailers(e->fields);
+        session_.recycle(std::move(e->fields));
         break;
       case h2::EventKind::EndStream:
         if (s) s->on_end();
@@ -544,6 +548,7 @@ void H2Connection::dispatch() {
       default:
         break;
     }
+    session_.pop_event();
   }
 }
 

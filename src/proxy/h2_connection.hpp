@@ -143,8 +143,8 @@ class H2Connection {
   task<void> writer();
   /// Handles every queued session event.
   void dispatch();
-  /// Starts serving stream `id`, whose head is `fields` (taken; `fields` gets the stream's
-  /// previous field list in exchange).
+  /// Starts serving stream `id`, whose head is `fields`. `fields` gets the stream's previous
+  /// (used) field list in exchange, for the session to reuse.
   void start_stream(std::int32_t id, HeaderMap& fields, bool end_stream);
   void stream_done(std::int32_t id);
   /// A stream is over: ends it; true when it is kept (parked) for the next stream.
