@@ -43,14 +43,34 @@ bool iequals(std::string_view a, std::string_view b) noexcept {
 
 void to_lower_ascii(std::string_view in, char* out) noexcept {
   const char* p = in.data();
-  std::size_t n = in.size();
-  for (; n >= 8; p += 8, out += 8, n -= 8) {
-    const std::uint64_t x = lower8(load<8>(p));
-    std::memcpy(out, &x, 8);
+  const std::size_t n = in.size();
+  // Fixed-size loads only, as in iequals: the last word overlaps the one before it (the bytes
+  // written twice get the same value).
+  if (n >= 8) {
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const std::uint64_t x = lower8(load<8>(p + i));
+      std::memcpy(out + i, &x, 8);
+    }
+    if (i < n) {
+      const std::uint64_t x = lower8(load<8>(p + n - 8));
+      std::memcpy(out + n - 8, &x, 8);
+    }
+    return;
   }
-  for (; n > 0; --n) {
-    const char c = *p++;
-    *out++ = (c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c;
+  if (n >= 4) {
+    std::uint32_t a, b;  // 32-bit words: the bytes go back where they came from on any byte order
+    std::memcpy(&a, p, 4);
+    std::memcpy(&b, p + n - 4, 4);
+    a = static_cast<std::uint32_t>(lower8(a));
+    b = static_cast<std::uint32_t>(lower8(b));
+    std::memcpy(out, &a, 4);
+    std::memcpy(out + n - 4, &b, 4);
+    return;
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    const char c = p[i];
+    out[i] = (c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c;
   }
 }
 

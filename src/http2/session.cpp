@@ -559,6 +559,15 @@ void Session::set_peer_stream(std::int32_t id, PeerStream st) noexcept {
     peer_history_.push_back({id, st});
     return;
   }
+  // Streams mostly close in about the order they opened: the newest few first.
+  std::size_t looked = 0;
+  for (auto r = peer_history_.rbegin(); r != peer_history_.rend() && looked < 16; ++r, ++looked) {
+    if (r->id == id) {
+      r->state = st;
+      return;
+    }
+    if (r->id < id) return;
+  }
   auto it = std::lower_bound(peer_history_.begin(), peer_history_.end(), id,
                              [](const PeerRecord& r, std::int32_t v) { return r.id < v; });
   if (it != peer_history_.end() && it->id == id) it->state = st;
