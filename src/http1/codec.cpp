@@ -782,43 +782,51 @@ bool is_hop_by_hop(std::string_view n) noexcept {
     default: return false;
   }
 }
+
+/// Whether the comma-separated list `value` has the item `token` (case-insensitive, items
+/// trimmed of spaces and tabs), as HeaderMap::has_token looks in one field.
+bool list_has(std::string_view value, std::string_view token) noexcept {
+  for (std::string_view v = value; !v.empty();) {
+    const auto comma = v.find(',');
+    std::string_view item = v.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (iequals(item, token)) return true;
+    if (comma == std::string_view::npos) break;
+    v.remove_prefix(comma + 1);
+  }
+  return false;
+}
 }  // namespace
 
 void strip_hop_by_hop(HeaderMap& h) {
-  // Fields named by Connection are hop-by-hop too (RFC 9110 §7.6.1). Most requests carry no
-  // Connection field or only "keep-alive"/"close", so the common path allocates nothing.
+  // One pass removes the fields hop-by-hop by name and notes what else is needed. Fields named
+  // by Connection are hop-by-hop too (RFC 9110 §7.6.1); most messages carry no Connection field
+  // or only "keep-alive"/"close", so the common path allocates nothing. The values of removed
+  // fields stay readable: remove_if and remove move no bytes of the map's buffer.
   bool te_trailers = false;
-  bool any = false;
-  bool names_others = false;  // a Connection field names fields other than close/keep-alive
-  for (auto f : h) {
-    if (is_hop_by_hop(f.name)) {
-      any = true;
-      if (iequals(f.name, "te")) te_trailers = te_trailers || h.has_token("te", "trailers");
-      if (iequals(f.name, "connection") && !iequals(f.value, "close") &&
-          !iequals(f.value, "keep-alive"))
-        names_others = true;
+  std::vector<std::string_view> naming;  // Connection values that may name other fields
+  const std::size_t removed = h.remove_if([&](const HeaderMap::Field& f) {
+    if (!is_hop_by_hop(f.name)) return false;
+    if (f.name.size() == 2)  // TE, re-added when it asked for trailers
+      te_trailers = te_trailers || list_has(f.value, "trailers");
+    else if (f.name.size() == 10 && iequals(f.name, "connection") && !iequals(f.value, "close") &&
+             !iequals(f.value, "keep-alive"))
+      naming.push_back(f.value);
+    return true;
+  });
+  if (removed == 0) return;
+  for (std::string_view v : naming) {
+    for (std::string_view rest = v; !rest.empty();) {
+      const auto comma = rest.find(',');
+      std::string_view item = rest.substr(0, comma);
+      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+      if (!item.empty() && !iequals(item, "close") && !iequals(item, "keep-alive")) h.remove(item);
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
     }
   }
-  if (!any) return;
-  if (!names_others) {
-    // The common case (Connection: keep-alive or close, Transfer-Encoding, ...): one pass.
-    h.remove_if([](const HeaderMap::Field& f) { return is_hop_by_hop(f.name); });
-    if (te_trailers) h.append("TE", "trailers");
-    return;
-  }
-  std::vector<std::string> named;
-  h.any_token("connection", [&named](std::string_view item) {
-    if (!item.empty() && !iequals(item, "close") && !iequals(item, "keep-alive"))
-      named.emplace_back(item);
-    return false;  // every item
-  });
-  for (auto& n : named) h.remove(n);
-  h.remove("connection");
-  h.remove("keep-alive");
-  h.remove("proxy-connection");
-  h.remove("te");
-  h.remove("transfer-encoding");
-  h.remove("upgrade");
   if (te_trailers) h.append("TE", "trailers");
 }
 
