@@ -130,20 +130,6 @@ std::size_t absolute_scheme(std::string_view t) noexcept {
   return 0;
 }
 
-/// Calls f(token) for each comma-separated item of a field value, trimmed.
-template <class F>
-void for_each_item(std::string_view v, F&& f) {
-  while (!v.empty()) {
-    std::size_t comma = v.find(',');
-    std::string_view item = v.substr(0, comma);
-    while (!item.empty() && is_ows(item.front())) item.remove_prefix(1);
-    while (!item.empty() && is_ows(item.back())) item.remove_suffix(1);
-    if (!item.empty()) f(item);
-    if (comma == std::string_view::npos) break;
-    v.remove_prefix(comma + 1);
-  }
-}
-
 /// field-name ":" OWS field-value OWS in [p, p+n): the offsets of the name and trimmed value,
 /// or why the line is invalid.
 const char* split_field(const char* p, std::size_t n, std::uint32_t& nl, std::uint32_t& vo,
@@ -432,10 +418,11 @@ bool Parser::field_line(const char* b, std::size_t s, std::size_t e) {
       break;
     case 10:
       if (first == 'c' && iequals(name, "connection"))
-        for_each_item(value, [this](std::string_view item) {
+        any_list_item(value, [this](std::string_view item) {
           if (iequals(item, "close")) conn_close_ = true;
           else if (iequals(item, "keep-alive")) conn_keep_alive_ = true;
           else if (iequals(item, "upgrade")) conn_upgrade_ = true;
+          return false;  // every item
         });
       break;
     case 14:
@@ -783,20 +770,6 @@ bool is_hop_by_hop(std::string_view n) noexcept {
   }
 }
 
-/// Whether the comma-separated list `value` has the item `token` (case-insensitive, items
-/// trimmed of spaces and tabs), as HeaderMap::has_token looks in one field.
-bool list_has(std::string_view value, std::string_view token) noexcept {
-  for (std::string_view v = value; !v.empty();) {
-    const auto comma = v.find(',');
-    std::string_view item = v.substr(0, comma);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (iequals(item, token)) return true;
-    if (comma == std::string_view::npos) break;
-    v.remove_prefix(comma + 1);
-  }
-  return false;
-}
 }  // namespace
 
 void strip_hop_by_hop(HeaderMap& h) {
@@ -809,24 +782,19 @@ void strip_hop_by_hop(HeaderMap& h) {
   const std::size_t removed = h.remove_if([&](const HeaderMap::Field& f) {
     if (!is_hop_by_hop(f.name)) return false;
     if (f.name.size() == 2)  // TE, re-added when it asked for trailers
-      te_trailers = te_trailers || list_has(f.value, "trailers");
+      te_trailers = te_trailers ||
+                    any_list_item(f.value, [](std::string_view i) { return iequals(i, "trailers"); });
     else if (f.name.size() == 10 && iequals(f.name, "connection") && !iequals(f.value, "close") &&
              !iequals(f.value, "keep-alive"))
       naming.push_back(f.value);
     return true;
   });
   if (removed == 0) return;
-  for (std::string_view v : naming) {
-    for (std::string_view rest = v; !rest.empty();) {
-      const auto comma = rest.find(',');
-      std::string_view item = rest.substr(0, comma);
-      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+  for (std::string_view v : naming)
+    any_list_item(v, [&h](std::string_view item) {
       if (!item.empty() && !iequals(item, "close") && !iequals(item, "keep-alive")) h.remove(item);
-      if (comma == std::string_view::npos) break;
-      rest.remove_prefix(comma + 1);
-    }
-  }
+      return false;  // every item
+    });
   if (te_trailers) h.append("TE", "trailers");
 }
 

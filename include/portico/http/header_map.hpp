@@ -17,6 +17,22 @@ class Parser;
 /// ASCII case-insensitive equality, as field names compare.
 bool iequals(std::string_view a, std::string_view b) noexcept;
 
+/// Calls `pred` on each item of one comma-separated field value (items trimmed of spaces and
+/// tabs, empty ones included) until it returns true; returns whether it did.
+template <class Pred>
+bool any_list_item(std::string_view value, Pred&& pred) {
+  for (std::string_view v = value; !v.empty();) {
+    const auto comma = v.find(',');
+    std::string_view item = v.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (pred(item)) return true;
+    if (comma == std::string_view::npos) break;
+    v.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
 /// Writes `in` to `out` (in.size() bytes) with ASCII letters lowercased, as HTTP/2 field names
 /// must be; other bytes are copied unchanged.
 void to_lower_ascii(std::string_view in, char* out) noexcept;
@@ -73,18 +89,8 @@ class HeaderMap {
   /// did. E.g. the options a Connection field lists.
   template <class Pred>
   bool any_token(std::string_view name, Pred&& pred) const {
-    for (auto f : *this) {
-      if (!iequals(f.name, name)) continue;
-      for (std::string_view v = f.value; !v.empty();) {
-        const auto comma = v.find(',');
-        std::string_view item = v.substr(0, comma);
-        while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-        while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-        if (pred(item)) return true;
-        if (comma == std::string_view::npos) break;
-        v.remove_prefix(comma + 1);
-      }
-    }
+    for (auto f : *this)
+      if (iequals(f.name, name) && any_list_item(f.value, pred)) return true;
     return false;
   }
 
