@@ -1,10 +1,13 @@
 #include "http1/codec.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <charconv>
 #include <cstring>
 #include <limits>
+
+#include "http/connection_fields.hpp"
 
 namespace portico::http1 {
 
@@ -123,11 +126,18 @@ bool valid_host(std::string_view h) {
   return port.size() <= 5;
 }
 
-/// The scheme length of an absolute-form target ("http://..." gives 7), or 0.
-std::size_t absolute_scheme(std::string_view t) noexcept {
-  if (t.size() > 7 && iequals(t.substr(0, 7), "http://")) return 7;
-  if (t.size() > 8 && iequals(t.substr(0, 8), "https://")) return 8;
-  return 0;
+/// An absolute-form target with an http or https scheme (RFC 9112 §3.2.2): its authority, and
+/// what follows the authority (from the first '/' or '?', possibly empty). False otherwise.
+bool split_absolute(std::string_view t, std::string_view& authority, std::string_view& after) noexcept {
+  std::size_t scheme = 0;
+  if (t.size() > 7 && iequals(t.substr(0, 7), "http://")) scheme = 7;
+  else if (t.size() > 8 && iequals(t.substr(0, 8), "https://")) scheme = 8;
+  if (scheme == 0) return false;
+  const std::string_view rest = t.substr(scheme);
+  const std::size_t end = std::min(rest.find_first_of("/?"), rest.size());
+  authority = rest.substr(0, end);
+  after = rest.substr(end);
+  return true;
 }
 
 /// field-name ":" OWS field-value OWS in [p, p+n): the offsets of the name and trimmed value,
@@ -366,6 +376,8 @@ bool Parser::start_line(const char* b, std::size_t s, std::size_t e) {
   // Request-target forms (RFC 9112 §3.2): no fragment, "*" only for OPTIONS.
   if (std::memchr(t, '#', tl)) return fail_head("fragment in the request-target");
   const bool connect = method == "CONNECT";
+  std::string_view authority, after;
+  const bool absolute = split_absolute(target, authority, after);
   if (target == "*") {
     if (method != "OPTIONS") return fail_head("asterisk-form for a method other than OPTIONS");
   } else if (connect) {
@@ -374,14 +386,11 @@ bool Parser::start_line(const char* b, std::size_t s, std::size_t e) {
     if (!valid_host(target) || colon == std::string_view::npos || target.back() == ']' ||
         (target[0] == '[' && colon < target.find(']')))
       return fail_head("CONNECT target is not host:port");
-  } else if (t[0] != '/' && !absolute_scheme(target)) {
+  } else if (t[0] != '/' && !absolute) {
     return fail_head("request-target neither a path nor an http(s) URI");
   }
-  if (const std::size_t scheme = absolute_scheme(target)) {
-    std::string_view rest = target.substr(scheme);
-    std::string_view authority = rest.substr(0, rest.find_first_of("/?"));
-    if (authority.empty() || !valid_host(authority)) return fail_head("invalid authority in the request-target");
-  }
+  if (absolute && (authority.empty() || !valid_host(authority)))
+    return fail_head("invalid authority in the request-target");
   method_off_ = static_cast<std::uint32_t>(s);
   method_len_ = static_cast<std::uint32_t>(ml);
   target_off_ = static_cast<std::uint32_t>(t - b);
@@ -670,14 +679,11 @@ void Parser::take_request(RequestHeader& out) {
   hand_over_fields(out.headers());
   // Absolute-form (RFC 9112 §3.2.2): the authority of the target replaces any Host, and the
   // request goes on in origin-form.
-  std::string_view t = out.uri();
-  if (const std::size_t scheme = absolute_scheme(t)) {
-    std::string_view rest = t.substr(scheme);
-    std::size_t end = rest.find_first_of("/?");
-    std::string authority(rest.substr(0, end));
-    std::string path = end == std::string_view::npos ? std::string("/") : std::string(rest.substr(end));
-    if (path.front() == '?') path.insert(path.begin(), '/');
-    out.headers().insert("Host", authority);
+  std::string_view authority, after;
+  if (split_absolute(out.uri(), authority, after)) {
+    std::string path = after.empty() || after.front() == '?' ? "/" : "";
+    path.append(after);
+    out.headers().insert("Host", std::string(authority));
     out.set_uri(path);
   }
 }
@@ -760,14 +766,7 @@ namespace {
 /// The fields RFC 9110 §7.6.1 makes hop-by-hop by name (TE included; it is re-added when it
 /// asked for trailers).
 bool is_hop_by_hop(std::string_view n) noexcept {
-  switch (n.size()) {
-    case 2: return iequals(n, "te");
-    case 7: return iequals(n, "upgrade");
-    case 10: return iequals(n, "connection") || iequals(n, "keep-alive");
-    case 16: return iequals(n, "proxy-connection");
-    case 17: return iequals(n, "transfer-encoding");
-    default: return false;
-  }
+  return (n.size() == 2 && iequals(n, "te")) || is_connection_specific(n);
 }
 
 }  // namespace

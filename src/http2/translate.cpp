@@ -130,22 +130,6 @@ std::string_view absolute_authority(std::string_view target, std::string_view* p
 
 }  // namespace
 
-bool is_connection_specific(std::string_view name) noexcept {
-  // By length first: most names are none of these, and are told so by one comparison.
-  switch (name.size()) {
-    case 7:
-      return iequals(name, "upgrade");
-    case 10:
-      return iequals(name, "connection") || iequals(name, "keep-alive");
-    case 16:
-      return iequals(name, "proxy-connection");
-    case 17:
-      return iequals(name, "transfer-encoding");
-    default:
-      return false;
-  }
-}
-
 bool valid_field_name(std::string_view name) noexcept {
   if (name.empty()) return false;
   for (char c : name)

@@ -16,6 +16,8 @@
 #include <portico/http/header_map.hpp>
 #include <portico/http/message.hpp>
 
+#include "http/connection_fields.hpp"
+
 namespace portico::h2 {
 
 /// Validates a received request field list (RFC 9113 §8.2, §8.3.1) and converts it.
@@ -75,8 +77,8 @@ bool for_each_h2_field(const HeaderMap& h, bool skip_host, bool split_cookies, F
                        void* ctx);
 
 /// True for the fields RFC 9113 §8.2.2 forbids in HTTP/2 (TE aside): connection, keep-alive,
-/// proxy-connection, transfer-encoding, upgrade. `name` compares case-insensitively.
-bool is_connection_specific(std::string_view name) noexcept;
+/// proxy-connection, transfer-encoding, upgrade; the HTTP/1 codec's hop-by-hop set too.
+using portico::is_connection_specific;
 
 /// A field name as HTTP/2 allows it: a non-empty token of lowercase characters (RFC 9113 §8.2.1).
 bool valid_field_name(std::string_view name) noexcept;
