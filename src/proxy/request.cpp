@@ -189,16 +189,17 @@ void ProxyRequest::expire_request(void* self) {
 }
 
 task<void> ProxyRequest::finish_request(const Error* err) {
-  wd_->disarm(Watchdog::Total);
-  try {
-    if (has(kLogging)) co_await app_.e_logging(*this, err, ctx_);
-  } catch (const std::exception& x) {
-    log::error_log().error("logging hook threw: {}, {}", x.what(), request_summary());
-  } catch (...) {
-    log::error_log().error("logging hook threw, {}", request_summary());
+  if (has(kLogging)) {
+    wd_->disarm(Watchdog::Total);  // the request deadline does not cut the logging hook
+    try {
+      co_await app_.e_logging(*this, err, ctx_);
+    } catch (const std::exception& x) {
+      log::error_log().error("logging hook threw: {}, {}", x.what(), request_summary());
+    } catch (...) {
+      log::error_log().error("logging hook threw, {}", request_summary());
+    }
   }
-  obs_->request_done(*this, err);
-  drop_ctx();
+  end_request(err);
 }
 
 void ProxyRequest::end_request(const Error* err) noexcept {
