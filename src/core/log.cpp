@@ -73,6 +73,17 @@ Result<spdlog::sink_ptr> make_sink(const std::string& target) {
 
 spdlog::logger& error_log() { return *state().logger; }
 
+void ended_by(std::exception_ptr e, std::string_view what) noexcept {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    error_log().error("{} ended by an exception: {}", what, x.what());
+  } catch (...) {
+    error_log().error("{} ended by an unknown exception", what);
+  }
+}
+
 Result<void> set_error_log(const std::string& target) {
   State& s = state();
   std::lock_guard lk(s.mu);

@@ -1,7 +1,9 @@
 // Internal logging front-end over spdlog; never included from public headers.
 #pragma once
 
+#include <exception>
 #include <string>
+#include <string_view>
 
 #include <spdlog/spdlog.h>
 
@@ -24,5 +26,9 @@ std::string error_log_target();
 /// `redirect_stderr` (a daemon whose stderr is the log file), fd 2 is pointed at the new file
 /// too. No effect for stderr and syslog.
 Result<void> reopen_error_log(bool redirect_stderr);
+
+/// Logs the exception `e` ended `what` with ("<what> ended by an exception: <message>"); nothing
+/// when `e` is null. For the completion handlers of coroutines spawned detached.
+void ended_by(std::exception_ptr e, std::string_view what) noexcept;
 
 }  // namespace portico::log

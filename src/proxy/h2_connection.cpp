@@ -29,16 +29,7 @@ constexpr milliseconds kDrainGrace{1000};
 
 constexpr Watchdog::CancelFn cancel_tcp = &Watchdog::cancel_io<asio::ip::tcp::socket>;
 
-void log_stream_exception(std::exception_ptr e) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    log::error_log().error("HTTP/2 stream ended by an exception: {}", x.what());
-  } catch (...) {
-    log::error_log().error("HTTP/2 stream ended by an unknown exception");
-  }
-}
+void log_stream_exception(std::exception_ptr e) { log::ended_by(e, "HTTP/2 stream"); }
 }  // namespace
 
 h2::Settings h2_settings(const Http2Options& o, bool server) {

@@ -220,14 +220,7 @@ struct ControlThread {
   void spawn(std::shared_ptr<BackgroundService> s) {
     auto* svc = s.get();
     asio::co_spawn(ctx, svc->start(watch), [s = std::move(s)](std::exception_ptr e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& x) {
-        log::error_log().error("background service {}: {}", s->name(), x.what());
-      } catch (...) {
-        log::error_log().error("background service {} failed", s->name());
-      }
+      log::ended_by(e, s->name());
     });
   }
   std::mutex mu;

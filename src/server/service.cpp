@@ -157,16 +157,8 @@ void HttpProxyService::serve_connection(detail::Worker& w, detail::Accepted& a) 
     st = static_cast<detail::ServiceWorkerState*>(w.state_for(this));
   }
   auto conn = std::make_unique<detail::H1Connection>(*this, *st, w, a, tls_of(a.listener));
-  boost::asio::co_spawn(w.executor(), run_connection(std::move(conn)), [](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& x) {
-      log::error_log().error("connection ended by an exception: {}", x.what());
-    } catch (...) {
-      log::error_log().error("connection ended by an unknown exception");
-    }
-  });
+  boost::asio::co_spawn(w.executor(), run_connection(std::move(conn)),
+                        [](std::exception_ptr e) { log::ended_by(e, "connection"); });
 }
 
 UpstreamPoolStats HttpProxyService::pool_stats() const { return impl_->registry->total(); }
