@@ -216,6 +216,8 @@ class Session {
   /// next header blocks are received into its memory instead of a new allocation. A few are
   /// kept, and only those that held at most 2 KiB of names and values.
   void recycle(HeaderMap&& fields) noexcept;
+  /// The largest field list (names and values) recycle() keeps; a larger one is freed.
+  static constexpr std::size_t kSpareHeadBytes = 2048;
 
   // ---- output ----
   /// Bytes to write: frames serialised since the last `consume_output`, up to about
@@ -330,7 +332,6 @@ class Session {
   std::unordered_map<std::int32_t, std::unique_ptr<Stream>> streams_;
   // Objects of closed streams and emptied field lists, kept for the next streams (a few).
   static constexpr std::size_t kSpare = 16;
-  static constexpr std::size_t kSpareHeadBytes = 2048;
   std::vector<std::unique_ptr<Stream>> spare_streams_;
   std::vector<HeaderMap> spare_heads_;
   /// An empty field list, with the memory of a recycled one when there is one.
