@@ -405,8 +405,8 @@ H2Connection::H2Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
 
 H2Connection::~H2Connection() {
   // Only when the worker is torn down with streams still suspended: they must not reach back.
-  for (auto& [id, s] : streams_) s->detached_ = true;
-  for (H2Stream* s : spare_) s->detached_ = true;
+  // (Not only those in streams_ and spare_: a stream just done is in neither until it parks.)
+  for (H2Stream* s : live_) s->detached_ = true;
   obs_->h2_connection(-1);
 }
 
@@ -439,7 +439,10 @@ bool H2Connection::park(H2Stream& s) noexcept {
 
 void H2Connection::stream_gone(H2Stream* s) noexcept {
   if (auto it = std::find(spare_.begin(), spare_.end(), s); it != spare_.end()) spare_.erase(it);
-  --coroutines_;
+  if (auto it = std::find(live_.begin(), live_.end(), s); it != live_.end()) {
+    *it = live_.back();
+    live_.pop_back();
+  }
   done_sig_.cancel();
 }
 
@@ -466,7 +469,7 @@ void H2Connection::start_stream(std::int32_t id, HeaderMap& fields, bool end_str
   std::swap(s->fields_, fields);
   s->end_stream_ = end_stream;
   streams_[id] = s.get();
-  ++coroutines_;
+  live_.push_back(s.get());
   asio::co_spawn(sock_.get_executor(), H2Stream::serve(std::move(s)), &log_stream_exception);
 }
 
@@ -635,7 +638,7 @@ task<void> H2Connection::run() {
   kick();
   // Parked streams end their coroutines (those still running end theirs when they finish).
   unpark_all();
-  while (!streams_.empty() || writer_running_ || coroutines_ > 0) {
+  while (!streams_.empty() || writer_running_ || !live_.empty()) {
     co_await wait_on(done_sig_, milliseconds(0));
     unpark_all();
   }

@@ -173,7 +173,9 @@ class H2Connection {
   // vectors, header maps and context memory are allocated already. Owned by their coroutines.
   std::vector<H2Stream*> spare_;
   static constexpr std::size_t kSpareStreams = 16;
-  std::size_t coroutines_ = 0;  // stream coroutines alive (running or parked)
+  // Every stream whose coroutine is alive (running, parked, or between the two): each must be
+  // told when the connection goes first.
+  std::vector<H2Stream*> live_;
   std::uint32_t streams_started_ = 0;
   boost::asio::steady_timer write_sig_;
   boost::asio::steady_timer done_sig_;  // the writer or the last stream ended
