@@ -1,29 +1,245 @@
-// Writes that complete without a suspension when the socket takes everything at once.
+// Reads and writes that complete without a suspension when the socket is ready.
 //
-// An Asio write that completes on its first try still posts its completion: the coroutine
-// suspends, the handler waits behind the reactor (one more epoll_wait per round of such
+// Writes: an Asio write that completes on its first try still posts its completion: the
+// coroutine suspends, the handler waits behind the reactor (one more epoll_wait per round of such
 // handlers) and a composed operation is allocated and run. Most writes of a proxy fit the socket
 // buffer, so they are tried here first with one non-blocking sendmsg; only what is left goes
 // through Asio.
+//
+// Reads: Asio's reactor marks a socket readable on each edge-triggered event and forgets it only
+// at end of stream, so every read after the first is tried at once: on a keep-alive connection
+// the read for the next request (or response) finds the socket empty, one recv in vain per read,
+// two per proxied request; and a read that finds data still posts its completion. recv_now reads
+// in place, as an edge-triggered event loop does (nginx's rev->ready): a read that returns less
+// than it asked for drained the socket, and the next one waits for the reactor's next readable
+// event instead of trying (recv_wait). The state is the reactor's own per-socket flag, so an
+// event that came while nobody waited still makes the next read try; a FIN that came behind the
+// last data is known from EPOLLRDHUP, which the reactor is made to watch.
 #pragma once
 
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/basic_stream_socket.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/system/error_code.hpp>
+#include <boost/version.hpp>
 
 #include <portico/core/task.hpp>
 
 namespace portico::detail {
+
+// ---------------------------------------------------------------------------------------------
+// reads
+
+/// What recv_now did.
+enum class RecvTry : std::uint8_t {
+  Done,   // read, end of stream or failed: `n` and `ec` say which, as async_read_some would
+  Wait,   // the socket is drained: recv_wait reads once the reactor sees it readable
+  Async,  // left to Asio as it is (its completion is posted: see kRecvStreak)
+};
+
+/// Reads completed in place in a row on one thread before one is left to Asio, whose posted
+/// completion lets the other connections of the thread run: a stream that never drains (a fast
+/// upstream and client) cannot hold the thread.
+inline constexpr unsigned kRecvStreak = 64;
+
+// Only where the reactor's state was checked to be as used here (Boost 1.81's epoll reactor);
+// elsewhere every read is Asio's own.
+#if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && \
+    !defined(BOOST_ASIO_DISABLE_EPOLL) && BOOST_VERSION >= 108100 && BOOST_VERSION < 108200
+#define PORTICO_RECV_READINESS 1
+}  // namespace portico::detail
+#include <boost/asio/detail/epoll_reactor.hpp>
+#include <boost/asio/detail/reactive_socket_recv_op.hpp>
+namespace portico::detail {
+
+// The reactor's per-socket state and its operations' perform functions are private to Asio;
+// explicit instantiations may name private members ([temp.spec.general]), which is how these
+// reach them. A name Asio changes fails the build.
+template <class Tag, typename Tag::type M>
+struct Reach {
+  friend typename Tag::type reach(Tag) { return M; }
+};
+namespace aio = boost::asio::detail;
+using Reactor = aio::epoll_reactor;
+using ReactorState = Reactor::descriptor_state;
+using RecvOp = aio::reactive_socket_recv_op_base<boost::asio::mutable_buffer>;
+#define PORTICO_REACH(Name, Type, Member) \
+  struct Name {                           \
+    using type = Type;                    \
+    friend type reach(Name);              \
+  };                                      \
+  template struct Reach<Name, &Member>
+PORTICO_REACH(ReachMutex, aio::conditionally_enabled_mutex ReactorState::*, ReactorState::mutex_);
+PORTICO_REACH(ReachReady, bool (ReactorState::*)[Reactor::max_ops], ReactorState::try_speculative_);
+PORTICO_REACH(ReachQueues, aio::op_queue<aio::reactor_op> (ReactorState::*)[Reactor::max_ops],
+              ReactorState::op_queue_);
+PORTICO_REACH(ReachRegistered, std::uint32_t ReactorState::*, ReactorState::registered_events_);
+PORTICO_REACH(ReachReactor, Reactor* ReactorState::*, ReactorState::reactor_);
+PORTICO_REACH(ReachEpoll, int Reactor::*, Reactor::epoll_fd_);
+PORTICO_REACH(ReachEvents, unsigned aio::scheduler_operation::*,
+              aio::scheduler_operation::task_result_);
+PORTICO_REACH(ReachPerform, aio::reactor_op::status (*aio::reactor_op::*)(aio::reactor_op*),
+              aio::reactor_op::perform_func_);
+PORTICO_REACH(ReachBuffer, boost::asio::mutable_buffer RecvOp::*, RecvOp::buffers_);
+#undef PORTICO_REACH
+
+/// The reactor's state of a socket (basic_socket::impl_ is protected: reached from a subclass).
+template <class Socket>
+struct SocketReach : Socket {
+  static ReactorState* state(Socket& s) noexcept {
+    return (s.*&SocketReach::impl_).get_implementation().reactor_data_;
+  }
+};
+
+/// Conditions that stay once they come and make the socket readable for good: the peer's FIN
+/// (EPOLLRDHUP, watched once watch_hangup ran), a hang-up or an error.
+inline constexpr std::uint32_t kLastingEvents = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+
+/// The events the reactor took last for `st` (Asio keeps them until the next epoll_wait that
+/// reports the socket).
+inline std::uint32_t last_events(ReactorState* st) noexcept {
+  return ((aio::scheduler_operation*)st)->*reach(ReachEvents{});  // a private base
+}
+
+/// Whether a read of `st` that returned less than it asked for drained the socket: not when the
+/// peer's FIN (or an error) may be in behind the data, announced by an event taken already: the
+/// end of the stream would never be read. The reactor's last events tell it once the socket is
+/// watched for EPOLLRDHUP; a FIN after them is an event still to come.
+inline bool drained_by_short_read(ReactorState* st) noexcept {
+  return ((st->*reach(ReachRegistered{})) & EPOLLRDHUP) && !(last_events(st) & kLastingEvents);
+}
+
+/// Adds EPOLLRDHUP to the events the reactor watches for `st` (socket `fd`), once per socket:
+/// on its first read that finds nothing, so that a connection read once and closed does not pay
+/// for it. (Asio keeps the flag when it changes the socket's events later.)
+inline void watch_hangup(ReactorState* st, int fd) noexcept {
+  std::uint32_t& events = st->*reach(ReachRegistered{});
+  if (events & EPOLLRDHUP) return;
+  epoll_event ev{};
+  ev.events = events | EPOLLRDHUP;
+  ev.data.ptr = st;
+  if (::epoll_ctl((st->*reach(ReachReactor{}))->*reach(ReachEpoll{}), EPOLL_CTL_MOD, fd, &ev) == 0)
+    events = ev.events;
+}
+
+/// Asio's receive, which also tells the reactor when a read drained the socket (returned less
+/// than it asked for): the reactor then leaves the socket alone until its next readable event.
+/// A FIN behind the data is seen by recv_now's next read in the events that performed this one.
+inline aio::reactor_op::status perform_recv_drains(aio::reactor_op* op) {
+  aio::reactor_op::status s = RecvOp::do_perform(op);
+  if (s == aio::reactor_op::done && !op->ec_ && op->bytes_transferred_ > 0 &&
+      op->bytes_transferred_ < (static_cast<RecvOp*>(op)->*reach(ReachBuffer{})).size())
+    s = aio::reactor_op::done_and_exhausted;
+  return s;
+}
+
+/// Makes the read just queued on `sock` one that tells a drained socket (perform_recv_drains),
+/// when the socket is watched for EPOLLRDHUP (else a FIN behind its data could go unseen).
+template <class Socket>
+void queued_read_drains(Socket& sock) noexcept {
+  ReactorState* st = SocketReach<Socket>::state(sock);
+  if (!st) return;
+  // Under the lock: on an io_context run by several threads another may be performing it.
+  aio::conditionally_enabled_mutex::scoped_lock lock(st->*reach(ReachMutex{}));
+  if (!((st->*reach(ReachRegistered{})) & EPOLLRDHUP)) return;
+  if (aio::reactor_op* op = (st->*reach(ReachQueues{}))[Reactor::read_op].front())
+    if (op->*reach(ReachPerform{}) == &RecvOp::do_perform)
+      op->*reach(ReachPerform{}) = &perform_recv_drains;
+}
+#endif
+
+/// Consecutive reads completed in place on this thread (see kRecvStreak).
+inline thread_local unsigned recv_streak = 0;
+
+/// One read of `sock` into `b` tried in place: Done (n bytes, or ec: eof, an error), Wait (the
+/// last read drained the socket and no readable event came since) or Async (no reactor state to
+/// use, a read already queued, or kRecvStreak). Wait and Async go on with recv_wait.
+template <class Socket>
+RecvTry recv_now(Socket& sock, boost::asio::mutable_buffer b, std::size_t& n,
+                 boost::system::error_code& ec) noexcept {
+  n = 0;
+#ifdef PORTICO_RECV_READINESS
+  ReactorState* st = SocketReach<Socket>::state(sock);
+  if (!st || b.size() == 0 || ++recv_streak > kRecvStreak) {
+    recv_streak = 0;
+    return RecvTry::Async;
+  }
+  aio::conditionally_enabled_mutex::scoped_lock lock(st->*reach(ReachMutex{}));
+  if (!(st->*reach(ReachQueues{}))[Reactor::read_op].empty() ||
+      (st->*reach(ReachRegistered{})) == 0)
+    return RecvTry::Async;
+  bool& ready = (st->*reach(ReachReady{}))[Reactor::read_op];
+  if (!ready) {
+    if (!(last_events(st) & kLastingEvents)) return RecvTry::Wait;
+    ready = true;  // a FIN (or an error) behind the data the last read took
+  }
+  ssize_t got;
+  do {
+    got = ::recv(sock.native_handle(), b.data(), b.size(), MSG_DONTWAIT);
+  } while (got < 0 && errno == EINTR);
+  if (got > 0) {
+    n = static_cast<std::size_t>(got);
+    if (n < b.size() && drained_by_short_read(st)) ready = false;
+    return RecvTry::Done;
+  }
+  if (got == 0) {
+    ec = boost::asio::error::eof;
+    return RecvTry::Done;
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    // Nothing, not even a FIN: whatever comes next is an event.
+    ready = false;
+    watch_hangup(st, sock.native_handle());
+    return RecvTry::Wait;
+  }
+  ec.assign(errno, boost::asio::error::get_system_category());
+  return RecvTry::Done;
+#else
+  (void)sock, (void)b, (void)ec;
+  return RecvTry::Async;
+#endif
+}
+
+/// The rest of a read that recv_now did not finish (its result `t`, not Done): async_read_some,
+/// which for Wait is queued with the reactor without a try (the socket's flag is down) and puts
+/// the flag down again when it drains the socket (queued_read_drains). Together, as
+/// async_read_some is used:
+///
+///     std::size_t n;
+///     if (const RecvTry t = recv_now(sock, b, n, ec); t != RecvTry::Done)
+///       n = co_await recv_wait(sock, b, t, redirect_error(use_awaitable, ec));
+template <class Socket, class Token>
+auto recv_wait(Socket& sock, boost::asio::mutable_buffer b, RecvTry t, Token&& token) {
+  return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
+      [](auto handler, Socket* s, boost::asio::mutable_buffer into, RecvTry how) {
+        s->async_read_some(into, std::move(handler));
+#ifdef PORTICO_RECV_READINESS
+        if (how == RecvTry::Wait) {
+          recv_streak = 0;
+          queued_read_drains(*s);
+        }
+#else
+        (void)how;
+#endif
+      },
+      token, &sock, b, t);
+}
+
+// ---------------------------------------------------------------------------------------------
+// writes
 
 /// A write tried at once (send_now, TlsStream::try_write): finished, failed, or how far it got.
 struct WriteTry {

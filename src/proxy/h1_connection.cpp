@@ -167,8 +167,8 @@ task<Result<std::size_t>> H1Connection::ds_read(milliseconds timeout) {
   std::size_t n;
   if (tls_)
     n = co_await tls_->read_some(into, ec);
-  else
-    n = co_await sock_.async_read_some(into, asio::redirect_error(asio::use_awaitable, ec));
+  else if (const auto t = detail::recv_now(sock_, into, n, ec); t != detail::RecvTry::Done)
+    n = co_await detail::recv_wait(sock_, into, t, asio::redirect_error(asio::use_awaitable, ec));
   const bool timed_out = wd_->expired(Watchdog::DsRead) || (ec && wd_->expired(Watchdog::Total));
   wd_->disarm(Watchdog::DsRead);
   if (timed_out) co_return Error::downstream(ErrorType::ReadTimedout, "reading from the client");

@@ -127,8 +127,10 @@ task<Result<std::size_t>> ProxyRequest::us_read(UpstreamConn& up, milliseconds t
   std::size_t n;
   if (up.tls)
     n = co_await up.tls->read_some(asio::buffer(up.buf), ec);
-  else
-    n = co_await up.sock.async_read_some(asio::buffer(up.buf), asio::redirect_error(asio::use_awaitable, ec));
+  else if (const auto t = detail::recv_now(up.sock, asio::buffer(up.buf), n, ec);
+           t != detail::RecvTry::Done)
+    n = co_await detail::recv_wait(up.sock, asio::buffer(up.buf), t,
+                                   asio::redirect_error(asio::use_awaitable, ec));
   co_return us_read_end(up, n, ec);
 }
 
@@ -246,8 +248,11 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
         n = b.error();
       } else {
         error_code ec;
-        const std::size_t got = co_await up.sock.async_read_some(
-            asio::buffer(up.buf), asio::redirect_error(asio::use_awaitable, ec));
+        std::size_t got;
+        if (const auto t = detail::recv_now(up.sock, asio::buffer(up.buf), got, ec);
+            t != detail::RecvTry::Done)
+          got = co_await detail::recv_wait(up.sock, asio::buffer(up.buf), t,
+                                           asio::redirect_error(asio::use_awaitable, ec));
         n = us_read_end(up, got, ec);
       }
       if (client_gone_)
@@ -323,8 +328,11 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
         n = b.error();
       } else {
         error_code ec;
-        const std::size_t got = co_await up.sock.async_read_some(
-            asio::buffer(up.buf), asio::redirect_error(asio::use_awaitable, ec));
+        std::size_t got;
+        if (const auto t = detail::recv_now(up.sock, asio::buffer(up.buf), got, ec);
+            t != detail::RecvTry::Done)
+          got = co_await detail::recv_wait(up.sock, asio::buffer(up.buf), t,
+                                           asio::redirect_error(asio::use_awaitable, ec));
         n = us_read_end(up, got, ec);
       }
       if (!n) co_return n.error();

@@ -609,9 +609,10 @@ task<void> H2Connection::run() {
     std::size_t n = 0;
     if (tls_)
       n = co_await tls_->read_some(asio::buffer(buf.get(), kReadBuffer), ec);
-    else
-      n = co_await sock_.async_read_some(asio::buffer(buf.get(), kReadBuffer),
-                                         asio::redirect_error(asio::use_awaitable, ec));
+    else if (const auto t = detail::recv_now(sock_, asio::buffer(buf.get(), kReadBuffer), n, ec);
+             t != detail::RecvTry::Done)
+      n = co_await detail::recv_wait(sock_, asio::buffer(buf.get(), kReadBuffer), t,
+                                     asio::redirect_error(asio::use_awaitable, ec));
     const bool idle_out = wd_.expired(Watchdog::DsRead);
     wd_.disarm(Watchdog::DsRead);
     if (idle_out && streams_.empty()) {

@@ -255,9 +255,10 @@ task<void> H2UpConn::reader(std::shared_ptr<H2UpConn> /*self: keeps it alive*/) 
     std::size_t n = 0;
     if (t_->tls)
       n = co_await t_->tls->read_some(asio::buffer(buf.get(), kReadBuffer), ec);
-    else
-      n = co_await t_->sock.async_read_some(asio::buffer(buf.get(), kReadBuffer),
-                                            asio::redirect_error(asio::use_awaitable, ec));
+    else if (const auto t = detail::recv_now(t_->sock, asio::buffer(buf.get(), kReadBuffer), n, ec);
+             t != detail::RecvTry::Done)
+      n = co_await detail::recv_wait(t_->sock, asio::buffer(buf.get(), kReadBuffer), t,
+                                     asio::redirect_error(asio::use_awaitable, ec));
     const bool idle_out = wd_->expired(Watchdog::UsRead);
     wd_->disarm(Watchdog::UsRead);
     if (idle_out && calls_.empty()) {

@@ -1,0 +1,182 @@
+// recv_now / recv_wait over a loopback TCP pair: a read in place when data is there, a wait
+// (not a recv that finds nothing) once a short read drained the socket, data and a FIN that came
+// while nobody waited are still read, and a stream that never drains is left to Asio every
+// kRecvStreak reads.
+#include <gtest/gtest.h>
+
+#include <sys/socket.h>
+
+#include <chrono>
+#include <string>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include "core/socket_io.hpp"
+
+namespace {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using boost::system::error_code;
+using portico::task;
+using portico::detail::RecvTry;
+using portico::detail::recv_now;
+using portico::detail::recv_wait;
+
+struct Pair {
+  asio::io_context io{1};
+  tcp::socket reader{io}, writer{io};
+  char buf[64];
+
+  Pair() {
+    tcp::acceptor acc(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+    writer.connect(acc.local_endpoint());
+    acc.accept(reader);
+    reader.non_blocking(true);
+  }
+  void send(const std::string& s) { asio::write(writer, asio::buffer(s)); }
+
+  /// One read as the proxy does it (recv_now, then recv_wait), run to completion within 10 s.
+  /// `suspended`: whether it had to wait for the reactor.
+  std::string read(error_code& ec, bool* suspended = nullptr) {
+    std::size_t n = 0;
+    const RecvTry t = recv_now(reader, asio::buffer(buf), n, ec);
+    if (suspended) *suspended = t != RecvTry::Done;
+    if (t != RecvTry::Done) {
+      bool done = false;
+      asio::co_spawn(
+          io,
+          [&]() -> task<void> {
+            n = co_await recv_wait(reader, asio::buffer(buf), t,
+                                   asio::redirect_error(asio::use_awaitable, ec));
+            done = true;
+          },
+          [](std::exception_ptr e) { EXPECT_FALSE(e); });
+      io.restart();
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (!done && std::chrono::steady_clock::now() < until)
+        io.run_one_for(std::chrono::milliseconds(100));
+      EXPECT_TRUE(done) << "the read did not complete";
+    }
+    return std::string(buf, n);
+  }
+  /// A read that finds nothing: the socket is drained (and watched for the peer's FIN).
+  void drain() {
+    std::size_t n = 0;
+    error_code ec;
+    ASSERT_EQ(recv_now(reader, asio::buffer(buf), n, ec), RecvTry::Wait);
+  }
+  /// Lets the reactor see what the writer sent (bounded). With work outstanding, as in a
+  /// server: an io_context without any returns from poll() without looking at its sockets.
+  void settle() {
+    auto work = asio::make_work_guard(io);
+    io.restart();
+    for (int i = 0; i < 5; ++i) io.poll();
+  }
+};
+
+TEST(SocketIo, DataThereIsReadInPlace) {
+  Pair p;
+  p.send("abc");
+  error_code ec;
+  bool suspended = true;
+  EXPECT_EQ(p.read(ec, &suspended), "abc");
+  EXPECT_FALSE(ec);
+  EXPECT_FALSE(suspended);
+}
+
+#ifdef PORTICO_RECV_READINESS
+TEST(SocketIo, ADrainedSocketWaitsForTheReactorInsteadOfTrying) {
+  Pair p;
+  p.drain();
+  p.send("one");
+  error_code ec;
+  EXPECT_EQ(p.read(ec), "one");  // woken by the event
+  // That short read drained the socket: the next read waits even though data is already there
+  // (its event not yet taken), instead of a recv that would have found nothing had it not.
+  p.send("two");
+  std::size_t n = 0;
+  EXPECT_EQ(recv_now(p.reader, asio::buffer(p.buf), n, ec), RecvTry::Wait);
+  bool suspended = false;
+  EXPECT_EQ(p.read(ec, &suspended), "two");
+  EXPECT_TRUE(suspended);
+  EXPECT_FALSE(ec);
+}
+
+TEST(SocketIo, AFinBehindTheLastDataIsRead) {
+  Pair p;
+  p.drain();
+  // Data and the FIN arrive together, and the reactor takes their one event before the read.
+  p.send("last");
+  p.writer.shutdown(tcp::socket::shutdown_send);
+  p.settle();
+  error_code ec;
+  EXPECT_EQ(p.read(ec), "last");
+  EXPECT_FALSE(ec);
+  // The short read did not drain the socket: the FIN is behind it, and no other event comes.
+  EXPECT_EQ(p.read(ec), "");
+  EXPECT_EQ(ec, asio::error::eof);
+}
+
+TEST(SocketIo, AFinAfterTheLastReadIsAnEvent) {
+  Pair p;
+  p.drain();
+  p.send("data");
+  error_code ec;
+  EXPECT_EQ(p.read(ec), "data");
+  p.writer.shutdown(tcp::socket::shutdown_send);
+  EXPECT_EQ(p.read(ec), "");
+  EXPECT_EQ(ec, asio::error::eof);
+}
+
+TEST(SocketIo, DataThatCameWhileNobodyWaitedIsRead) {
+  Pair p;
+  p.drain();
+  p.send("first");
+  error_code ec;
+  EXPECT_EQ(p.read(ec), "first");
+  // More comes, and the reactor takes its event while no read is queued (a connection busy
+  // with its upstream): the next read must not wait for another event.
+  p.send("second");
+  p.settle();
+  std::size_t n = 0;
+  EXPECT_EQ(recv_now(p.reader, asio::buffer(p.buf), n, ec), RecvTry::Done);
+  EXPECT_EQ(std::string(p.buf, n), "second");
+}
+
+TEST(SocketIo, AResetIsReportedAsAnError) {
+  Pair p;
+  p.drain();
+  p.writer.set_option(asio::socket_base::linger(true, 0));
+  p.writer.close();  // RST
+  error_code ec;
+  EXPECT_EQ(p.read(ec), "");
+  EXPECT_TRUE(ec == asio::error::connection_reset || ec == asio::error::eof) << ec.message();
+}
+#endif
+
+TEST(SocketIo, AStreamThatNeverDrainsIsLeftToAsioEveryStreak) {
+  Pair p;
+  p.send(std::string(4 * portico::detail::kRecvStreak, 'x'));
+  p.settle();
+  std::size_t n = 0, in_place = 0;
+  error_code ec;
+  portico::detail::recv_streak = 0;
+  // One byte at a time: every read is full, so none drains the socket.
+  while (recv_now(p.reader, asio::buffer(p.buf, 1), n, ec) == RecvTry::Done &&
+         in_place < 4 * portico::detail::kRecvStreak)
+    ++in_place;
+#ifdef PORTICO_RECV_READINESS
+  EXPECT_EQ(in_place, portico::detail::kRecvStreak);
+#else
+  EXPECT_EQ(in_place, 0u);
+#endif
+}
+
+}  // namespace
