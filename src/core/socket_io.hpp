@@ -102,6 +102,10 @@ struct SocketReach : Socket {
   static ReactorState* state(Socket& s) noexcept {
     return (s.*&SocketReach::impl_).get_implementation().reactor_data_;
   }
+  /// Asio's flags for the socket (socket_ops::state_type).
+  static unsigned char& flags(Socket& s) noexcept {
+    return (s.*&SocketReach::impl_).get_implementation().state_;
+  }
 };
 
 /// Conditions that stay once they come and make the socket readable for good: the peer's FIN
@@ -202,7 +206,11 @@ RecvTry recv_now(Socket& sock, boost::asio::mutable_buffer b, std::size_t& n,
   if (errno == EAGAIN || errno == EWOULDBLOCK) {
     // Nothing, not even a FIN: whatever comes next is an event.
     ready = false;
-    watch_hangup(st, sock.native_handle());
+    // Not on a socket's first wait (Asio has not made it non-blocking yet: a client whose
+    // request is not in when it is accepted): most such connections are read once and closed.
+    // A connection that waits again is watched from then on.
+    if (SocketReach<Socket>::flags(sock) & aio::socket_ops::non_blocking)
+      watch_hangup(st, sock.native_handle());
     return RecvTry::Wait;
   }
   ec.assign(errno, boost::asio::error::get_system_category());
@@ -236,6 +244,20 @@ auto recv_wait(Socket& sock, boost::asio::mutable_buffer b, RecvTry t, Token&& t
 #endif
       },
       token, &sock, b, t);
+}
+
+/// Tells Asio that the descriptor of `sock` is its own, fresh from accept(): Asio, which cannot
+/// know that of a descriptor it is given, then closes it without first removing it from epoll
+/// with a system call (closing the last descriptor of a socket does that). Only a process that
+/// forks without exec while the connection is open would leave the socket in epoll after the
+/// close, which costs spurious wake-ups (Asio tolerates them), nothing else.
+template <class Socket>
+void own_descriptor(Socket& sock) noexcept {
+#ifdef PORTICO_RECV_READINESS
+  SocketReach<Socket>::flags(sock) &= static_cast<unsigned char>(~aio::socket_ops::possible_dup);
+#else
+  (void)sock;
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------

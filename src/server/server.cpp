@@ -32,6 +32,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "core/log.hpp"
+#include "core/socket_io.hpp"
 #include "server/daemon.hpp"
 #include "server/upgrade.hpp"
 #include "server/worker.hpp"
@@ -43,36 +44,87 @@ using asio::ip::tcp;
 
 namespace detail {
 
-/// Accepts on one listening socket until it is closed, handing connections to `svc`.
-task<void> accept_loop(tcp::acceptor& acc, Service& svc, Worker& w, std::size_t listener) {
-  // Learned once per listener instead of with two system calls per connection: the local
-  // address (unless the listener is bound to a wildcard) and whether TCP_NODELAY is inherited.
-  boost::system::error_code lec;
-  const tcp::endpoint bound = acc.local_endpoint(lec);
-  const SocketAddr local = !lec && !bound.address().is_unspecified()
-                               ? SocketAddr::from_sockaddr(bound.data(), static_cast<socklen_t>(bound.size()))
-                               : SocketAddr{};
-  asio::ip::tcp::no_delay nd;
-  acc.get_option(nd, lec);
-  const bool nodelay = !lec && nd.value();
+namespace {
+/// What the coroutines accepting on one listener share.
+struct AcceptShared {
+  AcceptShared(tcp::acceptor& a, Service& s, Worker& wk, std::size_t l)
+      : acc(a), svc(s), w(wk), listener(l), done(a.get_executor()) {}
+  tcp::acceptor& acc;
+  Service& svc;
+  Worker& w;
+  std::size_t listener;
+  SocketAddr local;  // the bound address, unless the listener is bound to a wildcard
+  bool nodelay = false;
+  std::size_t waiting = 0;  // runners waiting in accept
+  bool closed = false;
+  asio::steady_timer done;  // accept_loop waits on it until the listener closes
+
+  void close() {
+    closed = true;
+    done.cancel();
+  }
+};
+
+/// Runners parked in accept beyond which one that ends a connection ends too.
+constexpr std::size_t kMaxWaitingRunners = 64;
+
+/// Accepts a connection and serves it in place, then accepts the next. Before serving, a runner
+/// that leaves nobody waiting in accept starts another: there is always one accepting, and as
+/// many runners as connections at the busiest moment (up to kMaxWaitingRunners kept after). A
+/// coroutine started per connection (co_spawn, its frames, its entry point) cost more than the
+/// rest of accepting it; and with several waiting, only the first tries accept() in vain.
+task<void> accept_runner(std::shared_ptr<AcceptShared> sh) {
   tcp::endpoint peer;
-  for (;;) {
-    auto [ec, sock] = co_await acc.async_accept(peer, asio::as_tuple(asio::use_awaitable));
+  while (!sh->closed) {
+    ++sh->waiting;
+    auto [ec, sock] = co_await sh->acc.async_accept(peer, asio::as_tuple(asio::use_awaitable));
+    --sh->waiting;
     if (ec) {
-      if (ec == asio::error::operation_aborted || !acc.is_open()) co_return;
-      log::error_log().warn("accept on {}: {}", svc.name(), ec.message());
+      if (ec == asio::error::operation_aborted || !sh->acc.is_open()) break;
+      log::error_log().warn("accept on {}: {}", sh->svc.name(), ec.message());
       if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
           ec.value() == ENFILE || ec == asio::error::no_memory) {
         // Out of descriptors: back off instead of spinning on the ready listener.
-        asio::steady_timer t(acc.get_executor(), std::chrono::milliseconds(100));
+        asio::steady_timer t(sh->acc.get_executor(), std::chrono::milliseconds(100));
         co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
       }
       continue;
     }
-    Accepted a{std::move(sock), listener,
-               SocketAddr::from_sockaddr(peer.data(), static_cast<socklen_t>(peer.size())), local, nodelay};
-    svc.serve_connection(w, a);
+    own_descriptor(sock);
+    if (sh->waiting == 0)
+      asio::co_spawn(sh->acc.get_executor(), accept_runner(sh),
+                     [](std::exception_ptr e) { log::ended_by(e, "accept runner"); });
+    Accepted a{std::move(sock), sh->listener,
+               SocketAddr::from_sockaddr(peer.data(), static_cast<socklen_t>(peer.size())), sh->local,
+               sh->nodelay};
+    try {
+      co_await sh->svc.run_connection(sh->w, a);
+    } catch (...) {
+      log::ended_by(std::current_exception(), "connection");
+    }
+    if (sh->waiting >= kMaxWaitingRunners) co_return;
   }
+  sh->close();
+}
+}  // namespace
+
+/// Accepts on one listening socket until it is closed, handing connections to `svc` (served by
+/// accept_runner coroutines, which may outlive this one with their last connections).
+task<void> accept_loop(tcp::acceptor& acc, Service& svc, Worker& w, std::size_t listener) {
+  auto sh = std::make_shared<AcceptShared>(acc, svc, w, listener);
+  // Learned once per listener instead of with two system calls per connection: the local
+  // address (unless the listener is bound to a wildcard) and whether TCP_NODELAY is inherited.
+  boost::system::error_code lec;
+  const tcp::endpoint bound = acc.local_endpoint(lec);
+  if (!lec && !bound.address().is_unspecified())
+    sh->local = SocketAddr::from_sockaddr(bound.data(), static_cast<socklen_t>(bound.size()));
+  asio::ip::tcp::no_delay nd;
+  acc.get_option(nd, lec);
+  sh->nodelay = !lec && nd.value();
+  asio::co_spawn(acc.get_executor(), accept_runner(sh),
+                 [](std::exception_ptr e) { log::ended_by(e, "accept runner"); });
+  sh->done.expires_at(asio::steady_timer::time_point::max());
+  while (!sh->closed) co_await sh->done.async_wait(asio::as_tuple(asio::use_awaitable));
 }
 
 }  // namespace detail

@@ -78,6 +78,11 @@ std::vector<SocketAddr> Service::local_endpoints() const {
   return bound_;
 }
 
+task<void> Service::run_connection(detail::Worker& w, detail::Accepted& a) {
+  serve_connection(w, a);
+  co_return;
+}
+
 void Service::set_local_endpoint(std::size_t i, SocketAddr a) {
   std::lock_guard lk(mu_);
   if (bound_.size() <= i) bound_.resize(i + 1);
@@ -147,18 +152,26 @@ void HttpProxyService::attach_worker(detail::Worker& w) {
 }
 
 namespace {
-task<void> run_connection(std::unique_ptr<detail::H1Connection> c) { co_await c->run(); }
+task<void> run_owned(std::unique_ptr<detail::H1Connection> c) { co_await c->run(); }
 }  // namespace
 
-void HttpProxyService::serve_connection(detail::Worker& w, detail::Accepted& a) {
+std::unique_ptr<detail::H1Connection> HttpProxyService::new_connection(detail::Worker& w,
+                                                                       detail::Accepted& a) {
   auto* st = static_cast<detail::ServiceWorkerState*>(w.state_for(this));
   if (!st) {
     attach_worker(w);
     st = static_cast<detail::ServiceWorkerState*>(w.state_for(this));
   }
-  auto conn = std::make_unique<detail::H1Connection>(*this, *st, w, a, tls_of(a.listener));
-  boost::asio::co_spawn(w.executor(), run_connection(std::move(conn)),
+  return std::make_unique<detail::H1Connection>(*this, *st, w, a, tls_of(a.listener));
+}
+
+void HttpProxyService::serve_connection(detail::Worker& w, detail::Accepted& a) {
+  boost::asio::co_spawn(w.executor(), run_owned(new_connection(w, a)),
                         [](std::exception_ptr e) { log::ended_by(e, "connection"); });
+}
+
+task<void> HttpProxyService::run_connection(detail::Worker& w, detail::Accepted& a) {
+  co_await new_connection(w, a)->run();
 }
 
 UpstreamPoolStats HttpProxyService::pool_stats() const { return impl_->registry->total(); }

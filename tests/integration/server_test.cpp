@@ -216,6 +216,14 @@ TEST(Server, ServeRunsOnTheApplicationsOwnIoContext) {
       ASSERT_TRUE(r);
       EXPECT_EQ(r->body, "embedded");
     }
+    // Several at once: more coroutines serve them, then wait to accept.
+    std::vector<std::unique_ptr<Client>> more;
+    for (int i = 0; i < 8; ++i) more.push_back(std::make_unique<Client>(acc.local_endpoint().port()));
+    for (auto& m : more) {
+      auto r = m->get("/");
+      ASSERT_TRUE(r);
+      EXPECT_EQ(r->body, "embedded");
+    }
   }
   EXPECT_EQ(svc->local_endpoints().at(0).port(), acc.local_endpoint().port());
   boost::asio::post(ioc, [&] { acc.close(); });
@@ -250,4 +258,32 @@ TEST(Server, ManyShortConnectionsLeakNoDescriptors) {
   EXPECT_TRUE(px.server().wait_idle(10s));
   EXPECT_EQ(px.server().active_connections(), 0u);
   EXPECT_LE(count_fds(), before + 1);
+}
+
+TEST(Server, ConnectionsArrivingTogetherAndInTurnAreAllServed) {
+  // Each connection is served by a coroutine that accepted it; those that end wait to accept
+  // the next ones. Bursts of concurrent connections, each answered, then one at a time (the
+  // waiting coroutines take them), then a shutdown that leaves nothing behind.
+  Origin origin(Origin::text("burst"));
+  pt::TestProxy px(std::make_shared<Forward>(origin.addr()));
+  for (int round = 0; round < 3; ++round) {
+    std::vector<std::unique_ptr<Client>> clients;
+    for (int i = 0; i < 100; ++i) clients.push_back(std::make_unique<Client>(px.port()));
+    for (auto& c : clients)
+      ASSERT_TRUE(c->send("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"));
+    for (auto& c : clients) {
+      auto r = c->read_response();
+      ASSERT_TRUE(r) << "round " << round;
+      EXPECT_EQ(r->status, 200u);
+      EXPECT_EQ(r->body, "burst");
+    }
+  }
+  for (int i = 0; i < 150; ++i) {
+    Client c(px.port());
+    auto r = c.get("/");
+    ASSERT_TRUE(r) << "connection " << i;
+    EXPECT_EQ(r->body, "burst");
+  }
+  EXPECT_TRUE(px.server().wait_idle(10s));
+  EXPECT_EQ(px.server().active_connections(), 0u);
 }

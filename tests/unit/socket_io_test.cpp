@@ -38,7 +38,6 @@ struct Pair {
     tcp::acceptor acc(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
     writer.connect(acc.local_endpoint());
     acc.accept(reader);
-    reader.non_blocking(true);
   }
   void send(const std::string& s) { asio::write(writer, asio::buffer(s)); }
 
@@ -66,11 +65,20 @@ struct Pair {
     }
     return std::string(buf, n);
   }
-  /// A read that finds nothing: the socket is drained (and watched for the peer's FIN).
+  /// A read that finds nothing: the socket is drained.
   void drain() {
     std::size_t n = 0;
     error_code ec;
     ASSERT_EQ(recv_now(reader, asio::buffer(buf), n, ec), RecvTry::Wait);
+  }
+  /// As a keep-alive connection after its first wait: a wait, a read, and a read that finds
+  /// nothing (from which on the socket is watched for the peer's FIN).
+  void settle_in() {
+    drain();
+    send("x");
+    error_code ec;
+    EXPECT_EQ(read(ec), "x");
+    drain();
   }
   /// Lets the reactor see what the writer sent (bounded). With work outstanding, as in a
   /// server: an io_context without any returns from poll() without looking at its sockets.
@@ -94,7 +102,7 @@ TEST(SocketIo, DataThereIsReadInPlace) {
 #ifdef PORTICO_RECV_READINESS
 TEST(SocketIo, ADrainedSocketWaitsForTheReactorInsteadOfTrying) {
   Pair p;
-  p.drain();
+  p.settle_in();
   p.send("one");
   error_code ec;
   EXPECT_EQ(p.read(ec), "one");  // woken by the event
@@ -111,7 +119,7 @@ TEST(SocketIo, ADrainedSocketWaitsForTheReactorInsteadOfTrying) {
 
 TEST(SocketIo, AFinBehindTheLastDataIsRead) {
   Pair p;
-  p.drain();
+  p.settle_in();
   // Data and the FIN arrive together, and the reactor takes their one event before the read.
   p.send("last");
   p.writer.shutdown(tcp::socket::shutdown_send);
@@ -124,9 +132,24 @@ TEST(SocketIo, AFinBehindTheLastDataIsRead) {
   EXPECT_EQ(ec, asio::error::eof);
 }
 
-TEST(SocketIo, AFinAfterTheLastReadIsAnEvent) {
+TEST(SocketIo, AFinBehindTheFirstDataIsRead) {
+  // A new connection's first read waits (its request is not in yet); data and FIN then come
+  // together.
   Pair p;
   p.drain();
+  p.send("only");
+  p.writer.shutdown(tcp::socket::shutdown_send);
+  p.settle();
+  error_code ec;
+  EXPECT_EQ(p.read(ec), "only");
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(p.read(ec), "");
+  EXPECT_EQ(ec, asio::error::eof);
+}
+
+TEST(SocketIo, AFinAfterTheLastReadIsAnEvent) {
+  Pair p;
+  p.settle_in();
   p.send("data");
   error_code ec;
   EXPECT_EQ(p.read(ec), "data");
@@ -137,7 +160,7 @@ TEST(SocketIo, AFinAfterTheLastReadIsAnEvent) {
 
 TEST(SocketIo, DataThatCameWhileNobodyWaitedIsRead) {
   Pair p;
-  p.drain();
+  p.settle_in();
   p.send("first");
   error_code ec;
   EXPECT_EQ(p.read(ec), "first");
@@ -152,7 +175,7 @@ TEST(SocketIo, DataThatCameWhileNobodyWaitedIsRead) {
 
 TEST(SocketIo, AResetIsReportedAsAnError) {
   Pair p;
-  p.drain();
+  p.settle_in();
   p.writer.set_option(asio::socket_base::linger(true, 0));
   p.writer.close();  // RST
   error_code ec;

@@ -25,6 +25,7 @@ class AccessLog;
 namespace detail {
 class Worker;
 struct Accepted;
+class H1Connection;
 struct ServiceWorkerState;
 class ServerTls;
 class ProxyObserver;
@@ -75,6 +76,10 @@ class Service {
 
   /// Engine entry point: serve one accepted connection on the calling worker.
   virtual void serve_connection(detail::Worker& w, detail::Accepted& a) = 0;
+  /// Engine entry point: serve one accepted connection on the calling worker, in the calling
+  /// coroutine, until it ends (the engine keeps such coroutines to serve the next connections).
+  /// By default: serve_connection.
+  virtual task<void> run_connection(detail::Worker& w, detail::Accepted& a);
   /// Engine entry point: called once per worker before it accepts.
   virtual void attach_worker(detail::Worker&) {}
 
@@ -106,6 +111,7 @@ class HttpProxyService final : public Service {
   std::uint32_t hooks() const noexcept { return hooks_; }
 
   void serve_connection(detail::Worker& w, detail::Accepted& a) override;
+  task<void> run_connection(detail::Worker& w, detail::Accepted& a) override;
   void attach_worker(detail::Worker& w) override;
 
   /// Upstream connection pool counters summed over workers and peers; any thread may call.
@@ -131,6 +137,7 @@ class HttpProxyService final : public Service {
   std::shared_ptr<detail::ProxyObserver> observer() const;
 
  private:
+  std::unique_ptr<detail::H1Connection> new_connection(detail::Worker& w, detail::Accepted& a);
   struct Impl;
   std::shared_ptr<detail::ProxyHttpErased> app_;
   HttpServerOptions opts_;
