@@ -117,34 +117,29 @@ TEST(SocketIo, ADrainedSocketWaitsForTheReactorInsteadOfTrying) {
   EXPECT_FALSE(ec);
 }
 
-TEST(SocketIo, AFinBehindTheLastDataIsRead) {
-  Pair p;
-  p.settle_in();
-  // Data and the FIN arrive together, and the reactor takes their one event before the read.
-  p.send("last");
+/// Data and the FIN arrive together, and the reactor takes their one event before the read:
+/// the data is read, then the end of the stream, although no other event comes.
+void expect_data_then_eof(Pair& p, const std::string& data) {
+  p.send(data);
   p.writer.shutdown(tcp::socket::shutdown_send);
   p.settle();
   error_code ec;
-  EXPECT_EQ(p.read(ec), "last");
+  EXPECT_EQ(p.read(ec), data);
   EXPECT_FALSE(ec);
-  // The short read did not drain the socket: the FIN is behind it, and no other event comes.
   EXPECT_EQ(p.read(ec), "");
   EXPECT_EQ(ec, asio::error::eof);
 }
 
-TEST(SocketIo, AFinBehindTheFirstDataIsRead) {
-  // A new connection's first read waits (its request is not in yet); data and FIN then come
-  // together.
+TEST(SocketIo, AFinBehindTheLastDataIsRead) {
   Pair p;
-  p.drain();
-  p.send("only");
-  p.writer.shutdown(tcp::socket::shutdown_send);
-  p.settle();
-  error_code ec;
-  EXPECT_EQ(p.read(ec), "only");
-  EXPECT_FALSE(ec);
-  EXPECT_EQ(p.read(ec), "");
-  EXPECT_EQ(ec, asio::error::eof);
+  p.settle_in();  // a short read would drain the socket, were the FIN not behind it
+  expect_data_then_eof(p, "last");
+}
+
+TEST(SocketIo, AFinBehindTheFirstDataIsRead) {
+  Pair p;
+  p.drain();  // a new connection's first read waits: its request is not in yet
+  expect_data_then_eof(p, "only");
 }
 
 TEST(SocketIo, AFinAfterTheLastReadIsAnEvent) {
