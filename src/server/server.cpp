@@ -132,7 +132,13 @@ task<void> accept_loop(tcp::acceptor& acc, Service& svc, Worker& w, std::size_t 
 namespace {
 struct WorkerThread {
   explicit WorkerThread(std::size_t i)
-      : ctx(1), guard(ctx->get_executor()), worker(ctx->get_executor(), i, true) {}
+      : ctx(kWorkerConcurrency), guard(ctx->get_executor()), worker(ctx->get_executor(), i, true) {}
+  // One thread runs a worker's io_context, and only it touches the worker's sockets: what other
+  // threads ask of a worker is posted to it (drains, stops), and a connection handed to another
+  // worker leaves as a bare descriptor (Pool::take_remote). So Asio need not lock each socket's
+  // reactor state for every operation (about ten lock/unlock pairs per proxied request); posts
+  // and timers keep their locks.
+  static constexpr int kWorkerConcurrency = BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO;
   ~WorkerThread() {
     // Everything bound to the io_context goes before it: listeners, pooled connections, and
     // finally (in ctx's destructor) the frames of connections a hard stop left suspended, which
