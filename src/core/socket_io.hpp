@@ -126,9 +126,9 @@ inline bool drained_by_short_read(ReactorState* st) noexcept {
   return ((st->*reach(ReachRegistered{})) & EPOLLRDHUP) && !(last_events(st) & kLastingEvents);
 }
 
-/// Adds EPOLLRDHUP to the events the reactor watches for `st` (socket `fd`), once per socket:
-/// on its first read that finds nothing, so that a connection read once and closed does not pay
-/// for it. (Asio keeps the flag when it changes the socket's events later.)
+/// Adds EPOLLRDHUP to the events the reactor watches for `st` (socket `fd`), once per socket
+/// (recv_now: at its second wait, so that a connection read once and closed does not pay for
+/// it). Asio keeps the flag when it changes the socket's events later.
 inline void watch_hangup(ReactorState* st, int fd) noexcept {
   std::uint32_t& events = st->*reach(ReachRegistered{});
   if (events & EPOLLRDHUP) return;
@@ -248,9 +248,10 @@ auto recv_wait(Socket& sock, boost::asio::mutable_buffer b, RecvTry t, Token&& t
 
 /// Tells Asio that the descriptor of `sock` is its own, fresh from accept(): Asio, which cannot
 /// know that of a descriptor it is given, then closes it without first removing it from epoll
-/// with a system call (closing the last descriptor of a socket does that). Only a process that
-/// forks without exec while the connection is open would leave the socket in epoll after the
-/// close, which costs spurious wake-ups (Asio tolerates them), nothing else.
+/// with a system call (closing the last descriptor of a socket does that). Only a child process
+/// still holding a copy of the descriptor (forked, or exec'd without close-on-exec, while the
+/// connection was open) would leave the socket in epoll after the close, which costs spurious
+/// wake-ups (Asio tolerates them), nothing else.
 template <class Socket>
 void own_descriptor(Socket& sock) noexcept {
 #ifdef PORTICO_RECV_READINESS
