@@ -12,6 +12,7 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -58,6 +59,7 @@ class Deferred {
   Deferred(const boost::asio::any_io_executor& ex, std::chrono::milliseconds delay)
       : timer_(ex), delay_(delay), linger_ticks_(delay.count() > 0 ? kLinger / delay : 0) {}
   ~Deferred() {
+    *alive_ = nullptr;  // a tick already queued (its wait done) finds no Deferred
     while (head_) unlink(*head_);
     timer_.cancel();
   }
@@ -111,9 +113,10 @@ class Deferred {
   void start(clock::time_point when) {
     ticking_ = true;
     timer_.expires_at(when);
-    // `this` is only used when the wait completed: destroying the timer aborts it.
-    timer_.async_wait([this](const boost::system::error_code& ec) {
-      if (!ec) tick();
+    // Destroying the timer aborts a pending wait, but not one that completed and waits to
+    // run: that one reaches the Deferred through `alive_`, which the destructor clears.
+    timer_.async_wait([alive = alive_](const boost::system::error_code& ec) {
+      if (!ec && *alive) (*alive)->tick();
     });
   }
 
@@ -140,6 +143,7 @@ class Deferred {
   std::chrono::milliseconds delay_;
   Entry* head_ = nullptr;
   Entry* tail_ = nullptr;
+  std::shared_ptr<Deferred*> alive_ = std::make_shared<Deferred*>(this);
   bool ticking_ = false;           // the timer is pending (or its handler runs)
   long linger_ticks_;               // ticks without entries before the timer stops
   long idle_ticks_ = 0;             // ticks without entries so far
