@@ -125,12 +125,11 @@ task<Result<std::size_t>> ProxyRequest::us_read(UpstreamConn& up, milliseconds t
   if (auto b = us_read_begin(up, timeout); !b) co_return b.error();
   error_code ec;
   std::size_t n;
+  const auto into = asio::buffer(up.buf);
   if (up.tls)
-    n = co_await up.tls->read_some(asio::buffer(up.buf), ec);
-  else if (const auto t = detail::recv_now(up.sock, asio::buffer(up.buf), n, ec);
-           t != detail::RecvTry::Done)
-    n = co_await detail::recv_wait(up.sock, asio::buffer(up.buf), t,
-                                   asio::redirect_error(asio::use_awaitable, ec));
+    n = co_await up.tls->read_some(into, ec);
+  else if (const auto t = detail::recv_now(up.sock, into, n, ec); t != detail::RecvTry::Done)
+    n = co_await detail::recv_wait(up.sock, into, t, asio::redirect_error(asio::use_awaitable, ec));
   co_return us_read_end(up, n, ec);
 }
 
@@ -249,9 +248,9 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
       } else {
         error_code ec;
         std::size_t got;
-        if (const auto t = detail::recv_now(up.sock, asio::buffer(up.buf), got, ec);
-            t != detail::RecvTry::Done)
-          got = co_await detail::recv_wait(up.sock, asio::buffer(up.buf), t,
+        const auto into = asio::buffer(up.buf);
+        if (const auto t = detail::recv_now(up.sock, into, got, ec); t != detail::RecvTry::Done)
+          got = co_await detail::recv_wait(up.sock, into, t,
                                            asio::redirect_error(asio::use_awaitable, ec));
         n = us_read_end(up, got, ec);
       }
@@ -329,9 +328,9 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
       } else {
         error_code ec;
         std::size_t got;
-        if (const auto t = detail::recv_now(up.sock, asio::buffer(up.buf), got, ec);
-            t != detail::RecvTry::Done)
-          got = co_await detail::recv_wait(up.sock, asio::buffer(up.buf), t,
+        const auto into = asio::buffer(up.buf);
+        if (const auto t = detail::recv_now(up.sock, into, got, ec); t != detail::RecvTry::Done)
+          got = co_await detail::recv_wait(up.sock, into, t,
                                            asio::redirect_error(asio::use_awaitable, ec));
         n = us_read_end(up, got, ec);
       }

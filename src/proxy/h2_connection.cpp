@@ -607,12 +607,11 @@ task<void> H2Connection::run() {
     wd_.arm(Watchdog::DsRead, timeout, cancel_tcp, &sock_);
     error_code ec;
     std::size_t n = 0;
+    const auto into = asio::buffer(buf.get(), kReadBuffer);
     if (tls_)
-      n = co_await tls_->read_some(asio::buffer(buf.get(), kReadBuffer), ec);
-    else if (const auto t = detail::recv_now(sock_, asio::buffer(buf.get(), kReadBuffer), n, ec);
-             t != detail::RecvTry::Done)
-      n = co_await detail::recv_wait(sock_, asio::buffer(buf.get(), kReadBuffer), t,
-                                     asio::redirect_error(asio::use_awaitable, ec));
+      n = co_await tls_->read_some(into, ec);
+    else if (const auto t = detail::recv_now(sock_, into, n, ec); t != detail::RecvTry::Done)
+      n = co_await detail::recv_wait(sock_, into, t, asio::redirect_error(asio::use_awaitable, ec));
     const bool idle_out = wd_.expired(Watchdog::DsRead);
     wd_.disarm(Watchdog::DsRead);
     if (idle_out && streams_.empty()) {

@@ -253,11 +253,11 @@ task<void> H2UpConn::reader(std::shared_ptr<H2UpConn> /*self: keeps it alive*/) 
     wd_->arm(Watchdog::UsRead, idle ? idle_timeout_ : milliseconds(0), cancel_stream, &t_->sock);
     error_code ec;
     std::size_t n = 0;
+    const auto into = asio::buffer(buf.get(), kReadBuffer);
     if (t_->tls)
-      n = co_await t_->tls->read_some(asio::buffer(buf.get(), kReadBuffer), ec);
-    else if (const auto t = detail::recv_now(t_->sock, asio::buffer(buf.get(), kReadBuffer), n, ec);
-             t != detail::RecvTry::Done)
-      n = co_await detail::recv_wait(t_->sock, asio::buffer(buf.get(), kReadBuffer), t,
+      n = co_await t_->tls->read_some(into, ec);
+    else if (const auto t = detail::recv_now(t_->sock, into, n, ec); t != detail::RecvTry::Done)
+      n = co_await detail::recv_wait(t_->sock, into, t,
                                      asio::redirect_error(asio::use_awaitable, ec));
     const bool idle_out = wd_->expired(Watchdog::UsRead);
     wd_->disarm(Watchdog::UsRead);

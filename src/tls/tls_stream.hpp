@@ -276,9 +276,10 @@ class TlsStream final : public TlsBio {
 
   /// Reads more ciphertext from the socket.
   task<void> fill(error_code& ec) {
+    const boost::asio::mutable_buffer into = in_space();
     std::size_t n;
-    if (const RecvTry t = recv_now(sock_, in_space(), n, ec); t != RecvTry::Done)
-      n = co_await recv_wait(sock_, in_space(), t,
+    if (const RecvTry t = recv_now(sock_, into, n, ec); t != RecvTry::Done)
+      n = co_await recv_wait(sock_, into, t,
                              boost::asio::redirect_error(boost::asio::use_awaitable, ec));
     if (ec == boost::asio::error::eof) ec = boost::asio::ssl::error::stream_truncated;
     in_end_ += n;
