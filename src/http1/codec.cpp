@@ -206,6 +206,17 @@ Parser::Step Parser::complete(std::size_t consumed) {
   return {Event::MessageComplete, consumed};
 }
 
+Parser::Step Parser::skip_body(std::uint64_t n) {
+  body_.clear();
+  if (state_ != State::BodyLength || n > remaining_) {
+    fail(400, ErrorType::InternalError, "body bytes skipped outside a Content-Length body");
+    return {Event::Error, 0};
+  }
+  remaining_ -= n;
+  if (remaining_ == 0) return complete(0);
+  return {Event::NeedMore, 0};
+}
+
 Parser::Step Parser::finish() {
   body_.clear();
   if (err_status_) return {Event::Error, 0};

@@ -81,6 +81,14 @@ class Parser {
 
   /// After Event::Body: the de-chunked body bytes of the last feed().
   const std::vector<std::string_view>& body_chunks() const noexcept { return body_; }
+  /// Bytes of a Content-Length body still to come (0 in any other state).
+  std::uint64_t length_remaining() const noexcept {
+    return state_ == State::BodyLength ? remaining_ : 0;
+  }
+  /// Accounts for `n` bytes (at most length_remaining()) of a Content-Length body that went
+  /// around the parser (spliced from socket to socket): MessageComplete when they were the last,
+  /// else NeedMore.
+  Step skip_body(std::uint64_t n);
   /// Trailer fields of a chunked message, complete at MessageComplete.
   HeaderMap& trailers() noexcept { return trailers_; }
   /// True between Headers and MessageComplete.

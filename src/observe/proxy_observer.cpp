@@ -43,6 +43,11 @@ ProxyObserver::ProxyObserver(std::shared_ptr<obs::Registry> registry, std::strin
   bytes_out_ = &r.counter_family("portico_downstream_sent_bytes_total",
                                  "Response bytes (header and body) sent to clients.", {"service"})
                     .with({svc});
+  spliced_ = &r.counter_family("portico_downstream_spliced_body_bytes_total",
+                               "Response body bytes moved from upstream to client sockets "
+                               "without a copy (splice), part of the bytes sent.",
+                               {"service"})
+                  .with({svc});
   h2_conns_ = &r.gauge_family("portico_downstream_h2_connections_active",
                               "Client connections speaking HTTP/2 now.", {"service"})
                    .with({svc});
@@ -106,6 +111,7 @@ void ProxyObserver::request_done(const Session& s, const Error* err) noexcept {
   duration_->observe(Session::clock::now() - s.start_time());
   bytes_in_->inc(s.body_bytes_received());
   bytes_out_->inc(s.header_bytes_sent() + s.body_bytes_sent());
+  if (s.body_bytes_spliced()) spliced_->inc(s.body_bytes_spliced());
   if (s.retries()) retries_->inc(s.retries());
   if (err) {
     const auto t = static_cast<std::size_t>(err->type());

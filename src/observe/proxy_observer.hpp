@@ -76,7 +76,7 @@ class ProxyObserver {
   observe::Gauge* parked_;
   observe::Counter* connections_;
   observe::Counter *tls_full_, *tls_resumed_, *tls_failed_;
-  observe::Counter *bytes_in_, *bytes_out_;
+  observe::Counter *bytes_in_, *bytes_out_, *spliced_;
   observe::Counter* retries_;
   observe::Gauge *h2_conns_, *h2_streams_, *h2_up_sessions_, *h2_up_streams_;
   observe::Counter *h2_streams_total_, *h2_resets_;

@@ -573,7 +573,7 @@ task<void> H1Connection::handle_parse_error() {
   keepalive_ = false;
   head_request_ = false;
   resp_status_ = 0;
-  body_sent_ = body_received_ = head_sent_ = retries_ = 0;
+  body_sent_ = body_received_ = body_spliced_ = head_sent_ = retries_ = 0;
   peer_.reset();
   attempt_at_ = connected_at_ = resp_head_at_ = {};
   Error e = Error::downstream(parser_.error_type(), std::string(parser_.error_reason()));

@@ -62,6 +62,8 @@ class H1Connection final : public ProxyRequest, public Drainable {
   void unwatch_client() noexcept override;
   task<Result<void>> ds_tunnel(UpstreamConn& up, const std::string* upgrade) override;
   void cancel_downstream() noexcept override;
+  bool ds_can_splice() const noexcept override { return !tls_ && ds_framing_ == DsFraming::Length; }
+  task<Result<void>> ds_splice_body(UpstreamConn& up, SplicePipe& pipe, std::uint64_t n) override;
 
   // -- downstream I/O ---------------------------------------------------------------------------
   /// The TLS handshake of a TLS listener (certificate hook, SNI, ALPN); false: close.

@@ -2,6 +2,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -18,6 +19,7 @@ using std::chrono::milliseconds;
 
 namespace {
 constexpr Watchdog::CancelFn cancel_stream = &Watchdog::cancel_io<stream_socket>;
+constexpr Watchdog::CancelFn cancel_tcp = &Watchdog::cancel_io<asio::ip::tcp::socket>;
 void cancel_upstream(void* up) {
   error_code ec;
   static_cast<UpstreamConn*>(up)->sock.cancel(ec);
@@ -318,6 +320,21 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
     // Feeding zero bytes is fine: it completes a bodyless message.
     auto step = up.parser.feed(up.buf.data() + up.begin, up.end - up.begin);
     up.begin += step.consumed;
+    // A long body nobody needs to see goes from socket to socket (splice_min_body_bytes).
+    if (step.event == http1::Event::NeedMore && !up.tls && opts_.splice_min_body_bytes &&
+        !has(kResponseBodyFilter) && up.parser.length_remaining() >= opts_.splice_min_body_bytes &&
+        ds_can_splice()) {
+      error_code ec;
+      ensure_non_blocking(up.sock, ec);
+      if (SplicePipe pipe = ec ? SplicePipe() : SplicePipe::take()) {
+        const std::uint64_t n = up.parser.length_remaining();
+        if (auto r = co_await ds_splice_body(up, pipe, n); !r) {
+          keepalive_ = false;  // the head went out: the client sees the failure by the close
+          co_return r;
+        }
+        step = up.parser.skip_body(n);
+      }
+    }
     if (step.event == http1::Event::NeedMore) {
       // us_read inlined for a plain socket, as for the head.
       Result<std::size_t> n = std::size_t{0};
@@ -380,6 +397,65 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
       if (!w) co_return w;
     }
     if (end) break;
+  }
+  co_return ok();
+}
+
+task<Result<void>> ProxyRequest::ds_splice_body(UpstreamConn&, SplicePipe&, std::uint64_t) {
+  co_return Error::internal(ErrorType::InternalError, "this client connection cannot splice");
+}
+
+task<Result<void>> H1Connection::ds_splice_body(UpstreamConn& up, SplicePipe& pipe,
+                                                std::uint64_t left) {
+  error_code ec;
+  ensure_non_blocking(sock_, ec);
+  if (ec) co_return Error::downstream(ErrorType::WriteError, ec.message());
+  if (ds_head_pending()) {
+    pieces_.clear();
+    Result<void> w;
+    if (!ds_send_now(pieces_, false, nullptr, w)) w = co_await ds_send(pieces_, false, nullptr);
+    if (!w) co_return w;
+  }
+  unsigned rounds = 0;
+  while (left > 0) {
+    // In: the pipe is empty, so a splice that would block found the socket drained.
+    std::size_t n;
+    if (splice_in(up.sock, pipe, left, n, ec) == RecvTry::Wait) {
+      wd_->arm(Watchdog::UsRead, peer_->options.read_timeout, cancel_stream, &up.sock);
+      co_await up.sock.async_wait(asio::socket_base::wait_read,
+                                  asio::redirect_error(asio::use_awaitable, ec));
+      const bool timed_out =
+          wd_->expired(Watchdog::UsRead) || (ec && wd_->expired(Watchdog::Total));
+      wd_->disarm(Watchdog::UsRead);
+      if (timed_out)
+        co_return Error::upstream(ErrorType::ReadTimedout, "reading from the upstream");
+      if (ec) co_return Error::upstream(ErrorType::ReadError, ec.message());
+      continue;
+    }
+    if (ec) co_return Error::upstream(ErrorType::ReadError, ec.message());
+    if (n == 0)
+      co_return Error::upstream(ErrorType::PrematureBodyEnd,
+                                "upstream closed with " + std::to_string(left) +
+                                    " bytes of its Content-Length body still to come");
+    left -= n;
+    // Out: all of it, before the next splice in.
+    for (;;) {
+      const std::size_t sent = splice_out(pipe, sock_.native_handle(), left > 0, ec);
+      body_sent_ += sent;
+      body_spliced_ += sent;
+      if (ec) co_return ds_write_result(ec, false);
+      if (pipe.held == 0) break;
+      wd_->arm(Watchdog::DsWrite, opts_.write_timeout, cancel_tcp, &sock_);
+      co_await sock_.async_wait(asio::socket_base::wait_write,
+                                asio::redirect_error(asio::use_awaitable, ec));
+      const bool timed_out =
+          wd_->expired(Watchdog::DsWrite) || (ec && wd_->expired(Watchdog::Total));
+      wd_->disarm(Watchdog::DsWrite);
+      if (timed_out || ec) co_return ds_write_result(ec, timed_out);
+    }
+    // Both sides may never make it wait: let the thread's other connections run now and then.
+    if (++rounds % kSpliceStreak == 0)
+      co_await asio::post(sock_.get_executor(), asio::use_awaitable);
   }
   co_return ok();
 }

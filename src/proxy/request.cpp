@@ -110,7 +110,7 @@ void ProxyRequest::begin_request() {
   upstream_reused_ = false;
   client_gone_ = false;
   resp_status_ = 0;
-  body_sent_ = body_received_ = head_sent_ = 0;
+  body_sent_ = body_received_ = body_spliced_ = head_sent_ = 0;
   attempt_at_ = connected_at_ = resp_head_at_ = {};
   tunnel_ = false;
   req_body_started_ = false;

@@ -23,6 +23,7 @@
 #include <portico/proxy/service.hpp>
 
 #include "core/socket_io.hpp"
+#include "core/splice.hpp"
 #include "core/watchdog.hpp"
 #include "http1/codec.hpp"
 #include "proxy/parking.hpp"
@@ -113,6 +114,13 @@ class ProxyRequest : public Session {
   /// A CONNECT tunnel (`upgrade` null) or a switched protocol (`upgrade`: the Upgrade value):
   /// sends the client its answer, then relays bytes both ways until one side closes.
   virtual task<Result<void>> ds_tunnel(UpstreamConn& up, const std::string* upgrade) = 0;
+  /// Whether the rest of a response body may be spliced onto the client (ds_splice_body): a
+  /// plain-text HTTP/1 client, a response framed by its Content-Length. The default: never.
+  virtual bool ds_can_splice() const noexcept { return false; }
+  /// Sends the pending head, then moves the `n` body bytes still to come of `up`'s response
+  /// from its socket to the client's with splice(2) through `pipe` (HttpServerOptions::
+  /// splice_min_body_bytes); only after ds_can_splice() said yes.
+  virtual task<Result<void>> ds_splice_body(UpstreamConn& up, SplicePipe& pipe, std::uint64_t n);
   /// The whole-request deadline passed: stop the client-side I/O the request waits for.
   virtual void cancel_downstream() noexcept = 0;
 

@@ -386,6 +386,7 @@ void read_limits(Section& s, HttpServerOptions& o) {
   get_uint(s, "max_response_header_bytes", o.max_response_header_bytes, 1);
   get_uint(s, "max_response_header_count", o.max_response_header_count, 1);
   get_uint(s, "body_buffer_bytes", o.body_buffer_bytes, 1);
+  get_uint(s, "splice_min_body_bytes", o.splice_min_body_bytes);
   get_uint(s, "retry_buffer_bytes", o.retry_buffer_bytes);
   get_uint(s, "keepalive_request_limit", o.keepalive_request_limit);
   get_uint(s, "upstream_request_limit", o.upstream_request_limit);
@@ -908,6 +909,7 @@ std::vector<ConfigEntry> config_entries(const ServerConfig& c) {
   e.add("limits.max_response_header_count", h.max_response_header_count,
         hd.max_response_header_count, R, E);
   e.add("limits.body_buffer_bytes", h.body_buffer_bytes, hd.body_buffer_bytes, R, E);
+  e.add("limits.splice_min_body_bytes", h.splice_min_body_bytes, hd.splice_min_body_bytes, R, E);
   e.add("limits.retry_buffer_bytes", h.retry_buffer_bytes, hd.retry_buffer_bytes, R, E);
   e.add("limits.keepalive_request_limit", h.keepalive_request_limit, hd.keepalive_request_limit, R,
         E);

@@ -311,7 +311,8 @@ TEST(HookOrder, HooksAreTestableWithoutSockets) {
 }
 
 TEST(HookOrder, DefaultCoroutineHooksAreKnownAtCompileTime) {
-  // The engine skips coroutine hooks a proxy does not override (a frame each per request).
+  // The engine skips coroutine hooks a proxy does not override (a frame each per request), and
+  // splices bodies when response_body_filter is not overridden.
   class OnlyPeer : public ProxyHttp<> {
    public:
     task<Result<HttpPeerPtr>> upstream_peer(Session&, NoCtx&) override { co_return nullptr; }
@@ -323,6 +324,7 @@ TEST(HookOrder, DefaultCoroutineHooksAreKnownAtCompileTime) {
   class Leaf : public Mid {};
   EXPECT_EQ(detail::overridden_hooks<OnlyPeer>(), 0u);
   EXPECT_EQ(detail::overridden_hooks<Leaf>(), std::uint32_t{detail::kResponseFilter});
-  EXPECT_EQ(detail::overridden_hooks<Recorder>(), 0x7fu & ~std::uint32_t{detail::kProxyUpstreamFilter});
+  EXPECT_EQ(detail::overridden_hooks<Recorder>(),
+            0xffu & ~std::uint32_t{detail::kProxyUpstreamFilter});
   EXPECT_EQ(detail::overridden_hooks<Forward>(), std::uint32_t{detail::kLogging});
 }

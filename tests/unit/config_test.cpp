@@ -76,6 +76,7 @@ limits:
   max_response_header_bytes: 16384
   max_response_header_count: 50
   body_buffer_bytes: 16384
+  splice_min_body_bytes: 0
   retry_buffer_bytes: 0
   keepalive_request_limit: 1000
   upstream_request_limit: 500
@@ -158,6 +159,7 @@ TEST(ConfigTest, EveryKeyIsParsed) {
   EXPECT_EQ(h.max_response_header_bytes, 16384u);
   EXPECT_EQ(h.max_response_header_count, 50u);
   EXPECT_EQ(h.body_buffer_bytes, 16384u);
+  EXPECT_EQ(h.splice_min_body_bytes, 0u);
   EXPECT_EQ(h.retry_buffer_bytes, 0u);
   EXPECT_EQ(h.keepalive_request_limit, 1000u);
   EXPECT_EQ(h.upstream_request_limit, 500u);
@@ -177,7 +179,7 @@ TEST(ConfigTest, EveryKeyIsParsed) {
   EXPECT_TRUE(plain.h2c);
   EXPECT_TRUE(plain.proxy_protocol);
   EXPECT_FALSE(plain.tls);
-  EXPECT_EQ(plain.origin, "conf.yaml:57:5");
+  EXPECT_EQ(plain.origin, "conf.yaml:58:5");
   const ListenerConfig& secure = c.listeners[1];
   EXPECT_EQ(secure.address, "[::1]:6443");
   EXPECT_FALSE(secure.h2c);

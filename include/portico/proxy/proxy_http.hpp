@@ -60,8 +60,9 @@ class ProxyHttpErased {
   virtual task<void> e_logging(Session&, const Error*, void*) = 0;
 };
 
-/// Coroutine hooks the engine may skip when a proxy keeps their default (each call costs a
-/// coroutine frame). `http_proxy_service<P>` finds out at compile time which ones P overrides.
+/// Hooks the engine may skip when a proxy keeps their default (each coroutine hook costs a
+/// coroutine frame; a body nobody filters may be spliced). `http_proxy_service<P>` finds out at
+/// compile time which ones P overrides.
 enum HookBit : std::uint32_t {
   kEarlyRequestFilter = 1u << 0,
   kRequestFilter = 1u << 1,
@@ -70,6 +71,7 @@ enum HookBit : std::uint32_t {
   kUpstreamRequestFilter = 1u << 4,
   kResponseFilter = 1u << 5,
   kLogging = 1u << 6,
+  kResponseBodyFilter = 1u << 7,  // not a coroutine: known so that bodies nobody sees are spliced
   kAllHooks = ~0u,
 };
 
@@ -249,6 +251,7 @@ constexpr std::uint32_t overridden_hooks() noexcept {
     PORTICO_HOOK_BIT(upstream_request_filter, kUpstreamRequestFilter)
     PORTICO_HOOK_BIT(response_filter, kResponseFilter)
     PORTICO_HOOK_BIT(logging, kLogging)
+    PORTICO_HOOK_BIT(response_body_filter, kResponseBodyFilter)
 #undef PORTICO_HOOK_BIT
     return m;
   }

@@ -76,6 +76,9 @@ class Session {
   /// Body bytes sent to the client and received from it (after filters), for logging.
   std::uint64_t body_bytes_sent() const noexcept { return body_sent_; }
   std::uint64_t body_bytes_received() const noexcept { return body_received_; }
+  /// Of body_bytes_sent(), those moved from the upstream socket to the client socket without a
+  /// copy (splice; see HttpServerOptions::splice_min_body_bytes).
+  std::uint64_t body_bytes_spliced() const noexcept { return body_spliced_; }
   clock::time_point start_time() const noexcept { return start_; }
   /// Response header bytes sent to the client (status line and fields); with body_bytes_sent(),
   /// nginx's $bytes_sent.
@@ -122,6 +125,7 @@ class Session {
   std::uint16_t resp_status_ = 0;
   std::uint64_t body_sent_ = 0;
   std::uint64_t body_received_ = 0;
+  std::uint64_t body_spliced_ = 0;
   clock::time_point start_{};
   clock::time_point attempt_at_{};
   clock::time_point connected_at_{};
