@@ -436,7 +436,10 @@ start_nginx() { # start_nginx NAME DIR CONF [STDOUT_LOG] : nginx -p DIR -c DIR/C
 # ---------------------------------------------------------------------------------------------
 # haproxy_conf BIND_LINE SERVER_LINE [GLOBAL_LINE...] : haproxy.cfg of a one-thread HTTP proxy
 # (maxconn 4096, keep-alive both ways, http-reuse always, 5 s connect / 30 s client and server
-# timeouts), frontend fe with BIND_LINE, backend origin with SERVER_LINE
+# timeouts), frontend fe with BIND_LINE, backend origin with SERVER_LINE. Kernel splicing, its
+# zero-copy path for bodies (portico splices long ones), by HAPROXY_SPLICE: auto (default:
+# `option splice-auto`, where HAProxy judges it worth it), response (`option splice-response`,
+# every response body it can) or off.
 haproxy_conf() {
   local bind=$1 srv=$2 g
   shift 2
@@ -444,6 +447,10 @@ haproxy_conf() {
   for g in "$@"; do printf '    %s\n' "$g"; done
   printf 'defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n'
   printf '    option http-keep-alive\n    http-reuse always\n'
+  case ${HAPROXY_SPLICE:-auto} in
+    auto) printf '    option splice-auto\n' ;;
+    response) printf '    option splice-response\n' ;;
+  esac
   printf 'frontend fe\n    %s\n    default_backend origin\nbackend origin\n    %s\n' "$bind" "$srv"
 }
 

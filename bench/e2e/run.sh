@@ -14,6 +14,7 @@
 #   PORTICO_BIN       portico binary (default build/examples/reverse_proxy in the repository); it is
 #                     copied to the temporary directory at start, so a rebuild cannot swap it mid-run
 #   INSTALL_OPTIONAL  1 (default): apt-install haproxy and h2o when missing; 0: use them only if present
+#   HAPROXY_SPLICE    auto (default), response or off: HAProxy's kernel splicing (bench/lib.sh)
 #   PROXY_CPU/WRK_CPU CPUs for the servers / for wrk (default 0 / 1)
 #   RESULTS_DIR       where the markdown report goes (default bench/results)
 #   ONLY              same as --only
@@ -543,9 +544,8 @@ if ((RUN_H1)); then
       echo "- portico: \`reverse_proxy --listen 127.0.0.1:${T_PORT[portico]} --upstream 127.0.0.1:$O_PORT --threads 1\`, $(portico_desc)"
     fi
     [[ -n ${T_PORT[nginx]:-} ]] && echo "- nginx: $(version_of nginx), 1 worker, upstream \`keepalive 64\`, \`proxy_max_temp_file_size 0\` (large bodies are not buffered to disk), no access log"
-    for t in haproxy h2o; do
-      [[ -n ${T_PORT[$t]:-} ]] && echo "- $t: $(version_of "$t"), 1 worker/thread, keep-alive to the origin, no access log"
-    done
+    [[ -n ${T_PORT[haproxy]:-} ]] && echo "- haproxy: $(version_of haproxy), 1 worker/thread, keep-alive to the origin, splicing \`${HAPROXY_SPLICE:-auto}\` (HAPROXY_SPLICE), no access log"
+    [[ -n ${T_PORT[h2o]:-} ]] && echo "- h2o: $(version_of h2o), 1 worker/thread, keep-alive to the origin, no access log"
     echo "- wrk: $(version_of wrk)"
     echo
     echo "CPU µs/req = (utime+stime of the server's processes and threads over the measured run) ÷ completed requests."
