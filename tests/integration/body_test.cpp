@@ -18,18 +18,6 @@ struct BodyCase {
   std::size_t size;
 };
 
-std::string pattern(std::size_t n) {
-  std::string s(n, '\0');
-  std::uint32_t x = 2463534242u;
-  for (auto& c : s) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    c = static_cast<char>(x);
-  }
-  return s;
-}
-
 std::string chunked(std::string_view body, std::size_t piece) {
   std::string out;
   for (std::size_t i = 0; i < body.size(); i += piece) {

@@ -79,19 +79,6 @@ std::string target_of(const std::string& head) {
   return head.substr(sp + 1, sp2 - sp - 1);
 }
 
-/// A deterministic body of `n` bytes that no shifted copy matches.
-std::string pattern(std::size_t n) {
-  std::string s(n, '\0');
-  std::uint32_t x = 2463534242u;
-  for (auto& c : s) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    c = static_cast<char>(x);
-  }
-  return s;
-}
-
 /// Forward that records what each request looked like to the hooks.
 class Recording : public Forward {
  public:

@@ -46,6 +46,19 @@ bool eventually(Pred cond, std::chrono::milliseconds limit = 10s) {
   }
 }
 
+/// A deterministic body of `n` bytes (xorshift) that no shifted copy of itself matches.
+inline std::string pattern(std::size_t n) {
+  std::string s(n, '\0');
+  std::uint32_t x = 2463534242u;
+  for (auto& c : s) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    c = static_cast<char>(x);
+  }
+  return s;
+}
+
 /// Runs a coroutine to completion on a private io_context and returns its result.
 template <class T>
 T run_task(task<T> t) {

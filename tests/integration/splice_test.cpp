@@ -10,18 +10,6 @@ using portico::testing::RawOrigin;
 
 namespace {
 
-std::string pattern(std::size_t n, std::uint32_t seed = 2463534242u) {
-  std::string s(n, '\0');
-  std::uint32_t x = seed;
-  for (auto& c : s) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    c = static_cast<char>(x);
-  }
-  return s;
-}
-
 /// Forward that records how many body bytes each request sent and spliced.
 class Recording : public Forward {
  public:
@@ -80,8 +68,8 @@ std::string head_for(std::size_t length) {
 /// client has them (so the proxy decided what to do with the rest), then sends `rest` bytes. The
 /// body is pattern(first + rest).
 struct TwoPartOrigin {
-  TwoPartOrigin(std::size_t first, std::size_t rest)
-      : body(pattern(first + rest)), origin([this, first](int fd) {
+  TwoPartOrigin(std::size_t first_bytes, std::size_t rest)
+      : first(first_bytes), body(pattern(first_bytes + rest)), origin([this](int fd) {
           for (;;) {
             std::string extra;
             if (pt::read_head(fd, extra).empty()) return;
@@ -90,6 +78,19 @@ struct TwoPartOrigin {
             if (!pt::write_all(fd, std::string_view(body).substr(first))) return;
           }
         }) {}
+  /// Sends a GET on `c` and reads the response: the head and the first part, then (once the
+  /// origin was told) the rest. Returns whether the head and the body were as sent.
+  bool fetch(Client& c) {
+    const std::string head = head_for(body.size());
+    std::string got;
+    if (!c.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n") ||
+        !read_exactly(c.fd(), got, head.size() + first))
+      return false;
+    client_has_first.add();
+    return read_exactly(c.fd(), got, head.size() + body.size()) && got == head + body;
+  }
+
+  std::size_t first;
   std::string body;
   Latch client_has_first;
   int served = 0;  // the origin's thread only
@@ -115,14 +116,7 @@ TEST(Splice, BodiesFromTheThresholdUpAreSplicedAndArriveByteForByte) {
     pt::TestProxy px(proxy, splice_at(kMin));
     Client c(px.port(), 10s);
     for (int round = 1; round <= 2; ++round) {  // the second on both kept-alive connections
-      ASSERT_TRUE(c.send("GET /big HTTP/1.1\r\nHost: h\r\n\r\n"));
-      std::string got;
-      const std::string head = head_for(o.body.size());
-      ASSERT_TRUE(read_exactly(c.fd(), got, head.size() + 1000));
-      EXPECT_EQ(got.substr(0, head.size()), head);
-      o.client_has_first.add();
-      ASSERT_TRUE(read_exactly(c.fd(), got, head.size() + o.body.size()));
-      EXPECT_TRUE(got.substr(head.size()) == o.body);
+      ASSERT_TRUE(o.fetch(c));
       ASSERT_TRUE(proxy->logged.wait_for(round));
       std::lock_guard lk(proxy->mu);
       EXPECT_FALSE(proxy->last_error) << proxy->last_error->to_string();
@@ -138,13 +132,7 @@ TEST(Splice, OffWhenTheThresholdIsZero) {
   auto proxy = std::make_shared<Recording>(o.origin.addr());
   pt::TestProxy px(proxy, splice_at(0));
   Client c(px.port(), 10s);
-  ASSERT_TRUE(c.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
-  std::string got;
-  const std::size_t head = head_for(o.body.size()).size();
-  ASSERT_TRUE(read_exactly(c.fd(), got, head + 10));
-  o.client_has_first.add();
-  ASSERT_TRUE(read_exactly(c.fd(), got, head + o.body.size()));
-  EXPECT_TRUE(got.substr(head) == o.body);
+  ASSERT_TRUE(o.fetch(c));
   ASSERT_TRUE(proxy->logged.wait_for(1));
   std::lock_guard lk(proxy->mu);
   EXPECT_EQ(proxy->spliced.back(), 0u);
@@ -155,13 +143,7 @@ TEST(Splice, AResponseBodyFilterSeesEveryByte) {
   auto proxy = std::make_shared<Filtering>(o.origin.addr());
   pt::TestProxy px(proxy, splice_at(1));
   Client c(px.port(), 10s);
-  ASSERT_TRUE(c.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
-  std::string got;
-  const std::size_t head = head_for(o.body.size()).size();
-  ASSERT_TRUE(read_exactly(c.fd(), got, head + 10));
-  o.client_has_first.add();
-  ASSERT_TRUE(read_exactly(c.fd(), got, head + o.body.size()));
-  EXPECT_TRUE(got.substr(head) == o.body);
+  ASSERT_TRUE(o.fetch(c));
   ASSERT_TRUE(proxy->logged.wait_for(1));
   EXPECT_EQ(proxy->seen.load(), o.body.size());
   std::lock_guard lk(proxy->mu);
@@ -322,12 +304,7 @@ TEST(Splice, SplicedBytesAreCounted) {
   ASSERT_TRUE(server.start());
   {
     Client c(svc->local_endpoints().at(0).port(), 10s);
-    ASSERT_TRUE(c.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
-    std::string got;
-    const std::size_t head = head_for(o.body.size()).size();
-    ASSERT_TRUE(read_exactly(c.fd(), got, head + 10));
-    o.client_has_first.add();
-    ASSERT_TRUE(read_exactly(c.fd(), got, head + o.body.size()));
+    ASSERT_TRUE(o.fetch(c));
     ASSERT_TRUE(proxy->logged.wait_for(1));
   }
   auto& spliced =
