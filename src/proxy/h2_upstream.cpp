@@ -31,8 +31,10 @@ void cancel_call(void* c) {
 }
 }  // namespace
 
-task<Wake> wait_on(asio::steady_timer& t, milliseconds timeout) {
-  if (timeout.count() > 0)
+task<Wake> wait_on(asio::steady_timer& t, milliseconds timeout, bool shared) {
+  if (shared)
+    ;
+  else if (timeout.count() > 0)
     t.expires_after(timeout);
   else
     t.expires_at(asio::steady_timer::time_point::max());
@@ -315,9 +317,16 @@ std::shared_ptr<H2Upstream::Pending> H2Upstream::connecting(std::uint64_t key) c
 }
 
 std::shared_ptr<H2Upstream::Pending> H2Upstream::begin_connect(std::uint64_t key,
-                                                               const asio::any_io_executor& ex) {
+                                                               const asio::any_io_executor& ex,
+                                                               milliseconds timeout) {
   auto& p = connecting_[key];
-  if (!p) p = std::make_shared<Pending>(ex);
+  if (!p) {
+    p = std::make_shared<Pending>(ex);
+    if (timeout.count() > 0)
+      p->done.expires_after(timeout);
+    else
+      p->done.expires_at(asio::steady_timer::time_point::max());
+  }
   return p;
 }
 

@@ -30,8 +30,10 @@ class ProxyObserver;
 
 enum class Wake : std::uint8_t { Notified, TimedOut, Cancelled };
 /// Waits on `t` (whose cancel() is the notification) for at most `timeout` (0: no limit). A
-/// terminal cancellation of the awaiting coroutine reports Cancelled.
-task<Wake> wait_on(boost::asio::steady_timer& t, std::chrono::milliseconds timeout);
+/// terminal cancellation of the awaiting coroutine reports Cancelled. `shared`: several wait on
+/// `t`, whose expiry is left as it is (`timeout` unused): setting it would cancel their waits.
+task<Wake> wait_on(boost::asio::steady_timer& t, std::chrono::milliseconds timeout,
+                   bool shared = false);
 
 /// What a request attempt learns from its stream, filled in by the session's reader.
 struct H2Call {
@@ -112,10 +114,16 @@ class H2Upstream {
   /// A connection being opened for a key; requests that find no session wait for it.
   struct Pending {
     explicit Pending(const boost::asio::any_io_executor& ex) : done(ex) {}
+    /// Cancelled by end_connect; expires when the connect would time out. Every request of a
+    /// burst waits on it (wait_on, shared).
     boost::asio::steady_timer done;
   };
+  /// The connect in progress for `key`, or null.
   std::shared_ptr<Pending> connecting(std::uint64_t key) const;
-  std::shared_ptr<Pending> begin_connect(std::uint64_t key, const boost::asio::any_io_executor& ex);
+  /// Announces a connect for `key` that lasts at most `timeout` (0: no limit); end_connect must
+  /// follow (the waiters are woken then).
+  std::shared_ptr<Pending> begin_connect(std::uint64_t key, const boost::asio::any_io_executor& ex,
+                                         std::chrono::milliseconds timeout);
   void end_connect(std::uint64_t key) noexcept;
 
   /// A session for `key` with room for one more stream (reserved for the caller), or null.

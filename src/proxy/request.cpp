@@ -257,7 +257,7 @@ task<Result<void>> ProxyRequest::run_phases() {
         // Another request is opening a session for this peer: share it rather than open one
         // connection per request of a burst.
         if (auto pending = state_.h2->connecting(key)) {
-          co_await wait_on(pending->done, peer.options.connection_timeout);
+          co_await wait_on(pending->done, {}, /*shared=*/true);
           h2s = state_.h2->find(key);
         }
       }
@@ -280,8 +280,22 @@ task<Result<void>> ProxyRequest::run_phases() {
       std::string preamble;
       if (speaks_for_client)
         preamble = proxy_protocol_header(peer.options.proxy_protocol, client_addr_, server_addr_);
-      std::shared_ptr<H2Upstream::Pending> pending;
-      if (h2_peer) pending = state_.h2->begin_connect(key, pump_timer_.get_executor());
+      // The requests waiting for this connect are woken however it ends (also when this
+      // coroutine is destroyed mid-connect, at shutdown).
+      struct EndConnect {
+        H2Upstream* h2;
+        std::uint64_t key;
+        void operator()() noexcept {
+          if (h2) h2->end_connect(key);
+          h2 = nullptr;
+        }
+        ~EndConnect() { (*this)(); }
+      } pending{nullptr, key};
+      if (h2_peer) {
+        state_.h2->begin_connect(key, pump_timer_.get_executor(),
+                                 peer.options.total_connection_timeout);
+        pending.h2 = state_.h2.get();
+      }
       auto c = co_await connect_upstream(peer, *wd_, upstream_parser_limits(opts_), preamble,
                                          state_.client_tls, key);
       if (c && h2_peer && (peer.tls ? negotiated_alpn(**c) == "h2" : true)) {
@@ -295,7 +309,7 @@ task<Result<void>> ProxyRequest::run_phases() {
         c = Error::upstream(ErrorType::H2Error,
                             "the upstream did not agree to HTTP/2 (ALPN: \"" + negotiated_alpn(**c) + "\")");
       }
-      if (pending) state_.h2->end_connect(key);
+      pending();
       if (!c && !h2s) {
         Error e = app_.e_fail_to_connect(*this, peer, ctx_, std::move(c.error()));
         e.set_source(ErrorSource::Upstream);
