@@ -20,7 +20,6 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstddef>
@@ -31,7 +30,6 @@
 #include <boost/asio/basic_stream_socket.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/error.hpp>
-#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -65,7 +63,6 @@ inline constexpr unsigned kRecvStreak = 64;
 }  // namespace portico::detail
 #include <boost/asio/detail/epoll_reactor.hpp>
 #include <boost/asio/detail/reactive_socket_recv_op.hpp>
-#include <boost/asio/detail/reactive_socket_service.hpp>
 namespace portico::detail {
 
 // The reactor's per-socket state and its operations' perform functions are private to Asio;
@@ -97,10 +94,6 @@ PORTICO_REACH(ReachEvents, unsigned aio::scheduler_operation::*,
 PORTICO_REACH(ReachPerform, aio::reactor_op::status (*aio::reactor_op::*)(aio::reactor_op*),
               aio::reactor_op::perform_func_);
 PORTICO_REACH(ReachBuffer, boost::asio::mutable_buffer RecvOp::*, RecvOp::buffers_);
-using AcceptorImpl = aio::io_object_impl<aio::reactive_socket_service<boost::asio::ip::tcp>,
-                                         boost::asio::any_io_executor>;
-PORTICO_REACH(ReachAcceptor, AcceptorImpl boost::asio::ip::tcp::acceptor::*,
-              boost::asio::ip::tcp::acceptor::impl_);
 #undef PORTICO_REACH
 
 /// The reactor's state of a socket (basic_socket::impl_ is protected: reached from a subclass).
@@ -251,61 +244,6 @@ auto recv_wait(Socket& sock, boost::asio::mutable_buffer b, RecvTry t, Token&& t
 #endif
       },
       token, &sock, b, t);
-}
-
-/// One accept on the listener `acc` tried in place, as recv_now reads: Done (`sock` holds the
-/// new connection, made non-blocking and close-on-exec by accept4 itself, and `peer` its
-/// address; or `ec` says why not), Wait (the last try found the queue empty and no event came
-/// since: Asio's async_accept then waits without trying) or Async (a runner already waits, an
-/// aborted connection to skip, or no reactor state to use). Wait and Async go on with
-/// `acc.async_accept`. Saves Asio's posted completion and, for a connection whose first read
-/// waits, the ioctl(FIONBIO) Asio makes before it; and Asio never tries accept() in vain on a
-/// listener it knows empty.
-template <class Socket>
-RecvTry accept_now(boost::asio::ip::tcp::acceptor& acc, Socket& sock,
-                   boost::asio::ip::tcp::endpoint& peer, boost::system::error_code& ec) noexcept {
-#ifdef PORTICO_RECV_READINESS
-  ReactorState* st = (acc.*reach(ReachAcceptor{})).get_implementation().reactor_data_;
-  if (!st) return RecvTry::Async;
-  if (!acc.native_non_blocking()) {  // as Asio makes it before its first accept
-    boost::system::error_code nb;
-    acc.native_non_blocking(true, nb);
-    if (nb) return RecvTry::Async;
-  }
-  int fd;
-  {
-    aio::conditionally_enabled_mutex::scoped_lock lock(st->*reach(ReachMutex{}));
-    if (!(st->*reach(ReachQueues{}))[Reactor::read_op].empty() ||
-        (st->*reach(ReachRegistered{})) == 0)
-      return RecvTry::Async;
-    bool& ready = (st->*reach(ReachReady{}))[Reactor::read_op];
-    if (!ready) return RecvTry::Wait;
-    socklen_t len = static_cast<socklen_t>(peer.capacity());
-    do {
-      fd = ::accept4(acc.native_handle(), peer.data(), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        ready = false;  // the next connection is an event
-        return RecvTry::Wait;
-      }
-      if (errno == ECONNABORTED || errno == EPROTO) return RecvTry::Async;  // Asio skips those
-      ec.assign(errno, boost::asio::error::get_system_category());
-      return RecvTry::Done;
-    }
-    peer.resize(len);
-  }
-  sock.assign(peer.protocol(), fd, ec);
-  if (ec) {
-    ::close(fd);
-    return RecvTry::Done;
-  }
-  SocketReach<Socket>::flags(sock) |= aio::socket_ops::internal_non_blocking;
-  return RecvTry::Done;
-#else
-  (void)acc, (void)sock, (void)peer, (void)ec;
-  return RecvTry::Async;
-#endif
 }
 
 /// Tells Asio that the descriptor of `sock` is its own, fresh from accept(): Asio, which cannot

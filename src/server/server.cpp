@@ -17,7 +17,6 @@
 #include <optional>
 #include <set>
 #include <thread>
-#include <tuple>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -77,13 +76,9 @@ constexpr std::size_t kMaxWaitingRunners = 64;
 task<void> accept_runner(std::shared_ptr<AcceptShared> sh) {
   tcp::endpoint peer;
   while (!sh->closed) {
-    tcp::socket sock(sh->acc.get_executor());
-    boost::system::error_code ec;
-    if (accept_now(sh->acc, sock, peer, ec) != RecvTry::Done) {
-      ++sh->waiting;
-      std::tie(ec, sock) = co_await sh->acc.async_accept(peer, asio::as_tuple(asio::use_awaitable));
-      --sh->waiting;
-    }
+    ++sh->waiting;
+    auto [ec, sock] = co_await sh->acc.async_accept(peer, asio::as_tuple(asio::use_awaitable));
+    --sh->waiting;
     if (ec) {
       if (ec == asio::error::operation_aborted || !sh->acc.is_open()) break;
       log::error_log().warn("accept on {}: {}", sh->svc.name(), ec.message());

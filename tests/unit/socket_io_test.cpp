@@ -4,7 +4,6 @@
 // kRecvStreak reads.
 #include <gtest/gtest.h>
 
-#include <fcntl.h>
 #include <sys/socket.h>
 
 #include <chrono>
@@ -14,7 +13,6 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/read.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -200,50 +198,3 @@ TEST(SocketIo, AStreamThatNeverDrainsIsLeftToAsioEveryStreak) {
 }
 
 }  // namespace
-
-// accept_now: a queued connection is accepted in place, non-blocking and close-on-exec, with
-// its peer's address; an empty queue makes it say Wait, and Asio's accept then waits for the
-// next connection (an event), which it gets.
-TEST(SocketIo, AcceptInPlaceThenWaitForTheNextConnection) {
-  using portico::detail::accept_now;
-  asio::io_context io{1};
-  tcp::acceptor acc(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
-  tcp::socket c1(io);
-  c1.connect(acc.local_endpoint());
-
-  tcp::socket s1(io);
-  tcp::endpoint peer;
-  error_code ec;
-  RecvTry t = accept_now(acc, s1, peer, ec);
-#ifdef PORTICO_RECV_READINESS
-  ASSERT_EQ(t, RecvTry::Done);
-  ASSERT_FALSE(ec) << ec.message();
-  ASSERT_TRUE(s1.is_open());
-  EXPECT_EQ(peer, c1.local_endpoint());
-  EXPECT_TRUE(::fcntl(s1.native_handle(), F_GETFL) & O_NONBLOCK);
-  EXPECT_TRUE(::fcntl(s1.native_handle(), F_GETFD) & FD_CLOEXEC);
-  EXPECT_TRUE(s1.native_non_blocking()) << "Asio knows: no ioctl before its first wait";
-  // The accepted socket carries data both ways.
-  asio::write(c1, asio::buffer(std::string("ping")));
-  char b[4];
-  asio::read(s1, asio::buffer(b));
-  EXPECT_EQ(std::string(b, 4), "ping");
-
-  tcp::socket s2(io);
-  EXPECT_EQ(accept_now(acc, s2, peer, ec), RecvTry::Wait);  // found the queue empty
-  EXPECT_EQ(accept_now(acc, s2, peer, ec), RecvTry::Wait);  // known empty: not even tried
-  EXPECT_FALSE(s2.is_open());
-#else
-  EXPECT_EQ(t, RecvTry::Async);
-#endif
-  // Asio's accept gets the next one.
-  tcp::socket c2(io);
-  bool accepted = false;
-  acc.async_accept([&](const error_code& e, tcp::socket s) {
-    EXPECT_FALSE(e);
-    accepted = s.is_open();
-  });
-  c2.connect(acc.local_endpoint());
-  io.run_for(std::chrono::seconds(10));
-  EXPECT_TRUE(accepted);
-}
