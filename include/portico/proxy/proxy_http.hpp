@@ -151,7 +151,9 @@ class ProxyHttp : public detail::ProxyHttpErased {
   /// Edits the response header about to be sent downstream.
   virtual task<Result<void>> response_filter(Session&, ResponseHeader&, Ctx&) { co_return ok(); }
 
-  /// Sees or changes each chunk of the response body on its way downstream.
+  /// Sees or changes each chunk of the response body on its way downstream. A proxy that keeps
+  /// this default lets long bodies go socket to socket without passing through it
+  /// (HttpServerOptions::splice_min_body_bytes); overriding it means every byte is seen here.
   virtual Result<void> response_body_filter(Session&, BodyChunk&, bool /*end*/, Ctx&) {
     return ok();
   }
