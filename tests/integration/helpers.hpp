@@ -140,17 +140,19 @@ class ExampleProcess {
 };
 #endif
 
-/// A loopback port with nothing listening: connecting to it is refused.
+/// A loopback port with nothing listening: connecting to it is refused. The port stays bound
+/// (not listening) until the process exits: a port closed at once could be handed to the next
+/// bind to port 0 in the process, a proxy's own listener, which would then connect to itself
+/// without end (seen once in CI: thousands of connections, then "Too many open files").
 inline std::uint16_t dead_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
   socklen_t len = sizeof a;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
+  return ntohs(a.sin_port);  // fd is kept open on purpose
 }
 
 /// Counts events across threads and lets a test wait for them without sleeping.
