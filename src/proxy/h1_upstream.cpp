@@ -19,10 +19,21 @@ using std::chrono::milliseconds;
 
 namespace {
 constexpr Watchdog::CancelFn cancel_stream = &Watchdog::cancel_io<stream_socket>;
-constexpr Watchdog::CancelFn cancel_tcp = &Watchdog::cancel_io<asio::ip::tcp::socket>;
 void cancel_upstream(void* up) {
   error_code ec;
   static_cast<UpstreamConn*>(up)->sock.cancel(ec);
+}
+
+/// Waits until `sock` is ready for `w`, within the deadline `slot` of `wd` (`timeout`). True
+/// when that deadline, or the whole request's, ended the wait.
+template <class Socket>
+task<bool> wait_ready(Watchdog& wd, Socket& sock, asio::socket_base::wait_type w,
+                      Watchdog::Slot slot, milliseconds timeout, error_code& ec) {
+  wd.arm(slot, timeout, &Watchdog::cancel_io<Socket>, &sock);
+  co_await sock.async_wait(w, asio::redirect_error(asio::use_awaitable, ec));
+  const bool timed_out = wd.expired(slot) || (ec && wd.expired(Watchdog::Total));
+  wd.disarm(slot);
+  co_return timed_out;
 }
 }  // namespace
 
@@ -421,13 +432,8 @@ task<Result<void>> H1Connection::ds_splice_body(UpstreamConn& up, SplicePipe& pi
     // In: the pipe is empty, so a splice that would block found the socket drained.
     std::size_t n;
     if (splice_in(up.sock, pipe, left, n, ec) == RecvTry::Wait) {
-      wd_->arm(Watchdog::UsRead, peer_->options.read_timeout, cancel_stream, &up.sock);
-      co_await up.sock.async_wait(asio::socket_base::wait_read,
-                                  asio::redirect_error(asio::use_awaitable, ec));
-      const bool timed_out =
-          wd_->expired(Watchdog::UsRead) || (ec && wd_->expired(Watchdog::Total));
-      wd_->disarm(Watchdog::UsRead);
-      if (timed_out)
+      if (co_await wait_ready(*wd_, up.sock, asio::socket_base::wait_read, Watchdog::UsRead,
+                              peer_->options.read_timeout, ec))
         co_return Error::upstream(ErrorType::ReadTimedout, "reading from the upstream");
       if (ec) co_return Error::upstream(ErrorType::ReadError, ec.message());
       continue;
@@ -445,12 +451,8 @@ task<Result<void>> H1Connection::ds_splice_body(UpstreamConn& up, SplicePipe& pi
       body_spliced_ += sent;
       if (ec) co_return ds_write_result(ec, false);
       if (pipe.held == 0) break;
-      wd_->arm(Watchdog::DsWrite, opts_.write_timeout, cancel_tcp, &sock_);
-      co_await sock_.async_wait(asio::socket_base::wait_write,
-                                asio::redirect_error(asio::use_awaitable, ec));
-      const bool timed_out =
-          wd_->expired(Watchdog::DsWrite) || (ec && wd_->expired(Watchdog::Total));
-      wd_->disarm(Watchdog::DsWrite);
+      const bool timed_out = co_await wait_ready(*wd_, sock_, asio::socket_base::wait_write,
+                                                 Watchdog::DsWrite, opts_.write_timeout, ec);
       if (timed_out || ec) co_return ds_write_result(ec, timed_out);
     }
     // Both sides may never make it wait: let the thread's other connections run now and then.

@@ -31,13 +31,18 @@ void cancel_call(void* c) {
 }
 }  // namespace
 
-task<Wake> wait_on(asio::steady_timer& t, milliseconds timeout, bool shared) {
-  if (shared)
-    ;
-  else if (timeout.count() > 0)
+namespace {
+/// Makes `t` expire after `timeout`, or never when it is 0.
+void expire_after(asio::steady_timer& t, milliseconds timeout) {
+  if (timeout.count() > 0)
     t.expires_after(timeout);
   else
     t.expires_at(asio::steady_timer::time_point::max());
+}
+}  // namespace
+
+task<Wake> wait_on(asio::steady_timer& t, milliseconds timeout, bool shared) {
+  if (!shared) expire_after(t, timeout);
   error_code ec;
   co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   // A terminal cancellation of the coroutine (a request body pump being stopped) also ends the
@@ -322,10 +327,7 @@ std::shared_ptr<H2Upstream::Pending> H2Upstream::begin_connect(std::uint64_t key
   auto& p = connecting_[key];
   if (!p) {
     p = std::make_shared<Pending>(ex);
-    if (timeout.count() > 0)
-      p->done.expires_after(timeout);
-    else
-      p->done.expires_at(asio::steady_timer::time_point::max());
+    expire_after(p->done, timeout);
   }
   return p;
 }
