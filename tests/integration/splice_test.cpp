@@ -154,20 +154,30 @@ TEST(Splice, AResponseBodyFilterSeesEveryByte) {
 // their size; they still arrive whole.
 TEST(Splice, BodiesWithoutALengthAreCopied) {
   const std::string body = pattern(600000);
-  RawOrigin origin([&](int fd) {
-    std::string extra;
-    if (pt::read_head(fd, extra).empty()) return;
-    pt::write_all(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body);
-  });
-  auto proxy = std::make_shared<Recording>(origin.addr());
-  pt::TestProxy px(proxy, splice_at(1));
-  Client c(px.port(), 10s);
-  auto r = c.get("/");
-  ASSERT_TRUE(r);
-  EXPECT_TRUE(r->body == body);
-  ASSERT_TRUE(proxy->logged.wait_for(1));
-  std::lock_guard lk(proxy->mu);
-  EXPECT_EQ(proxy->spliced.back(), 0u);
+  char size_line[32];
+  std::snprintf(size_line, sizeof size_line, "%zx\r\n", body.size());
+  const std::string responses[] = {
+      "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body,
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + std::string(size_line) + body +
+          "\r\n0\r\n\r\n",
+  };
+  for (const std::string& response : responses) {
+    SCOPED_TRACE(response.substr(0, 40));
+    RawOrigin origin([&](int fd) {
+      std::string extra;
+      if (pt::read_head(fd, extra).empty()) return;
+      pt::write_all(fd, response);
+    });
+    auto proxy = std::make_shared<Recording>(origin.addr());
+    pt::TestProxy px(proxy, splice_at(1));
+    Client c(px.port(), 10s);
+    auto r = c.get("/");
+    ASSERT_TRUE(r);
+    EXPECT_TRUE(r->body == body);
+    ASSERT_TRUE(proxy->logged.wait_for(1));
+    std::lock_guard lk(proxy->mu);
+    EXPECT_EQ(proxy->spliced.back(), 0u);
+  }
 }
 
 // An upstream that closes before its Content-Length is complete: the client gets the bytes that
