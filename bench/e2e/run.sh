@@ -85,6 +85,10 @@ for _s in "${_only[@]}"; do
   esac
 done
 ((${#WANT[@]} > 0)) || die "--only selects no scenario"
+case ${HAPROXY_SPLICE:-auto} in
+  auto | response | off) ;;
+  *) die "HAPROXY_SPLICE must be auto, response or off, not '$HAPROXY_SPLICE'" ;;
+esac
 RUN_H1=0 RUN_H2=0
 for _s in ${H1_SCENARIOS//,/ }; do [[ -n ${WANT[$_s]:-} ]] && RUN_H1=1; done
 for _s in ${H2_SCENARIO_LIST//,/ }; do [[ -n ${WANT[$_s]:-} ]] && RUN_H2=1; done
