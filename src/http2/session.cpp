@@ -4,7 +4,11 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
+#include <new>
+
+#include <sys/mman.h>
 
 #include "http2/stream.hpp"
 
@@ -79,6 +83,45 @@ std::optional<std::uint16_t> status_of(const HeaderMap& h) {
   return s;
 }
 
+// nghttp2's allocations, through the C allocator as nghttp2's own defaults do, but for one: the
+// chunk of the frame buffer every session allocates when it is made (NGHTTP2_FRAMEBUF_CHUNKLEN
+// in nghttp2's sources: a frame header, a pad-length byte, the largest payload), which is
+// held for the session's life. It gets whole pages of its own, which trim() gives back to the
+// system while the session has nothing to send (nghttp2 then reserializes every frame from the
+// start of the buffer). A chunk of another size (another nghttp2) is simply not recognised.
+struct NgMem {
+  static constexpr std::size_t kChunk = 9 + 1 + 16384;
+  static constexpr std::size_t kPage = 4096;
+  static constexpr std::size_t kBlock = (kChunk + kPage - 1) / kPage * kPage;
+
+  static void* malloc(std::size_t size, void* ud) {
+    auto& s = *static_cast<Session*>(ud);
+    if (s.capture_framebuf_ && size == kChunk && !s.framebuf_) {
+      s.framebuf_ = std::aligned_alloc(kPage, kBlock);
+      return s.framebuf_;
+    }
+    return std::malloc(size);
+  }
+  static void free(void* p, void* ud) {
+    auto& s = *static_cast<Session*>(ud);
+    if (p && p == s.framebuf_) s.framebuf_ = nullptr;
+    std::free(p);
+  }
+  static void* calloc(std::size_t n, std::size_t size, void*) { return std::calloc(n, size); }
+  static void* realloc(void* p, std::size_t size, void* ud) {
+    auto& s = *static_cast<Session*>(ud);
+    if (!p) return malloc(size, ud);
+    if (p == s.framebuf_) {  // nghttp2 does not resize its chunks; handled all the same
+      void* q = std::malloc(size);
+      if (!q) return nullptr;
+      std::memcpy(q, p, std::min(size, kChunk));
+      free(p, ud);
+      return q;
+    }
+    return std::realloc(p, size);
+  }
+};
+
 Session::Session(Mode mode, const Settings& settings, Clock clock)
     : mode_(mode), settings_(settings), clock_(std::move(clock)) {
   if (!clock_) clock_ = [] { return std::chrono::steady_clock::now(); };
@@ -86,9 +129,6 @@ Session::Session(Mode mode, const Settings& settings, Clock clock)
   settings_.stream_window = std::min<std::uint32_t>(settings_.stream_window, kMaxStreamId);
   settings_.connection_window =
       std::clamp<std::uint32_t>(settings_.connection_window, 65535, kMaxStreamId);
-
-  spare_streams_.reserve(kSpare);
-  spare_heads_.reserve(kSpare);
 
   nghttp2_option* opt = nullptr;
   nghttp2_option_new(&opt);
@@ -112,10 +152,13 @@ Session::Session(Mode mode, const Settings& settings, Clock clock)
                                                std::max<std::uint64_t>(33, burst / secs));
   }
   nghttp2_session_callbacks* cbs = Callbacks::make();
+  nghttp2_mem mem{this, &NgMem::malloc, &NgMem::free, &NgMem::calloc, &NgMem::realloc};
+  capture_framebuf_ = true;
   if (mode_ == Mode::Server)
-    nghttp2_session_server_new2(&s_, cbs, this, opt);
+    nghttp2_session_server_new3(&s_, cbs, this, opt, &mem);
   else
-    nghttp2_session_client_new2(&s_, cbs, this, opt);
+    nghttp2_session_client_new3(&s_, cbs, this, opt, &mem);
+  capture_framebuf_ = false;
   nghttp2_session_callbacks_del(cbs);
   nghttp2_option_del(opt);
 
@@ -169,6 +212,7 @@ void Session::maybe_erase(std::int32_t id) {
   auto it = streams_.find(id);
   if (it == streams_.end() || !it->second->closed || it->second->buffered != 0) return;
   if (spare_streams_.size() < kSpare) {
+    if (spare_streams_.capacity() < kSpare) spare_streams_.reserve(kSpare);  // after trim()
     it->second->reset();
     spare_streams_.push_back(std::move(it->second));
   }
@@ -178,8 +222,30 @@ void Session::maybe_erase(std::int32_t id) {
 void Session::recycle(HeaderMap&& fields) noexcept {
   // Only the memory of ordinary heads is kept: a large one is freed with `fields`.
   if (spare_heads_.size() >= kSpare || fields.byte_size() > kSpareHeadBytes) return;
+  // Room for all at once (none before the first, nor after trim()): never a growth below.
+  if (spare_heads_.capacity() < kSpare) {
+    try {
+      spare_heads_.reserve(kSpare);
+    } catch (const std::bad_alloc&) {
+      return;
+    }
+  }
   fields.clear();
   spare_heads_.push_back(std::move(fields));
+}
+
+void Session::trim() noexcept {
+  spare_streams_.clear();
+  spare_streams_.shrink_to_fit();
+  spare_heads_.clear();
+  spare_heads_.shrink_to_fit();
+  if (out_off_ == out_.size()) {
+    std::string().swap(out_);
+    out_off_ = 0;
+  }
+  if (streams_.empty()) decltype(streams_)().swap(streams_);
+  // Nothing queued: nghttp2 holds no frame in its buffer (see NgMem).
+  if (framebuf_ && !want_write()) ::madvise(framebuf_, NgMem::kBlock, MADV_DONTNEED);
 }
 
 HeaderMap Session::take_head() noexcept {

@@ -218,6 +218,11 @@ class Session {
   void recycle(HeaderMap&& fields) noexcept;
   /// The largest field list (names and values) recycle() keeps; a larger one is freed.
   static constexpr std::size_t kSpareHeadBytes = 2048;
+  /// For a connection gone idle: frees what the session keeps for the next streams (recycled
+  /// stream objects and field lists) and an output buffer with nothing left in it, and, when
+  /// nothing is queued, gives the pages of nghttp2's frame buffer back to the system. The
+  /// session goes on as before (its HPACK tables, settings and windows are untouched).
+  void trim() noexcept;
 
   // ---- output ----
   /// Bytes to write: frames serialised since the last `consume_output`, up to about
@@ -329,6 +334,11 @@ class Session {
   Settings settings_;
   Clock clock_;
   nghttp2_session* s_ = nullptr;
+  // nghttp2's frame buffer, allocated (page-aligned) through our nghttp2_mem while the session
+  // is made, so that trim() can hand its pages back while the session is idle.
+  friend struct NgMem;
+  void* framebuf_ = nullptr;
+  bool capture_framebuf_ = false;
   std::unordered_map<std::int32_t, std::unique_ptr<Stream>> streams_;
   // Objects of closed streams and emptied field lists, kept for the next streams (a few).
   static constexpr std::size_t kSpare = 16;

@@ -51,6 +51,12 @@ ProxyObserver::ProxyObserver(std::shared_ptr<obs::Registry> registry, std::strin
   h2_conns_ = &r.gauge_family("portico_downstream_h2_connections_active",
                               "Client connections speaking HTTP/2 now.", {"service"})
                    .with({svc});
+  h2_trimmed_ = &r.gauge_family("portico_downstream_h2_connections_trimmed",
+                                "Idle HTTP/2 client connections that gave back their read buffer, "
+                                "spare streams and frame buffer after keepalive_park_after "
+                                "(HttpServerOptions).",
+                                {"service"})
+                     .with({svc});
   h2_streams_ = &r.gauge_family("portico_downstream_h2_streams_active",
                                 "HTTP/2 client streams (requests) in flight.", {"service"})
                      .with({svc});

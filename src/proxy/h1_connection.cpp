@@ -1,7 +1,5 @@
 #include "proxy/h1_connection.hpp"
 
-#include <malloc.h>
-
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/error.hpp>
@@ -13,9 +11,6 @@
 #include "core/socket_io.hpp"
 #include "observe/proxy_observer.hpp"
 #include "proxy/h2_connection.hpp"
-
-// mimalloc's, when the program links it (the proxy examples do): weak, so the library needs none.
-extern "C" void mi_collect(bool force) __attribute__((weak));
 
 namespace portico::detail {
 
@@ -116,19 +111,6 @@ void H1Connection::abort() noexcept {
 // ---------------------------------------------------------------------------------------------
 // parking an idle keep-alive connection
 
-namespace {
-
-/// Hands the memory parked connections gave back to the system. Runs once the parking delay has
-/// passed after a park (so at most once per delay and worker, and after the last of a burst): a
-/// burst of connections going idle at once leaves the allocator with free pages it would keep
-/// (HAProxy trims its pools the same way).
-void trim_after_parking(void*) {
-  ::malloc_trim(0);
-  if (mi_collect) mi_collect(true);
-}
-
-}  // namespace
-
 void H1Connection::request_park() noexcept {
   park_ = true;
   error_code ec;
@@ -145,8 +127,7 @@ void H1Connection::park() {
         svc_, worker_, opts_.keepalive_timeout - opts_.keepalive_park_after);
   const bool v6 = (server_addr_.empty() ? client_addr_ : server_addr_).family() == AF_INET6;
   parked_ = state_.parking->park(sock_, listener_, conn_requests_, v6);
-  if (state_.park_after && !state_.trim_later.pending())
-    state_.park_after->add(state_.trim_later, &trim_after_parking, nullptr);
+  state_.trim_soon();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -224,10 +205,9 @@ task<Result<bool>> H1Connection::read_request_header() {
     const auto park_after = opts_.keepalive_park_after;
     if (first && parkable_ && conn_requests_ > 0 && rbegin_ == rend_ && parser_.idle() &&
         park_after.count() > 0 && park_after < wait && !drain_requested_ && !worker_.draining()) {
-      if (!state_.park_after)
-        state_.park_after = std::make_unique<Deferred>(sock_.get_executor(), park_after);
-      state_.park_after->add(
-          park_later_, [](void* c) { static_cast<H1Connection*>(c)->request_park(); }, this);
+      state_.parker(sock_.get_executor(), park_after)
+          .add(
+              park_later_, [](void* c) { static_cast<H1Connection*>(c)->request_park(); }, this);
     }
     auto r = co_await ds_read(wait);
     park_later_.cancel();

@@ -451,8 +451,25 @@ void H2Connection::unpark_all() noexcept {
   spare_.clear();
 }
 
+void H2Connection::schedule_park() {
+  const milliseconds park_after = opts_.keepalive_park_after;
+  if (tls_ || draining_ || park_after.count() <= 0 || park_after >= opts_.keepalive_timeout) return;
+  state_.parker(sock_.get_executor(), park_after)
+      .add(
+          park_later_, [](void* c) { static_cast<H2Connection*>(c)->request_park(); }, this);
+}
+
+void H2Connection::request_park() noexcept {
+  // Only while nothing is being written: cancelling the socket's operations would end a write.
+  if (!streams_.empty() || session_.want_write() || aborted_ || draining_) return;
+  park_requested_ = true;
+  error_code ec;
+  sock_.cancel(ec);
+}
+
 void H2Connection::start_stream(std::int32_t id, HeaderMap& fields, bool end_stream) {
   if (!draining_) wd_.disarm(Watchdog::DsRead);  // not idle any more
+  park_later_.cancel();
   if (!spare_.empty()) {
     // A parked stream and its coroutine take it: no new coroutine, no co_spawn.
     H2Stream* s = spare_.back();
@@ -478,9 +495,11 @@ void H2Connection::stream_done(std::int32_t id) {
   if (streams_.empty()) {
     done_sig_.cancel();
     // The reader waits without a deadline while streams run: idle from now on.
-    if (!reading_done_ && !aborted_)
+    if (!reading_done_ && !aborted_) {
       wd_.arm(Watchdog::DsRead, draining_ ? kDrainGrace : opts_.keepalive_timeout, cancel_tcp,
               &sock_);
+      schedule_park();
+    }
   }
   kick();
 }
@@ -599,19 +618,31 @@ task<void> H2Connection::run() {
     ok_so_far = r.has_value();
   }
   std::unique_ptr<char[]> buf(new char[kReadBuffer]);
+  // Idle for keepalive_park_after (plain-text connections; see request_park): the read buffer,
+  // the parked streams and the session's spares are freed, nghttp2's frame buffer given back,
+  // and the client's next bytes are read into `small` (the rest with a new buffer).
+  bool parked = false;
+  char small[64];
+  const milliseconds park_after = opts_.keepalive_park_after;
   while (ok_so_far && !aborted_ && !write_failed_ && session_.want_read()) {
     // A connection without streams may idle for the keep-alive time (the drain grace when
     // draining); one with streams waits as long as they do (each has its own timeouts).
     milliseconds timeout{0};
     if (streams_.empty()) timeout = draining_ ? kDrainGrace : opts_.keepalive_timeout;
+    if (parked && !draining_) {
+      timeout = opts_.keepalive_timeout - park_after;
+    } else if (streams_.empty()) {
+      schedule_park();
+    }
     wd_.arm(Watchdog::DsRead, timeout, cancel_tcp, &sock_);
     error_code ec;
     std::size_t n = 0;
-    const auto into = asio::buffer(buf.get(), kReadBuffer);
+    const auto into = parked ? asio::buffer(small) : asio::buffer(buf.get(), kReadBuffer);
     if (tls_)
       n = co_await tls_->read_some(into, ec);
     else if (const auto t = detail::recv_now(sock_, into, n, ec); t != detail::RecvTry::Done)
       n = co_await detail::recv_wait(sock_, into, t, asio::redirect_error(asio::use_awaitable, ec));
+    park_later_.cancel();
     const bool idle_out = wd_.expired(Watchdog::DsRead);
     wd_.disarm(Watchdog::DsRead);
     if (idle_out && streams_.empty()) {
@@ -619,10 +650,29 @@ task<void> H2Connection::run() {
       session_.terminate(h2::ErrorCode::NoError);
       break;
     }
+    if (std::exchange(park_requested_, false) && ec == asio::error::operation_aborted &&
+        !aborted_) {
+      if (streams_.empty() && !draining_ && !parked) {
+        parked = true;
+        buf.reset();
+        unpark_all();  // their coroutines end, with the memory of their last request
+        session_.trim();
+        streams_ = {};
+        spare_.shrink_to_fit();
+        state_.trim_soon();
+        obs_->h2_connection_trimmed(1);
+      }
+      continue;
+    }
     // The idle deadline fired as a stream arrived: keep reading.
     if (idle_out && ec == asio::error::operation_aborted && !aborted_) continue;
     if (ec || n == 0) break;
-    auto r = session_.feed(std::string_view(buf.get(), n));
+    if (parked) {
+      parked = false;
+      obs_->h2_connection_trimmed(-1);
+      buf.reset(new char[kReadBuffer]);
+    }
+    auto r = session_.feed(std::string_view(static_cast<const char*>(into.data()), n));
     dispatch();
     kick();
     if (!r) {
@@ -631,6 +681,7 @@ task<void> H2Connection::run() {
       break;
     }
   }
+  if (parked) obs_->h2_connection_trimmed(-1);
   buf.reset();
   reading_done_ = true;
   // Whatever is still running lost its client (or the session ended).

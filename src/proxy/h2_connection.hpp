@@ -153,6 +153,12 @@ class H2Connection {
   void stream_gone(H2Stream* s) noexcept;
   /// Wakes the parked streams so their coroutines end.
   void unpark_all() noexcept;
+  /// Idle from now on (no stream): request_park() once keepalive_park_after has passed, for
+  /// a plain-text connection.
+  void schedule_park();
+  /// The connection has been idle for keepalive_park_after: ends the read, for run() to free
+  /// what serving streams took.
+  void request_park() noexcept;
   friend struct H2StreamRelease;
   /// Whether the connection has nothing left to do.
   bool finished() const noexcept;
@@ -179,6 +185,8 @@ class H2Connection {
   std::uint32_t streams_started_ = 0;
   boost::asio::steady_timer write_sig_;
   boost::asio::steady_timer done_sig_;  // the writer or the last stream ended
+  Deferred::Entry park_later_;          // request_park(), when an idle wait lasts
+  bool park_requested_ = false;
   bool writer_running_ = false;
   bool write_failed_ = false;
   bool reading_done_ = false;

@@ -1,5 +1,7 @@
 #include "proxy/request.hpp"
 
+#include <malloc.h>
+
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -7,6 +9,9 @@
 #include "observe/proxy_observer.hpp"
 #include "proxy/h2_connection.hpp"
 #include "proxy/h2_upstream.hpp"
+
+// mimalloc's, when the program links it (the proxy examples do): weak, so the library needs none.
+extern "C" void mi_collect(bool force) __attribute__((weak));
 
 namespace portico::detail {
 
@@ -47,6 +52,28 @@ ServiceWorkerState::ServiceWorkerState(std::shared_ptr<Pool> p, std::shared_ptr<
     : pool(std::move(p)), client_tls(std::move(tls)), h2(std::make_unique<H2Upstream>()) {}
 
 ServiceWorkerState::~ServiceWorkerState() = default;
+
+Deferred& ServiceWorkerState::parker(const asio::any_io_executor& ex,
+                                     std::chrono::milliseconds delay) {
+  if (!park_after) park_after = std::make_unique<Deferred>(ex, delay);
+  return *park_after;
+}
+
+namespace {
+/// Hands the memory idle connections gave back to the system. Runs once the parking delay has
+/// passed after a park (so at most once per delay and worker, and after the last of a burst): a
+/// burst of connections going idle at once leaves the allocator with free pages it would keep
+/// (HAProxy trims its pools the same way).
+void trim_after_parking(void*) {
+  ::malloc_trim(0);
+  if (mi_collect) mi_collect(true);
+}
+}  // namespace
+
+void ServiceWorkerState::trim_soon() noexcept {
+  if (park_after && !trim_later.pending())
+    park_after->add(trim_later, &trim_after_parking, nullptr);
+}
 
 void ServiceWorkerState::drain() noexcept {
   pool->drain();

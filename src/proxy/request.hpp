@@ -73,6 +73,11 @@ struct ServiceWorkerState final : WorkerState {
   std::unique_ptr<Deferred> park_after;
   std::unique_ptr<ParkingLot> parking;
   Deferred::Entry trim_later;  // returns freed memory after a burst of parking (park_after's delay)
+  /// park_after, made on first use with `delay` (HttpServerOptions::keepalive_park_after).
+  Deferred& parker(const boost::asio::any_io_executor& ex, std::chrono::milliseconds delay);
+  /// Once park_after's delay has passed (so after the last of a burst of connections going
+  /// idle), hands the memory they freed back to the system. No-op before parker() is made.
+  void trim_soon() noexcept;
 };
 
 class ProxyRequest : public Session {

@@ -698,30 +698,35 @@ TEST_P(H2Proxy, GracefulShutdownLetsTheStreamInFlightFinish) {
 }
 
 TEST_P(H2Proxy, IdleConnectionIsClosedAfterKeepaliveTimeoutWithGoaway) {
+  enum Case { FromTheStart, AfterARequestAndAPing, AfterARequest };
   Origin origin;
   HttpServerOptions o;
   o.keepalive_timeout = 300ms;
-  auto px = proxy(std::make_shared<Forward>(origin.addr()), o);
-  enum Case { FromTheStart, AfterARequestAndAPing, AfterARequest };
-  for (Case k : {FromTheStart, AfterARequestAndAPing, AfterARequest}) {
-    SCOPED_TRACE(k == FromTheStart ? "idle from the start"
-                 : k == AfterARequest ? "idle after a request"
-                                      : "idle after a request and a PING");
-    H2Client c(px->port(), client_options());
-    ASSERT_TRUE(c.connected()) << c.error();
-    if (k != FromTheStart) {
-      auto s = c.request(get("/"));
-      ASSERT_TRUE(s);
-      EXPECT_EQ(s->status, 200u);
+  // Also when the idle connection is trimmed first (keepalive_park_after, h2c): the deadline
+  // still counts from the last request.
+  for (auto park_after : {o.keepalive_park_after, std::chrono::milliseconds(50)})
+    for (Case k : {FromTheStart, AfterARequestAndAPing, AfterARequest}) {
+      o.keepalive_park_after = park_after;
+      auto px = proxy(std::make_shared<Forward>(origin.addr()), o);
+      SCOPED_TRACE(k == FromTheStart    ? "idle from the start"
+                   : k == AfterARequest ? "idle after a request"
+                                        : "idle after a request and a PING");
+      SCOPED_TRACE("keepalive_park_after " + std::to_string(park_after.count()) + " ms");
+      H2Client c(px->port(), client_options());
+      ASSERT_TRUE(c.connected()) << c.error();
+      if (k != FromTheStart) {
+        auto s = c.request(get("/"));
+        ASSERT_TRUE(s);
+        EXPECT_EQ(s->status, 200u);
+      }
+      if (k == AfterARequestAndAPing) ASSERT_TRUE(c.ping());
+      const auto t0 = std::chrono::steady_clock::now();
+      EXPECT_TRUE(c.wait_closed(3s)) << "the idle connection stayed open";
+      const auto idle = std::chrono::steady_clock::now() - t0;
+      ASSERT_FALSE(c.goaways().empty());
+      EXPECT_EQ(c.goaways().back().code, code(ErrorCode::NoError));
+      EXPECT_GE(idle, 200ms);
     }
-    if (k == AfterARequestAndAPing) ASSERT_TRUE(c.ping());
-    const auto t0 = std::chrono::steady_clock::now();
-    EXPECT_TRUE(c.wait_closed(3s)) << "the idle connection stayed open";
-    const auto idle = std::chrono::steady_clock::now() - t0;
-    ASSERT_FALSE(c.goaways().empty());
-    EXPECT_EQ(c.goaways().back().code, code(ErrorCode::NoError));
-    EXPECT_GE(idle, 200ms);
-  }
 }
 
 // ---- HTTP/1.1 next to h2c --------------------------------------------------------------------------

@@ -37,6 +37,8 @@ Origin::Handler origin_handler() {
     pt::OriginResponse resp;
     if (r.target.starts_with("/missing")) resp.status = 404;
     resp.body = "hello";
+    if (r.target.starts_with("/big")) resp.body = pattern(200 * 1024);
+    if (r.method == "POST") resp.body = r.body;
     return resp;
   };
 }
@@ -347,6 +349,79 @@ TEST(Metrics, IdleKeepAliveConnectionsParkAndWakeUp) {
     return gauge("portico_downstream_connections_active") == 0 &&
            gauge("portico_downstream_connections_parked") == 0;
   }));
+}
+
+// An idle h2c connection gives back its read buffer, spare streams and nghttp2's frame buffer
+// after keepalive_park_after. The requests that follow, their heads compressed against the
+// dynamic tables both ends built before, are served on the same connection, large bodies both
+// ways included; each time the connection goes idle again it is trimmed again.
+TEST(Metrics, IdleH2cConnectionsAreTrimmedAndServeTheNextRequests) {
+  auto reg = std::make_shared<obs::Registry>();
+  HttpServerOptions opts;
+  opts.keepalive_park_after = std::chrono::milliseconds(20);
+  opts.h2c = true;
+  Stack st(reg, nullptr, opts);
+  auto gauge = [&](const char* name) {
+    return reg->gauge_family(name, "", {"service"}).with({"obs_it"}).value();
+  };
+  auto trimmed = [&] { return gauge("portico_downstream_h2_connections_trimmed"); };
+  h2test::Request get;
+  get.scheme = "http";
+  get.path = "/ok";
+  get.headers = {{"x-trace", "abc123"}, {"user-agent", "trim-test/1"}};
+  constexpr int kClients = 3;
+  std::vector<std::unique_ptr<h2test::H2Client>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(std::make_unique<h2test::H2Client>(st.proxy_port()));
+    ASSERT_TRUE(clients.back()->connected()) << clients.back()->error();
+    auto r = clients.back()->request(get);
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200u);
+    EXPECT_EQ(r->body, "hello");
+  }
+  ASSERT_TRUE(eventually([&] { return trimmed() == kClients; }));
+  EXPECT_EQ(gauge("portico_downstream_h2_connections_active"), kClients);
+  const std::string big = pattern(200 * 1024), upload = pattern(100 * 1024);
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    for (auto& c : clients) {
+      auto small = c->request(get);
+      ASSERT_TRUE(small);
+      EXPECT_EQ(small->status, 200u);
+      EXPECT_EQ(small->body, "hello");
+      h2test::Request b = get;
+      b.path = "/big";
+      auto large = c->request(b);
+      ASSERT_TRUE(large);
+      EXPECT_EQ(large->status, 200u);
+      EXPECT_TRUE(large->body == big) << "a " << large->body.size() << "-byte body";
+      h2test::Request post = get;
+      post.method = "POST";
+      post.path = "/echo";
+      post.body = upload;
+      auto echoed = c->request(post);
+      ASSERT_TRUE(echoed);
+      EXPECT_EQ(echoed->status, 200u);
+      EXPECT_TRUE(echoed->body == upload) << "a " << echoed->body.size() << "-byte body";
+    }
+    ASSERT_TRUE(eventually([&] { return trimmed() == kClients; }));
+  }
+  // Every head reached the origin intact: the decoding state outlived each trim.
+  const auto got = st.origin.received();
+  ASSERT_EQ(got.size(), static_cast<std::size_t>(kClients * 10));
+  for (const auto& r : got) {
+    EXPECT_EQ(r.header("x-trace"), "abc123") << r.method << " " << r.target;
+    EXPECT_EQ(r.header("user-agent"), "trim-test/1") << r.method << " " << r.target;
+  }
+  EXPECT_EQ(reg->counter_family("portico_downstream_connections_total", "", {"service"})
+                .with({"obs_it"})
+                .value(),
+            static_cast<std::uint64_t>(kClients))
+      << "no connection was replaced";
+  // Clients that leave while trimmed: the gauges come back to zero.
+  clients.clear();
+  ASSERT_TRUE(eventually(
+      [&] { return trimmed() == 0 && gauge("portico_downstream_h2_connections_active") == 0; }));
 }
 
 // Many parked connections (more than one array of the worker's ParkingLot, more than one batch
