@@ -276,9 +276,10 @@ struct WriteTry {
 /// Buffers taken by one send_now (more are left to the asynchronous rest).
 inline constexpr std::size_t kSendNowBuffers = 64;
 
-/// Sends what the socket takes now of [first, last) with one sendmsg(MSG_DONTWAIT), without
-/// SIGPIPE. Returns the bytes sent; `done` says whether that was all of them. A full socket
-/// buffer is not an error; any other failure sets `ec` (Asio's error values, e.g. broken_pipe).
+/// Sends what the socket takes now of [first, last) with one sendmsg(MSG_DONTWAIT) (send for a
+/// single buffer), without SIGPIPE. Returns the bytes sent; `done` says whether that was all of
+/// them. A full socket buffer is not an error; any other failure sets `ec` (Asio's error values,
+/// e.g. broken_pipe).
 template <class It>
 std::size_t send_now(int fd, It first, It last, bool& done, boost::system::error_code& ec) noexcept {
   iovec iov[kSendNowBuffers];
@@ -302,7 +303,9 @@ std::size_t send_now(int fd, It first, It last, bool& done, boost::system::error
   msg.msg_iovlen = count;
   ssize_t n;
   do {
-    n = ::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    // One buffer: send(2), which the kernel takes without copying in a msghdr and an iovec.
+    n = count == 1 ? ::send(fd, iov[0].iov_base, iov[0].iov_len, MSG_DONTWAIT | MSG_NOSIGNAL)
+                   : ::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
   if (n < 0) {
     done = false;

@@ -278,6 +278,7 @@ task<Result<void>> ProxyRequest::run_phases() {
                          (peer.tls || peer.options.alpn == Alpn::H2);
     std::shared_ptr<H2UpConn> h2s;
     UpstreamConnPtr conn;
+    bool waited = false;  // for a connection or session from elsewhere
     if (h2_peer) {
       h2s = state_.h2->find(key);
       if (!h2s) {
@@ -285,20 +286,24 @@ task<Result<void>> ProxyRequest::run_phases() {
         // connection per request of a burst.
         if (auto pending = state_.h2->connecting(key)) {
           co_await wait_on(pending->done, {}, /*shared=*/true);
+          waited = true;
           h2s = state_.h2->find(key);
         }
       }
       if (!h2s && peer.options.alpn == Alpn::H2H1) conn = state_.pool->take(key);
     } else if (speaks_for_client) {
       if (private_up_ && private_up_->key == key &&
-          std::chrono::steady_clock::now() - private_up_->idle_since < private_up_->idle_timeout) {
+          coarse_now() - private_up_->idle_since < private_up_->idle_timeout) {
         conn = std::move(private_up_);
         state_.pool->reused(key);
       }
       private_up_.reset();
     } else {
       conn = state_.pool->take(key);
-      if (!conn) conn = co_await state_.pool->take_remote(peer, key);
+      if (!conn) {
+        conn = co_await state_.pool->take_remote(peer, key);
+        waited = true;
+      }
     }
     const bool reused = conn != nullptr || h2s != nullptr;
     upstream_reused_ = reused;
@@ -349,7 +354,8 @@ task<Result<void>> ProxyRequest::run_phases() {
       if (!h2s) conn = std::move(*c);
       state_.pool->opened(peer, key);
     }
-    connected_at_ = clock::now();
+    // A connection taken from the pool at once was "connected" when the attempt began.
+    connected_at_ = reused && !waited ? attempt_at_ : clock::now();
     bool response_started = false;
     Result<void> r;
     if (h2s)
