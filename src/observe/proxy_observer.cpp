@@ -28,6 +28,12 @@ ProxyObserver::ProxyObserver(std::shared_ptr<obs::Registry> registry, std::strin
                             "until the next request (HttpServerOptions::keepalive_park_after).",
                             {"service"})
                  .with({svc});
+  trimmed_ = &r.gauge_family("portico_downstream_connections_trimmed",
+                             "Idle client connections that cannot be parked (TLS, HTTP/2) and gave "
+                             "back their buffers instead, until their next request "
+                             "(HttpServerOptions::keepalive_park_after).",
+                             {"service"})
+                  .with({svc});
   connections_ = &r.counter_family("portico_downstream_connections_total",
                                    "Client connections accepted.", {"service"})
                       .with({svc});
@@ -51,12 +57,6 @@ ProxyObserver::ProxyObserver(std::shared_ptr<obs::Registry> registry, std::strin
   h2_conns_ = &r.gauge_family("portico_downstream_h2_connections_active",
                               "Client connections speaking HTTP/2 now.", {"service"})
                    .with({svc});
-  h2_trimmed_ = &r.gauge_family("portico_downstream_h2_connections_trimmed",
-                                "Idle HTTP/2 client connections that gave back their read buffer, "
-                                "spare streams and frame buffer after keepalive_park_after "
-                                "(HttpServerOptions).",
-                                {"service"})
-                     .with({svc});
   h2_streams_ = &r.gauge_family("portico_downstream_h2_streams_active",
                                 "HTTP/2 client streams (requests) in flight.", {"service"})
                      .with({svc});

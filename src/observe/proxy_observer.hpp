@@ -35,6 +35,9 @@ class ProxyObserver {
   void connection_closed() noexcept { active_->dec(); }
   /// An idle keep-alive connection parked (+1) or woke up / closed while parked (-1).
   void connection_parked(int delta) noexcept { parked_->add(delta); }
+  /// An idle connection that cannot be parked (TLS, HTTP/2) gave back its buffers (+1), or
+  /// became busy or closed after that (-1).
+  void connection_trimmed(int delta) noexcept { trimmed_->add(delta); }
   /// The TLS handshake of a downstream connection: failed, or full / resumed.
   void tls_handshake(bool ok, bool resumed) noexcept {
     (ok ? (resumed ? tls_resumed_ : tls_full_) : tls_failed_)->inc();
@@ -46,9 +49,6 @@ class ProxyObserver {
     h2_streams_->add(delta);
     if (delta > 0) h2_streams_total_->inc();
   }
-  /// An idle HTTP/2 connection gave back its buffers and spare streams (+1), or became busy or
-  /// closed after that (-1).
-  void h2_connection_trimmed(int delta) noexcept { h2_trimmed_->add(delta); }
   void h2_client_reset() noexcept { h2_resets_->inc(); }
   void h2_goaway_sent(std::uint32_t code) noexcept {
     h2_goaways_[code < h2_goaways_.size() ? code : h2_goaways_.size() - 1]->inc();
@@ -77,11 +77,12 @@ class ProxyObserver {
   observe::Histogram* duration_;
   observe::Gauge* active_;
   observe::Gauge* parked_;
+  observe::Gauge* trimmed_;
   observe::Counter* connections_;
   observe::Counter *tls_full_, *tls_resumed_, *tls_failed_;
   observe::Counter *bytes_in_, *bytes_out_, *spliced_;
   observe::Counter* retries_;
-  observe::Gauge *h2_conns_, *h2_streams_, *h2_trimmed_, *h2_up_sessions_, *h2_up_streams_;
+  observe::Gauge *h2_conns_, *h2_streams_, *h2_up_sessions_, *h2_up_streams_;
   observe::Counter *h2_streams_total_, *h2_resets_;
   // by HTTP/2 error code 0x0..0xd, the last one for anything above
   std::array<observe::Counter*, 15> h2_goaways_{};

@@ -77,6 +77,7 @@ H1Connection::~H1Connection() {
   if (tls_ && SSL_is_init_finished(tls_->native_handle()))
     SSL_set_shutdown(tls_->native_handle(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   worker_.remove(this);
+  if (trimmed_) obs_->connection_trimmed(-1);
   if (!parked_) obs_->connection_closed();
 }
 
@@ -130,20 +131,37 @@ void H1Connection::park() {
   state_.trim_soon();
 }
 
+void H1Connection::trim() noexcept {
+  rbuf_ = ReadBuffer();
+  rbegin_ = rend_ = 0;
+  std::string().swap(wbuf_);
+  std::string().swap(frame_);
+  if (tls_) tls_->trim();
+  trimmed_ = true;
+  obs_->connection_trimmed(1);
+  state_.trim_soon();
+}
+
 // ---------------------------------------------------------------------------------------------
 // downstream I/O
 
 task<Result<std::size_t>> H1Connection::ds_read(milliseconds timeout) {
-  if (rbuf_.empty()) rbuf_.resize(kReadBuffer);
-  if (rbegin_ == rend_) rbegin_ = rend_ = 0;
-  if (rend_ == rbuf_.size()) {  // unconsumed bytes at the end: move them to the front
-    std::memmove(rbuf_.data(), rbuf_.data() + rbegin_, rend_ - rbegin_);
-    rend_ -= rbegin_;
-    rbegin_ = 0;
+  // Trimmed (see trim()): the wait needs no read buffer; the first bytes come through `first`.
+  char first[64];
+  const bool small = trimmed_ && rbuf_.empty();
+  if (!small) {
+    if (rbuf_.empty()) rbuf_.resize(kReadBuffer);
+    if (rbegin_ == rend_) rbegin_ = rend_ = 0;
+    if (rend_ == rbuf_.size()) {  // unconsumed bytes at the end: move them to the front
+      std::memmove(rbuf_.data(), rbuf_.data() + rbegin_, rend_ - rbegin_);
+      rend_ -= rbegin_;
+      rbegin_ = 0;
+    }
   }
   wd_->arm(Watchdog::DsRead, timeout, cancel_tcp, &sock_);
   error_code ec;
-  const auto into = asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_);
+  const auto into =
+      small ? asio::buffer(first) : asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_);
   // (Not a conditional expression: GCC 12 destroys temporaries of a co_await in one twice.)
   std::size_t n;
   if (tls_)
@@ -156,6 +174,13 @@ task<Result<std::size_t>> H1Connection::ds_read(milliseconds timeout) {
   if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated)
     co_return Error::downstream(ErrorType::ConnectionClosed, "client closed the connection");
   if (ec) co_return Error::downstream(ErrorType::ReadError, ec.message());
+  if (small) {
+    trimmed_ = false;
+    obs_->connection_trimmed(-1);
+    rbuf_.resize(kReadBuffer);
+    std::memcpy(rbuf_.data(), first, n);
+    rbegin_ = rend_ = 0;
+  }
   rend_ += n;
   co_return n;
 }
@@ -200,10 +225,14 @@ task<Result<bool>> H1Connection::read_request_header() {
     // The first byte of a request may take the keep-alive time (or, while the server drains,
     // the short first-request grace); the rest, the header timeout.
     auto wait = first ? opts_.keepalive_timeout : opts_.header_read_timeout;
-    if (first && (drain_requested_ || worker_.draining())) wait = std::min(wait, kFirstRequestGrace);
-    // Between keep-alive requests with nothing buffered: a wait that lasts ends in park().
     const auto park_after = opts_.keepalive_park_after;
-    if (first && parkable_ && conn_requests_ > 0 && rbegin_ == rend_ && parser_.idle() &&
+    // Trimmed when the first park_after of the idle wait had passed: the rest of it.
+    if (first && trimmed_) wait = std::max(wait - park_after, milliseconds(1));
+    if (first && (drain_requested_ || worker_.draining()))
+      wait = std::min(wait, kFirstRequestGrace);
+    // Between keep-alive requests with nothing buffered: a wait that lasts ends in park() (a
+    // TLS connection: in trim()).
+    if (first && !trimmed_ && conn_requests_ > 0 && rbegin_ == rend_ && parser_.idle() &&
         park_after.count() > 0 && park_after < wait && !drain_requested_ && !worker_.draining()) {
       state_.parker(sock_.get_executor(), park_after)
           .add(
@@ -213,6 +242,13 @@ task<Result<bool>> H1Connection::read_request_header() {
     park_later_.cancel();
     if (r) park_ = false;  // the next request came as the park was asked for: serve it
     if (!r) {
+      if (park_ && !closed_ && !parkable_) {
+        // TLS (or a PROXY protocol listener): the connection stays, and gives back its
+        // buffers instead.
+        park_ = false;
+        if (!drain_requested_ && !worker_.draining()) trim();
+        continue;
+      }
       if (park_ && !closed_) co_return Error();
       if (parser_.idle() && (r.error().type() == ErrorType::ConnectionClosed ||
                              r.error().type() == ErrorType::ReadTimedout || closed_))

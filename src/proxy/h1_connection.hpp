@@ -139,14 +139,18 @@ class H1Connection final : public ProxyRequest, public Drainable {
   void arm_client_watch();
   // Parking (HttpServerOptions::keepalive_park_after): an idle keep-alive connection hands its
   // socket's descriptor to the worker's ParkingLot and ends; the next request starts a new
-  // H1Connection.
+  // H1Connection. A TLS connection, whose session lives in its SSL object, is trimmed instead:
+  // it frees its read buffer and the TLS buffers (trim()), and its next bytes are first read
+  // into a small buffer (ds_read).
   Deferred::Entry park_later_;
   void request_park() noexcept;
   void park();
+  void trim() noexcept;
   std::size_t listener_ = 0;
   bool parkable_ = false;
-  bool park_ = false;    // asked to park: the idle read was cancelled for it
-  bool parked_ = false;  // the socket went to the ParkingLot, which counts the close
+  bool park_ = false;     // asked to park: the idle read was cancelled for it
+  bool parked_ = false;   // the socket went to the ParkingLot, which counts the close
+  bool trimmed_ = false;  // idle and trimmed: counted in connection_trimmed
   // Set while the connection speaks HTTP/2 (drain and abort go to it).
   H2Connection* h2_ = nullptr;
   bool idle_ = true;

@@ -453,7 +453,7 @@ void H2Connection::unpark_all() noexcept {
 
 void H2Connection::schedule_park() {
   const milliseconds park_after = opts_.keepalive_park_after;
-  if (tls_ || draining_ || park_after.count() <= 0 || park_after >= opts_.keepalive_timeout) return;
+  if (draining_ || park_after.count() <= 0 || park_after >= opts_.keepalive_timeout) return;
   state_.parker(sock_.get_executor(), park_after)
       .add(
           park_later_, [](void* c) { static_cast<H2Connection*>(c)->request_park(); }, this);
@@ -618,9 +618,9 @@ task<void> H2Connection::run() {
     ok_so_far = r.has_value();
   }
   std::unique_ptr<char[]> buf(new char[kReadBuffer]);
-  // Idle for keepalive_park_after (plain-text connections; see request_park): the read buffer,
-  // the parked streams and the session's spares are freed, nghttp2's frame buffer given back,
-  // and the client's next bytes are read into `small` (the rest with a new buffer).
+  // Idle for keepalive_park_after (see request_park): the read buffer, the parked streams and
+  // the session's spares are freed, nghttp2's frame buffer and the TLS buffers given back, and
+  // the client's next bytes are read into `small` (the rest with a new buffer).
   bool parked = false;
   char small[64];
   const milliseconds park_after = opts_.keepalive_park_after;
@@ -657,10 +657,11 @@ task<void> H2Connection::run() {
         buf.reset();
         unpark_all();  // their coroutines end, with the memory of their last request
         session_.trim();
+        if (tls_) tls_->trim();
         streams_ = {};
         spare_.shrink_to_fit();
         state_.trim_soon();
-        obs_->h2_connection_trimmed(1);
+        obs_->connection_trimmed(1);
       }
       continue;
     }
@@ -669,7 +670,7 @@ task<void> H2Connection::run() {
     if (ec || n == 0) break;
     if (parked) {
       parked = false;
-      obs_->h2_connection_trimmed(-1);
+      obs_->connection_trimmed(-1);
       buf.reset(new char[kReadBuffer]);
     }
     auto r = session_.feed(std::string_view(static_cast<const char*>(into.data()), n));
@@ -681,7 +682,7 @@ task<void> H2Connection::run() {
       break;
     }
   }
-  if (parked) obs_->h2_connection_trimmed(-1);
+  if (parked) obs_->connection_trimmed(-1);
   buf.reset();
   reading_done_ = true;
   // Whatever is still running lost its client (or the session ended).

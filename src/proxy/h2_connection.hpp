@@ -153,8 +153,7 @@ class H2Connection {
   void stream_gone(H2Stream* s) noexcept;
   /// Wakes the parked streams so their coroutines end.
   void unpark_all() noexcept;
-  /// Idle from now on (no stream): request_park() once keepalive_park_after has passed, for
-  /// a plain-text connection.
+  /// Idle from now on (no stream): request_park() once keepalive_park_after has passed.
   void schedule_park();
   /// The connection has been idle for keepalive_park_after: ends the read, for run() to free
   /// what serving streams took.

@@ -108,6 +108,17 @@ SSL* TlsBio::release() noexcept {
   return std::exchange(ssl_, nullptr);
 }
 
+void TlsBio::trim() noexcept {
+  if (in_ && in_begin_ == in_end_) {
+    in_.reset();
+    in_begin_ = in_end_ = 0;
+  }
+  if (!flushing_ && stage_.empty()) {
+    std::vector<char>().swap(stage_);
+    std::vector<char>().swap(inflight_);
+  }
+}
+
 bool TlsBio::buffered() const noexcept {
   return in_begin_ != in_end_ || (ssl_ && SSL_has_pending(ssl_));
 }

@@ -51,6 +51,11 @@ class TlsBio {
   SSL* release() noexcept;
   /// True when bytes from the peer wait here or in OpenSSL (an idle connection must have none).
   bool buffered() const noexcept;
+  /// For an idle connection: frees the input buffer when it holds nothing (the next bytes are
+  /// then first read into a small buffer on the stack, see fill()) and the capacity of the
+  /// output buffers when no write is under way. OpenSSL releases its own record buffers when
+  /// they are empty (SSL_MODE_RELEASE_BUFFERS).
+  void trim() noexcept;
 
  protected:
   enum class Want { Done, Read, Fail };
@@ -276,6 +281,21 @@ class TlsStream final : public TlsBio {
 
   /// Reads more ciphertext from the socket.
   task<void> fill(error_code& ec) {
+    if (!in_) {
+      // Trimmed: the wait needs no input buffer; the first bytes come through this one.
+      char first[64];
+      const boost::asio::mutable_buffer into(first, sizeof first);
+      std::size_t n;
+      if (const RecvTry t = recv_now(sock_, into, n, ec); t != RecvTry::Done)
+        n = co_await recv_wait(sock_, into, t,
+                               boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+      if (ec == boost::asio::error::eof) ec = boost::asio::ssl::error::stream_truncated;
+      if (n > 0) {
+        std::memcpy(in_space().data(), first, n);
+        in_end_ += n;
+      }
+      co_return;
+    }
     const boost::asio::mutable_buffer into = in_space();
     std::size_t n;
     if (const RecvTry t = recv_now(sock_, into, n, ec); t != RecvTry::Done)

@@ -10,6 +10,8 @@
 
 #include <gtest/gtest.h>
 
+#include <portico/testing/tls.hpp>
+
 #include "integration/h2_client.hpp"
 #include "integration/helpers.hpp"
 
@@ -46,15 +48,19 @@ Origin::Handler origin_handler() {
 /// A proxy service and a metrics service on one Server, both recording into `registry`.
 struct Stack {
   explicit Stack(std::shared_ptr<obs::Registry> reg, std::shared_ptr<obs::AccessLog> log = nullptr,
-                 HttpServerOptions opts = {})
+                 HttpServerOptions opts = {}, std::optional<TlsSettings> tls = std::nullopt)
       : registry(std::move(reg)),
-        proxy(http_proxy_service(std::make_shared<Router>(origin.addr(), SocketAddr::loopback(dead_port())),
-                                 opts, "obs_it")),
+        proxy(http_proxy_service(
+            std::make_shared<Router>(origin.addr(), SocketAddr::loopback(dead_port())), opts,
+            "obs_it")),
         metrics(obs::prometheus_service(registry)),
         server(ServerConf{.threads = 2}) {
     proxy->set_metrics_registry(registry);
     proxy->set_access_log(std::move(log));
-    EXPECT_TRUE(proxy->add_tcp("127.0.0.1:0"));
+    if (tls)
+      EXPECT_TRUE(proxy->add_tls("127.0.0.1:0", std::move(*tls)));
+    else
+      EXPECT_TRUE(proxy->add_tcp("127.0.0.1:0"));
     EXPECT_TRUE(metrics->add_tcp("127.0.0.1:0"));
     server.add_service(proxy);
     server.add_service(metrics);
@@ -351,28 +357,49 @@ TEST(Metrics, IdleKeepAliveConnectionsParkAndWakeUp) {
   }));
 }
 
-// An idle h2c connection gives back its read buffer, spare streams and nghttp2's frame buffer
-// after keepalive_park_after. The requests that follow, their heads compressed against the
-// dynamic tables both ends built before, are served on the same connection, large bodies both
-// ways included; each time the connection goes idle again it is trimmed again.
-TEST(Metrics, IdleH2cConnectionsAreTrimmedAndServeTheNextRequests) {
+/// One throwaway certificate for the TLS cases of this file.
+const pt::TestPki::Issued& certificate() {
+  static pt::TestPki pki;
+  static const pt::TestPki::Issued cert = pki.issue({"h2.test", "127.0.0.1"});
+  return cert;
+}
+
+TlsSettings tls_settings() {
+  TlsSettings s;
+  s.certificates.push_back({certificate().cert_file, certificate().key_file});
+  return s;
+}
+
+// An idle HTTP/2 connection (h2c or over TLS) gives back its read buffer, spare streams,
+// nghttp2's frame buffer and its TLS buffers after keepalive_park_after. The requests that
+// follow, their heads compressed against the dynamic tables both ends built before, are served
+// on the same connection, large bodies both ways included; each time the connection goes idle
+// again it is trimmed again.
+class IdleH2 : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(Metrics, IdleH2, ::testing::Values(false, true),
+                         [](const auto& i) { return i.param ? "Tls" : "H2c"; });
+
+TEST_P(IdleH2, ConnectionsAreTrimmedAndServeTheNextRequests) {
+  const bool tls = GetParam();
   auto reg = std::make_shared<obs::Registry>();
   HttpServerOptions opts;
   opts.keepalive_park_after = std::chrono::milliseconds(20);
   opts.h2c = true;
-  Stack st(reg, nullptr, opts);
+  Stack st(reg, nullptr, opts, tls ? std::optional<TlsSettings>(tls_settings()) : std::nullopt);
   auto gauge = [&](const char* name) {
     return reg->gauge_family(name, "", {"service"}).with({"obs_it"}).value();
   };
-  auto trimmed = [&] { return gauge("portico_downstream_h2_connections_trimmed"); };
+  auto trimmed = [&] { return gauge("portico_downstream_connections_trimmed"); };
   h2test::Request get;
-  get.scheme = "http";
+  get.scheme = tls ? "https" : "http";
   get.path = "/ok";
   get.headers = {{"x-trace", "abc123"}, {"user-agent", "trim-test/1"}};
+  h2test::H2Client::Options copts;
+  copts.tls = tls;
   constexpr int kClients = 3;
   std::vector<std::unique_ptr<h2test::H2Client>> clients;
   for (int i = 0; i < kClients; ++i) {
-    clients.push_back(std::make_unique<h2test::H2Client>(st.proxy_port()));
+    clients.push_back(std::make_unique<h2test::H2Client>(st.proxy_port(), copts));
     ASSERT_TRUE(clients.back()->connected()) << clients.back()->error();
     auto r = clients.back()->request(get);
     ASSERT_TRUE(r);
@@ -418,10 +445,98 @@ TEST(Metrics, IdleH2cConnectionsAreTrimmedAndServeTheNextRequests) {
                 .value(),
             static_cast<std::uint64_t>(kClients))
       << "no connection was replaced";
+  EXPECT_EQ(gauge("portico_downstream_connections_parked"), 0);
   // Clients that leave while trimmed: the gauges come back to zero.
   clients.clear();
   ASSERT_TRUE(eventually(
       [&] { return trimmed() == 0 && gauge("portico_downstream_h2_connections_active") == 0; }));
+}
+
+// An idle HTTP/1.1 keep-alive connection over TLS cannot be parked (its session lives in its
+// SSL object): it is trimmed instead (read buffer, TLS buffers), and its next requests, small or
+// large either way, are served on the same TLS connection.
+TEST(Metrics, IdleTlsKeepAliveConnectionsAreTrimmedAndServeTheNextRequests) {
+  auto reg = std::make_shared<obs::Registry>();
+  HttpServerOptions opts;
+  opts.keepalive_park_after = std::chrono::milliseconds(20);
+  Stack st(reg, nullptr, opts, tls_settings());
+  auto gauge = [&](const char* name) {
+    return reg->gauge_family(name, "", {"service"}).with({"obs_it"}).value();
+  };
+  auto trimmed = [&] { return gauge("portico_downstream_connections_trimmed"); };
+  pt::TlsClientOptions copts;
+  copts.verify = false;
+  constexpr int kClients = 3;
+  std::vector<std::unique_ptr<pt::TlsClient>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(std::make_unique<pt::TlsClient>(st.proxy_port(), copts));
+    ASSERT_TRUE(clients.back()->connected()) << clients.back()->error();
+    auto r = clients.back()->get("/ok");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200u);
+    EXPECT_EQ(r->body, "hello");
+  }
+  ASSERT_TRUE(eventually([&] { return trimmed() == kClients; }));
+  EXPECT_EQ(gauge("portico_downstream_connections_parked"), 0) << "a TLS connection is not parked";
+  const std::string big = pattern(200 * 1024), upload = pattern(100 * 1024);
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    for (auto& c : clients) {
+      auto small = c->get("/ok");
+      ASSERT_TRUE(small);
+      EXPECT_EQ(small->status, 200u);
+      EXPECT_EQ(small->body, "hello");
+      auto large = c->get("/big");
+      ASSERT_TRUE(large);
+      EXPECT_EQ(large->status, 200u);
+      EXPECT_TRUE(large->body == big) << "a " << large->body.size() << "-byte body";
+      ASSERT_TRUE(c->send("POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: " +
+                          std::to_string(upload.size()) + "\r\n\r\n" + upload));
+      auto echoed = c->read_response();
+      ASSERT_TRUE(echoed);
+      EXPECT_EQ(echoed->status, 200u);
+      EXPECT_TRUE(echoed->body == upload) << "a " << echoed->body.size() << "-byte body";
+    }
+    ASSERT_TRUE(eventually([&] { return trimmed() == kClients; }));
+  }
+  EXPECT_EQ(st.origin.requests(), static_cast<std::size_t>(kClients * 10));
+  EXPECT_EQ(reg->counter_family("portico_downstream_connections_total", "", {"service"})
+                .with({"obs_it"})
+                .value(),
+            static_cast<std::uint64_t>(kClients))
+      << "no connection was replaced";
+  clients.clear();
+  ASSERT_TRUE(eventually(
+      [&] { return trimmed() == 0 && gauge("portico_downstream_connections_active") == 0; }));
+}
+
+// A trimmed TLS connection still ends at its keep-alive timeout, counted from its last
+// response (not from the trim), and the gauge comes back to zero.
+TEST(Metrics, TrimmedTlsConnectionEndsAtTheKeepAliveTimeout) {
+  auto reg = std::make_shared<obs::Registry>();
+  HttpServerOptions opts;
+  opts.keepalive_park_after = std::chrono::milliseconds(50);
+  opts.keepalive_timeout = std::chrono::milliseconds(400);
+  Stack st(reg, nullptr, opts, tls_settings());
+  auto trimmed = [&] {
+    return reg->gauge_family("portico_downstream_connections_trimmed", "", {"service"})
+        .with({"obs_it"})
+        .value();
+  };
+  pt::TlsClientOptions copts;
+  copts.verify = false;
+  pt::TlsClient c(st.proxy_port(), copts);
+  ASSERT_TRUE(c.connected()) << c.error();
+  auto r = c.get("/ok");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200u);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(eventually([&] { return trimmed() == 1; }));
+  EXPECT_FALSE(c.read_response()) << "the connection should close, not answer";
+  const auto idle = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(idle, std::chrono::milliseconds(300));
+  EXPECT_LT(idle, std::chrono::milliseconds(5000));
+  ASSERT_TRUE(eventually([&] { return trimmed() == 0; }));
 }
 
 // Many parked connections (more than one array of the worker's ParkingLot, more than one batch

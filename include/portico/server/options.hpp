@@ -70,9 +70,10 @@ struct HttpServerOptions {
   ms keepalive_timeout{60000};
   /// A plain-text HTTP/1 keep-alive connection idle this long gives back all but its socket's
   /// descriptor (buffers, request state, frames, the reactor's state for it: ~0.3 KiB of ~12 KiB
-  /// stays resident) until its next request arrives; an h2c connection without streams frees
-  /// its read buffer and spare streams and gives back nghttp2's frame buffer (its HTTP/2 state
-  /// stays). 0 = never. Busy ones never pay for it.
+  /// stays resident) until its next request arrives. One that cannot be parked (TLS, HTTP/2,
+  /// PROXY protocol) frees its read and TLS buffers instead, and an HTTP/2 connection without
+  /// streams its spare streams and nghttp2's frame buffer (the protocol state stays).
+  /// 0 = never. Busy ones never pay for it.
   ms keepalive_park_after{1000};
   /// Waiting for the next piece of a request body.
   ms body_read_timeout{60000};
