@@ -18,8 +18,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/system/error_code.hpp>
 
-#include "core/coarse_clock.hpp"
-
 namespace portico::detail {
 
 /// How long a wait lasts before the socket watch it would need is armed: the client watch while
@@ -74,7 +72,7 @@ class Deferred {
     e.owner_ = this;
     e.fn_ = fn;
     e.arg_ = arg;
-    e.due_ = coarse_now() + delay_;
+    e.due_ = clock::now() + delay_;
     e.prev_ = tail_;
     e.next_ = nullptr;
     if (tail_)

@@ -9,8 +9,6 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include "core/coarse_clock.hpp"
-
 namespace portico::detail {
 
 class Watchdog : public std::enable_shared_from_this<Watchdog> {
@@ -31,7 +29,7 @@ class Watchdog : public std::enable_shared_from_this<Watchdog> {
   /// expired(slot) becomes true until the next arm/disarm.
   void arm(Slot slot, std::chrono::milliseconds d, CancelFn fn, void* arg) {
     auto& s = slots_[slot];
-    s.deadline = d.count() > 0 ? coarse_now() + d : clock::time_point::max();
+    s.deadline = d.count() > 0 ? clock::now() + d : clock::time_point::max();
     s.fn = fn;
     s.arg = arg;
     s.expired = false;

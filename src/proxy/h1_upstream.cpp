@@ -185,7 +185,7 @@ task<Result<void>> ProxyRequest::proxy_attempt(UpstreamConnPtr& conn, bool reuse
     if (peer_->options.proxy_protocol == ProxyProtocol::None) {
       state_.pool->put(std::move(conn));
     } else if (up.idle_timeout.count() > 0) {
-      up.idle_since = coarse_now();
+      up.idle_since = std::chrono::steady_clock::now();
       private_up_ = std::move(conn);
     }
   }

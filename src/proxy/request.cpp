@@ -293,7 +293,7 @@ task<Result<void>> ProxyRequest::run_phases() {
       if (!h2s && peer.options.alpn == Alpn::H2H1) conn = state_.pool->take(key);
     } else if (speaks_for_client) {
       if (private_up_ && private_up_->key == key &&
-          coarse_now() - private_up_->idle_since < private_up_->idle_timeout) {
+          std::chrono::steady_clock::now() - private_up_->idle_since < private_up_->idle_timeout) {
         conn = std::move(private_up_);
         state_.pool->reused(key);
       }

@@ -227,7 +227,7 @@ void Pool::reused(std::uint64_t key) {
 }
 
 UpstreamConnPtr Pool::pop(Bucket& b) {
-  const auto now = coarse_now();
+  const auto now = Clock::now();
   while (!b.conns.empty()) {
     UpstreamConnPtr c = std::move(b.conns.back());
     b.conns.pop_back();
@@ -344,7 +344,7 @@ void Pool::put(UpstreamConnPtr c) {
   }
   if (b->conns.size() >= limits_.max_idle_per_key) evict(*b, 0, PoolEviction::Limit);
   if (total_ >= limits_.max_idle_total) evict_oldest();
-  c->idle_since = coarse_now();
+  c->idle_since = Clock::now();
   const auto expires = c->idle_since + c->idle_timeout;
   b->conns.push_back(std::move(c));
   ++total_;
