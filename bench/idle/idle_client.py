@@ -3,7 +3,8 @@
 
     idle_client.py HOST PORT N PROTO PATH BODY [--concurrency C] [--open-timeout S] [--hold-timeout S] [--no-hold]
 
-PROTO is h1 (HTTP/1.1) or h2c (HTTP/2 with prior knowledge, raw frames: no h2 library needed).
+PROTO is h1 (HTTP/1.1), h1tls (HTTP/1.1 over TLS, ALPN http/1.1, the certificate not verified)
+or h2c (HTTP/2 with prior knowledge, raw frames: no h2 library needed).
 Opens N connections to HOST:PORT, at most C of them in progress at a time, sends one GET PATH on
 each (HTTP/1.1 keep-alive, or the HTTP/2 preface + SETTINGS + one HEADERS frame), reads the whole
 response and checks it is a 200 whose body is exactly BODY. A connection whose response is
@@ -28,6 +29,7 @@ import os
 import selectors
 import signal
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -215,7 +217,7 @@ def main():
     ap.add_argument("host")
     ap.add_argument("port", type=int)
     ap.add_argument("n", type=int)
-    ap.add_argument("proto", choices=["h1", "h2c"])
+    ap.add_argument("proto", choices=["h1", "h1tls", "h2c"])
     ap.add_argument("path")
     ap.add_argument("body")
     ap.add_argument("--concurrency", type=int, default=16)
@@ -224,7 +226,13 @@ def main():
     ap.add_argument("--no-hold", action="store_true", help="close everything right after 'ready' (warm-up)")
     a = ap.parse_args()
     want_body = a.body.encode()
-    if a.proto == "h1":
+    tls = None
+    if a.proto == "h1tls":
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+        tls.set_alpn_protocols(["http/1.1"])
+    if a.proto in ("h1", "h1tls"):
         request = f"GET {a.path} HTTP/1.1\r\nHost: {a.host}:{a.port}\r\nUser-Agent: portico-idle-bench\r\n\r\n".encode()
     else:
         request = h2_request(a.host, a.port, a.path)
@@ -278,6 +286,22 @@ def main():
                         raise Fail("connect-" + errno.errorcode.get(err, str(err)))
                     c.out = request
                     c.state = "send"
+                    if tls:
+                        sel.unregister(c.sock)
+                        c.sock = tls.wrap_socket(c.sock, do_handshake_on_connect=False)
+                        sel.register(c.sock, selectors.EVENT_WRITE, c)
+                        c.state = "handshake"
+                if c.state == "handshake":
+                    try:
+                        c.sock.do_handshake()
+                    except ssl.SSLWantReadError:
+                        sel.modify(c.sock, selectors.EVENT_READ, c)
+                        continue
+                    except ssl.SSLWantWriteError:
+                        sel.modify(c.sock, selectors.EVENT_WRITE, c)
+                        continue
+                    c.state = "send"
+                    sel.modify(c.sock, selectors.EVENT_WRITE, c)
                 if c.state == "send":
                     if c.out:
                         c.out = c.out[c.sock.send(c.out) :]
@@ -289,7 +313,9 @@ def main():
                 if not data:
                     raise Fail("closed-before-response" if not c.buf else "closed-during-response")
                 c.buf += data
-                if a.proto == "h1":
+                while tls and c.sock.pending():
+                    c.buf += c.sock.recv(65536)
+                if a.proto != "h2c":
                     ok = parse_h1(c, want_body)
                 else:
                     replies = []
@@ -302,8 +328,10 @@ def main():
                 finish(c, str(e))
             except ConnectionResetError:
                 finish(c, "reset")
-            except BlockingIOError:
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 pass
+            except ssl.SSLError as e:
+                finish(c, "tls-" + (e.reason or type(e).__name__))
             except OSError as e:
                 finish(c, "oserror-" + errno.errorcode.get(e.errno, str(e.errno)))
             except (ValueError, IndexError) as e:
@@ -350,9 +378,9 @@ def main():
                             lost[str(e)] += 1
                     else:
                         lost["unexpected-bytes"] += 1
-                except BlockingIOError:
-                    pass
-                except ConnectionResetError:
+                except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    pass  # nothing for us (a TLS 1.3 session ticket is taken by the TLS layer)
+                except (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
                     lost["reset"] += 1
                 except OSError as e:
                     lost["oserror-" + errno.errorcode.get(e.errno, str(e.errno))] += 1

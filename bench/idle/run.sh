@@ -18,7 +18,7 @@
 # Environment:
 #   N                 idle connections held open (default 10000)
 #   REPEATS           measurements per proxy and protocol; the median is reported (default 3)
-#   PROTOCOLS         h1, h2c or both, comma-separated (default h1,h2c)
+#   PROTOCOLS         h1, h1tls (HTTP/1.1 over TLS), h2c, comma-separated (default h1,h2c)
 #   PROXIES           any of portico,nginx,haproxy,h2o (default all four)
 #   CONCURRENCY       connections being opened / awaiting their response at a time (default 16)
 #   IDLE_SECONDS      seconds the N connections sit idle before RSS is read (default 2)
@@ -72,7 +72,7 @@ check_var CLIENT_CPU "$CLIENT_CPU" 0 4095
 PROTOS=() SELECTED=()
 IFS=, read -r -a _p <<<"$PROTOCOLS"
 for _x in "${_p[@]}"; do
-  case $_x in h1 | h2c) PROTOS+=("$_x") ;; '') ;; *) die "unknown protocol '$_x' in PROTOCOLS (h1, h2c)" ;; esac
+  case $_x in h1 | h1tls | h2c) PROTOS+=("$_x") ;; '') ;; *) die "unknown protocol '$_x' in PROTOCOLS (h1, h1tls, h2c)" ;; esac
 done
 IFS=, read -r -a _p <<<"$PROXIES"
 for _x in "${_p[@]}"; do
@@ -154,6 +154,16 @@ start_nginx origin "$O_DIR" origin.conf
 O_PID=$REPLY
 wait_listen origin "$O_PID" "$O_PORT" "$O_DIR/stdout.log" "$O_DIR/error.log" || die "origin nginx did not start"
 
+# A throwaway certificate for h1tls (P-256: what a site would use; the client does not verify it).
+CERT=$TMP/tls/cert.pem KEY=$TMP/tls/key.pem PEM=$TMP/tls/both.pem
+if [[ " ${PROTOS[*]} " == *" h1tls "* ]]; then
+  mkdir -p "$TMP/tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$KEY" \
+    -out "$CERT" -days 2 -subj /CN=localhost >/dev/null 2>&1 || die "openssl could not make a test certificate"
+  cat "$CERT" "$KEY" >"$PEM"
+  chmod 644 "$KEY" "$PEM" # the nginx worker (not root) reads them
+fi
+
 # ---------------------------------------------------------------------------------------------
 # Proxies: one worker, access logs off, keep-alive timeout KEEPALIVE_S, connection limits above N.
 # start_proxy NAME PROTO DIR : sets P_PID and P_PORT, or returns 1 (reason in P_WHY)
@@ -170,12 +180,14 @@ start_proxy() {
       local args=(--listen "127.0.0.1:$port" --upstream "127.0.0.1:$O_PORT" --threads 1
         --keepalive-timeout-ms $((KEEPALIVE_S * 1000)))
       [[ $proto == h2c ]] && args+=(--h2c)
+      [[ $proto == h1tls ]] && args+=(--tls-cert "$CERT" --tls-key "$KEY")
       CMDLINE[$name,$proto]="reverse_proxy ${args[*]}"
       start_server "portico" "$d/out.log" "$PORTICO_BIN" "${args[@]}"
       ;;
     nginx)
       local listen="listen 127.0.0.1:$port;"
       [[ $proto == h2c ]] && listen="listen 127.0.0.1:$port http2;" # h2c with prior knowledge (1.22)
+      [[ $proto == h1tls ]] && listen="listen 127.0.0.1:$port ssl; ssl_certificate $CERT; ssl_certificate_key $KEY;"
       mkdir -p "$d/tmp"
       cat >"$d/proxy.conf" <<EOF
 $(nginx_head "$d" 1 "$NGINX_WC" "$NOFILE")
@@ -195,6 +207,7 @@ EOF
     haproxy)
       local bind="bind 127.0.0.1:$port"
       [[ $proto == h2c ]] && bind+=" proto h2"
+      [[ $proto == h1tls ]] && bind+=" ssl crt $PEM alpn http/1.1"
       cat >"$d/haproxy.cfg" <<EOF
 global
     nbthread 1
@@ -233,7 +246,7 @@ http1-request-timeout: $KEEPALIVE_S
 http2-idle-timeout: $KEEPALIVE_S
 listen:
   host: 127.0.0.1
-  port: $port
+  port: $port$( [[ $proto == h1tls ]] && printf '\n  ssl:\n    certificate-file: %s\n    key-file: %s' "$CERT" "$KEY")
 error-log: $d/error.log
 hosts:
   default:

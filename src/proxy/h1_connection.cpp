@@ -136,6 +136,8 @@ void H1Connection::trim() noexcept {
   rbegin_ = rend_ = 0;
   std::string().swap(wbuf_);
   std::string().swap(frame_);
+  iov_ = {};
+  release_request_memory();
   if (tls_) tls_->trim();
   trimmed_ = true;
   obs_->connection_trimmed(1);
@@ -246,7 +248,8 @@ task<Result<bool>> H1Connection::read_request_header() {
         // TLS (or a PROXY protocol listener): the connection stays, and gives back its
         // buffers instead.
         park_ = false;
-        if (!drain_requested_ && !worker_.draining()) trim();
+        if (drain_requested_ || worker_.draining()) co_return Error();  // idle: it closes now
+        trim();
         continue;
       }
       if (park_ && !closed_) co_return Error();

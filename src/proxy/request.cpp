@@ -128,6 +128,20 @@ void ProxyRequest::log_failure(const Error& e, std::uint16_t status) {
         request_summary());
 }
 
+void ProxyRequest::release_request_memory() noexcept {
+  req_ = RequestHeader();
+  up_req_ = RequestHeader();
+  resp_ = ResponseHeader();
+  failed_peers_ = {};
+  chunks_ = {};
+  pieces_ = {};
+  us_frame_ = {};
+  us_iov_ = {};
+  req_chunks_ = {};
+  us_pieces_ = {};
+  body_spans_ = {};
+  replay_ = {};
+}
 
 void ProxyRequest::begin_request() {
   start_ = clock::now();

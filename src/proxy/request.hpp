@@ -193,6 +193,10 @@ class ProxyRequest : public Session {
   std::vector<BodyChunk> chunks_;
   std::vector<std::string_view> pieces_;
 
+  /// Between requests of an idle connection (see H1Connection::trim): frees what the last
+  /// request's heads, body spans and buffers kept for the next one.
+  void release_request_memory() noexcept;
+
   // per request
   void* ctx_ = nullptr;
   std::unique_ptr<std::byte[]> ctx_mem_;
