@@ -73,6 +73,17 @@ struct Stack {
   std::uint16_t proxy_port() const { return proxy->local_endpoints().at(0).port(); }
   std::uint16_t metrics_port() const { return metrics->local_endpoints().at(0).port(); }
 
+  /// A gauge of this service, by name.
+  std::int64_t gauge(const std::string& name) {
+    return registry->gauge_family(name, "", {"service"}).with({"obs_it"}).value();
+  }
+  /// Client connections the proxy accepted.
+  std::uint64_t accepted() {
+    return registry->counter_family("portico_downstream_connections_total", "", {"service"})
+        .with({"obs_it"})
+        .value();
+  }
+
   std::uint64_t requests(std::string_view code_class) {
     return registry->counter_family("portico_requests_total", "", {"service", "code_class"})
         .with({"obs_it", code_class})
@@ -124,11 +135,7 @@ TEST(Metrics, ScrapedCountsMatchWhatWasSent) {
   for (int i = 0; i < kDead; ++i) ASSERT_EQ(Client(st.proxy_port()).get("/dead")->status, 502u);
   // The counters are updated right after the response went out: wait for the last ones.
   ASSERT_TRUE(eventually([&] { return st.requests("5xx") == kDead; }));
-  ASSERT_TRUE(eventually([&] {
-    return reg->gauge_family("portico_downstream_connections_active", "", {"service"})
-               .with({"obs_it"})
-               .value() == 0;
-  }));
+  ASSERT_TRUE(eventually([&] { return st.gauge("portico_downstream_connections_active") == 0; }));
 
   Client scraper(st.metrics_port());
   auto resp = scraper.get("/metrics");
@@ -197,9 +204,7 @@ TEST(Metrics, Http2StreamsAndConnectionsAreCounted) {
     }
   }
   // Gauges go back to zero once the client has gone.
-  auto gauge = [&](const char* name) {
-    return reg->gauge_family(name, "", {"service"}).with({"obs_it"}).value();
-  };
+  auto gauge = [&](const char* name) { return st.gauge(name); };
   ASSERT_TRUE(eventually([&] {
     return gauge("portico_downstream_h2_connections_active") == 0 &&
            gauge("portico_downstream_h2_streams_active") == 0 && st.requests("2xx") == kStreams;
@@ -321,14 +326,8 @@ TEST(Metrics, IdleKeepAliveConnectionsParkAndWakeUp) {
   HttpServerOptions opts;
   opts.keepalive_park_after = std::chrono::milliseconds(20);
   Stack st(reg, nullptr, opts);
-  auto gauge = [&](const char* name) {
-    return reg->gauge_family(name, "", {"service"}).with({"obs_it"}).value();
-  };
-  auto accepted = [&] {
-    return reg->counter_family("portico_downstream_connections_total", "", {"service"})
-        .with({"obs_it"})
-        .value();
-  };
+  auto gauge = [&](const char* name) { return st.gauge(name); };
+  auto accepted = [&] { return st.accepted(); };
   constexpr int kClients = 5;
   std::vector<std::unique_ptr<Client>> clients;
   for (int i = 0; i < kClients; ++i) {
@@ -386,9 +385,7 @@ TEST_P(IdleH2, ConnectionsAreTrimmedAndServeTheNextRequests) {
   opts.keepalive_park_after = std::chrono::milliseconds(20);
   opts.h2c = true;
   Stack st(reg, nullptr, opts, tls ? std::optional<TlsSettings>(tls_settings()) : std::nullopt);
-  auto gauge = [&](const char* name) {
-    return reg->gauge_family(name, "", {"service"}).with({"obs_it"}).value();
-  };
+  auto gauge = [&](const char* name) { return st.gauge(name); };
   auto trimmed = [&] { return gauge("portico_downstream_connections_trimmed"); };
   h2test::Request get;
   get.scheme = tls ? "https" : "http";
@@ -440,11 +437,7 @@ TEST_P(IdleH2, ConnectionsAreTrimmedAndServeTheNextRequests) {
     EXPECT_EQ(r.header("x-trace"), "abc123") << r.method << " " << r.target;
     EXPECT_EQ(r.header("user-agent"), "trim-test/1") << r.method << " " << r.target;
   }
-  EXPECT_EQ(reg->counter_family("portico_downstream_connections_total", "", {"service"})
-                .with({"obs_it"})
-                .value(),
-            static_cast<std::uint64_t>(kClients))
-      << "no connection was replaced";
+  EXPECT_EQ(st.accepted(), static_cast<std::uint64_t>(kClients)) << "no connection was replaced";
   EXPECT_EQ(gauge("portico_downstream_connections_parked"), 0);
   // Clients that leave while trimmed: the gauges come back to zero.
   clients.clear();
@@ -460,9 +453,7 @@ TEST(Metrics, IdleTlsKeepAliveConnectionsAreTrimmedAndServeTheNextRequests) {
   HttpServerOptions opts;
   opts.keepalive_park_after = std::chrono::milliseconds(20);
   Stack st(reg, nullptr, opts, tls_settings());
-  auto gauge = [&](const char* name) {
-    return reg->gauge_family(name, "", {"service"}).with({"obs_it"}).value();
-  };
+  auto gauge = [&](const char* name) { return st.gauge(name); };
   auto trimmed = [&] { return gauge("portico_downstream_connections_trimmed"); };
   pt::TlsClientOptions copts;
   copts.verify = false;
@@ -500,11 +491,7 @@ TEST(Metrics, IdleTlsKeepAliveConnectionsAreTrimmedAndServeTheNextRequests) {
     ASSERT_TRUE(eventually([&] { return trimmed() == kClients; }));
   }
   EXPECT_EQ(st.origin.requests(), static_cast<std::size_t>(kClients * 10));
-  EXPECT_EQ(reg->counter_family("portico_downstream_connections_total", "", {"service"})
-                .with({"obs_it"})
-                .value(),
-            static_cast<std::uint64_t>(kClients))
-      << "no connection was replaced";
+  EXPECT_EQ(st.accepted(), static_cast<std::uint64_t>(kClients)) << "no connection was replaced";
   clients.clear();
   ASSERT_TRUE(eventually(
       [&] { return trimmed() == 0 && gauge("portico_downstream_connections_active") == 0; }));
@@ -518,11 +505,7 @@ TEST(Metrics, TrimmedTlsConnectionEndsAtTheKeepAliveTimeout) {
   opts.keepalive_park_after = std::chrono::milliseconds(50);
   opts.keepalive_timeout = std::chrono::milliseconds(400);
   Stack st(reg, nullptr, opts, tls_settings());
-  auto trimmed = [&] {
-    return reg->gauge_family("portico_downstream_connections_trimmed", "", {"service"})
-        .with({"obs_it"})
-        .value();
-  };
+  auto trimmed = [&] { return st.gauge("portico_downstream_connections_trimmed"); };
   pt::TlsClientOptions copts;
   copts.verify = false;
   pt::TlsClient c(st.proxy_port(), copts);
@@ -547,11 +530,7 @@ TEST(Metrics, ManyParkedConnectionsWakeUpTogether) {
   HttpServerOptions opts;
   opts.keepalive_park_after = std::chrono::milliseconds(20);
   Stack st(reg, nullptr, opts);
-  auto parked = [&] {
-    return reg->gauge_family("portico_downstream_connections_parked", "", {"service"})
-        .with({"obs_it"})
-        .value();
-  };
+  auto parked = [&] { return st.gauge("portico_downstream_connections_parked"); };
   constexpr int kClients = 600;  // two workers: more than 256 on at least one
   std::vector<std::unique_ptr<Client>> clients;
   for (int i = 0; i < kClients; ++i) {
