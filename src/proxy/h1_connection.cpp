@@ -113,9 +113,12 @@ void H1Connection::abort() noexcept {
 // parking an idle keep-alive connection
 
 void H1Connection::request_park() noexcept {
+  // Not while TLS records are on their way out (a key update's answer): cancelling the
+  // socket's operations would end that write.
+  if (tls_ && tls_->writing()) return;
   park_ = true;
   error_code ec;
-  sock_.cancel(ec);  // the idle read ends; run() then calls park()
+  sock_.cancel(ec);  // the idle read ends; run() then calls park() (a TLS connection: trim())
 }
 
 void H1Connection::park() {

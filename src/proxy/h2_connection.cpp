@@ -461,7 +461,9 @@ void H2Connection::schedule_park() {
 
 void H2Connection::request_park() noexcept {
   // Only while nothing is being written: cancelling the socket's operations would end a write.
-  if (!streams_.empty() || session_.want_write() || aborted_ || draining_) return;
+  if (!streams_.empty() || session_.want_write() || (tls_ && tls_->writing()) || aborted_ ||
+      draining_)
+    return;
   park_requested_ = true;
   error_code ec;
   sock_.cancel(ec);

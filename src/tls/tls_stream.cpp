@@ -112,6 +112,7 @@ void TlsBio::trim() noexcept {
   if (in_ && in_begin_ == in_end_) {
     in_.reset();
     in_begin_ = in_end_ = 0;
+    trimmed_ = true;
   }
   if (!flushing_ && stage_.empty()) {
     std::vector<char>().swap(stage_);

@@ -56,6 +56,8 @@ class TlsBio {
   /// output buffers when no write is under way. OpenSSL releases its own record buffers when
   /// they are empty (SSL_MODE_RELEASE_BUFFERS).
   void trim() noexcept;
+  /// Records are being written or wait to be (a read may send some: a key update's answer).
+  bool writing() const noexcept { return flushing_ || !stage_.empty(); }
 
  protected:
   enum class Want { Done, Read, Fail };
@@ -80,7 +82,8 @@ class TlsBio {
   std::vector<char> stage_;     // records OpenSSL produced, not yet handed to the socket
   std::vector<char> inflight_;  // records being written
   bool flushing_ = false;
-  bool staged_ = false;  // try_write left its records in stage_ for write() to send
+  bool staged_ = false;   // try_write left its records in stage_ for write() to send
+  bool trimmed_ = false;  // trim() freed the input buffer: fill() waits without it
 
   friend struct TlsBioMethod;
 };
@@ -281,8 +284,9 @@ class TlsStream final : public TlsBio {
 
   /// Reads more ciphertext from the socket.
   task<void> fill(error_code& ec) {
-    if (!in_) {
+    if (trimmed_ && !in_) {
       // Trimmed: the wait needs no input buffer; the first bytes come through this one.
+      trimmed_ = false;
       char first[64];
       const boost::asio::mutable_buffer into(first, sizeof first);
       std::size_t n;
