@@ -302,6 +302,57 @@ TEST(H2Session, RequestAndResponseWithBodiesAndTrailers) {
   EXPECT_EQ(p.client.buffered(), 0u);
 }
 
+// trim() between exchanges (an idle connection): both sessions go on as before. The heads
+// that follow are compressed against the dynamic tables built before the trim, and frames of
+// the largest size are serialized in the frame buffer whose pages were given back.
+TEST(H2Session, TrimmedSessionsGoOnWithTheirHpackStateAndFullFrames) {
+  Pair p;
+  p.pump();
+  const std::string big(100 * 1024, 'z');
+  // Sends `body` on `id` from `from` as its send buffer takes it; what `to` receives.
+  auto transfer = [&](Session& from, Session& to, std::int32_t id) {
+    std::string got;
+    std::size_t off = 0;
+    for (int i = 0; i < 1000 && got.size() < big.size(); ++i) {
+      if (off < big.size()) {
+        auto n = from.send_data(id, std::string_view(big).substr(off), true);
+        EXPECT_TRUE(n);
+        if (n) off += *n;
+      }
+      p.pump();
+      got += Pair::read_all(to, id);
+    }
+    return got;
+  };
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    auto req = req_fields("POST", "/upload");
+    req.append("x-trace", "abc123");  // indexed after the first round
+    auto id = p.client.submit_request(req, false);
+    ASSERT_TRUE(id);
+    p.pump();
+    auto heads = Pair::take(p.sev, EventKind::Head, *id);
+    ASSERT_EQ(heads.size(), 1u);
+    EXPECT_EQ(heads[0].fields.get(":path").value(), "/upload");
+    EXPECT_EQ(heads[0].fields.get("x-trace").value(), "abc123");
+    const std::string got = transfer(p.client, p.server, *id);
+    EXPECT_TRUE(got == big) << got.size() << " bytes";
+    auto resp = resp_fields();
+    resp.append("server", "portico-test");
+    ASSERT_TRUE(p.server.submit_response(*id, resp, false));
+    const std::string back = transfer(p.server, p.client, *id);
+    EXPECT_TRUE(back == big) << back.size() << " bytes";
+    auto ch = Pair::take(p.cev, EventKind::Head, *id);
+    ASSERT_EQ(ch.size(), 1u);
+    EXPECT_EQ(ch[0].fields.get("server").value(), "portico-test");
+    EXPECT_EQ(p.server.open_streams(), 0u);
+    EXPECT_EQ(p.client.open_streams(), 0u);
+    // Idle: both sides give back what they can.
+    p.server.trim();
+    p.client.trim();
+  }
+}
+
 TEST(H2Session, HeadOnlyRequestEndsTheStreamAtOnce) {
   Pair p;
   auto id = p.client.submit_request(req_fields(), true);
