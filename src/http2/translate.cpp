@@ -315,7 +315,7 @@ Result<ContentLength> ContentLength::from_fields(const HeaderMap& h, bool no_bod
   ContentLength cl;
   cl.no_body_ = no_body;
   for (auto f : h) {
-    if (!iequals(f.name, "content-length")) continue;
+    if (f.name.size() != 14 || !iequals(f.name, "content-length")) continue;
     // A list of identical values is accepted (RFC 9110 §8.6), anything else is not.
     std::string_view v = f.value;
     while (true) {

@@ -114,8 +114,13 @@ void H1Connection::abort() noexcept {
 
 void H1Connection::request_park() noexcept {
   // Not while TLS records are on their way out (a key update's answer): cancelling the
-  // socket's operations would end that write.
-  if (tls_ && tls_->writing()) return;
+  // socket's operations would end that write. Asked again once the delay has passed again.
+  if (tls_ && tls_->writing()) {
+    state_.parker(sock_.get_executor(), opts_.keepalive_park_after)
+        .add(
+            park_later_, [](void* c) { static_cast<H1Connection*>(c)->request_park(); }, this);
+    return;
+  }
   park_ = true;
   error_code ec;
   sock_.cancel(ec);  // the idle read ends; run() then calls park() (a TLS connection: trim())

@@ -460,10 +460,13 @@ void H2Connection::schedule_park() {
 }
 
 void H2Connection::request_park() noexcept {
+  if (!streams_.empty() || aborted_ || draining_) return;
   // Only while nothing is being written: cancelling the socket's operations would end a write.
-  if (!streams_.empty() || session_.want_write() || (tls_ && tls_->writing()) || aborted_ ||
-      draining_)
+  // A write still going (a large response to a slow client) is waited for a while more.
+  if (session_.want_write() || (tls_ && tls_->writing())) {
+    schedule_park();
     return;
+  }
   park_requested_ = true;
   error_code ec;
   sock_.cancel(ec);
