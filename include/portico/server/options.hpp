@@ -72,7 +72,7 @@ struct HttpServerOptions {
   /// descriptor (buffers, request state, frames, the reactor's state for it: ~0.3 KiB of ~12 KiB
   /// stays resident) until its next request arrives. One that cannot be parked (TLS, HTTP/2,
   /// PROXY protocol) frees its read and TLS buffers instead, and an HTTP/2 connection without
-  /// streams its spare streams and nghttp2's frame buffer (the protocol state stays).
+  /// streams its spare streams and the HTTP/2 codec's frame buffer (the protocol state stays).
   /// 0 = never. Busy ones never pay for it.
   ms keepalive_park_after{1000};
   /// Waiting for the next piece of a request body.
