@@ -112,13 +112,17 @@ void H1Connection::abort() noexcept {
 // ---------------------------------------------------------------------------------------------
 // parking an idle keep-alive connection
 
+void H1Connection::schedule_park() {
+  state_.parker(sock_.get_executor(), opts_.keepalive_park_after)
+      .add(
+          park_later_, [](void* c) { static_cast<H1Connection*>(c)->request_park(); }, this);
+}
+
 void H1Connection::request_park() noexcept {
   // Not while TLS records are on their way out (a key update's answer): cancelling the
   // socket's operations would end that write. Asked again once the delay has passed again.
   if (tls_ && tls_->writing()) {
-    state_.parker(sock_.get_executor(), opts_.keepalive_park_after)
-        .add(
-            park_later_, [](void* c) { static_cast<H1Connection*>(c)->request_park(); }, this);
+    schedule_park();
     return;
   }
   park_ = true;
@@ -244,9 +248,7 @@ task<Result<bool>> H1Connection::read_request_header() {
     // TLS connection: in trim()).
     if (first && !trimmed_ && conn_requests_ > 0 && rbegin_ == rend_ && parser_.idle() &&
         park_after.count() > 0 && park_after < wait && !drain_requested_ && !worker_.draining()) {
-      state_.parker(sock_.get_executor(), park_after)
-          .add(
-              park_later_, [](void* c) { static_cast<H1Connection*>(c)->request_park(); }, this);
+      schedule_park();
     }
     auto r = co_await ds_read(wait);
     park_later_.cancel();

@@ -143,6 +143,8 @@ class H1Connection final : public ProxyRequest, public Drainable {
   // it frees its read buffer and the TLS buffers (trim()), and its next bytes are first read
   // into a small buffer (ds_read).
   Deferred::Entry park_later_;
+  /// request_park() once keepalive_park_after has passed (unless park_later_ is cancelled).
+  void schedule_park();
   void request_park() noexcept;
   void park();
   void trim() noexcept;
