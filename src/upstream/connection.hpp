@@ -59,6 +59,10 @@ struct ConnParts {
   // TLS state (one reference), and who owns the session cache its handshakes fed.
   SSL* ssl = nullptr;
   std::shared_ptr<ClientTls> tls_owner;
+
+ private:
+  /// Closes the descriptor and frees the SSL object (what a move leaves behind: -1, null).
+  void release() noexcept;
 };
 
 struct UpstreamConn {

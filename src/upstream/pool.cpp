@@ -33,7 +33,7 @@ using Clock = std::chrono::steady_clock;
 
 ConnParts& ConnParts::operator=(ConnParts&& o) noexcept {
   if (this == &o) return *this;
-  this->~ConnParts();
+  release();  // the members stay alive: each is moved into below
   fd = std::exchange(o.fd, -1);
   family = o.family;
   protocol = o.protocol;
@@ -48,12 +48,14 @@ ConnParts& ConnParts::operator=(ConnParts&& o) noexcept {
   return *this;
 }
 
-ConnParts::~ConnParts() {
+void ConnParts::release() noexcept {
   if (fd >= 0) ::close(fd);
   if (ssl) SSL_free(ssl);
   fd = -1;
   ssl = nullptr;
 }
+
+ConnParts::~ConnParts() { release(); }
 
 UpstreamConn::~UpstreamConn() {
   // OpenSSL withdraws the session of a connection freed without a shutdown; a connection that
