@@ -59,6 +59,7 @@ H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
   // for a PROXY protocol client (its address came from the header).
   parkable_ = !server_tls_ && !lo.proxy_protocol;
   worker_.add(this);
+  state_.connection_started();
   if (a.served > 0) {
     // A parked connection whose next request arrived: counted when it was accepted, and known
     // to speak HTTP/1.
@@ -77,6 +78,10 @@ H1Connection::~H1Connection() {
   if (tls_ && SSL_is_init_finished(tls_->native_handle()))
     SSL_set_shutdown(tls_->native_handle(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   worker_.remove(this);
+  // (The state is looked up: a hard stop destroys the frames left suspended after the worker's
+  // states are gone.)
+  if (auto* st = static_cast<ServiceWorkerState*>(worker_.state_for(&svc_)))
+    st->connection_ended(sock_.get_executor(), opts_.keepalive_park_after);
   if (trimmed_) obs_->connection_trimmed(-1);
   if (!parked_) obs_->connection_closed();
 }

@@ -1,17 +1,13 @@
 #include "proxy/request.hpp"
 
-#include <malloc.h>
-
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include "core/log.hpp"
+#include "core/memory.hpp"
 #include "observe/proxy_observer.hpp"
 #include "proxy/h2_connection.hpp"
 #include "proxy/h2_upstream.hpp"
-
-// mimalloc's, when the program links it (the proxy examples do): weak, so the library needs none.
-extern "C" void mi_collect(bool force) __attribute__((weak));
 
 namespace portico::detail {
 
@@ -51,7 +47,7 @@ std::size_t frame_body(const std::vector<std::string_view>& pieces, bool chunked
 ServiceWorkerState::ServiceWorkerState(std::shared_ptr<Pool> p, std::shared_ptr<ClientTls> tls)
     : pool(std::move(p)), client_tls(std::move(tls)), h2(std::make_unique<H2Upstream>()) {}
 
-ServiceWorkerState::~ServiceWorkerState() = default;
+ServiceWorkerState::~ServiceWorkerState() { end_release(); }
 
 Deferred& ServiceWorkerState::parker(const asio::any_io_executor& ex,
                                      std::chrono::milliseconds delay) {
@@ -59,20 +55,38 @@ Deferred& ServiceWorkerState::parker(const asio::any_io_executor& ex,
   return *park_after;
 }
 
-namespace {
-/// Hands the memory idle connections gave back to the system. Runs once the parking delay has
-/// passed after a park (so at most once per delay and worker, and after the last of a burst): a
-/// burst of connections going idle at once leaves the allocator with free pages it would keep
-/// (HAProxy trims its pools the same way).
-void trim_after_parking(void*) {
-  ::malloc_trim(0);
-  if (mi_collect) mi_collect(true);
-}
-}  // namespace
-
+// Connections going idle free their memory from the first park (or trim) of a burst on: a
+// release window (core/memory.hpp) is open from then until a parking delay later, when what the
+// allocator still holds is handed back (HAProxy trims its pools the same way). So at most one
+// trim per delay and worker.
 void ServiceWorkerState::trim_soon() noexcept {
-  if (park_after && !trim_later.pending())
-    park_after->add(trim_later, &trim_after_parking, nullptr);
+  if (!park_after || trim_later.pending()) return;
+  if (!releasing) {
+    releasing = true;
+    memory::release_begin();
+  }
+  park_after->add(
+      trim_later, [](void* s) { static_cast<ServiceWorkerState*>(s)->end_release(); }, this);
+}
+
+void ServiceWorkerState::connection_ended(const asio::any_io_executor& ex,
+                                          std::chrono::milliseconds delay) noexcept {
+  --conns;
+  if (conns_peak - conns < kCrowdLeft || conns * 4 > conns_peak * 3) return;
+  conns_peak = conns;
+  if (delay.count() <= 0) return;
+  try {
+    parker(ex, delay);
+  } catch (...) {  // std::bad_alloc: nothing is given back this time
+    return;
+  }
+  trim_soon();
+}
+
+void ServiceWorkerState::end_release() noexcept {
+  if (!releasing) return;
+  releasing = false;
+  memory::release_end();
 }
 
 void ServiceWorkerState::drain() noexcept {
@@ -82,6 +96,7 @@ void ServiceWorkerState::drain() noexcept {
   // served requests: closed now.
   park_after.reset();
   parking.reset();
+  end_release();  // trim_later went with park_after
 }
 
 ProxyRequest::ProxyRequest(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,

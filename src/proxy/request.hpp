@@ -72,12 +72,30 @@ struct ServiceWorkerState final : WorkerState {
   // H1Connection::park). Made on first use, with the service's delays.
   std::unique_ptr<Deferred> park_after;
   std::unique_ptr<ParkingLot> parking;
-  Deferred::Entry trim_later;  // returns freed memory after a burst of parking (park_after's delay)
+  Deferred::Entry trim_later;  // closes the release window (park_after's delay after it opened)
+  bool releasing = false;      // a release window (core/memory.hpp) is open
   /// park_after, made on first use with `delay` (HttpServerOptions::keepalive_park_after).
   Deferred& parker(const boost::asio::any_io_executor& ex, std::chrono::milliseconds delay);
-  /// Once park_after's delay has passed (so after the last of a burst of connections going
-  /// idle), hands the memory they freed back to the system. No-op before parker() is made.
+  /// A connection parked or trimmed: unless one is open, opens a release window, in which what
+  /// connections free goes back to the system as it is freed; park_after's delay later, it
+  /// closes and returns what the allocator still holds. No-op before parker() is made.
   void trim_soon() noexcept;
+  /// Closes the release window, if open.
+  void end_release() noexcept;
+  // Connection objects of the service on this worker (parked connections hold none), now and at
+  // their peak since the last release window a crowd leaving opened.
+  std::size_t conns = 0;
+  std::size_t conns_peak = 0;
+  void connection_started() noexcept {
+    if (++conns > conns_peak) conns_peak = conns;
+  }
+  /// A connection object is gone. Once a crowd has left (the worker holds kCrowdLeft fewer than
+  /// at its peak, and at most three quarters of it), what they free goes back to the system as
+  /// for parking (trim_soon, park_after's delay `delay`; not when parking is off). Steady
+  /// traffic, where the count hovers around its peak, keeps the allocator's own behaviour.
+  void connection_ended(const boost::asio::any_io_executor& ex,
+                        std::chrono::milliseconds delay) noexcept;
+  static constexpr std::size_t kCrowdLeft = 128;
 };
 
 class ProxyRequest : public Session {
