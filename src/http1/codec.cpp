@@ -15,7 +15,7 @@ namespace {
 constexpr std::size_t npos = static_cast<std::size_t>(-1);
 constexpr std::uint64_t k01 = 0x0101010101010101ULL, k80 = 0x8080808080808080ULL;
 
-enum : std::uint8_t { kTchar = 1, kQdtext = 2, kHex = 4 };
+enum : std::uint8_t { kTchar = 1, kQdtext = 2, kHex = 4, kRegName = 8 };
 constexpr std::array<std::uint8_t, 256> make_classes() {
   std::array<std::uint8_t, 256> t{};
   for (int c = '0'; c <= '9'; ++c) t[c] |= kTchar | kHex;
@@ -31,6 +31,11 @@ constexpr std::array<std::uint8_t, 256> make_classes() {
   for (int c = 0x23; c <= 0x5B; ++c) t[c] |= kQdtext;
   for (int c = 0x5D; c <= 0x7E; ++c) t[c] |= kQdtext;
   for (int c = 0x80; c <= 0xFF; ++c) t[c] |= kQdtext;
+  // reg-name (RFC 3986 §3.2.2): unreserved, pct-encoded's '%', sub-delims.
+  for (int c = 0; c < 256; ++c)
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+      t[c] |= kRegName;
+  for (char c : std::string_view("-._~%!$&'()*+;=")) t[static_cast<unsigned char>(c)] |= kRegName;
   return t;
 }
 constexpr std::array<std::uint8_t, 256> kClass = make_classes();
@@ -115,11 +120,8 @@ bool valid_host(std::string_view h) {
       if (port.empty()) return false;
     }
     if (host.empty()) return false;
-    for (char c : host) {
-      auto u = static_cast<unsigned char>(c);
-      if (!(std::isalnum(u) || std::string_view("-._~%!$&'()*+;=").find(c) != std::string_view::npos))
-        return false;
-    }
+    for (char c : host)
+      if (!(kClass[static_cast<unsigned char>(c)] & kRegName)) return false;
   }
   for (char c : port)
     if (c < '0' || c > '9') return false;

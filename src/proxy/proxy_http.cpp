@@ -48,13 +48,17 @@ Error default_error_while_proxy(const HttpPeer& peer, Error e, bool client_reuse
 std::uint64_t HttpPeer::reuse_hash() const noexcept {
   std::uint64_t h = address.hash();
   auto mix = [&h](std::uint64_t v) { h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2); };
+  // Most of the strings are empty (plain text, default verification): not hashed.
+  auto text = [](const std::string& s) -> std::uint64_t {
+    return s.empty() ? 0 : std::hash<std::string>{}(s);
+  };
   mix(tls);
-  mix(std::hash<std::string>{}(sni));
+  mix(text(sni));
   mix(options.verify_cert);
   mix(options.verify_hostname);
-  mix(std::hash<std::string>{}(options.ca_file));
-  mix(std::hash<std::string>{}(options.client_cert_file));
-  mix(std::hash<std::string>{}(options.client_key_file));
+  mix(text(options.ca_file));
+  mix(text(options.client_cert_file));
+  mix(text(options.client_key_file));
   mix(static_cast<std::uint64_t>(options.alpn));
   mix(static_cast<std::uint64_t>(options.proxy_protocol));
   mix(group_key);
