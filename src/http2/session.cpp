@@ -244,6 +244,8 @@ void Session::trim() noexcept {
     out_off_ = 0;
   }
   if (streams_.empty()) decltype(streams_)().swap(streams_);
+  if (events_ && events_->empty()) events_.reset();
+  peer_history_.shrink_to_fit();
   // Nothing queued: nghttp2 holds no frame in its buffer (see NgMem).
   if (framebuf_ && !want_write()) ::madvise(framebuf_, NgMem::kBlock, MADV_DONTNEED);
 }
@@ -371,9 +373,9 @@ Result<std::size_t> Session::feed_frames(std::string_view bytes) {
 }
 
 std::optional<Event> Session::poll_event() {
-  if (events_.empty()) return std::nullopt;
-  Event e = std::move(events_.front());
-  events_.pop_front();
+  if (!has_events()) return std::nullopt;
+  Event e = std::move(events_->front());
+  events_->pop_front();
   return e;
 }
 
@@ -614,14 +616,19 @@ Session::PeerStream Session::peer_stream(std::int32_t id) const noexcept {
   auto it = std::lower_bound(peer_history_.begin(), peer_history_.end(), id,
                              [](const PeerRecord& r, std::int32_t v) { return r.id < v; });
   if (it != peer_history_.end() && it->id == id) return it->state;
-  if (peer_history_.size() == kPeerHistory && id < peer_history_.front().id)
-    return PeerStream::Forgotten;
+  if (peer_forgot_ && id < peer_history_.front().id) return PeerStream::Forgotten;
   return PeerStream::Unknown;
 }
 
 void Session::set_peer_stream(std::int32_t id, PeerStream st) noexcept {
   if (st == PeerStream::Open) {
-    if (peer_history_.size() == kPeerHistory) peer_history_.pop_front();
+    if (peer_history_.size() == kPeerHistory + kPeerForget) {
+      peer_history_.erase(peer_history_.begin(), peer_history_.begin() + kPeerForget);
+      peer_forgot_ = true;
+    }
+    if (peer_history_.size() == peer_history_.capacity())  // grows to the bound, no further
+      peer_history_.reserve(
+          std::min(std::max<std::size_t>(8, peer_history_.size() * 2), kPeerHistory + kPeerForget));
     peer_history_.push_back({id, st});
     return;
   }

@@ -207,11 +207,11 @@ class Session {
 
   /// The next event, or nothing.
   std::optional<Event> poll_event();
-  bool has_events() const noexcept { return !events_.empty(); }
+  bool has_events() const noexcept { return events_ && !events_->empty(); }
   /// The next event left in place (null when none), for an owner that handles it before
   /// pop_event() drops it: no copy of the event. Events queued meanwhile do not move it.
-  Event* next_event() noexcept { return events_.empty() ? nullptr : &events_.front(); }
-  void pop_event() noexcept { events_.pop_front(); }
+  Event* next_event() noexcept { return has_events() ? &events_->front() : nullptr; }
+  void pop_event() noexcept { events_->pop_front(); }
   /// Gives back a field list the owner is done with (an event's `fields`, emptied here): the
   /// next header blocks are received into its memory instead of a new allocation. A few are
   /// kept, and only those that held at most 2 KiB of names and values.
@@ -327,7 +327,10 @@ class Session {
   /// Submits the list built in the thread's head_nva; `fields` give the Content-Length.
   Result<void> submit_nva(Stream& s, std::uint16_t status, const HeaderMap& fields,
                           bool end_stream, bool informational);
-  void push(Event e) { events_.push_back(std::move(e)); }
+  void push(Event e) {
+    if (!events_) events_ = std::make_unique<std::deque<Event>>();
+    events_->push_back(std::move(e));
+  }
   Error error(std::string_view why) const;
 
   Mode mode_;
@@ -346,7 +349,8 @@ class Session {
   std::vector<HeaderMap> spare_heads_;
   /// An empty field list, with the memory of a recycled one when there is one.
   HeaderMap take_head() noexcept;
-  std::deque<Event> events_;
+  // Made by the first event (a deque takes about 0.6 KiB even when empty), freed by trim().
+  std::unique_ptr<std::deque<Event>> events_;
   std::string out_;
   std::size_t out_off_ = 0;
   std::size_t inbound_buffered_ = 0;
@@ -372,7 +376,11 @@ class Session {
     PeerStream state;
   };
   static constexpr std::size_t kPeerHistory = 1024;
-  std::deque<PeerRecord> peer_history_;
+  // Oldest first; once it holds kPeerHistory + kPeerForget records the oldest kPeerForget go at
+  // once (a vector holding one stream's record is 8 bytes; trim() gives back its spare room).
+  static constexpr std::size_t kPeerForget = kPeerHistory / 4;
+  std::vector<PeerRecord> peer_history_;
+  bool peer_forgot_ = false;  // records were dropped: ids below the oldest one left are Forgotten
   std::int32_t max_peer_stream_ = 0;
   PeerStream peer_stream(std::int32_t id) const noexcept;
   /// nghttp2's part of `feed`.

@@ -282,9 +282,9 @@ struct Session::Callbacks::Impl {
     st->buffered += len;
     s.inbound_buffered_ += len;
     s.stats_.peak_buffered = std::max(s.stats_.peak_buffered, s.inbound_buffered_);
-    if (!s.events_.empty() && s.events_.back().kind == EventKind::Data &&
-        s.events_.back().stream_id == stream_id) {
-      s.events_.back().bytes += len;
+    if (s.has_events() && s.events_->back().kind == EventKind::Data &&
+        s.events_->back().stream_id == stream_id) {
+      s.events_->back().bytes += len;
     } else {
       Event e{EventKind::Data, stream_id};
       e.bytes = len;

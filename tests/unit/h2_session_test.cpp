@@ -879,6 +879,30 @@ TEST(H2Conformance, DataAfterEndStreamIsStreamClosed) {
   EXPECT_EQ(g->code, code(ErrorCode::StreamClosed));
 }
 
+// The closed streams the server remembers are bounded: a frame on one of the oldest, forgotten,
+// is ignored (it may have been in flight), one on a recently closed stream is still the
+// client's error.
+TEST(H2Conformance, ClosedStreamHistoryIsBoundedAndForgetsTheOldest) {
+  RawServer r;
+  r.send(preface());
+  constexpr std::uint32_t kStreams = 1500;  // past the history (1024, plus a quarter)
+  for (std::uint32_t i = 0; i < kStreams; ++i) {
+    const std::uint32_t id = 1 + 2 * i;
+    r.send(frame(kHeaders, kEndHeaders | kEndStream, id, get_block()), false);
+    ASSERT_TRUE(r.server.submit_response(static_cast<std::int32_t>(id), resp_fields("204"), true))
+        << id;
+    r.flush();
+  }
+  ASSERT_FALSE(r.goaway());
+  r.send(frame(kData, 0, 1, "late"));  // stream 1: forgotten
+  EXPECT_FALSE(r.goaway()) << "a frame on a forgotten stream is ignored";
+  EXPECT_TRUE(r.server.want_read());
+  r.send(frame(kData, 0, 1 + 2 * (kStreams - 1), "late"));  // the last one: remembered
+  auto g = r.goaway();
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->code, code(ErrorCode::StreamClosed));
+}
+
 TEST(H2Conformance, EvenStreamIdFromClientIsProtocolError) {
   RawServer r;
   r.send(preface() + frame(kHeaders, kEndHeaders | kEndStream, 2, get_block()));
