@@ -5,10 +5,11 @@
 // arenas until malloc_trim; mimalloc 2.0 marks freed spans to be decommitted after a delay
 // (MIMALLOC_DECOMMIT_DELAY, 25 ms), but does so only when it next allocates a page in the same
 // segment, which an idle process never does: after 10,000 connections were busy at once and went
-// idle, ~100 MB stayed resident for good. So while connections go idle (a release window, opened
-// by a worker at its first park of a burst and closed a parking delay later) mimalloc's delay is
-// 0 and what the connections free is decommitted as it is freed; outside a window (under load,
-// where pages are freed and taken again all the time) the delay is the allocator's own.
+// idle, ~100 MB stayed resident for good. So while connections go idle or leave in numbers (a
+// release window, opened by a worker at its first park or trim of a burst, or when a crowd of
+// connections has left, and closed a parking delay later) mimalloc's delay is 0 and what the
+// connections free is decommitted as it is freed; outside a window (under load, where pages are
+// freed and taken again all the time) the delay is the allocator's own.
 #pragma once
 
 namespace portico::detail::memory {

@@ -74,7 +74,8 @@ void ServiceWorkerState::connection_ended(const asio::any_io_executor& ex,
   --conns;
   if (conns_peak - conns < kCrowdLeft || conns * 4 > conns_peak * 3) return;
   conns_peak = conns;
-  if (delay.count() <= 0) return;
+  // Not once drained: a new timer would keep the winding-down event loop running.
+  if (delay.count() <= 0 || drained) return;
   try {
     parker(ex, delay);
   } catch (...) {  // std::bad_alloc: nothing is given back this time
@@ -90,6 +91,7 @@ void ServiceWorkerState::end_release() noexcept {
 }
 
 void ServiceWorkerState::drain() noexcept {
+  drained = true;
   pool->drain();
   h2->drain();
   // Their timers would keep the event loop running; parked connections are idle and each

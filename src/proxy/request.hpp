@@ -74,6 +74,7 @@ struct ServiceWorkerState final : WorkerState {
   std::unique_ptr<ParkingLot> parking;
   Deferred::Entry trim_later;  // closes the release window (park_after's delay after it opened)
   bool releasing = false;      // a release window (core/memory.hpp) is open
+  bool drained = false;        // drain() ran: the worker is winding down
   /// park_after, made on first use with `delay` (HttpServerOptions::keepalive_park_after).
   Deferred& parker(const boost::asio::any_io_executor& ex, std::chrono::milliseconds delay);
   /// A connection parked or trimmed: unless one is open, opens a release window, in which what
