@@ -454,7 +454,7 @@ awk -F'\t' -v n="$N" -v order="${TARGETS[*]}" -v protos="${PROTOS[*]}" '
     add(k SUBSEP "ret", ($5 > $4) ? 100 * ($5 - $6) / ($5 - $4) : 0)
   }
   END {
-    label["h1"] = "HTTP/1.1"; label["h2c"] = "h2c"
+    label["h1"] = "HTTP/1.1"; label["h2c"] = "h2c"; label["h1tls"] = "HTTP/1.1 over TLS"
     print "| proxy | protocol | N | RSS before | RSS with N idle | **per connection** | (anonymous memory only) | RSS after close | returned on close | valid runs |"
     print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     np = split(protos, P, " "); nt = split(order, T, " ")
