@@ -11,6 +11,7 @@
 #include "core/socket_io.hpp"
 #include "observe/proxy_observer.hpp"
 #include "proxy/h2_connection.hpp"
+#include "proxy/parking.hpp"
 
 namespace portico::detail {
 
@@ -55,16 +56,21 @@ H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
   expect_proxy_header_ = lo.proxy_protocol;
   h2c_ = !server_tls_ && (lo.h2c || opts_.h2c);
   listener_ = a.listener;
-  // Parking gives back the socket alone: not for TLS (the session lives in the SSL object) nor
-  // for a PROXY protocol client (its address came from the header).
-  parkable_ = !server_tls_ && !lo.proxy_protocol;
+  // Not for a PROXY protocol client: its address came from the header.
+  parkable_ = !lo.proxy_protocol;
   worker_.add(this);
-  state_.connection_started();
+  state_.connection_started(worker_.active());
   if (a.served > 0) {
     // A parked connection whose next request arrived: counted when it was accepted, and known
-    // to speak HTTP/1.
+    // to speak HTTP/1; over TLS, its session goes on in the SSL object it kept (no handshake).
     conn_requests_ = a.served;
     h2c_ = false;
+    if (a.tls && a.tls->ssl && server_tls_) {
+      tls_ = std::make_unique<TlsStream<asio::ip::tcp::socket>>(sock_,
+                                                                std::exchange(a.tls->ssl, nullptr));
+      tls_info_ = std::move(a.tls->info);
+      tls_set_ = std::move(a.tls->set);
+    }
   } else {
     obs_->connection_opened();
   }
@@ -81,7 +87,7 @@ H1Connection::~H1Connection() {
   // (The state is looked up: a hard stop destroys the frames left suspended after the worker's
   // states are gone.)
   if (auto* st = static_cast<ServiceWorkerState*>(worker_.state_for(&svc_)))
-    st->connection_ended(sock_.get_executor(), opts_.keepalive_park_after);
+    st->connection_ended(worker_.active(), sock_.get_executor(), opts_.keepalive_park_after);
   if (trimmed_) obs_->connection_trimmed(-1);
   if (!parked_) obs_->connection_closed();
 }
@@ -135,6 +141,12 @@ void H1Connection::request_park() noexcept {
   sock_.cancel(ec);  // the idle read ends; run() then calls park() (a TLS connection: trim())
 }
 
+bool H1Connection::can_park() const noexcept {
+  // Over TLS: nothing from the client waits decrypted or not, and nothing is being written (the
+  // SSL object alone goes on; the stream's buffers do not).
+  return parkable_ && (!tls_ || (!tls_->buffered() && !tls_->writing() && tls_info_));
+}
+
 void H1Connection::park() {
   if (worker_.draining() || drain_requested_) {
     park_ = false;
@@ -142,9 +154,18 @@ void H1Connection::park() {
   }
   if (!state_.parking)
     state_.parking = std::make_unique<ParkingLot>(
-        svc_, worker_, opts_.keepalive_timeout - opts_.keepalive_park_after);
+        svc_, state_, worker_, opts_.keepalive_timeout - opts_.keepalive_park_after);
   const bool v6 = (server_addr_.empty() ? client_addr_ : server_addr_).family() == AF_INET6;
-  parked_ = state_.parking->park(sock_, listener_, conn_requests_, v6);
+  ParkedTlsPtr tls;
+  if (tls_) {
+    tls.reset(new (std::nothrow) ParkedTls);
+    if (!tls) return;  // out of memory: ~H1Connection closes the connection
+    tls->ssl = tls_->release();
+    tls->info = std::move(tls_info_);
+    tls->set = std::move(tls_set_);
+    tls_.reset();
+  }
+  parked_ = state_.parking->park(sock_, listener_, conn_requests_, v6, std::move(tls));
   state_.trim_soon();
 }
 
@@ -259,7 +280,7 @@ task<Result<bool>> H1Connection::read_request_header() {
     park_later_.cancel();
     if (r) park_ = false;  // the next request came as the park was asked for: serve it
     if (!r) {
-      if (park_ && !closed_ && !parkable_) {
+      if (park_ && !closed_ && !can_park()) {
         // TLS (or a PROXY protocol listener): the connection stays, and gives back its
         // buffers instead.
         park_ = false;
@@ -496,7 +517,7 @@ task<void> H1Connection::run() {
     co_return;
   }
   bool tls_ok = true;
-  if (server_tls_) {
+  if (server_tls_ && !tls_) {  // (a parked connection's TLS session goes on)
     tls_ok = co_await tls_handshake();
     obs_->tls_handshake(tls_ok, tls_ok && tls_info_->resumed);
   }

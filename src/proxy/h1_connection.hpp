@@ -138,16 +138,20 @@ class H1Connection final : public ProxyRequest, public Drainable {
   Deferred::Entry watch_later_;  // the client watch, armed when the wait for the upstream lasts
   void arm_client_watch();
   // Parking (HttpServerOptions::keepalive_park_after): an idle keep-alive connection hands its
-  // socket's descriptor to the worker's ParkingLot and ends; the next request starts a new
-  // H1Connection. A TLS connection, whose session lives in its SSL object, is trimmed instead:
-  // it frees its read buffer and the TLS buffers (trim()), and its next bytes are first read
-  // into a small buffer (ds_read).
+  // socket's descriptor (and, over TLS, its SSL object and handshake) to the worker's
+  // ParkingLot and ends; the next request starts a new H1Connection, which takes them over. A
+  // connection from a PROXY protocol listener (its client address came from the header), or a
+  // TLS one with bytes buffered or records being written, is trimmed instead: it frees its read
+  // buffer and the TLS buffers (trim()), and its next bytes are first read into a small buffer
+  // (ds_read).
   Deferred::Entry park_later_;
   /// request_park() once keepalive_park_after has passed (unless park_later_ is cancelled).
   void schedule_park();
   void request_park() noexcept;
   void park();
   void trim() noexcept;
+  /// Whether the idle connection can go to the ParkingLot now (else it is trimmed).
+  bool can_park() const noexcept;
   std::size_t listener_ = 0;
   bool parkable_ = false;
   bool park_ = false;     // asked to park: the idle read was cancelled for it

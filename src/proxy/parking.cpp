@@ -8,7 +8,9 @@
 #include <portico/proxy/service.hpp>
 
 #include "observe/proxy_observer.hpp"
+#include "proxy/request.hpp"
 #include "server/worker.hpp"
+#include "tls/tls_stream.hpp"
 
 namespace portico::detail {
 
@@ -16,7 +18,21 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 using clock = std::chrono::steady_clock;
 
+void ParkedTlsDelete::operator()(ParkedTls* p) const noexcept { delete p; }
+
 namespace {
+/// Ends a parked TLS connection the client did not come back to: its close_notify is sent if
+/// the socket takes it at once (clients such as OpenSSL 3 report a close without one as an
+/// error), and the SSL object is freed.
+void close_tls(ParkedTls* t, int fd) noexcept {
+  if (!t) return;
+  if (t->ssl && SSL_is_init_finished(t->ssl)) {
+    TlsBio bio(std::exchange(t->ssl, nullptr));  // frees it when done
+    bio.send_close_notify(fd);
+  }
+  delete t;
+}
+
 std::uint64_t event_key(std::uint32_t index, std::uint32_t gen) noexcept {
   return (static_cast<std::uint64_t>(gen) << 32) | index;
 }
@@ -33,8 +49,10 @@ bool reserve_nothrow(V& v, std::size_t n) noexcept {
 }
 }  // namespace
 
-ParkingLot::ParkingLot(HttpProxyService& svc, Worker& w, std::chrono::milliseconds timeout)
+ParkingLot::ParkingLot(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,
+                       std::chrono::milliseconds timeout)
     : svc_(svc),
+      state_(state),
       w_(w),
       obs_(svc.observer()),
       timeout_(timeout),
@@ -76,6 +94,7 @@ std::uint32_t ParkingLot::take_slot() {
 void ParkingLot::free_slot(std::uint32_t i) noexcept {
   Slot& s = at(i);
   s.fd = -1;
+  s.tls = nullptr;
   s.prev = kNone;
   s.next = free_;
   free_ = i;
@@ -94,8 +113,8 @@ void ParkingLot::unlink(std::uint32_t i) noexcept {
   s.prev = s.next = kNone;
 }
 
-bool ParkingLot::park(asio::ip::tcp::socket& s, std::size_t listener, std::uint32_t served,
-                      bool v6) noexcept {
+bool ParkingLot::park(asio::ip::tcp::socket& s, std::size_t listener, std::uint32_t served, bool v6,
+                      ParkedTlsPtr tls) noexcept {
   if (drained_ || !epoll_.is_open() || listener >= kV6) return false;
   const std::uint32_t i = take_slot();
   if (i == kNone) return false;
@@ -116,6 +135,7 @@ bool ParkingLot::park(asio::ip::tcp::socket& s, std::size_t listener, std::uint3
     return false;
   }
   slot.fd = fd;
+  slot.tls = tls.release();
   slot.served = served;
   slot.listener = static_cast<std::uint32_t>(listener) | (v6 ? kV6 : 0);
   slot.due = (clock::now() + timeout_).time_since_epoch().count();
@@ -142,16 +162,20 @@ void ParkingLot::left(bool closed) noexcept {
     chunks_.clear();
     free_ = head_ = tail_ = kNone;
   }
+  // (active() still counts this one.)
+  if (closed) state_.connection_ended(w_.active() - 1, w_.executor(), std::chrono::milliseconds(0));
   w_.unhold();  // last: the worker may learn here that its last connection is gone
 }
 
 void ParkingLot::close(std::uint32_t i) noexcept {
   Slot& s = at(i);
   const int fd = s.fd;
+  ParkedTls* tls = s.tls;
   unlink(i);
   free_slot(i);
   // (close() alone would leave the set only if no other process holds the socket too.)
   if (epoll_.is_open()) ::epoll_ctl(epoll_.native_handle(), EPOLL_CTL_DEL, fd, nullptr);
+  close_tls(tls, fd);
   ::close(fd);
   left(true);
 }
@@ -195,14 +219,17 @@ void ParkingLot::on_ready() noexcept {
     const std::uint32_t served = s.served;
     const std::size_t listener = s.listener & ~kV6;
     const bool v6 = (s.listener & kV6) != 0;
+    ParkedTlsPtr tls(s.tls);
     ::epoll_ctl(epoll_.native_handle(), EPOLL_CTL_DEL, fd, nullptr);
     unlink(i);
     free_slot(i);
     // The client sent its next request (or closed): a new connection object serves it.
-    Accepted a{asio::ip::tcp::socket(w_.executor()), listener, {}, {}, true, served};
+    Accepted a{
+        asio::ip::tcp::socket(w_.executor()), listener, {}, {}, true, served, std::move(tls)};
     error_code ec;
     a.socket.assign(v6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, ec);
     if (ec) {
+      close_tls(a.tls.release(), fd);
       ::close(fd);
       left(true);
       continue;

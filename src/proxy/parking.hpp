@@ -7,8 +7,10 @@
 // request state: most of those pages stay resident. Here the descriptor leaves Asio's reactor
 // (whose per-socket state goes back to Asio's free list, for the next connection) for an epoll
 // set of the lot's own, which Asio watches as a single descriptor; what is left per connection
-// is a 32-byte slot in arrays of the lot. The next request (or the client's close) hands the
-// descriptor to a new H1Connection; the keep-alive deadline or a drain closes it.
+// is a 40-byte slot in arrays of the lot. The next request (or the client's close) hands the
+// descriptor to a new H1Connection; the keep-alive deadline or a drain closes it. A TLS
+// connection keeps its SSL object too (the session's keys and sequence numbers, which a new
+// connection object takes over without a handshake) and what its handshake told (TlsInfo).
 #pragma once
 
 #include <chrono>
@@ -17,10 +19,15 @@
 #include <memory>
 #include <vector>
 
+#include <openssl/ssl.h>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
+
+#include <portico/tls/tls_settings.hpp>
+
+#include "server/worker.hpp"
 
 namespace portico {
 class HttpProxyService;
@@ -28,14 +35,29 @@ class HttpProxyService;
 
 namespace portico::detail {
 
-class Worker;
 class ProxyObserver;
+class ServerCtxSet;
+struct ServiceWorkerState;
+
+/// What a parked TLS connection keeps besides its descriptor.
+struct ParkedTls {
+  ParkedTls() = default;
+  ParkedTls(const ParkedTls&) = delete;
+  ParkedTls& operator=(const ParkedTls&) = delete;
+  ~ParkedTls() {
+    if (ssl) SSL_free(ssl);
+  }
+  SSL* ssl = nullptr;  // one reference, with the BIO of the stream it came from
+  std::unique_ptr<TlsInfo> info;
+  std::shared_ptr<const ServerCtxSet> set;  // the certificates the handshake used
+};
 
 class ParkingLot {
  public:
   /// Parked connections of `svc` on worker `w` (whose thread alone uses the lot); each is
   /// closed once parked for `timeout`.
-  ParkingLot(HttpProxyService& svc, Worker& w, std::chrono::milliseconds timeout);
+  ParkingLot(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,
+             std::chrono::milliseconds timeout);
   /// Closes the connections still parked.
   ~ParkingLot();
   ParkingLot(const ParkingLot&) = delete;
@@ -46,8 +68,8 @@ class ParkingLot {
   /// open when the lot could not make its epoll set); the caller then counts the close. A
   /// parked connection counts among the worker's active ones and in the service's
   /// `connection_parked` gauge.
-  bool park(boost::asio::ip::tcp::socket& s, std::size_t listener, std::uint32_t served,
-            bool v6) noexcept;
+  bool park(boost::asio::ip::tcp::socket& s, std::size_t listener, std::uint32_t served, bool v6,
+            ParkedTlsPtr tls = nullptr) noexcept;
 
   /// The worker drains: closes every parked connection (idle, and each served requests, so
   /// nothing is lost) and stops the lot's waits, so nothing keeps the event loop running.
@@ -59,7 +81,7 @@ class ParkingLot {
 
  private:
   static constexpr std::uint32_t kNone = 0xffffffffu;
-  static constexpr std::uint32_t kChunk = 256;  // slots per array (8 KiB)
+  static constexpr std::uint32_t kChunk = 256;  // slots per array (10 KiB)
   static constexpr int kWakeBatch = 64;         // connections woken per readiness of the set
 
   struct Slot {
@@ -70,8 +92,9 @@ class ParkingLot {
     std::uint32_t prev = kNone;  // the deadline queue when parked, the free list when free
     std::uint32_t next = kNone;
     std::chrono::steady_clock::rep due = 0;
+    ParkedTls* tls = nullptr;  // a TLS connection's state (owned)
   };
-  static_assert(sizeof(Slot) == 32);
+  static_assert(sizeof(Slot) == 40);
 
   // The lot's handlers outlive it when they are queued as it goes: they reach it through this.
   struct Token {
@@ -92,6 +115,7 @@ class ParkingLot {
   void on_timer() noexcept;
 
   HttpProxyService& svc_;
+  ServiceWorkerState& state_;  // told of the closes (a crowd leaving gives memory back)
   Worker& w_;
   std::shared_ptr<ProxyObserver> obs_;
   std::chrono::steady_clock::duration timeout_;

@@ -47,7 +47,12 @@ std::size_t frame_body(const std::vector<std::string_view>& pieces, bool chunked
 ServiceWorkerState::ServiceWorkerState(std::shared_ptr<Pool> p, std::shared_ptr<ClientTls> tls)
     : pool(std::move(p)), client_tls(std::move(tls)), h2(std::make_unique<H2Upstream>()) {}
 
-ServiceWorkerState::~ServiceWorkerState() { end_release(); }
+ServiceWorkerState::~ServiceWorkerState() {
+  // The lot's closes report to this object: first, while every member is alive.
+  drained = true;
+  parking.reset();
+  end_release();
+}
 
 Deferred& ServiceWorkerState::parker(const asio::any_io_executor& ex,
                                      std::chrono::milliseconds delay) {
@@ -69,17 +74,20 @@ void ServiceWorkerState::trim_soon() noexcept {
       trim_later, [](void* s) { static_cast<ServiceWorkerState*>(s)->end_release(); }, this);
 }
 
-void ServiceWorkerState::connection_ended(const asio::any_io_executor& ex,
+void ServiceWorkerState::connection_ended(std::size_t active, const asio::any_io_executor& ex,
                                           std::chrono::milliseconds delay) noexcept {
-  --conns;
-  if (conns_peak - conns < kCrowdLeft || conns * 4 > conns_peak * 3) return;
-  conns_peak = conns;
+  if (active > conns_peak) conns_peak = active;
+  if (conns_peak - active < kCrowdLeft || active * 8 > conns_peak * 7) return;
+  conns_peak = active;
   // Not once drained: a new timer would keep the winding-down event loop running.
-  if (delay.count() <= 0 || drained) return;
-  try {
-    parker(ex, delay);
-  } catch (...) {  // std::bad_alloc: nothing is given back this time
-    return;
+  if (drained) return;
+  if (!park_after) {
+    if (delay.count() <= 0) return;
+    try {
+      parker(ex, delay);
+    } catch (...) {  // std::bad_alloc: nothing is given back this time
+      return;
+    }
   }
   trim_soon();
 }

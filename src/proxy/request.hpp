@@ -83,18 +83,18 @@ struct ServiceWorkerState final : WorkerState {
   void trim_soon() noexcept;
   /// Closes the release window, if open.
   void end_release() noexcept;
-  // Connection objects of the service on this worker (parked connections hold none), now and at
-  // their peak since the last release window a crowd leaving opened.
-  std::size_t conns = 0;
+  // The worker's connections (Worker::active(), parked ones included) at their peak since the
+  // last release window a crowd leaving opened.
   std::size_t conns_peak = 0;
-  void connection_started() noexcept {
-    if (++conns > conns_peak) conns_peak = conns;
+  void connection_started(std::size_t active) noexcept {
+    if (active > conns_peak) conns_peak = active;
   }
-  /// A connection object is gone. Once a crowd has left (the worker holds kCrowdLeft fewer than
-  /// at its peak, and at most three quarters of it), what they free goes back to the system as
-  /// for parking (trim_soon, park_after's delay `delay`; not when parking is off). Steady
-  /// traffic, where the count hovers around its peak, keeps the allocator's own behaviour.
-  void connection_ended(const boost::asio::any_io_executor& ex,
+  /// A connection ended, leaving `active` on the worker. Once a crowd has left (kCrowdLeft
+  /// fewer than at the peak, and at most seven eighths of it), what they free goes back to the
+  /// system as for parking (trim_soon; park_after is made with `delay` if need be, not when
+  /// parking is off). Steady traffic, where the count hovers around its peak, keeps the
+  /// allocator's own behaviour.
+  void connection_ended(std::size_t active, const boost::asio::any_io_executor& ex,
                         std::chrono::milliseconds delay) noexcept;
   static constexpr std::size_t kCrowdLeft = 128;
 };

@@ -126,6 +126,14 @@ class Worker {
   std::unique_ptr<Deferred> deferred_;
 };
 
+/// The TLS state of a parked connection (see ParkingLot), freed through its own function so
+/// that Accepted needs no definition of it.
+struct ParkedTls;
+struct ParkedTlsDelete {
+  void operator()(ParkedTls* p) const noexcept;
+};
+using ParkedTlsPtr = std::unique_ptr<ParkedTls, ParkedTlsDelete>;
+
 struct Accepted {
   boost::asio::ip::tcp::socket socket;
   /// Index of the listener (Service::add_tcp / add_tls order) that accepted it.
@@ -138,6 +146,8 @@ struct Accepted {
   bool nodelay = false;
   /// Requests the connection served before it was parked (see H1Connection); 0: a new one.
   std::uint32_t served = 0;
+  /// A parked TLS connection: its SSL object and handshake, taken over instead of a handshake.
+  ParkedTlsPtr tls = nullptr;
 };
 
 }  // namespace portico::detail

@@ -1,5 +1,9 @@
 #include "tls/tls_stream.hpp"
 
+#include <sys/socket.h>
+
+#include <cerrno>
+
 #include <boost/asio/error.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <openssl/bio.h>
@@ -118,6 +122,21 @@ void TlsBio::trim() noexcept {
     std::vector<char>().swap(stage_);
     std::vector<char>().swap(inflight_);
   }
+}
+
+void TlsBio::send_close_notify(int fd) noexcept {
+  if (!ssl_) return;
+  SSL_set_shutdown(ssl_, SSL_RECEIVED_SHUTDOWN);
+  ERR_clear_error();
+  SSL_shutdown(ssl_);
+  if (!stage_.empty()) {
+    ssize_t n;
+    do n = ::send(fd, stage_.data(), stage_.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    stage_.clear();
+  }
+  ERR_clear_error();
+  SSL_set_shutdown(ssl_, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 }
 
 bool TlsBio::buffered() const noexcept {

@@ -58,6 +58,10 @@ class TlsBio {
   void trim() noexcept;
   /// Records are being written or wait to be (a read may send some: a key update's answer).
   bool writing() const noexcept { return flushing_ || !stage_.empty(); }
+  /// For a connection closed without a stream around it (a parked one): sends close_notify on
+  /// `fd` if the socket takes it at once, without waiting for the peer's, and leaves the
+  /// session resumable.
+  void send_close_notify(int fd) noexcept;
 
  protected:
   enum class Want { Done, Read, Fail };

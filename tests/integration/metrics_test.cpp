@@ -445,16 +445,21 @@ TEST_P(IdleH2, ConnectionsAreTrimmedAndServeTheNextRequests) {
       [&] { return trimmed() == 0 && gauge("portico_downstream_h2_connections_active") == 0; }));
 }
 
-// An idle HTTP/1.1 keep-alive connection over TLS cannot be parked (its session lives in its
-// SSL object): it is trimmed instead (read buffer, TLS buffers), and its next requests, small or
-// large either way, are served on the same TLS connection.
-TEST(Metrics, IdleTlsKeepAliveConnectionsAreTrimmedAndServeTheNextRequests) {
+// An idle HTTP/1.1 keep-alive connection over TLS is parked with its SSL object: its next
+// requests, small or large either way, are served by a new connection object that takes the
+// TLS session over, on the same TCP connection and without another handshake.
+TEST(Metrics, IdleTlsKeepAliveConnectionsAreParkedAndGoOnWithTheirSession) {
   auto reg = std::make_shared<obs::Registry>();
   HttpServerOptions opts;
   opts.keepalive_park_after = std::chrono::milliseconds(20);
   Stack st(reg, nullptr, opts, tls_settings());
   auto gauge = [&](const char* name) { return st.gauge(name); };
-  auto trimmed = [&] { return gauge("portico_downstream_connections_trimmed"); };
+  auto parked = [&] { return gauge("portico_downstream_connections_parked"); };
+  auto handshakes = [&] {
+    return reg->counter_family("portico_downstream_tls_handshakes_total", "", {"service", "result"})
+        .with({"obs_it", "full"})
+        .value();
+  };
   pt::TlsClientOptions copts;
   copts.verify = false;
   constexpr int kClients = 3;
@@ -467,8 +472,9 @@ TEST(Metrics, IdleTlsKeepAliveConnectionsAreTrimmedAndServeTheNextRequests) {
     ASSERT_EQ(r->status, 200u);
     EXPECT_EQ(r->body, "hello");
   }
-  ASSERT_TRUE(eventually([&] { return trimmed() == kClients; }));
-  EXPECT_EQ(gauge("portico_downstream_connections_parked"), 0) << "a TLS connection is not parked";
+  ASSERT_TRUE(eventually([&] { return parked() == kClients; }));
+  EXPECT_EQ(gauge("portico_downstream_connections_trimmed"), 0);
+  EXPECT_EQ(st.server.active_connections(), static_cast<std::size_t>(kClients));
   const std::string big = pattern(200 * 1024), upload = pattern(100 * 1024);
   for (int round = 0; round < 3; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
@@ -488,24 +494,25 @@ TEST(Metrics, IdleTlsKeepAliveConnectionsAreTrimmedAndServeTheNextRequests) {
       EXPECT_EQ(echoed->status, 200u);
       EXPECT_TRUE(echoed->body == upload) << "a " << echoed->body.size() << "-byte body";
     }
-    ASSERT_TRUE(eventually([&] { return trimmed() == kClients; }));
+    ASSERT_TRUE(eventually([&] { return parked() == kClients; }));
   }
   EXPECT_EQ(st.origin.requests(), static_cast<std::size_t>(kClients * 10));
   EXPECT_EQ(st.accepted(), static_cast<std::uint64_t>(kClients)) << "no connection was replaced";
+  EXPECT_EQ(handshakes(), kClients) << "one handshake per connection, none after a park";
   clients.clear();
   ASSERT_TRUE(eventually(
-      [&] { return trimmed() == 0 && gauge("portico_downstream_connections_active") == 0; }));
+      [&] { return parked() == 0 && gauge("portico_downstream_connections_active") == 0; }));
 }
 
-// A trimmed TLS connection still ends at its keep-alive timeout, counted from its last
-// response (not from the trim), and the gauge comes back to zero.
-TEST(Metrics, TrimmedTlsConnectionEndsAtTheKeepAliveTimeout) {
+// A parked TLS connection still ends at its keep-alive timeout, counted from its last response
+// (not from the park), and the gauge comes back to zero.
+TEST(Metrics, ParkedTlsConnectionEndsAtTheKeepAliveTimeout) {
   auto reg = std::make_shared<obs::Registry>();
   HttpServerOptions opts;
   opts.keepalive_park_after = std::chrono::milliseconds(50);
   opts.keepalive_timeout = std::chrono::milliseconds(400);
   Stack st(reg, nullptr, opts, tls_settings());
-  auto trimmed = [&] { return st.gauge("portico_downstream_connections_trimmed"); };
+  auto parked = [&] { return st.gauge("portico_downstream_connections_parked"); };
   pt::TlsClientOptions copts;
   copts.verify = false;
   pt::TlsClient c(st.proxy_port(), copts);
@@ -514,12 +521,12 @@ TEST(Metrics, TrimmedTlsConnectionEndsAtTheKeepAliveTimeout) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200u);
   const auto t0 = std::chrono::steady_clock::now();
-  ASSERT_TRUE(eventually([&] { return trimmed() == 1; }));
+  ASSERT_TRUE(eventually([&] { return parked() == 1; }));
   EXPECT_FALSE(c.read_response()) << "the connection should close, not answer";
   const auto idle = std::chrono::steady_clock::now() - t0;
   EXPECT_GE(idle, std::chrono::milliseconds(300));
   EXPECT_LT(idle, std::chrono::milliseconds(5000));
-  ASSERT_TRUE(eventually([&] { return trimmed() == 0; }));
+  ASSERT_TRUE(eventually([&] { return parked() == 0; }));
 }
 
 // Many parked connections (more than one array of the worker's ParkingLot, more than one batch

@@ -34,14 +34,21 @@ class AddressRecorder : public ProxyHttp<> {
 };
 
 struct ProxyProtocolProxy {
-  explicit ProxyProtocolProxy(std::chrono::milliseconds header_timeout = 10s)
+  explicit ProxyProtocolProxy(std::chrono::milliseconds header_timeout = 10s,
+                              std::chrono::milliseconds park_after = 1s,
+                              std::shared_ptr<observe::Registry> reg = nullptr)
       : origin(Origin::text("behind a balancer")),
         app(std::make_shared<AddressRecorder>(origin.addr())),
-        svc(http_proxy_service(app, [&] {
-          HttpServerOptions o;
-          o.header_read_timeout = header_timeout;
-          return o;
-        }())) {
+        svc(http_proxy_service(
+            app,
+            [&] {
+              HttpServerOptions o;
+              o.header_read_timeout = header_timeout;
+              o.keepalive_park_after = park_after;
+              return o;
+            }(),
+            "pp")) {
+    if (reg) svc->set_metrics_registry(std::move(reg));
     ListenerOptions lo;
     lo.proxy_protocol = true;
     EXPECT_TRUE(svc->add_tcp("127.0.0.1:0", lo));
@@ -102,6 +109,33 @@ TEST(ProxyProtocolListener, V1AndV2AddressesReachTheHooks) {
                                                        "198.51.100.5:40000", "[2001:db8::7]:1234"}));
   EXPECT_EQ(px.app->servers, (std::vector<std::string>{"192.0.2.10:443", "192.0.2.10:443",
                                                        "192.0.2.10:8443", "[2001:db8::1]:80"}));
+}
+
+// An idle connection of a PROXY protocol listener is not parked (its client address came from
+// the header) but trimmed: its next request is served on it, with the header's address.
+TEST(ProxyProtocolListener, IdleConnectionIsTrimmedAndKeepsTheHeadersAddress) {
+  auto reg = std::make_shared<observe::Registry>();
+  ProxyProtocolProxy px(10s, 20ms, reg);
+  auto gauge = [&](const char* name) {
+    return reg->gauge_family(name, "", {"service"}).with({"pp"}).value();
+  };
+  Client c(px.port());
+  ASSERT_TRUE(c.send("PROXY TCP4 203.0.113.7 192.0.2.10 56324 443\r\n" + kGet));
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200u);
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_TRUE(eventually([&] { return gauge("portico_downstream_connections_trimmed") == 1; }))
+        << "round " << round;
+    EXPECT_EQ(gauge("portico_downstream_connections_parked"), 0);
+    auto again = c.get("/again");
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->status, 200u);
+    EXPECT_EQ(again->body, "behind a balancer");
+  }
+  ASSERT_TRUE(px.app->wait_for(3));
+  std::lock_guard lk(px.app->mu);
+  EXPECT_EQ(px.app->clients, (std::vector<std::string>(3, "203.0.113.7:56324")));
 }
 
 TEST(ProxyProtocolListener, AHeaderSentInPiecesIsReassembled) {
