@@ -529,6 +529,31 @@ TEST(Metrics, ParkedTlsConnectionEndsAtTheKeepAliveTimeout) {
   ASSERT_TRUE(eventually([&] { return parked() == 0; }));
 }
 
+// A graceful shutdown closes parked TLS connections at once (their SSL objects freed, a
+// close_notify sent), as it does plain ones.
+TEST(Metrics, ParkedTlsConnectionsEndOnShutdown) {
+  auto reg = std::make_shared<obs::Registry>();
+  HttpServerOptions opts;
+  opts.keepalive_park_after = std::chrono::milliseconds(20);
+  opts.keepalive_timeout = std::chrono::seconds(60);
+  Stack st(reg, nullptr, opts, tls_settings());
+  pt::TlsClientOptions copts;
+  copts.verify = false;
+  std::vector<std::unique_ptr<pt::TlsClient>> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(std::make_unique<pt::TlsClient>(st.proxy_port(), copts));
+    ASSERT_TRUE(clients.back()->connected()) << clients.back()->error();
+    ASSERT_EQ(clients.back()->get("/ok")->status, 200u);
+  }
+  ASSERT_TRUE(eventually([&] { return st.gauge("portico_downstream_connections_parked") == 4; }));
+  const auto t0 = std::chrono::steady_clock::now();
+  st.server.shutdown(true);
+  st.server.wait();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  for (auto& c : clients) EXPECT_FALSE(c->read_response()) << "closed, not answered";
+  EXPECT_EQ(st.gauge("portico_downstream_connections_parked"), 0);
+}
+
 // Many parked connections (more than one array of the worker's ParkingLot, more than one batch
 // of its epoll set) whose next requests all arrive at once: every one is served on its own
 // connection, and parked ones still count among the server's active connections.
