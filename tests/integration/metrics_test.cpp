@@ -369,6 +369,26 @@ TlsSettings tls_settings() {
   return s;
 }
 
+/// `n` HTTPS clients of the proxy on `port` (its test certificate is not verified), each with
+/// one GET /ok answered 200 "hello". A failure is reported here; the caller stops on
+/// HasFailure().
+std::vector<std::unique_ptr<pt::TlsClient>> answered_tls_clients(std::uint16_t port, int n) {
+  pt::TlsClientOptions o;
+  o.verify = false;
+  std::vector<std::unique_ptr<pt::TlsClient>> clients;
+  for (int i = 0; i < n; ++i) {
+    auto& c = *clients.emplace_back(std::make_unique<pt::TlsClient>(port, o));
+    EXPECT_TRUE(c.connected()) << "client " << i << ": " << c.error();
+    if (!c.connected()) break;
+    auto r = c.get("/ok");
+    EXPECT_TRUE(r) << "client " << i;
+    if (!r) break;
+    EXPECT_EQ(r->status, 200u);
+    EXPECT_EQ(r->body, "hello");
+  }
+  return clients;
+}
+
 // An idle HTTP/2 connection (h2c or over TLS) gives back its read buffer, spare streams,
 // nghttp2's frame buffer and its TLS buffers after keepalive_park_after. The requests that
 // follow, their heads compressed against the dynamic tables both ends built before, are served
@@ -460,18 +480,9 @@ TEST(Metrics, IdleTlsKeepAliveConnectionsAreParkedAndGoOnWithTheirSession) {
         .with({"obs_it", "full"})
         .value();
   };
-  pt::TlsClientOptions copts;
-  copts.verify = false;
   constexpr int kClients = 3;
-  std::vector<std::unique_ptr<pt::TlsClient>> clients;
-  for (int i = 0; i < kClients; ++i) {
-    clients.push_back(std::make_unique<pt::TlsClient>(st.proxy_port(), copts));
-    ASSERT_TRUE(clients.back()->connected()) << clients.back()->error();
-    auto r = clients.back()->get("/ok");
-    ASSERT_TRUE(r);
-    ASSERT_EQ(r->status, 200u);
-    EXPECT_EQ(r->body, "hello");
-  }
+  auto clients = answered_tls_clients(st.proxy_port(), kClients);
+  ASSERT_FALSE(HasFailure());
   ASSERT_TRUE(eventually([&] { return parked() == kClients; }));
   EXPECT_EQ(gauge("portico_downstream_connections_trimmed"), 0);
   EXPECT_EQ(st.server.active_connections(), static_cast<std::size_t>(kClients));
@@ -513,16 +524,11 @@ TEST(Metrics, ParkedTlsConnectionEndsAtTheKeepAliveTimeout) {
   opts.keepalive_timeout = std::chrono::milliseconds(400);
   Stack st(reg, nullptr, opts, tls_settings());
   auto parked = [&] { return st.gauge("portico_downstream_connections_parked"); };
-  pt::TlsClientOptions copts;
-  copts.verify = false;
-  pt::TlsClient c(st.proxy_port(), copts);
-  ASSERT_TRUE(c.connected()) << c.error();
-  auto r = c.get("/ok");
-  ASSERT_TRUE(r);
-  EXPECT_EQ(r->status, 200u);
+  auto clients = answered_tls_clients(st.proxy_port(), 1);
+  ASSERT_FALSE(HasFailure());
   const auto t0 = std::chrono::steady_clock::now();
   ASSERT_TRUE(eventually([&] { return parked() == 1; }));
-  EXPECT_FALSE(c.read_response()) << "the connection should close, not answer";
+  EXPECT_FALSE(clients[0]->read_response()) << "the connection should close, not answer";
   const auto idle = std::chrono::steady_clock::now() - t0;
   EXPECT_GE(idle, std::chrono::milliseconds(300));
   EXPECT_LT(idle, std::chrono::milliseconds(5000));
@@ -537,14 +543,8 @@ TEST(Metrics, ParkedTlsConnectionsEndOnShutdown) {
   opts.keepalive_park_after = std::chrono::milliseconds(20);
   opts.keepalive_timeout = std::chrono::seconds(60);
   Stack st(reg, nullptr, opts, tls_settings());
-  pt::TlsClientOptions copts;
-  copts.verify = false;
-  std::vector<std::unique_ptr<pt::TlsClient>> clients;
-  for (int i = 0; i < 4; ++i) {
-    clients.push_back(std::make_unique<pt::TlsClient>(st.proxy_port(), copts));
-    ASSERT_TRUE(clients.back()->connected()) << clients.back()->error();
-    ASSERT_EQ(clients.back()->get("/ok")->status, 200u);
-  }
+  auto clients = answered_tls_clients(st.proxy_port(), 4);
+  ASSERT_FALSE(HasFailure());
   ASSERT_TRUE(eventually([&] { return st.gauge("portico_downstream_connections_parked") == 4; }));
   const auto t0 = std::chrono::steady_clock::now();
   st.server.shutdown(true);
