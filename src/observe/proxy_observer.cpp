@@ -29,9 +29,10 @@ ProxyObserver::ProxyObserver(std::shared_ptr<obs::Registry> registry, std::strin
                             {"service"})
                  .with({svc});
   trimmed_ = &r.gauge_family("portico_downstream_connections_trimmed",
-                             "Idle client connections that cannot be parked (TLS, HTTP/2, PROXY "
-                             "protocol listeners) and gave back their buffers instead, until their "
-                             "next request (HttpServerOptions::keepalive_park_after).",
+                             "Idle client connections that cannot be parked (HTTP/2, PROXY "
+                             "protocol listeners, TLS with bytes buffered) and gave back their "
+                             "buffers instead, until their next request "
+                             "(HttpServerOptions::keepalive_park_after).",
                              {"service"})
                   .with({svc});
   connections_ = &r.counter_family("portico_downstream_connections_total",

@@ -35,8 +35,8 @@ class ProxyObserver {
   void connection_closed() noexcept { active_->dec(); }
   /// An idle keep-alive connection parked (+1) or woke up / closed while parked (-1).
   void connection_parked(int delta) noexcept { parked_->add(delta); }
-  /// An idle connection that cannot be parked (TLS, HTTP/2, PROXY protocol) gave back its
-  /// buffers (+1), or became busy or closed after that (-1).
+  /// An idle connection that cannot be parked (HTTP/2, PROXY protocol, TLS with bytes
+  /// buffered) gave back its buffers (+1), or became busy or closed after that (-1).
   void connection_trimmed(int delta) noexcept { trimmed_->add(delta); }
   /// The TLS handshake of a downstream connection: failed, or full / resumed.
   void tls_handshake(bool ok, bool resumed) noexcept {

@@ -138,7 +138,7 @@ void H1Connection::request_park() noexcept {
   }
   park_ = true;
   error_code ec;
-  sock_.cancel(ec);  // the idle read ends; run() then calls park() (a TLS connection: trim())
+  sock_.cancel(ec);  // the idle read ends; run() then calls park() (or trim(), see can_park())
 }
 
 bool H1Connection::can_park() const noexcept {
@@ -270,8 +270,8 @@ task<Result<bool>> H1Connection::read_request_header() {
     if (first && trimmed_) wait = std::max(wait - park_after, milliseconds(1));
     if (first && (drain_requested_ || worker_.draining()))
       wait = std::min(wait, kFirstRequestGrace);
-    // Between keep-alive requests with nothing buffered: a wait that lasts ends in park() (a
-    // TLS connection: in trim()).
+    // Between keep-alive requests with nothing buffered: a wait that lasts ends in park() (or,
+    // when the connection cannot be parked, in trim()).
     if (first && !trimmed_ && conn_requests_ > 0 && rbegin_ == rend_ && parser_.idle() &&
         park_after.count() > 0 && park_after < wait && !drain_requested_ && !worker_.draining()) {
       schedule_park();
@@ -281,8 +281,8 @@ task<Result<bool>> H1Connection::read_request_header() {
     if (r) park_ = false;  // the next request came as the park was asked for: serve it
     if (!r) {
       if (park_ && !closed_ && !can_park()) {
-        // TLS (or a PROXY protocol listener): the connection stays, and gives back its
-        // buffers instead.
+        // A PROXY protocol listener's, or TLS with bytes buffered or records being written:
+        // the connection stays, and gives back its buffers instead.
         park_ = false;
         if (drain_requested_ || worker_.draining()) co_return Error();  // idle: it closes now
         trim();
