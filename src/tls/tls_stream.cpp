@@ -1,9 +1,5 @@
 #include "tls/tls_stream.hpp"
 
-#include <sys/socket.h>
-
-#include <cerrno>
-
 #include <boost/asio/error.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <openssl/bio.h>
@@ -129,10 +125,11 @@ void TlsBio::send_close_notify(int fd) noexcept {
   SSL_set_shutdown(ssl_, SSL_RECEIVED_SHUTDOWN);
   ERR_clear_error();
   SSL_shutdown(ssl_);
-  if (!stage_.empty()) {
-    ssize_t n;
-    do n = ::send(fd, stage_.data(), stage_.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
+  if (!stage_.empty()) {  // what the socket takes at once; the rest is dropped
+    const asio::const_buffer b(stage_.data(), stage_.size());
+    bool done = false;
+    boost::system::error_code ec;
+    send_now(fd, &b, &b + 1, done, ec);
     stage_.clear();
   }
   ERR_clear_error();
