@@ -60,16 +60,20 @@ H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
   parkable_ = !lo.proxy_protocol;
   worker_.add(this);
   state_.connection_started(worker_.active());
-  if (a.served > 0) {
-    // A parked connection whose next request arrived: counted when it was accepted, and known
-    // to speak HTTP/1; over TLS, its session goes on in the SSL object it kept (no handshake).
+  if (a.served > 0 || a.parked) {
+    // A parked connection whose client came back: counted when it was accepted, and known to
+    // speak HTTP/1 or, with the session it kept, HTTP/2; over TLS, its session goes on in the
+    // SSL object it kept (no handshake).
     conn_requests_ = a.served;
     h2c_ = false;
-    if (a.tls && a.tls->ssl && server_tls_) {
-      tls_ = std::make_unique<TlsStream<asio::ip::tcp::socket>>(sock_,
-                                                                std::exchange(a.tls->ssl, nullptr));
-      tls_info_ = std::move(a.tls->info);
-      tls_set_ = std::move(a.tls->set);
+    if (a.parked) {
+      if (a.parked->ssl && server_tls_) {
+        tls_ = std::make_unique<TlsStream<asio::ip::tcp::socket>>(
+            sock_, std::exchange(a.parked->ssl, nullptr));
+        tls_info_ = std::move(a.parked->info);
+        tls_set_ = std::move(a.parked->set);
+      }
+      h2_session_ = std::move(a.parked->h2);
     }
   } else {
     obs_->connection_opened();
@@ -89,6 +93,8 @@ H1Connection::~H1Connection() {
   if (auto* st = static_cast<ServiceWorkerState*>(worker_.state_for(&svc_)))
     st->connection_ended(worker_.active(), sock_.get_executor(), opts_.keepalive_park_after);
   if (trimmed_) obs_->connection_trimmed(-1);
+  // An HTTP/2 connection that was to be parked and was not (a drain came first): closed idle.
+  if (h2_session_) obs_->h2_connection(-1);
   if (!parked_) obs_->connection_closed();
 }
 
@@ -156,16 +162,22 @@ void H1Connection::park() {
     state_.parking = std::make_unique<ParkingLot>(
         svc_, state_, worker_, opts_.keepalive_timeout - opts_.keepalive_park_after);
   const bool v6 = (server_addr_.empty() ? client_addr_ : server_addr_).family() == AF_INET6;
-  ParkedTlsPtr tls;
-  if (tls_) {
-    tls.reset(new (std::nothrow) ParkedTls);
-    if (!tls) return;  // out of memory: ~H1Connection closes the connection
-    tls->ssl = tls_->release();
-    tls->info = std::move(tls_info_);
-    tls->set = std::move(tls_set_);
-    tls_.reset();
+  ParkedConnPtr more;
+  if (tls_ || h2_session_) {
+    more.reset(new (std::nothrow) ParkedConn);
+    if (!more) return;  // out of memory: ~H1Connection closes the connection
+    if (tls_) {
+      more->ssl = tls_->release();
+      more->info = std::move(tls_info_);
+      more->set = std::move(tls_set_);
+      tls_.reset();
+    }
+    more->h2 = std::move(h2_session_);
   }
-  parked_ = state_.parking->park(sock_, listener_, conn_requests_, v6, std::move(tls));
+  const bool h2 = more && more->h2;
+  parked_ = state_.parking->park(sock_, listener_, conn_requests_, v6, std::move(more));
+  // Not parked: the session is gone with the connection (idle: no stream is lost).
+  if (!parked_ && h2) obs_->h2_connection(-1);
   state_.trim_soon();
 }
 
@@ -526,7 +538,7 @@ task<void> H1Connection::run() {
     sock_.close(ec);
     co_return;
   }
-  bool h2 = tls_info_ && tls_info_->alpn == "h2";
+  bool h2 = h2_session_ || (tls_info_ && tls_info_->alpn == "h2");
   if (!h2 && h2c_) h2 = co_await sniff_h2c_preface();
   if (h2) co_await run_h2();
   while (!closed_ && !h2 && !park_) {
@@ -600,13 +612,17 @@ task<bool> H1Connection::sniff_h2c_preface() {
 task<void> H1Connection::run_h2() {
   idle_ = false;
   H2Connection c(svc_, state_, worker_, *this, sock_, tls_.get(), *wd_,
-                 std::string_view(rbuf_.data() + rbegin_, rend_ - rbegin_));
+                 std::string_view(rbuf_.data() + rbegin_, rend_ - rbegin_), std::move(h2_session_),
+                 parkable_ && (!tls_ || tls_info_));
   rbegin_ = rend_ = 0;
   rbuf_ = ReadBuffer();  // HTTP/2 reads into its own buffer
   h2_ = &c;
   if (drain_requested_ || worker_.draining()) c.drain();
   co_await c.run();
   h2_ = nullptr;
+  // Idle for keepalive_park_after: parked with its session (run() then calls park()).
+  h2_session_ = c.park_session();
+  if (h2_session_) park_ = true;
 }
 
 task<void> H1Connection::linger() {

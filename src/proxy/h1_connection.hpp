@@ -19,6 +19,10 @@
 #include "tls/tls.hpp"
 #include "tls/tls_stream.hpp"
 
+namespace portico::h2 {
+class Session;
+}
+
 namespace portico::detail {
 
 /// How the body of the response to the client is delimited.
@@ -138,8 +142,9 @@ class H1Connection final : public ProxyRequest, public Drainable {
   Deferred::Entry watch_later_;  // the client watch, armed when the wait for the upstream lasts
   void arm_client_watch();
   // Parking (HttpServerOptions::keepalive_park_after): an idle keep-alive connection hands its
-  // socket's descriptor (and, over TLS, its SSL object and handshake) to the worker's
-  // ParkingLot and ends; the next request starts a new H1Connection, which takes them over. A
+  // socket's descriptor (and, over TLS, its SSL object and handshake; over HTTP/2, its session)
+  // to the worker's ParkingLot and ends; the next request starts a new H1Connection, which takes
+  // them over. A
   // connection from a PROXY protocol listener (its client address came from the header), or a
   // TLS one with bytes buffered or records being written, is trimmed instead: it frees its read
   // buffer and the TLS buffers (trim()), and its next bytes are first read into a small buffer
@@ -159,6 +164,9 @@ class H1Connection final : public ProxyRequest, public Drainable {
   bool trimmed_ = false;  // idle and trimmed: counted in connection_trimmed
   // Set while the connection speaks HTTP/2 (drain and abort go to it).
   H2Connection* h2_ = nullptr;
+  // HTTP/2: the session of a parked connection, from the ParkingLot (the connection goes on
+  // with it) or to it (H2Connection::park_session).
+  std::unique_ptr<h2::Session> h2_session_;
   bool idle_ = true;
   bool closed_ = false;
   bool drain_requested_ = false;

@@ -386,7 +386,8 @@ void H2Stream::on_closed() noexcept {
 
 H2Connection::H2Connection(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,
                            Session& owner, tcp_socket& sock, tls_stream* tls, Watchdog& wd,
-                           std::string_view initial)
+                           std::string_view initial, std::unique_ptr<h2::Session> session,
+                           bool parkable)
     : svc_(svc),
       state_(state),
       worker_(w),
@@ -396,18 +397,29 @@ H2Connection::H2Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
       tls_(tls),
       wd_(wd),
       obs_(svc.observer()),
-      session_(h2::Mode::Server, h2_settings(opts_.h2, true)),
+      adopted_(session != nullptr),
+      own_session_(
+          session ? std::move(session)
+                  : std::make_unique<h2::Session>(h2::Mode::Server, h2_settings(opts_.h2, true))),
+      session_(*own_session_),
       initial_(initial),
       write_sig_(sock.get_executor()),
-      done_sig_(sock.get_executor()) {
-  obs_->h2_connection(1);
+      done_sig_(sock.get_executor()),
+      parkable_(parkable) {
+  if (!adopted_) obs_->h2_connection(1);  // (a parked one is still counted)
 }
 
 H2Connection::~H2Connection() {
   // Only when the worker is torn down with streams still suspended: they must not reach back.
   // (Not only those in streams_ and spare_: a stream just done is in neither until it parks.)
   for (H2Stream* s : live_) s->detached_ = true;
-  obs_->h2_connection(-1);
+  if (own_session_) obs_->h2_connection(-1);
+}
+
+std::unique_ptr<h2::Session> H2Connection::park_session() noexcept {
+  if (!leaving_ || !own_session_) return nullptr;
+  session_.trim();  // the streams' coroutines have ended and given their field lists back
+  return std::move(own_session_);
 }
 
 void H2Connection::kick() noexcept { write_sig_.cancel(); }
@@ -470,6 +482,11 @@ void H2Connection::request_park() noexcept {
   park_requested_ = true;
   error_code ec;
   sock_.cancel(ec);
+}
+
+bool H2Connection::can_leave() const noexcept {
+  return parkable_ && !worker_.draining() && !session_.want_write() && !session_.has_events() &&
+         session_.buffered() == 0 && (!tls_ || (!tls_->buffered() && !tls_->writing()));
 }
 
 void H2Connection::start_stream(std::int32_t id, HeaderMap& fields, bool end_stream) {
@@ -623,9 +640,10 @@ task<void> H2Connection::run() {
     ok_so_far = r.has_value();
   }
   std::unique_ptr<char[]> buf(new char[kReadBuffer]);
-  // Idle for keepalive_park_after (see request_park): the read buffer, the parked streams and
-  // the session's spares are freed, nghttp2's frame buffer and the TLS buffers given back, and
-  // the client's next bytes are read into `small` (the rest with a new buffer).
+  // Idle for keepalive_park_after (see request_park): the connection ends for its session to
+  // be parked (can_leave()); else it is trimmed: the read buffer, the parked streams and the
+  // session's spares are freed, nghttp2's frame buffer and the TLS buffers given back, and the
+  // client's next bytes are read into `small` (the rest with a new buffer).
   bool parked = false;
   char small[64];
   const milliseconds park_after = opts_.keepalive_park_after;
@@ -657,6 +675,12 @@ task<void> H2Connection::run() {
     }
     if (std::exchange(park_requested_, false) && ec == asio::error::operation_aborted &&
         !aborted_) {
+      if (streams_.empty() && !draining_ && !parked && can_leave()) {
+        // Idle, nothing to send or to read: the session goes to the ParkingLot with the socket
+        // (H1Connection::park); everything else this connection holds is freed.
+        leaving_ = true;
+        break;
+      }
       if (streams_.empty() && !draining_ && !parked) {
         parked = true;
         buf.reset();

@@ -123,13 +123,22 @@ class H2Connection {
   using tls_stream = TlsStream<tcp_socket>;
 
   /// `owner`: the client connection (addresses, TLS), whose transport this serves; `initial`:
-  /// bytes already read from it (the h2c preface).
+  /// bytes already read from it (the h2c preface). `session`: the session of a parked
+  /// connection to go on with (null: a new connection). `parkable`: once idle for
+  /// keepalive_park_after, the connection may end its run() to be parked (see park_session()).
   H2Connection(HttpProxyService& svc, ServiceWorkerState& state, Worker& w, Session& owner,
-               tcp_socket& sock, tls_stream* tls, Watchdog& wd, std::string_view initial);
+               tcp_socket& sock, tls_stream* tls, Watchdog& wd, std::string_view initial,
+               std::unique_ptr<h2::Session> session = nullptr, bool parkable = false);
   ~H2Connection();
 
-  /// Serves the connection until the client leaves, an error or a drain ends it.
+  /// Serves the connection until the client leaves, an error or a drain ends it, or, when it
+  /// can be parked, it has been idle for keepalive_park_after.
   task<void> run();
+  /// After run(): the session of a connection that ended to be parked (idle, no stream,
+  /// nothing to send, nothing buffered), trimmed; null when the connection is over. The
+  /// connection then stays counted as an HTTP/2 one until the session is freed (whoever frees
+  /// it counts that).
+  std::unique_ptr<h2::Session> park_session() noexcept;
   /// Graceful: GOAWAY, the streams in flight complete, then the connection closes.
   void drain() noexcept;
   /// Now: every stream is cancelled and the connection closes.
@@ -158,6 +167,8 @@ class H2Connection {
   /// The connection has been idle for keepalive_park_after: ends the read, for run() to free
   /// what serving streams took.
   void request_park() noexcept;
+  /// Whether the idle connection can end to be parked now (else it is trimmed).
+  bool can_leave() const noexcept;
   friend struct H2StreamRelease;
   /// Whether the connection has nothing left to do.
   bool finished() const noexcept;
@@ -171,7 +182,9 @@ class H2Connection {
   tls_stream* tls_;
   Watchdog& wd_;
   std::shared_ptr<ProxyObserver> obs_;
-  h2::Session session_;
+  const bool adopted_;  // went on with a parked connection's session
+  std::unique_ptr<h2::Session> own_session_;
+  h2::Session& session_;  // *own_session_
   std::string initial_;
   std::unordered_map<std::int32_t, H2Stream*> streams_;  // each owned by its coroutine
   // Finished streams kept for reuse, each with its coroutine waiting for the next stream: their
@@ -191,6 +204,8 @@ class H2Connection {
   bool reading_done_ = false;
   bool draining_ = false;
   bool aborted_ = false;
+  bool parkable_ = false;
+  bool leaving_ = false;  // run() ended for the connection to be parked
 };
 
 }  // namespace portico::detail

@@ -18,19 +18,36 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 using clock = std::chrono::steady_clock;
 
-void ParkedTlsDelete::operator()(ParkedTls* p) const noexcept { delete p; }
+ParkedConn::~ParkedConn() {
+  if (ssl) SSL_free(ssl);
+}
+
+void ParkedConnDelete::operator()(ParkedConn* p) const noexcept { delete p; }
 
 namespace {
-/// Ends a parked TLS connection the client did not come back to: its close_notify is sent if
-/// the socket takes it at once (clients such as OpenSSL 3 report a close without one as an
-/// error), and the SSL object is freed.
-void close_tls(ParkedTls* t, int fd) noexcept {
-  if (!t) return;
-  if (t->ssl && SSL_is_init_finished(t->ssl)) {
-    TlsBio bio(std::exchange(t->ssl, nullptr));  // frees it when done
-    bio.send_close_notify(fd);
+/// Ends a parked connection the client did not come back to. HTTP/2: a GOAWAY (NO_ERROR) says
+/// no stream was left behind (RFC 9113 §6.8). TLS: close_notify follows (clients such as
+/// OpenSSL 3 report a close without one as an error). Both only if the socket takes them at
+/// once. The state is freed.
+void close_parked(ParkedConn* p, int fd, ProxyObserver& obs) noexcept {
+  if (!p) return;
+  std::string_view last;
+  if (p->h2) {
+    p->h2->terminate(h2::ErrorCode::NoError);
+    last = p->h2->pending_output();
+    if (!last.empty()) obs.h2_goaway_sent(0);
+    obs.h2_connection(-1);
   }
-  delete t;
+  if (p->ssl && SSL_is_init_finished(p->ssl)) {
+    TlsBio bio(std::exchange(p->ssl, nullptr));  // frees it when done
+    bio.send_close_notify(fd, last);
+  } else if (!last.empty()) {
+    const asio::const_buffer b(last.data(), last.size());
+    bool done = false;
+    error_code ec;
+    send_now(fd, &b, &b + 1, done, ec);
+  }
+  delete p;
 }
 
 std::uint64_t event_key(std::uint32_t index, std::uint32_t gen) noexcept {
@@ -94,7 +111,7 @@ std::uint32_t ParkingLot::take_slot() {
 void ParkingLot::free_slot(std::uint32_t i) noexcept {
   Slot& s = at(i);
   s.fd = -1;
-  s.tls = nullptr;
+  s.more = nullptr;
   s.prev = kNone;
   s.next = free_;
   free_ = i;
@@ -114,7 +131,7 @@ void ParkingLot::unlink(std::uint32_t i) noexcept {
 }
 
 bool ParkingLot::park(asio::ip::tcp::socket& s, std::size_t listener, std::uint32_t served, bool v6,
-                      ParkedTlsPtr tls) noexcept {
+                      ParkedConnPtr parked) noexcept {
   if (drained_ || !epoll_.is_open() || listener >= kV6) return false;
   const std::uint32_t i = take_slot();
   if (i == kNone) return false;
@@ -135,7 +152,7 @@ bool ParkingLot::park(asio::ip::tcp::socket& s, std::size_t listener, std::uint3
     return false;
   }
   slot.fd = fd;
-  slot.tls = tls.release();
+  slot.more = parked.release();
   slot.served = served;
   slot.listener = static_cast<std::uint32_t>(listener) | (v6 ? kV6 : 0);
   slot.due = (clock::now() + timeout_).time_since_epoch().count();
@@ -170,12 +187,12 @@ void ParkingLot::left(bool closed) noexcept {
 void ParkingLot::close(std::uint32_t i) noexcept {
   Slot& s = at(i);
   const int fd = s.fd;
-  ParkedTls* tls = s.tls;
+  ParkedConn* more = s.more;
   unlink(i);
   free_slot(i);
   // (close() alone would leave the set only if no other process holds the socket too.)
   if (epoll_.is_open()) ::epoll_ctl(epoll_.native_handle(), EPOLL_CTL_DEL, fd, nullptr);
-  close_tls(tls, fd);
+  close_parked(more, fd, *obs_);
   ::close(fd);
   left(true);
 }
@@ -219,17 +236,17 @@ void ParkingLot::on_ready() noexcept {
     const std::uint32_t served = s.served;
     const std::size_t listener = s.listener & ~kV6;
     const bool v6 = (s.listener & kV6) != 0;
-    ParkedTlsPtr tls(s.tls);
+    ParkedConnPtr more(s.more);
     ::epoll_ctl(epoll_.native_handle(), EPOLL_CTL_DEL, fd, nullptr);
     unlink(i);
     free_slot(i);
     // The client sent its next request (or closed): a new connection object serves it.
     Accepted a{
-        asio::ip::tcp::socket(w_.executor()), listener, {}, {}, true, served, std::move(tls)};
+        asio::ip::tcp::socket(w_.executor()), listener, {}, {}, true, served, std::move(more)};
     error_code ec;
     a.socket.assign(v6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, ec);
     if (ec) {
-      close_tls(a.tls.release(), fd);
+      close_parked(a.parked.release(), fd, *obs_);
       ::close(fd);
       left(true);
       continue;

@@ -10,7 +10,10 @@
 // is a 40-byte slot in arrays of the lot. The next request (or the client's close) hands the
 // descriptor to a new H1Connection; the keep-alive deadline or a drain closes it. A TLS
 // connection keeps its SSL object too (the session's keys and sequence numbers, which a new
-// connection object takes over without a handshake) and what its handshake told (TlsInfo).
+// connection object takes over without a handshake) and what its handshake told (TlsInfo); an
+// HTTP/2 connection keeps its h2::Session (nghttp2's state: HPACK tables, settings, flow-control
+// windows, stream numbering), which the next connection object goes on with. The keep-alive
+// deadline or a drain ends a parked HTTP/2 connection with a GOAWAY.
 #pragma once
 
 #include <chrono>
@@ -27,6 +30,7 @@
 
 #include <portico/tls/tls_settings.hpp>
 
+#include "http2/session.hpp"
 #include "server/worker.hpp"
 
 namespace portico {
@@ -39,17 +43,19 @@ class ProxyObserver;
 class ServerCtxSet;
 struct ServiceWorkerState;
 
-/// What a parked TLS connection keeps besides its descriptor.
-struct ParkedTls {
-  ParkedTls() = default;
-  ParkedTls(const ParkedTls&) = delete;
-  ParkedTls& operator=(const ParkedTls&) = delete;
-  ~ParkedTls() {
-    if (ssl) SSL_free(ssl);
-  }
-  SSL* ssl = nullptr;  // one reference, with the BIO of the stream it came from
+/// What a parked connection keeps besides its descriptor, when it is more than a plain
+/// HTTP/1.1 connection.
+struct ParkedConn {
+  ParkedConn() = default;
+  ParkedConn(const ParkedConn&) = delete;
+  ParkedConn& operator=(const ParkedConn&) = delete;
+  ~ParkedConn();
+  SSL* ssl = nullptr;  // TLS: one reference, with the BIO of the stream it came from
   std::unique_ptr<TlsInfo> info;
   std::shared_ptr<const ServerCtxSet> set;  // the certificates the handshake used
+  /// HTTP/2: the session (HPACK tables, settings, windows, stream numbering) of an idle
+  /// connection, which has no stream and nothing to send.
+  std::unique_ptr<h2::Session> h2;
 };
 
 class ParkingLot {
@@ -69,7 +75,7 @@ class ParkingLot {
   /// parked connection counts among the worker's active ones and in the service's
   /// `connection_parked` gauge.
   bool park(boost::asio::ip::tcp::socket& s, std::size_t listener, std::uint32_t served, bool v6,
-            ParkedTlsPtr tls = nullptr) noexcept;
+            ParkedConnPtr parked = nullptr) noexcept;
 
   /// The worker drains: closes every parked connection (idle, and each served requests, so
   /// nothing is lost) and stops the lot's waits, so nothing keeps the event loop running.
@@ -92,7 +98,7 @@ class ParkingLot {
     std::uint32_t prev = kNone;  // the deadline queue when parked, the free list when free
     std::uint32_t next = kNone;
     std::chrono::steady_clock::rep due = 0;
-    ParkedTls* tls = nullptr;  // a TLS connection's state (owned)
+    ParkedConn* more = nullptr;  // TLS and HTTP/2 state (owned)
   };
   static_assert(sizeof(Slot) == 40);
 

@@ -126,13 +126,13 @@ class Worker {
   std::unique_ptr<Deferred> deferred_;
 };
 
-/// The TLS state of a parked connection (see ParkingLot), freed through its own function so
-/// that Accepted needs no definition of it.
-struct ParkedTls;
-struct ParkedTlsDelete {
-  void operator()(ParkedTls* p) const noexcept;
+/// What a parked connection keeps besides its descriptor (see ParkingLot): its TLS session, its
+/// HTTP/2 session. Freed through its own function so that Accepted needs no definition of it.
+struct ParkedConn;
+struct ParkedConnDelete {
+  void operator()(ParkedConn* p) const noexcept;
 };
-using ParkedTlsPtr = std::unique_ptr<ParkedTls, ParkedTlsDelete>;
+using ParkedConnPtr = std::unique_ptr<ParkedConn, ParkedConnDelete>;
 
 struct Accepted {
   boost::asio::ip::tcp::socket socket;
@@ -146,8 +146,9 @@ struct Accepted {
   bool nodelay = false;
   /// Requests the connection served before it was parked (see H1Connection); 0: a new one.
   std::uint32_t served = 0;
-  /// A parked TLS connection: its SSL object and handshake, taken over instead of a handshake.
-  ParkedTlsPtr tls = nullptr;
+  /// A parked connection's TLS session (taken over instead of a handshake) and HTTP/2 session
+  /// (the connection goes on with it); null for a parked plain HTTP/1.1 connection.
+  ParkedConnPtr parked = nullptr;
 };
 
 }  // namespace portico::detail

@@ -120,8 +120,12 @@ void TlsBio::trim() noexcept {
   }
 }
 
-void TlsBio::send_close_notify(int fd) noexcept {
+void TlsBio::send_close_notify(int fd, std::string_view last) noexcept {
   if (!ssl_) return;
+  if (!last.empty()) {
+    boost::system::error_code ignored;  // on an error, close_notify alone is tried
+    encrypt(last.data(), last.size(), ignored);
+  }
   SSL_set_shutdown(ssl_, SSL_RECEIVED_SHUTDOWN);
   ERR_clear_error();
   SSL_shutdown(ssl_);

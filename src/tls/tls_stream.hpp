@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include <boost/asio/buffer.hpp>
@@ -58,10 +59,11 @@ class TlsBio {
   void trim() noexcept;
   /// Records are being written or wait to be (a read may send some: a key update's answer).
   bool writing() const noexcept { return flushing_ || !stage_.empty(); }
-  /// For a connection closed without a stream around it (a parked one): sends close_notify on
-  /// `fd` if the socket takes it at once, without waiting for the peer's, and leaves the
-  /// session resumable.
-  void send_close_notify(int fd) noexcept;
+  /// For a connection closed without a stream around it (a parked one): sends `last` (the
+  /// application's goodbye, e.g. an HTTP/2 GOAWAY) and close_notify on `fd` if the socket takes
+  /// them at once, without waiting for the peer's close_notify, and leaves the session
+  /// resumable.
+  void send_close_notify(int fd, std::string_view last = {}) noexcept;
 
  protected:
   enum class Want { Done, Read, Fail };

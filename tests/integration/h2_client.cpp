@@ -89,6 +89,11 @@ Transport::Transport(std::uint16_t port, const Options& o) {
     error_ = std::string("connect: ") + std::strerror(errno);
     return;
   }
+  if (!o.preamble.empty() && ::send(fd_, o.preamble.data(), o.preamble.size(), MSG_NOSIGNAL) !=
+                                 static_cast<ssize_t>(o.preamble.size())) {
+    error_ = "sending the preamble";
+    return;
+  }
   if (!o.tls) return;
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
   ctx_ = ctx;
@@ -278,6 +283,7 @@ H2Client::H2Client(std::uint16_t port, Options o) : o_(std::move(o)) {
   to.tls = o_.tls;
   to.sni = o_.sni;
   to.timeout = o_.timeout;
+  to.preamble = o_.preamble;
   t_ = std::make_unique<Transport>(port, to);
   if (!t_->connected()) {
     error_ = t_->error();

@@ -35,6 +35,7 @@ class Transport {
     std::vector<std::string> alpn = {"h2"};  ///< TLS only
     std::string sni;                         ///< TLS only; empty: none
     Millis timeout{10000};                   ///< bounds every blocking write and read
+    std::string preamble;                    ///< sent first, in clear (a PROXY protocol header)
   };
   Transport(std::uint16_t port, const Options& o);
   ~Transport();
@@ -175,6 +176,8 @@ class H2Client {
     portico::h2::Settings settings{};
     /// The constructor waits for the server's SETTINGS.
     bool handshake = true;
+    /// Sent first on the connection, before TLS or the preface (a PROXY protocol header).
+    std::string preamble;
   };
   H2Client(std::uint16_t port, Options o);
   explicit H2Client(std::uint16_t port) : H2Client(port, Options{}) {}

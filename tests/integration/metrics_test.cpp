@@ -389,16 +389,17 @@ std::vector<std::unique_ptr<pt::TlsClient>> answered_tls_clients(std::uint16_t p
   return clients;
 }
 
-// An idle HTTP/2 connection (h2c or over TLS) gives back its read buffer, spare streams,
-// nghttp2's frame buffer and its TLS buffers after keepalive_park_after. The requests that
-// follow, their heads compressed against the dynamic tables both ends built before, are served
-// on the same connection, large bodies both ways included; each time the connection goes idle
-// again it is trimmed again.
+// An idle HTTP/2 connection (h2c or over TLS) is parked after keepalive_park_after: the worker's
+// ParkingLot keeps its socket, its nghttp2 session (and its SSL object) and nothing else. The
+// requests that follow, their heads compressed against the dynamic tables both ends built
+// before, are served on the same connection, large bodies both ways included, by a new
+// connection object; each time the connection goes idle again it is parked again. A PING wakes
+// it too, and is answered.
 class IdleH2 : public ::testing::TestWithParam<bool> {};
 INSTANTIATE_TEST_SUITE_P(Metrics, IdleH2, ::testing::Values(false, true),
                          [](const auto& i) { return i.param ? "Tls" : "H2c"; });
 
-TEST_P(IdleH2, ConnectionsAreTrimmedAndServeTheNextRequests) {
+TEST_P(IdleH2, ConnectionsAreParkedWithTheirSessionAndServeTheNextRequests) {
   const bool tls = GetParam();
   auto reg = std::make_shared<obs::Registry>();
   HttpServerOptions opts;
@@ -406,11 +407,11 @@ TEST_P(IdleH2, ConnectionsAreTrimmedAndServeTheNextRequests) {
   opts.h2c = true;
   Stack st(reg, nullptr, opts, tls ? std::optional<TlsSettings>(tls_settings()) : std::nullopt);
   auto gauge = [&](const char* name) { return st.gauge(name); };
-  auto trimmed = [&] { return gauge("portico_downstream_connections_trimmed"); };
+  auto parked = [&] { return gauge("portico_downstream_connections_parked"); };
   h2test::Request get;
   get.scheme = tls ? "https" : "http";
   get.path = "/ok";
-  get.headers = {{"x-trace", "abc123"}, {"user-agent", "trim-test/1"}};
+  get.headers = {{"x-trace", "abc123"}, {"user-agent", "park-test/1"}};
   h2test::H2Client::Options copts;
   copts.tls = tls;
   constexpr int kClients = 3;
@@ -423,8 +424,9 @@ TEST_P(IdleH2, ConnectionsAreTrimmedAndServeTheNextRequests) {
     ASSERT_EQ(r->status, 200u);
     EXPECT_EQ(r->body, "hello");
   }
-  ASSERT_TRUE(eventually([&] { return trimmed() == kClients; }));
-  EXPECT_EQ(gauge("portico_downstream_h2_connections_active"), kClients);
+  ASSERT_TRUE(eventually([&] { return parked() == kClients; }));
+  EXPECT_EQ(gauge("portico_downstream_h2_connections_active"), kClients) << "parked ones count";
+  EXPECT_EQ(gauge("portico_downstream_connections_trimmed"), 0);
   const std::string big = pattern(200 * 1024), upload = pattern(100 * 1024);
   for (int round = 0; round < 3; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
@@ -448,21 +450,63 @@ TEST_P(IdleH2, ConnectionsAreTrimmedAndServeTheNextRequests) {
       EXPECT_EQ(echoed->status, 200u);
       EXPECT_TRUE(echoed->body == upload) << "a " << echoed->body.size() << "-byte body";
     }
-    ASSERT_TRUE(eventually([&] { return trimmed() == kClients; }));
+    ASSERT_TRUE(eventually([&] { return parked() == kClients; }));
+    EXPECT_EQ(gauge("portico_downstream_h2_connections_active"), kClients);
   }
-  // Every head reached the origin intact: the decoding state outlived each trim.
+  for (auto& c : clients) EXPECT_TRUE(c->ping()) << "a parked connection answers a PING";
+  ASSERT_TRUE(eventually([&] { return parked() == kClients; }));
+  // Every head reached the origin intact: the decoding state outlived each park.
   const auto got = st.origin.received();
   ASSERT_EQ(got.size(), static_cast<std::size_t>(kClients * 10));
   for (const auto& r : got) {
     EXPECT_EQ(r.header("x-trace"), "abc123") << r.method << " " << r.target;
-    EXPECT_EQ(r.header("user-agent"), "trim-test/1") << r.method << " " << r.target;
+    EXPECT_EQ(r.header("user-agent"), "park-test/1") << r.method << " " << r.target;
   }
   EXPECT_EQ(st.accepted(), static_cast<std::uint64_t>(kClients)) << "no connection was replaced";
-  EXPECT_EQ(gauge("portico_downstream_connections_parked"), 0);
-  // Clients that leave while trimmed: the gauges come back to zero.
+  for (auto& c : clients) EXPECT_TRUE(c->goaways().empty()) << "no GOAWAY while parked";
+  // Clients that leave while parked: the gauges come back to zero.
   clients.clear();
   ASSERT_TRUE(eventually(
-      [&] { return trimmed() == 0 && gauge("portico_downstream_h2_connections_active") == 0; }));
+      [&] { return parked() == 0 && gauge("portico_downstream_h2_connections_active") == 0; }));
+  EXPECT_EQ(gauge("portico_downstream_connections_trimmed"), 0);
+}
+
+// A drain ends parked HTTP/2 connections with a GOAWAY (NO_ERROR, no stream processed beyond
+// those answered) and closes them; the gauges come back to zero.
+TEST_P(IdleH2, ParkedConnectionsEndOnShutdownWithAGoaway) {
+  const bool tls = GetParam();
+  auto reg = std::make_shared<obs::Registry>();
+  HttpServerOptions opts;
+  opts.keepalive_park_after = std::chrono::milliseconds(20);
+  opts.keepalive_timeout = std::chrono::seconds(60);
+  opts.h2c = true;
+  Stack st(reg, nullptr, opts, tls ? std::optional<TlsSettings>(tls_settings()) : std::nullopt);
+  h2test::Request get;
+  get.scheme = tls ? "https" : "http";
+  get.path = "/ok";
+  h2test::H2Client::Options copts;
+  copts.tls = tls;
+  std::vector<std::unique_ptr<h2test::H2Client>> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(std::make_unique<h2test::H2Client>(st.proxy_port(), copts));
+    ASSERT_TRUE(clients.back()->connected()) << clients.back()->error();
+    auto r = clients.back()->request(get);
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200u);
+  }
+  ASSERT_TRUE(eventually([&] { return st.gauge("portico_downstream_connections_parked") == 3; }));
+  const auto t0 = std::chrono::steady_clock::now();
+  st.server.shutdown(true);
+  st.server.wait();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  for (auto& c : clients) {
+    EXPECT_TRUE(c->wait_closed(std::chrono::seconds(3)));
+    ASSERT_FALSE(c->goaways().empty()) << "closed without a GOAWAY";
+    EXPECT_EQ(c->goaways().back().code, 0u);
+    EXPECT_EQ(c->goaways().back().last_stream_id, 1) << "the one stream answered";
+  }
+  EXPECT_EQ(st.gauge("portico_downstream_connections_parked"), 0);
+  EXPECT_EQ(st.gauge("portico_downstream_h2_connections_active"), 0);
 }
 
 // An idle HTTP/1.1 keep-alive connection over TLS is parked with its SSL object: its next

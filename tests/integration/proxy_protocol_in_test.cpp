@@ -1,5 +1,6 @@
 // A listener that expects the PROXY protocol: the client address the hooks see is the one the
 // header carries; a bad, missing or late header closes the connection without a response.
+#include "integration/h2_client.hpp"
 #include "integration/helpers.hpp"
 
 namespace itest {
@@ -36,7 +37,7 @@ class AddressRecorder : public ProxyHttp<> {
 struct ProxyProtocolProxy {
   explicit ProxyProtocolProxy(std::chrono::milliseconds header_timeout = 10s,
                               std::chrono::milliseconds park_after = 1s,
-                              std::shared_ptr<observe::Registry> reg = nullptr)
+                              std::shared_ptr<observe::Registry> reg = nullptr, bool h2c = false)
       : origin(Origin::text("behind a balancer")),
         app(std::make_shared<AddressRecorder>(origin.addr())),
         svc(http_proxy_service(
@@ -51,6 +52,7 @@ struct ProxyProtocolProxy {
     if (reg) svc->set_metrics_registry(std::move(reg));
     ListenerOptions lo;
     lo.proxy_protocol = true;
+    lo.h2c = h2c;
     EXPECT_TRUE(svc->add_tcp("127.0.0.1:0", lo));
     server.add_service(svc);
     EXPECT_TRUE(server.start());
@@ -136,6 +138,37 @@ TEST(ProxyProtocolListener, IdleConnectionIsTrimmedAndKeepsTheHeadersAddress) {
   ASSERT_TRUE(px.app->wait_for(3));
   std::lock_guard lk(px.app->mu);
   EXPECT_EQ(px.app->clients, (std::vector<std::string>(3, "203.0.113.7:56324")));
+}
+
+// The same over h2c: the idle HTTP/2 connection is trimmed, not parked (its client address
+// came from the header), and goes on with its session and the header's address.
+TEST(ProxyProtocolListener, IdleH2cConnectionIsTrimmedAndKeepsTheHeadersAddress) {
+  auto reg = std::make_shared<observe::Registry>();
+  ProxyProtocolProxy px(10s, 20ms, reg, true);
+  auto gauge = [&](const char* name) {
+    return reg->gauge_family(name, "", {"service"}).with({"pp"}).value();
+  };
+  h2test::H2Client::Options o;
+  o.preamble = "PROXY TCP4 203.0.113.8 192.0.2.10 56325 443\r\n";
+  h2test::H2Client c(px.port(), o);
+  ASSERT_TRUE(c.connected()) << c.error();
+  h2test::Request get;
+  get.path = "/";
+  for (int round = 0; round < 3; ++round) {
+    auto r = c.request(get);
+    ASSERT_TRUE(r) << "round " << round;
+    EXPECT_EQ(r->status, 200u);
+    EXPECT_EQ(r->body, "behind a balancer");
+    ASSERT_TRUE(eventually([&] { return gauge("portico_downstream_connections_trimmed") == 1; }))
+        << "round " << round;
+    EXPECT_EQ(gauge("portico_downstream_connections_parked"), 0);
+    EXPECT_EQ(gauge("portico_downstream_h2_connections_active"), 1);
+  }
+  ASSERT_TRUE(px.app->wait_for(3));
+  {
+    std::lock_guard lk(px.app->mu);
+    EXPECT_EQ(px.app->clients, (std::vector<std::string>(3, "203.0.113.8:56325")));
+  }
 }
 
 TEST(ProxyProtocolListener, AHeaderSentInPiecesIsReassembled) {

@@ -68,12 +68,12 @@ struct HttpServerOptions {
   ms header_read_timeout{60000};
   /// An idle keep-alive client connection is closed after this (Pingora keeps it forever).
   ms keepalive_timeout{60000};
-  /// An HTTP/1 keep-alive connection idle this long gives back all but its socket's descriptor
-  /// (buffers, request state, frames, the reactor's state for it: ~0.4 KiB of ~12 KiB stays
-  /// resident) and, over TLS, its SSL object, until its next request arrives. One that cannot be
-  /// parked (HTTP/2, PROXY protocol) frees its read and TLS buffers instead, and an HTTP/2
-  /// connection without streams its spare streams and the HTTP/2 codec's frame buffer (the
-  /// protocol state stays).
+  /// A keep-alive connection idle this long (HTTP/2: without streams) gives back all but its
+  /// socket's descriptor (buffers, request state, frames, the reactor's state for it: ~0.4 KiB
+  /// of ~12 KiB stays resident for HTTP/1.1) and, over TLS, its SSL object, over HTTP/2 its
+  /// protocol state (HPACK tables, settings, windows), until the client sends again. One that
+  /// cannot be parked (PROXY protocol listeners, TLS with bytes buffered) frees its read and TLS
+  /// buffers instead, and an HTTP/2 one its spare streams and the HTTP/2 codec's frame buffer.
   /// 0 = never. Busy ones never pay for it.
   ms keepalive_park_after{1000};
   /// Waiting for the next piece of a request body.
