@@ -3,8 +3,9 @@
 
     idle_client.py HOST PORT N PROTO PATH BODY [--concurrency C] [--open-timeout S] [--hold-timeout S] [--no-hold]
 
-PROTO is h1 (HTTP/1.1), h1tls (HTTP/1.1 over TLS, ALPN http/1.1, the certificate not verified)
-or h2c (HTTP/2 with prior knowledge, raw frames: no h2 library needed).
+PROTO is h1 (HTTP/1.1), h1tls (HTTP/1.1 over TLS, ALPN http/1.1, the certificate not verified),
+h2c (HTTP/2 with prior knowledge, raw frames: no h2 library needed) or h2tls (the same HTTP/2
+frames over TLS, ALPN h2).
 Opens N connections to HOST:PORT, at most C of them in progress at a time, sends one GET PATH on
 each (HTTP/1.1 keep-alive, or the HTTP/2 preface + SETTINGS + one HEADERS frame), reads the whole
 response and checks it is a 200 whose body is exactly BODY. A connection whose response is
@@ -217,7 +218,7 @@ def main():
     ap.add_argument("host")
     ap.add_argument("port", type=int)
     ap.add_argument("n", type=int)
-    ap.add_argument("proto", choices=["h1", "h1tls", "h2c"])
+    ap.add_argument("proto", choices=["h1", "h1tls", "h2c", "h2tls"])
     ap.add_argument("path")
     ap.add_argument("body")
     ap.add_argument("--concurrency", type=int, default=16)
@@ -227,12 +228,13 @@ def main():
     a = ap.parse_args()
     want_body = a.body.encode()
     tls = None
-    if a.proto == "h1tls":
+    h2 = a.proto in ("h2c", "h2tls")
+    if a.proto in ("h1tls", "h2tls"):
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         tls.check_hostname = False
         tls.verify_mode = ssl.CERT_NONE
-        tls.set_alpn_protocols(["http/1.1"])
-    if a.proto in ("h1", "h1tls"):
+        tls.set_alpn_protocols(["h2" if h2 else "http/1.1"])
+    if not h2:
         request = f"GET {a.path} HTTP/1.1\r\nHost: {a.host}:{a.port}\r\nUser-Agent: portico-idle-bench\r\n\r\n".encode()
     else:
         request = h2_request(a.host, a.port, a.path)
@@ -300,6 +302,8 @@ def main():
                     except ssl.SSLWantWriteError:
                         sel.modify(c.sock, selectors.EVENT_WRITE, c)
                         continue
+                    if h2 and c.sock.selected_alpn_protocol() != "h2":
+                        raise Fail("no-alpn-h2")
                     c.state = "send"
                     sel.modify(c.sock, selectors.EVENT_WRITE, c)
                 if c.state == "send":
@@ -315,7 +319,7 @@ def main():
                 c.buf += data
                 while tls and c.sock.pending():
                     c.buf += c.sock.recv(65536)
-                if a.proto != "h2c":
+                if not h2:
                     ok = parse_h1(c, want_body)
                 else:
                     replies = []
@@ -367,7 +371,7 @@ def main():
                     data = s.recv(65536)
                     if not data:
                         lost["closed-by-server"] += 1
-                    elif a.proto == "h2c":
+                    elif h2:
                         c = Conn(s)
                         c.status = 200  # stream 1 is done: only connection-level frames may come
                         c.buf += data

@@ -18,7 +18,8 @@
 # Environment:
 #   N                 idle connections held open (default 10000)
 #   REPEATS           measurements per proxy and protocol; the median is reported (default 3)
-#   PROTOCOLS         h1, h1tls (HTTP/1.1 over TLS), h2c, comma-separated (default h1,h2c)
+#   PROTOCOLS         h1, h1tls (HTTP/1.1 over TLS), h2c, h2tls (HTTP/2 over TLS), comma-separated
+#                     (default h1,h2c)
 #   PROXIES           any of portico,nginx,haproxy,h2o (default all four)
 #   CONCURRENCY       connections being opened / awaiting their response at a time (default 16)
 #   IDLE_SECONDS      seconds the N connections sit idle before RSS is read (default 2)
@@ -72,7 +73,7 @@ check_var CLIENT_CPU "$CLIENT_CPU" 0 4095
 PROTOS=() SELECTED=()
 IFS=, read -r -a _p <<<"$PROTOCOLS"
 for _x in "${_p[@]}"; do
-  case $_x in h1 | h1tls | h2c) PROTOS+=("$_x") ;; '') ;; *) die "unknown protocol '$_x' in PROTOCOLS (h1, h1tls, h2c)" ;; esac
+  case $_x in h1 | h1tls | h2c | h2tls) PROTOS+=("$_x") ;; '') ;; *) die "unknown protocol '$_x' in PROTOCOLS (h1, h1tls, h2c, h2tls)" ;; esac
 done
 IFS=, read -r -a _p <<<"$PROXIES"
 for _x in "${_p[@]}"; do
@@ -154,9 +155,10 @@ start_nginx origin "$O_DIR" origin.conf
 O_PID=$REPLY
 wait_listen origin "$O_PID" "$O_PORT" "$O_DIR/stdout.log" "$O_DIR/error.log" || die "origin nginx did not start"
 
-# A throwaway certificate for h1tls (P-256: what a site would use; the client does not verify it).
+# A throwaway certificate for h1tls and h2tls (P-256: what a site would use; the client does not
+# verify it).
 CERT=$TMP/tls/cert.pem KEY=$TMP/tls/key.pem PEM=$TMP/tls/both.pem
-if [[ " ${PROTOS[*]} " == *" h1tls "* ]]; then
+if [[ " ${PROTOS[*]} " == *" h1tls "* || " ${PROTOS[*]} " == *" h2tls "* ]]; then
   mkdir -p "$TMP/tls"
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$KEY" \
     -out "$CERT" -days 2 -subj /CN=localhost >/dev/null 2>&1 || die "openssl could not make a test certificate"
@@ -180,7 +182,7 @@ start_proxy() {
       local args=(--listen "127.0.0.1:$port" --upstream "127.0.0.1:$O_PORT" --threads 1
         --keepalive-timeout-ms $((KEEPALIVE_S * 1000)))
       [[ $proto == h2c ]] && args+=(--h2c)
-      [[ $proto == h1tls ]] && args+=(--tls-cert "$CERT" --tls-key "$KEY")
+      [[ $proto == h1tls || $proto == h2tls ]] && args+=(--tls-cert "$CERT" --tls-key "$KEY")
       CMDLINE[$name,$proto]="reverse_proxy ${args[*]}"
       start_server "portico" "$d/out.log" "$PORTICO_BIN" "${args[@]}"
       ;;
@@ -188,6 +190,7 @@ start_proxy() {
       local listen="listen 127.0.0.1:$port;"
       [[ $proto == h2c ]] && listen="listen 127.0.0.1:$port http2;" # h2c with prior knowledge (1.22)
       [[ $proto == h1tls ]] && listen="listen 127.0.0.1:$port ssl; ssl_certificate $CERT; ssl_certificate_key $KEY;"
+      [[ $proto == h2tls ]] && listen="listen 127.0.0.1:$port ssl http2; ssl_certificate $CERT; ssl_certificate_key $KEY;"
       mkdir -p "$d/tmp"
       cat >"$d/proxy.conf" <<EOF
 $(nginx_head "$d" 1 "$NGINX_WC" "$NOFILE")
@@ -208,6 +211,7 @@ EOF
       local bind="bind 127.0.0.1:$port"
       [[ $proto == h2c ]] && bind+=" proto h2"
       [[ $proto == h1tls ]] && bind+=" ssl crt $PEM alpn http/1.1"
+      [[ $proto == h2tls ]] && bind+=" ssl crt $PEM alpn h2"
       cat >"$d/haproxy.cfg" <<EOF
 global
     nbthread 1
@@ -246,7 +250,7 @@ http1-request-timeout: $KEEPALIVE_S
 http2-idle-timeout: $KEEPALIVE_S
 listen:
   host: 127.0.0.1
-  port: $port$( [[ $proto == h1tls ]] && printf '\n  ssl:\n    certificate-file: %s\n    key-file: %s' "$CERT" "$KEY")
+  port: $port$( [[ $proto == h1tls || $proto == h2tls ]] && printf '\n  ssl:\n    certificate-file: %s\n    key-file: %s' "$CERT" "$KEY")
 error-log: $d/error.log
 hosts:
   default:
@@ -454,7 +458,7 @@ awk -F'\t' -v n="$N" -v order="${TARGETS[*]}" -v protos="${PROTOS[*]}" '
     add(k SUBSEP "ret", ($5 > $4) ? 100 * ($5 - $6) / ($5 - $4) : 0)
   }
   END {
-    label["h1"] = "HTTP/1.1"; label["h2c"] = "h2c"; label["h1tls"] = "HTTP/1.1 over TLS"
+    label["h1"] = "HTTP/1.1"; label["h2c"] = "h2c"; label["h1tls"] = "HTTP/1.1 over TLS"; label["h2tls"] = "HTTP/2 over TLS"
     print "| proxy | protocol | N | RSS before | RSS with N idle | **per connection** | (anonymous memory only) | RSS after close | returned on close | valid runs |"
     print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     np = split(protos, P, " "); nt = split(order, T, " ")
@@ -495,7 +499,7 @@ CMD+=" bash bench/idle/run.sh"
   echo "- pinning: $PINNING; open-files limit $NOFILE"
   echo "- uptime at the start: $UPTIME_START"
   echo "- uptime at the end: $UPTIME_END"
-  echo "- client: bench/idle/idle_client.py ($(version_of python3), epoll), $CONCURRENCY connections being opened at a time; HTTP/1.1: \`GET /5b\` with keep-alive; h2c: preface + empty SETTINGS + one HEADERS frame (GET /5b), server SETTINGS acknowledged; every response checked (200, body \`$BODY\`), then the connection is left idle"
+  echo "- client: bench/idle/idle_client.py ($(version_of python3), epoll), $CONCURRENCY connections being opened at a time; HTTP/1.1: \`GET /5b\` with keep-alive; h2c and HTTP/2 over TLS (ALPN h2): preface + empty SETTINGS + one HEADERS frame (GET /5b), server SETTINGS acknowledged; every response checked (200, body \`$BODY\`), then the connection is left idle"
   echo "- origin: $(version_of nginx), 1 worker, a 5-byte static file, access_log off"
   if [[ " ${TARGETS[*]} " == *" portico "* ]]; then
     echo "- portico: $(portico_desc)"
