@@ -33,8 +33,12 @@ void close_parked(ParkedConn* p, int fd, ProxyObserver& obs) noexcept {
   if (!p) return;
   std::string_view last;
   if (p->h2) {
-    p->h2->terminate(h2::ErrorCode::NoError);
-    last = p->h2->pending_output();
+    try {
+      p->h2->terminate(h2::ErrorCode::NoError);
+      last = p->h2->pending_output();
+    } catch (...) {  // out of memory for the frame: the connection closes without it
+      last = {};
+    }
     if (!last.empty()) obs.h2_goaway_sent(0);
     obs.h2_connection(-1);
   }
