@@ -260,6 +260,8 @@ Parser::Step Parser::feed_head(const char* data, std::size_t len) {
     // A new message. Usually its whole head is in `data`: parsed there, then copied once.
     if (len == 0) return {Event::NeedMore, 0};
     slots_.clear();
+    // Room for a usual head at once (256 bytes), not grown field by field on a new connection.
+    if (slots_.capacity() < 16) slots_.reserve(16);
     trailers_.clear();
     start_line_done_ = false;
     line_pos_ = scan_pos_ = 0;
