@@ -13,7 +13,8 @@ PACKAGES := cmake ninja-build g++ make pkg-config ccache curl \
             libboost1.81-dev node-llhttp libnghttp2-dev libssl-dev libfmt-dev libspdlog-dev \
             libyaml-cpp-dev libcli11-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev \
             clang-14 libclang-rt-14-dev python3 python3-prometheus-client openssl \
-            python3-h2 python3-hyperframe python3-hpack python3-grpcio libmimalloc-dev
+            python3-h2 python3-hyperframe python3-hpack python3-grpcio libmimalloc-dev \
+            liburing-dev
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 

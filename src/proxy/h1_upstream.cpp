@@ -1,13 +1,17 @@
 // The upstream half of an HTTP/1 exchange: one attempt, the request-body pump, tunnels.
+#include <cerrno>
+
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
 #include "core/log.hpp"
+#include "core/send_batch.hpp"
 #include "core/socket_io.hpp"
 #include "proxy/h1_connection.hpp"
 
@@ -18,6 +22,7 @@ using boost::system::error_code;
 using std::chrono::milliseconds;
 
 namespace {
+
 constexpr Watchdog::CancelFn cancel_stream = &Watchdog::cancel_io<stream_socket>;
 void cancel_upstream(void* up) {
   error_code ec;
@@ -219,7 +224,38 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
   us_iov_.emplace_back(us_frame_.data(), us_frame_.size());
   // us_write inlined: a head the socket takes at once costs no coroutine frame.
   if (client_gone_) co_return Error::downstream(ErrorType::ConnectionClosed, "the client went away");
-  if (const WriteTry t = try_write(up.sock, up.tls.get(), BufferView(us_iov_)); t.pending()) {
+  SendBatch* batch =
+      opts_.batch_upstream_sends && !up.tls ? SendBatch::for_this_thread() : nullptr;
+  if (batch) {
+    // Sent with the other heads of this round, in one system call (see core/send_batch.hpp).
+    asio::steady_timer sent(up.sock.get_executor());
+    SendBatch::Item it;
+    it.fd = up.sock.native_handle();
+    it.data = us_frame_.data();
+    it.size = us_frame_.size();
+    it.done = &sent;
+    struct Unqueue {  // a frame destroyed while queued (a hard stop) leaves the batch
+      SendBatch& b;
+      SendBatch::Item& it;
+      ~Unqueue() { b.remove(it); }
+    } unqueue{*batch, it};
+    batch->add(it, up.sock.get_executor());
+    sent.expires_at(asio::steady_timer::time_point::max());
+    error_code ignored;
+    co_await sent.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+    WriteTry t;
+    if (it.result >= 0 && static_cast<std::size_t>(it.result) == it.size)
+      t.done = true;
+    else if (it.result >= 0 || it.result == -EAGAIN || it.result == -EWOULDBLOCK)
+      t.sent = it.result > 0 ? static_cast<std::size_t>(it.result) : 0;  // the rest waits
+    else
+      t.ec = error_code(-it.result, boost::system::system_category());
+    if (t.pending()) {
+      if (auto r = co_await us_write_wait(up, us_iov_, t); !r) co_return r;
+    } else if (auto r = us_write_result(t.ec, false); !r) {
+      co_return r;
+    }
+  } else if (const WriteTry t = try_write(up.sock, up.tls.get(), BufferView(us_iov_)); t.pending()) {
     if (auto r = co_await us_write_wait(up, us_iov_, t); !r) co_return r;
   } else if (auto r = us_write_result(t.ec, false); !r) {
     co_return r;

@@ -35,6 +35,7 @@
 #include "core/socket_io.hpp"
 #include "server/daemon.hpp"
 #include "server/upgrade.hpp"
+#include "core/send_batch.hpp"
 #include "server/worker.hpp"
 
 namespace portico {
@@ -557,6 +558,9 @@ Result<void> Server::start() {
   I.running = I.workers.size();
   for (auto& wt : I.workers) {
     wt->thread = std::thread([this, w = wt.get()] {
+      // Its io_uring ring for upstream request heads (batch_upstream_sends), made before the
+      // first request: a descriptor the worker holds for its life, not one that appears later.
+      detail::SendBatch::for_this_thread();
       for (;;) {
         try {
           w->ctx->run();

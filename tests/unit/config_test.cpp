@@ -69,6 +69,7 @@ access_log:
   format: "$remote_addr $status"
 allow_connect_method: true
 pool_cross_worker: false
+batch_upstream_sends: false
 limits:
   max_header_bytes: 32768
   max_header_count: 64
@@ -151,6 +152,7 @@ TEST(ConfigTest, EveryKeyIsParsed) {
   EXPECT_EQ(c.access_log.format, "$remote_addr $status");
   EXPECT_TRUE(c.http.allow_connect_method);
   EXPECT_FALSE(c.http.pool_cross_worker);
+  EXPECT_FALSE(c.http.batch_upstream_sends);
 
   const HttpServerOptions& h = c.http;
   EXPECT_EQ(h.max_header_bytes, 32768u);
@@ -179,7 +181,7 @@ TEST(ConfigTest, EveryKeyIsParsed) {
   EXPECT_TRUE(plain.h2c);
   EXPECT_TRUE(plain.proxy_protocol);
   EXPECT_FALSE(plain.tls);
-  EXPECT_EQ(plain.origin, "conf.yaml:58:5");
+  EXPECT_EQ(plain.origin, "conf.yaml:59:5");
   const ListenerConfig& secure = c.listeners[1];
   EXPECT_EQ(secure.address, "[::1]:6443");
   EXPECT_FALSE(secure.h2c);

@@ -12,7 +12,9 @@ namespace portico {
 
 /// Accepts connections on `acceptor` and serves them with `service` on the acceptor's executor,
 /// until the acceptor is closed or the coroutine is cancelled. `co_spawn` it on your own
-/// io_context; no Server is needed. The acceptor must already be open and listening.
+/// io_context; no Server is needed. The acceptor must already be open and listening. The
+/// io_context must be run by one thread: what portico keeps per worker (its upstream pool, its
+/// parked connections, its batch of upstream sends) is that thread's alone.
 task<void> serve(boost::asio::ip::tcp::acceptor& acceptor, std::shared_ptr<Service> service);
 
 }  // namespace portico

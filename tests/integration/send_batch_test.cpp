@@ -1,0 +1,84 @@
+// HttpServerOptions::batch_upstream_sends: the HTTP/1 request heads a worker sends upstream in one
+// round go to the kernel in one io_uring call (core/send_batch.hpp).
+#include "core/send_batch.hpp"
+#include "integration/helpers.hpp"
+
+namespace itest {
+namespace {
+
+using pt::Client;
+using pt::Origin;
+using portico::detail::SendBatch;
+
+/// `clients` connections each send `per_client` requests (the first of each all written before
+/// any answer is read, so they reach the worker together); every answer must be the origin's.
+void burst(std::uint16_t port, int clients, int per_client) {
+  std::vector<std::unique_ptr<Client>> cs;
+  for (int i = 0; i < clients; ++i) cs.push_back(std::make_unique<Client>(port));
+  for (int round = 0; round < per_client; ++round) {
+    for (int i = 0; i < clients; ++i)
+      ASSERT_TRUE(cs[i]->send("GET /r" + std::to_string(i) + " HTTP/1.1\r\nHost: h\r\n\r\n"));
+    for (int i = 0; i < clients; ++i) {
+      auto r = cs[i]->read_response();
+      ASSERT_TRUE(r) << "client " << i << ", round " << round;
+      EXPECT_EQ(r->status, 200u);
+      EXPECT_EQ(r->body, "batched");
+    }
+  }
+}
+
+TEST(SendBatch, HeadsOfOneRoundGoUpstreamTogetherAndEveryRequestIsAnswered) {
+  if (!SendBatch::for_this_thread())
+    GTEST_SKIP() << "io_uring is not available here (no liburing at build time, or refused)";
+  Origin origin(Origin::text("batched"));
+  HttpServerOptions o;
+  pt::TestProxy px(std::make_shared<Forward>(origin.addr()), o);
+  constexpr int kClients = 32, kRounds = 4;
+  const auto sends0 = SendBatch::sends(), subs0 = SendBatch::submissions();
+  burst(px.port(), kClients, kRounds);
+  ASSERT_FALSE(HasFailure());
+  const auto sends = SendBatch::sends() - sends0, subs = SendBatch::submissions() - subs0;
+  EXPECT_EQ(sends, static_cast<std::uint64_t>(kClients * kRounds)) << "every head went through it";
+  EXPECT_LT(subs, sends) << "some system call carried more than one head";
+  EXPECT_EQ(origin.received().size(), static_cast<std::size_t>(kClients * kRounds));
+  for (const auto& r : origin.received()) EXPECT_EQ(r.header("host"), "h") << r.target;
+}
+
+TEST(SendBatch, OffSendsEachHeadAlone) {
+  Origin origin(Origin::text("batched"));
+  HttpServerOptions o;
+  o.batch_upstream_sends = false;
+  pt::TestProxy px(std::make_shared<Forward>(origin.addr()), o);
+  const auto sends0 = SendBatch::sends();
+  burst(px.port(), 8, 2);
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(SendBatch::sends(), sends0);
+  EXPECT_EQ(origin.received().size(), 16u);
+}
+
+// A large head (many fields) still arrives whole, sent in batch with small ones.
+TEST(SendBatch, LargeAndSmallHeadsArriveWhole) {
+  Origin origin(Origin::text("batched"));
+  pt::TestProxy px(std::make_shared<Forward>(origin.addr()), HttpServerOptions{});
+  std::string big = "GET /big HTTP/1.1\r\nHost: h\r\n";
+  for (int i = 0; i < 90; ++i) big += "X-F" + std::to_string(i) + ": " + std::string(300, 'v') + "\r\n";
+  big += "\r\n";
+  Client a(px.port()), b(px.port());
+  ASSERT_TRUE(a.send(big));
+  ASSERT_TRUE(b.send("GET /small HTTP/1.1\r\nHost: h\r\n\r\n"));
+  auto ra = a.read_response(), rb = b.read_response();
+  ASSERT_TRUE(ra);
+  ASSERT_TRUE(rb);
+  EXPECT_EQ(ra->status, 200u);
+  EXPECT_EQ(rb->status, 200u);
+  bool seen = false;
+  for (const auto& r : origin.received()) {
+    if (r.target != "/big") continue;
+    seen = true;
+    EXPECT_EQ(r.header("x-f89"), std::string(300, 'v'));
+  }
+  EXPECT_TRUE(seen);
+}
+
+}  // namespace
+}  // namespace itest
