@@ -20,6 +20,7 @@ std::atomic<std::uint64_t> SendBatch::submissions_{0};
 
 namespace {
 constexpr unsigned kRingEntries = 64;  // heads per io_uring_enter (more take several); ~6 KiB
+constexpr int kNoCompletion = 1 << 30;  // a result no send returns
 }
 
 #if PORTICO_HAS_LIBURING
@@ -30,7 +31,12 @@ struct SendBatch::Ring {
 bool SendBatch::init() noexcept {
   auto* r = new (std::nothrow) Ring;
   if (!r) return false;
-  if (io_uring_queue_init(kRingEntries, &r->ring, 0) != 0) {
+  // Completions are run when the worker next enters the kernel for the ring (it waits for them
+  // anyway), never by interrupting another of its system calls (COOP_TASKRUN); only the
+  // worker's thread submits (SINGLE_ISSUER). Kernels older than 6.0 take neither flag.
+  if (io_uring_queue_init(kRingEntries, &r->ring,
+                          IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER) != 0 &&
+      io_uring_queue_init(kRingEntries, &r->ring, 0) != 0) {
     delete r;
     return false;
   }
@@ -39,6 +45,7 @@ bool SendBatch::init() noexcept {
 }
 
 SendBatch::~SendBatch() {
+  if (self_) *self_ = nullptr;
   if (ring_) {
     io_uring_queue_exit(&ring_->ring);
     delete ring_;
@@ -48,6 +55,10 @@ SendBatch::~SendBatch() {
 void SendBatch::flush() noexcept {
   posted_ = false;
   std::size_t i = 0;
+  if (!ring_) {  // dropped after a failure: the usual way
+    for (Item* it : pending_) it->result = -EAGAIN;
+    i = pending_.size();
+  }
   while (i < pending_.size()) {
     unsigned queued = 0;
     for (; i < pending_.size() && queued < kRingEntries; ++i) {
@@ -63,6 +74,7 @@ void SendBatch::flush() noexcept {
     do r = io_uring_submit_and_wait(&ring_->ring, queued);
     while (r == -EINTR);
     submissions_.fetch_add(1, std::memory_order_relaxed);
+    for (std::size_t k = i - queued; k < i; ++k) pending_[k]->result = kNoCompletion;
     unsigned head, seen = 0;
     io_uring_cqe* cqe;
     io_uring_for_each_cqe(&ring_->ring, head, cqe) {
@@ -71,13 +83,20 @@ void SendBatch::flush() noexcept {
       ++seen;
     }
     io_uring_cq_advance(&ring_->ring, seen);
+    sends_.fetch_add(seen, std::memory_order_relaxed);
     if (r < 0 || seen < queued) {
-      // The ring failed (or lost completions): those without one report a failed send, which
-      // their callers handle as any send error.
+      // The ring failed. Nothing submitted (r < 0): the heads go the usual way (-EAGAIN, nothing
+      // sent). Submitted without a completion: whether they went out is unknown, so their
+      // attempts fail (the connection is not reused) rather than send a head twice. The ring is
+      // dropped, so no stale entry can surface later; this thread sends one by one from now on.
       for (std::size_t k = i - queued; k < i; ++k)
-        if (pending_[k]->result == 0 && pending_[k]->size > 0) pending_[k]->result = -EIO;
+        if (pending_[k]->result == kNoCompletion) pending_[k]->result = r < 0 ? -EAGAIN : -EIO;
+      for (std::size_t k = i; k < pending_.size(); ++k) pending_[k]->result = -EAGAIN;
+      i = pending_.size();
+      io_uring_queue_exit(&ring_->ring);
+      delete ring_;
+      ring_ = nullptr;
     }
-    sends_.fetch_add(queued, std::memory_order_relaxed);
   }
   for (Item* it : pending_) {
     it->queued = false;
@@ -88,37 +107,30 @@ void SendBatch::flush() noexcept {
 #else
 struct SendBatch::Ring {};
 bool SendBatch::init() noexcept { return false; }
-SendBatch::~SendBatch() = default;
+SendBatch::~SendBatch() {
+  if (self_) *self_ = nullptr;
+}
 void SendBatch::flush() noexcept {}
 #endif
 
-SendBatch* SendBatch::for_this_thread() noexcept {
-  struct Holder {
-    std::unique_ptr<SendBatch> batch;
-    bool tried = false;
-  };
-  thread_local Holder h;
-  if (!h.tried) {
-    h.tried = true;
-    std::unique_ptr<SendBatch> b(new (std::nothrow) SendBatch);
-    if (b && b->init()) h.batch = std::move(b);
+std::unique_ptr<SendBatch> SendBatch::make() noexcept {
+  std::unique_ptr<SendBatch> b(new (std::nothrow) SendBatch);
+  if (!b || !b->init()) return nullptr;
+  try {
+    b->self_ = std::make_shared<SendBatch*>(b.get());
+  } catch (...) {
+    return nullptr;
   }
-  return h.batch.get();
+  return b;
 }
 
 namespace {
-/// The posted flush. Destroyed without running (its io_context went away first), it lets the
-/// next round post again.
+/// The posted flush (nothing once the batch is gone).
 struct Flush {
-  SendBatch* batch;
-  bool* posted;
-  Flush(SendBatch* b, bool* p) noexcept : batch(b), posted(p) {}
-  Flush(Flush&& o) noexcept : batch(std::exchange(o.batch, nullptr)), posted(o.posted) {}
-  Flush& operator=(Flush&&) = delete;
-  ~Flush() {
-    if (batch) *posted = false;
+  std::shared_ptr<SendBatch*> self;
+  void operator()() const {
+    if (*self) (*self)->flush_now();
   }
-  void operator()() { std::exchange(batch, nullptr)->flush_now(); }
 };
 }  // namespace
 
@@ -127,8 +139,8 @@ void SendBatch::add(Item& it, const boost::asio::any_io_executor& ex) {
   it.queued = true;
   pending_.push_back(&it);
   if (!posted_) {
+    boost::asio::post(ex, Flush{self_});
     posted_ = true;
-    boost::asio::post(ex, Flush(this, &posted_));
   }
 }
 

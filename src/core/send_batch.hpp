@@ -14,13 +14,14 @@
 // round posts the flush to the worker's executor: it runs after the handlers that were ready
 // with it. Each send is non-blocking (MSG_DONTWAIT): a head the socket does not take whole is
 // finished by the caller as before. Without liburing at build time, or where io_uring_setup is
-// refused (an old kernel, a seccomp profile), for_this_thread() returns null and callers send
-// directly. One batch per thread: a worker's executor is run by one thread.
+// refused (an old kernel, a seccomp profile), make() returns null and callers send directly.
+// One batch per worker, used by the worker's thread alone.
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -41,8 +42,13 @@ class SendBatch {
     bool queued = false;
   };
 
-  /// The calling thread's batch, made on first use; null when io_uring cannot be used.
-  static SendBatch* for_this_thread() noexcept;
+  /// A batch with its ring; null when io_uring cannot be used. One per worker (Worker::
+  /// send_batch), used by the worker's thread alone.
+  static std::unique_ptr<SendBatch> make() noexcept;
+  /// Whether make() would succeed here.
+  static bool available() noexcept { return make() != nullptr; }
+  /// False once its ring failed (nothing new is queued then).
+  bool usable() const noexcept { return ring_ != nullptr; }
 
   ~SendBatch();
   SendBatch(const SendBatch&) = delete;
@@ -70,6 +76,9 @@ class SendBatch {
 
   struct Ring;
   Ring* ring_ = nullptr;
+  // The posted flush holds it; nulled by ~SendBatch, so a flush that outlives the batch (its
+  // io_context destroyed after the worker) does nothing.
+  std::shared_ptr<SendBatch*> self_;
   std::vector<Item*> pending_;
   bool posted_ = false;
   static std::atomic<std::uint64_t> sends_;

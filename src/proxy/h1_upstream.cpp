@@ -224,8 +224,7 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
   us_iov_.emplace_back(us_frame_.data(), us_frame_.size());
   // us_write inlined: a head the socket takes at once costs no coroutine frame.
   if (client_gone_) co_return Error::downstream(ErrorType::ConnectionClosed, "the client went away");
-  SendBatch* batch =
-      opts_.batch_upstream_sends && !up.tls ? SendBatch::for_this_thread() : nullptr;
+  SendBatch* batch = opts_.batch_upstream_sends && !up.tls ? worker_.send_batch() : nullptr;
   if (batch) {
     // Sent with the other heads of this round, in one system call (see core/send_batch.hpp).
     asio::steady_timer sent(up.sock.get_executor());

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <latch>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -35,7 +36,6 @@
 #include "core/socket_io.hpp"
 #include "server/daemon.hpp"
 #include "server/upgrade.hpp"
-#include "core/send_batch.hpp"
 #include "server/worker.hpp"
 
 namespace portico {
@@ -556,11 +556,14 @@ Result<void> Server::start() {
       asio::co_spawn(*wt->ctx, detail::accept_loop(*l.acc, *l.svc, wt->worker, l.k), asio::detached);
   }
   I.running = I.workers.size();
+  std::latch ready(static_cast<std::ptrdiff_t>(I.workers.size()));
   for (auto& wt : I.workers) {
-    wt->thread = std::thread([this, w = wt.get()] {
-      // Its io_uring ring for upstream request heads (batch_upstream_sends), made before the
-      // first request: a descriptor the worker holds for its life, not one that appears later.
-      detail::SendBatch::for_this_thread();
+    wt->thread = std::thread([this, w = wt.get(), &ready] {
+      // Its io_uring ring for upstream request heads (batch_upstream_sends), made by the thread
+      // that uses it (io_uring ties work to the task that set it up) and before start()
+      // returns: a descriptor the worker holds for its life, not one that appears later.
+      w->worker.send_batch();
+      ready.count_down();
       for (;;) {
         try {
           w->ctx->run();
@@ -574,6 +577,7 @@ Result<void> Server::start() {
       if (--impl_->running == 0) impl_->cv.notify_all();
     });
   }
+  ready.wait();
   I.control = std::make_unique<ControlThread>();
   for (auto& s : I.background) I.control->spawn(s);
   I.control->run();

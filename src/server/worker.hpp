@@ -14,6 +14,7 @@
 #include <portico/core/socket_addr.hpp>
 
 #include "core/deferred.hpp"
+#include "core/send_batch.hpp"
 
 namespace portico::detail {
 
@@ -106,11 +107,22 @@ class Worker {
     if (!deferred_) deferred_ = std::make_unique<Deferred>(executor_, kWatchDelay);
     return *deferred_;
   }
+  /// The worker's batch of upstream request heads (core/send_batch.hpp), made on first use
+  /// (Server makes it before the worker's thread starts); null without io_uring, or once its
+  /// ring failed.
+  SendBatch* send_batch() noexcept {
+    if (!batch_tried_) {
+      batch_tried_ = true;
+      batch_ = SendBatch::make();
+    }
+    return batch_ && batch_->usable() ? batch_.get() : nullptr;
+  }
   /// Drops every service state (closing pooled upstream connections) and the worker's own
   /// timers: whatever is bound to the event loop. Worker thread only.
   void clear_states() noexcept {
     states_.clear();
     deferred_.reset();
+    batch_.reset();  // (a flush still queued then does nothing)
   }
   ~Worker() { clear_states(); }
 
@@ -124,6 +136,8 @@ class Worker {
   std::function<void()> on_empty_;
   std::unordered_map<const void*, std::shared_ptr<WorkerState>> states_;
   std::unique_ptr<Deferred> deferred_;
+  std::unique_ptr<SendBatch> batch_;  // made and freed by the worker's thread
+  bool batch_tried_ = false;
 };
 
 /// What a parked connection keeps besides its descriptor (see ParkingLot): its TLS session, its

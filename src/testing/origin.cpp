@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <cerrno>
 
 #include <list>
 #include <mutex>
@@ -222,6 +223,7 @@ std::string read_head(int fd, std::string& extra) {
       return buf;
     }
     ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
+    if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return {};
     buf.append(tmp, static_cast<std::size_t>(n));
   }

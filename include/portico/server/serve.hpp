@@ -14,7 +14,10 @@ namespace portico {
 /// until the acceptor is closed or the coroutine is cancelled. `co_spawn` it on your own
 /// io_context; no Server is needed. The acceptor must already be open and listening. The
 /// io_context must be run by one thread: what portico keeps per worker (its upstream pool, its
-/// parked connections, its batch of upstream sends) is that thread's alone.
+/// parked connections, its batch of upstream sends) is that thread's alone. With
+/// batch_upstream_sends and liburing, the first request proxied makes an io_uring ring on that
+/// thread; when it is closed the kernel may interrupt one of the thread's blocking system calls
+/// with EINTR.
 task<void> serve(boost::asio::ip::tcp::acceptor& acceptor, std::shared_ptr<Service> service);
 
 }  // namespace portico
