@@ -46,6 +46,7 @@ bool SendBatch::init() noexcept {
 
 SendBatch::~SendBatch() {
   if (self_) *self_ = nullptr;
+  for (Item* it : pending_) it->queued_in = nullptr;  // their frames outlive the batch
   if (ring_) {
     io_uring_queue_exit(&ring_->ring);
     delete ring_;
@@ -99,7 +100,7 @@ void SendBatch::flush() noexcept {
     }
   }
   for (Item* it : pending_) {
-    it->queued = false;
+    it->queued_in = nullptr;
     it->done->cancel();
   }
   pending_.clear();
@@ -109,6 +110,7 @@ struct SendBatch::Ring {};
 bool SendBatch::init() noexcept { return false; }
 SendBatch::~SendBatch() {
   if (self_) *self_ = nullptr;
+  for (Item* it : pending_) it->queued_in = nullptr;
 }
 void SendBatch::flush() noexcept {}
 #endif
@@ -136,7 +138,7 @@ struct Flush {
 
 void SendBatch::add(Item& it, const boost::asio::any_io_executor& ex) {
   it.result = 0;
-  it.queued = true;
+  it.queued_in = this;
   pending_.push_back(&it);
   if (!posted_) {
     boost::asio::post(ex, Flush{self_});
@@ -145,9 +147,9 @@ void SendBatch::add(Item& it, const boost::asio::any_io_executor& ex) {
 }
 
 void SendBatch::remove(Item& it) noexcept {
-  if (!it.queued) return;
-  it.queued = false;
-  pending_.erase(std::remove(pending_.begin(), pending_.end(), &it), pending_.end());
+  SendBatch* b = std::exchange(it.queued_in, nullptr);
+  if (b)
+    b->pending_.erase(std::remove(b->pending_.begin(), b->pending_.end(), &it), b->pending_.end());
 }
 
 }  // namespace portico::detail

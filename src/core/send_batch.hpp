@@ -39,7 +39,8 @@ class SendBatch {
     int result = 0;
     /// Cancelled by the flush: the queuing coroutine waits on it.
     boost::asio::steady_timer* done = nullptr;
-    bool queued = false;
+    /// The batch it waits in; null once flushed (or once the batch is gone).
+    SendBatch* queued_in = nullptr;
   };
 
   /// A batch with its ring; null when io_uring cannot be used. One per worker (Worker::
@@ -57,8 +58,9 @@ class SendBatch {
   /// Queues `it` (which must stay alive until it is flushed or removed); the first item of a
   /// round posts the flush to `ex`.
   void add(Item& it, const boost::asio::any_io_executor& ex);
-  /// Takes `it` back if it was not flushed yet (its coroutine is being destroyed).
-  void remove(Item& it) noexcept;
+  /// Takes `it` back from the batch it waits in, if any (its coroutine is being destroyed;
+  /// the batch may be gone already).
+  static void remove(Item& it) noexcept;
   /// Sends what is queued (the posted flush calls it).
   void flush_now() noexcept { flush(); }
 

@@ -22,7 +22,6 @@ using boost::system::error_code;
 using std::chrono::milliseconds;
 
 namespace {
-
 constexpr Watchdog::CancelFn cancel_stream = &Watchdog::cancel_io<stream_socket>;
 void cancel_upstream(void* up) {
   error_code ec;
@@ -234,10 +233,9 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
     it.size = us_frame_.size();
     it.done = &sent;
     struct Unqueue {  // a frame destroyed while queued (a hard stop) leaves the batch
-      SendBatch& b;
       SendBatch::Item& it;
-      ~Unqueue() { b.remove(it); }
-    } unqueue{*batch, it};
+      ~Unqueue() { SendBatch::remove(it); }
+    } unqueue{it};
     batch->add(it, up.sock.get_executor());
     sent.expires_at(asio::steady_timer::time_point::max());
     error_code ignored;
