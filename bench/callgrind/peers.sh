@@ -5,6 +5,7 @@
 #
 #   bash bench/callgrind/peers.sh [N]            # N requests per figure (default 10000)
 #   PROXIES="portico h2o" MODES=h2c bash bench/callgrind/peers.sh
+#   MODES="h1 h2c h2tls" bash bench/callgrind/peers.sh   # h2tls: HTTP/2 over TLS to the proxy
 #   BIN=path/to/reverse_proxy                   # another portico build
 #   RESULTS_DIR=dir                             # where the report goes (default bench/results)
 #
@@ -13,8 +14,9 @@
 #   instructions  the proxy under valgrind --tool=callgrind: 2,000 requests to warm up, counters
 #                 zeroed, N requests, Ir of every thread of the process / N
 #   syscalls      the proxy natively under strace -c -f: N requests, system calls / N
-# Modes: h1 (h2load --h1 -c10: HTTP/1.1 keep-alive, 10 connections) and h2c (h2load -c10 -m10:
-# 10 connections of 10 streams). Kernel time per system call differs (a send costs more than an
+# Modes: h1 (h2load --h1 -c10: HTTP/1.1 keep-alive, 10 connections), h2c (h2load -c10 -m10:
+# 10 connections of 10 streams) and h2tls (as h2c, over TLS 1.3 with TLS_AES_128_GCM_SHA256 and
+# ALPN h2, a throwaway RSA-2048 certificate; the handshakes are in the 2,000 warm-up requests). Kernel time per system call differs (a send costs more than an
 # epoll_ctl), so the two columns are a model of the cost, not a CPU time.
 # Needs valgrind, strace, nginx, h2load; HAProxy and h2o when installed (else skipped).
 set -euo pipefail
@@ -33,6 +35,7 @@ ensure_cmd strace strace
 ensure_cmd nginx nginx-light
 ensure_cmd h2load nghttp2-client
 [[ -x $BIN ]] || die "$BIN not built (make build)"
+[[ " $MODES " == *" h2tls "* ]] && ensure_cmd openssl openssl
 
 setup_tmp cg-peers
 mkdir -p "$TMP/www" "$TMP/origin/tmp"
@@ -43,6 +46,11 @@ nginx_origin_conf "$TMP/origin" "$TMP/www" 60s "listen 127.0.0.1:$O_PORT;" >"$TM
 START_LOG=0
 start_nginx origin "$TMP/origin" nginx.conf
 wait_listen origin "$REPLY" "$O_PORT" "$TMP/origin/error.log" || die "the origin did not start"
+if [[ " $MODES " == *" h2tls "* ]]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/key.pem" -out "$TMP/cert.pem" -days 2 \
+    -subj /CN=localhost >/dev/null 2>&1 || die "openssl could not make a certificate"
+  cat "$TMP/cert.pem" "$TMP/key.pem" >"$TMP/combined.pem" # HAProxy wants both in one file
+fi
 
 # proxy_cmd NAME MODE PORT DIR : sets CMD (the proxy's command line, one process, one thread)
 proxy_cmd() {
@@ -52,15 +60,21 @@ proxy_cmd() {
     portico)
       CMD=("$BIN" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$O_PORT" --threads 1)
       if [[ $mode == h2c ]]; then CMD+=(--h2c); fi
+      if [[ $mode == h2tls ]]; then CMD+=(--tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem"); fi
       ;;
     nginx)
-      local http2=""
+      local http2="" tls=""
       if [[ $mode == h2c ]]; then http2=" http2"; fi
+      if [[ $mode == h2tls ]]; then
+        http2=" ssl http2"
+        tls="        ssl_certificate $TMP/cert.pem; ssl_certificate_key $TMP/key.pem; ssl_protocols TLSv1.3;\n"
+      fi
       {
         printf 'master_process off;\ndaemon off;\n'
         nginx_head "$d" 1 4096
         nginx_upstream "127.0.0.1:$O_PORT" 64 1000000
         printf '    server {\n        listen 127.0.0.1:%s%s;\n' "$port" "$http2"
+        printf "$tls"
         nginx_proxy_location
         printf '    }\n}\n'
       } >"$d/nginx.conf"
@@ -69,14 +83,19 @@ proxy_cmd() {
     haproxy)
       local bind="bind 127.0.0.1:$port"
       if [[ $mode == h2c ]]; then bind+=" proto h2"; fi
+      if [[ $mode == h2tls ]]; then bind+=" ssl crt $TMP/combined.pem alpn h2"; fi
       HAPROXY_SPLICE=off haproxy_conf "$bind" "server o1 127.0.0.1:$O_PORT" >"$d/haproxy.cfg"
       CMD=(haproxy -db -f "$d/haproxy.cfg")
       ;;
     h2o)
       # (As root h2o would become nobody, whom valgrind's control then cannot reach.)
       if [[ $(id -u) -eq 0 ]]; then printf 'user: root\n' >"$d/h2o.conf"; else : >"$d/h2o.conf"; fi
-      printf 'num-threads: 1\nlisten:\n  host: 127.0.0.1\n  port: %s\nerror-log: %s/error.log\nhosts:\n  default:\n    paths:\n      "/":\n        proxy.reverse.url: "http://127.0.0.1:%s/"\n' \
-        "$port" "$d" "$O_PORT" >>"$d/h2o.conf"
+      printf 'num-threads: 1\nlisten:\n  host: 127.0.0.1\n  port: %s\n' "$port" >>"$d/h2o.conf"
+      if [[ $mode == h2tls ]]; then
+        printf '  ssl:\n    certificate-file: %s\n    key-file: %s\n' "$TMP/cert.pem" "$TMP/key.pem" >>"$d/h2o.conf"
+      fi
+      printf 'error-log: %s/error.log\nhosts:\n  default:\n    paths:\n      "/":\n        proxy.reverse.url: "http://127.0.0.1:%s/"\n' \
+        "$d" "$O_PORT" >>"$d/h2o.conf"
       CMD=(h2o -c "$d/h2o.conf")
       ;;
   esac
@@ -85,11 +104,14 @@ proxy_cmd() {
 load() { # load MODE URL COUNT OUT : h2load, fails unless every request succeeded
   local args=(-c10 -m10)
   if [[ $1 == h1 ]]; then args=(--h1 -c10 -m1); fi
+  if [[ $1 == h2tls ]]; then args+=(--tls13-ciphers=TLS_AES_128_GCM_SHA256); fi
   h2load "${args[@]}" -n "$3" "$2" >"$4" 2>&1 || true
   local ok
   ok=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' "$4")
   [[ $ok == "$3" ]] || { log "only ${ok:-0} of $3 requests succeeded:"; grep -E '^(requests|status codes):' "$4" >&2; return 1; }
 }
+
+scheme() { if [[ $1 == h2tls ]]; then echo https; else echo http; fi; }
 
 declare -A IR SC
 for name in $PROXIES; do
@@ -101,7 +123,7 @@ for name in $PROXIES; do
     d=$TMP/$name-$mode
     pick_port
     port=$REPLY
-    url="http://127.0.0.1:$port/1k"
+    url="$(scheme "$mode")://127.0.0.1:$port/1k"
     proxy_cmd "$name" "$mode" "$port" "$d"
     # Instructions: the proxy under callgrind (one output file per process; threads summed).
     start_server "$name" "$d/cg.log" valgrind --tool=callgrind --trace-children=no \
@@ -123,7 +145,7 @@ for name in $PROXIES; do
     # System calls: the proxy natively, strace attached after a warm-up.
     pick_port
     port=$REPLY
-    url="http://127.0.0.1:$port/1k"
+    url="$(scheme "$mode")://127.0.0.1:$port/1k"
     proxy_cmd "$name" "$mode" "$port" "$d"
     start_server "$name" "$d/native.log" "${CMD[@]}"
     pid=$REPLY
@@ -164,7 +186,7 @@ REPORT=$RESULTS_DIR/callgrind-peers-$(date -u +%Y%m%d-%H%M%S).md
       printf -- '- %s: %s, one worker/thread, upstream keep-alive, no access log\n' "$name" "$(version_of "$name")"
     fi
   done
-  printf -- '- origin: nginx, a 1 KiB file, HTTP/1.1 keep-alive; load: h2load %s (h1: `--h1 -c10`, h2c: `-c10 -m10`), %s requests per figure after 2,000 unmeasured\n' \
+  printf -- '- origin: nginx, a 1 KiB file, HTTP/1.1 keep-alive; load: h2load %s (h1: `--h1 -c10`, h2c: `-c10 -m10`, h2tls: `-c10 -m10`, TLS 1.3, TLS_AES_128_GCM_SHA256), %s requests per figure after 2,000 unmeasured\n' \
     "$(version_of h2load)" "$N"
   printf -- '- instructions: Ir of the whole proxy process under callgrind; system calls: strace -c -f on the proxy running natively\n'
   printf '\n| proxy | mode | instructions per request | system calls per request |\n|---|---|---:|---:|\n'

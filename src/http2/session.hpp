@@ -154,6 +154,10 @@ enum class EventKind : std::uint8_t {
   /// it). Otherwise the session reset the stream with CANCEL: `code` is 431 (server, trailers) or
   /// 502 (client: answer the downstream with it); Closed follows.
   Rejected,
+  /// Server: a request head broke the rules of RFC 9113 §8 (h2::request_problem): `why` says
+  /// which. The session reset the stream with PROTOCOL_ERROR (it counts toward the rapid reset
+  /// window); the stream was never reported and nothing follows (log it).
+  Malformed,
 };
 
 struct Event {
@@ -171,6 +175,8 @@ struct Event {
   bool end_stream = false;
   /// Closed.
   bool retry_safe = false;
+  /// Malformed: the reason, a string with static storage.
+  const char* why = nullptr;
   /// Head, Informational, Trailers: the field list, pseudo-header fields first.
   HeaderMap fields;
 };

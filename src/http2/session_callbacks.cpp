@@ -171,6 +171,15 @@ struct Session::Callbacks::Impl {
     if (!st->head_seen) {
       bool no_body = false;
       if (s.mode_ == Mode::Server) {
+        // nghttp2 leaves HTTP messaging to us on the server side (see Session::Session).
+        if (const char* why = request_problem(st->head)) {
+          st->head.clear();
+          nghttp2_submit_rst_stream(s.s_, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_PROTOCOL_ERROR);
+          Event m{EventKind::Malformed, st->id};
+          m.why = why;
+          s.push(std::move(m));
+          return 0;
+        }
         st->request_is_head = st->head.get(":method") == std::optional<std::string_view>("HEAD");
       } else {
         auto status = status_of(st->head);
@@ -192,6 +201,13 @@ struct Session::Callbacks::Impl {
       st->head_seen = true;
       st->head_reported = true;
     } else {
+      // Trailers end the stream (RFC 9113 §8.1): a HEADERS after the head without END_STREAM
+      // makes the message malformed.
+      if (!end) {
+        st->head.clear();
+        nghttp2_submit_rst_stream(s.s_, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_PROTOCOL_ERROR);
+        return 0;
+      }
       e.kind = EventKind::Trailers;
     }
     e.fields = std::move(st->head);

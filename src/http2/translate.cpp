@@ -2,6 +2,9 @@
 
 #include <array>
 #include <charconv>
+#include <cstring>
+
+#include "http/chars.hpp"
 
 namespace portico::h2 {
 
@@ -50,18 +53,28 @@ void append_lower(HeaderMap& out, std::string_view name, std::string_view value)
   out.append(std::string_view(n, name.size()), value);
 }
 
-/// The regular-field rules shared by requests, responses and trailers. `te_ok`: TE: trailers is
-/// allowed (requests only).
-Result<void> check_field(std::string_view name, std::string_view value, bool upstream, bool te_ok) {
+/// The regular-field rules shared by requests, responses and trailers: why the field breaks them,
+/// or null. `te_ok`: TE: trailers is allowed (requests only).
+const char* field_problem(std::string_view name, std::string_view value, bool te_ok) noexcept {
   if (!valid_field_name(name))
-    return malformed(upstream, has_upper(name) ? "uppercase field name" : "invalid field name");
-  if (!valid_field_value(value)) return malformed(upstream, "invalid field value");
-  if (is_connection_specific(name)) return malformed(upstream, "connection-specific field");
-  if (name == "te" && !(te_ok && iequals(trim(value), "trailers")))
-    return malformed(upstream, "TE other than trailers");
+    return has_upper(name) ? "uppercase field name" : "invalid field name";
+  if (!valid_field_value(value)) return "invalid field value";
+  if (is_connection_specific(name)) return "connection-specific field";
+  if (name == "te" && !(te_ok && iequals(trim(value), "trailers"))) return "TE other than trailers";
+  return nullptr;
+}
+
+Result<void> check_field(std::string_view name, std::string_view value, bool upstream, bool te_ok) {
+  if (const char* why = field_problem(name, value, te_ok)) return malformed(upstream, why);
   return {};
 }
 
+/// The pseudo-header fields of a request (RFC 9113 §8.3.1), in a field list that passed
+/// request_problem() or is being checked by it.
+struct RequestPseudo {
+  std::string_view method, scheme, authority, path;
+  bool has_method = false, has_scheme = false, has_authority = false, has_path = false;
+};
 
 }  // namespace
 
@@ -128,6 +141,15 @@ std::string_view absolute_authority(std::string_view target, std::string_view* p
   return rest.substr(0, slash);
 }
 
+/// scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) (RFC 3986 §3.1).
+bool valid_scheme(std::string_view s) noexcept {
+  auto alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  if (s.empty() || !alpha(s[0])) return false;
+  for (char c : s.substr(1))
+    if (!alpha(c) && !(c >= '0' && c <= '9') && c != '+' && c != '-' && c != '.') return false;
+  return true;
+}
+
 }  // namespace
 
 bool valid_field_name(std::string_view name) noexcept {
@@ -138,22 +160,18 @@ bool valid_field_name(std::string_view name) noexcept {
 }
 
 bool valid_field_value(std::string_view value) noexcept {
-  if (!value.empty() && (value.front() == ' ' || value.front() == '\t' || value.back() == ' ' ||
-                         value.back() == '\t'))
+  if (value.empty()) return true;
+  if (value.front() == ' ' || value.front() == '\t' || value.back() == ' ' || value.back() == '\t')
     return false;
-  for (char c : value)
-    if (c == '\0' || c == '\r' || c == '\n') return false;
-  return true;
+  return http::chars::value_chars_ok(value.data(), value.size());
 }
 
-Result<void> to_request(const HeaderMap& in, RequestHeader& out, std::string* scheme) {
-  std::string_view method, sch, authority, path;
-  bool has_method = false, has_scheme = false, has_authority = false, has_path = false;
+const char* request_problem(const HeaderMap& in) noexcept {
+  RequestPseudo p;
   bool regular_seen = false;
-  std::size_t cookies = 0;
   for (auto f : in) {
     if (!f.name.empty() && f.name.front() == ':') {
-      if (regular_seen) return malformed(false, "pseudo-header field after a regular field");
+      if (regular_seen) return "pseudo-header field after a regular field";
       auto set = [&](bool& has, std::string_view& v) -> bool {
         if (has) return false;
         has = true;
@@ -162,40 +180,69 @@ Result<void> to_request(const HeaderMap& in, RequestHeader& out, std::string* sc
       };
       bool ok;
       if (f.name == ":method")
-        ok = set(has_method, method);
+        ok = set(p.has_method, p.method);
       else if (f.name == ":scheme")
-        ok = set(has_scheme, sch);
+        ok = set(p.has_scheme, p.scheme);
       else if (f.name == ":authority")
-        ok = set(has_authority, authority);
+        ok = set(p.has_authority, p.authority);
       else if (f.name == ":path")
-        ok = set(has_path, path);
+        ok = set(p.has_path, p.path);
       else
-        return malformed(false, "unknown or response pseudo-header field in a request");
-      if (!ok) return malformed(false, "duplicated pseudo-header field");
-      if (!valid_field_value(f.value)) return malformed(false, "invalid pseudo-header value");
+        return "unknown or response pseudo-header field in a request";
+      if (!ok) return "duplicated pseudo-header field";
+      if (!valid_field_value(f.value)) return "invalid pseudo-header value";
       continue;
     }
     regular_seen = true;
-    if (auto r = check_field(f.name, f.value, false, true); !r) return r;
-    if (f.name == "cookie") ++cookies;
+    if (const char* why = field_problem(f.name, f.value, true)) return why;
   }
-  if (!has_method || method.empty()) return malformed(false, "missing :method");
-  for (char c : method)
-    if (!kNameChar[static_cast<unsigned char>(c)] && !(c >= 'A' && c <= 'Z'))
-      return malformed(false, "invalid :method");
-  if (has_authority && (authority.empty() || authority.find('@') != std::string_view::npos))
-    return malformed(false, "invalid :authority");
-  bool connect = method == "CONNECT";
-  if (connect) {
-    if (has_scheme || has_path) return malformed(false, "CONNECT with :scheme or :path");
-    if (!has_authority) return malformed(false, "CONNECT without :authority");
+  if (!p.has_method || p.method.empty()) return "missing :method";
+  for (char c : p.method)
+    if (!http::chars::is_tchar(c)) return "invalid :method";
+  // What becomes the upstream's Host: host [":" port], as the HTTP/1 parser takes Host.
+  if (p.has_authority && (p.authority.empty() || p.authority.find('@') != std::string_view::npos ||
+                          !http::chars::valid_host(p.authority)))
+    return "invalid :authority";
+  if (p.has_scheme && !valid_scheme(p.scheme)) return "invalid :scheme";
+  // What becomes the upstream's request-target: visible ASCII, no fragment (as HTTP/1 takes it).
+  if (p.has_path && (!http::chars::target_chars_ok(p.path.data(), p.path.size()) ||
+                     std::memchr(p.path.data(), '#', p.path.size())))
+    return "invalid character in :path";
+  if (p.method == "CONNECT") {
+    if (p.has_scheme || p.has_path) return "CONNECT with :scheme or :path";
+    if (!p.has_authority) return "CONNECT without :authority";
   } else {
-    if (!has_scheme || sch.empty()) return malformed(false, "missing :scheme");
-    if (!has_path || path.empty()) return malformed(false, "missing or empty :path");
-    if (path.front() != '/' && !(path == "*" && method == "OPTIONS"))
-      return malformed(false, "invalid :path");
+    if (!p.has_scheme || p.scheme.empty()) return "missing :scheme";
+    if (!p.has_path || p.path.empty()) return "missing or empty :path";
+    if (p.path.front() != '/' && !(p.path == "*" && p.method == "OPTIONS")) return "invalid :path";
   }
+  return nullptr;
+}
 
+Result<void> to_request(const HeaderMap& in, RequestHeader& out, std::string* scheme,
+                        bool checked) {
+  if (!checked)
+    if (const char* why = request_problem(in)) return malformed(false, why);
+  RequestPseudo p;
+  std::size_t cookies = 0;
+  for (auto f : in) {
+    if (f.name.front() != ':') {
+      if (f.name == "cookie") ++cookies;
+      continue;
+    }
+    std::string_view n = f.name.substr(1);
+    if (n == "method")
+      p.method = f.value;
+    else if (n == "scheme")
+      p.scheme = f.value, p.has_scheme = true;
+    else if (n == "authority")
+      p.authority = f.value, p.has_authority = true;
+    else
+      p.path = f.value;
+  }
+  const bool has_authority = p.has_authority;
+  const bool connect = p.method == "CONNECT";
+  const std::string_view method = p.method, sch = p.scheme, authority = p.authority, path = p.path;
   out.clear();
   out.set_version(Version::Http2);
   out.set_method(method);

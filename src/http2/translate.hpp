@@ -33,7 +33,15 @@ namespace portico::h2 {
 /// Cookie crumbs are joined with "; " into one field at the place of the first one (§8.2.3).
 /// `out` gets version Http2. `scheme`, when given, receives ":scheme" (empty for CONNECT).
 /// Errors are `InvalidH2` from the Downstream side, with the reason as context.
-Result<void> to_request(const HeaderMap& in, RequestHeader& out, std::string* scheme = nullptr);
+/// `checked`: `in` passed request_problem() already (the session checks every request head).
+Result<void> to_request(const HeaderMap& in, RequestHeader& out, std::string* scheme = nullptr,
+                        bool checked = false);
+
+/// Why a received request field list is malformed (RFC 9113 §8.1.1, §8.2, §8.3.1), or null: the
+/// checks of `to_request` without the translation. Beyond the RFC's musts, what the request
+/// becomes upstream must be valid HTTP/1: `:path` visible ASCII without a fragment, `:authority`
+/// a host and optional port, `:scheme` a URI scheme, field values without control characters.
+const char* request_problem(const HeaderMap& in) noexcept;
 
 /// Validates a received response field list (":status" only, three digits, not 101) and converts
 /// it. A 1xx status is returned as is: the caller forwards 100/103 as interim responses and waits
@@ -82,7 +90,8 @@ using portico::is_connection_specific;
 
 /// A field name as HTTP/2 allows it: a non-empty token of lowercase characters (RFC 9113 §8.2.1).
 bool valid_field_name(std::string_view name) noexcept;
-/// A field value as RFC 9113 §8.2.1 allows it: no NUL, CR or LF, no leading/trailing SP or HTAB.
+/// A field value as RFC 9113 §8.2.1 allows it (no leading or trailing SP or HTAB) made of what
+/// RFC 9110 §5.5 allows (HTAB, SP, VCHAR, obs-text): no control character, no DEL.
 bool valid_field_value(std::string_view value) noexcept;
 
 /// Checks that a message body matches its Content-Length (RFC 9113 §8.1.1): a DATA total above

@@ -135,7 +135,7 @@ bool H2Stream::prepare() {
   std::string scheme;
   // fields_ keeps an ordinary head until the next stream takes this object: its memory then
   // goes back to the session for the heads to come. A large one is freed now.
-  auto translated = h2::to_request(fields_, req_, &scheme);
+  auto translated = h2::to_request(fields_, req_, &scheme, /*checked=*/true);
   if (fields_.byte_size() > h2::Session::kSpareHeadBytes) fields_ = HeaderMap();
   if (auto& r = translated; !r) {
     // Malformed (RFC 9113 §8.1.1): a stream error, the request goes nowhere.
@@ -574,6 +574,12 @@ void H2Connection::dispatch() {
           log::error_log().info("HTTP/2 client {}: GOAWAY {} sent{}{}",
                                 owner_.client_addr().to_string(), h2::error_code_name(e->code),
                                 session_.last_error().empty() ? "" : ": ", session_.last_error());
+        break;
+      case h2::EventKind::Malformed:
+        log::error_log().info(
+            "HTTP/2 client {}: stream {}: malformed request ({}), reset with "
+            "PROTOCOL_ERROR",
+            owner_.client_addr().to_string(), e->stream_id, e->why);
         break;
       case h2::EventKind::Rejected:
         log::error_log().info("HTTP/2 client {}: stream {}: header list over {} bytes, answered {}",

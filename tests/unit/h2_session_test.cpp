@@ -929,6 +929,11 @@ TEST(H2Conformance, MalformedRequestsAreResetWithProtocolError) {
       {"CONNECT with :path",
        block({{":method", "CONNECT"}, {":authority", "h:1"}, {":path", "/"}})},
       {"empty :path", block({{":method", "GET"}, {":scheme", "https"}, {":path", ""}})},
+      {"space in :path", block({{":method", "GET"}, {":scheme", "https"}, {":path", "/a b"}})},
+      {"invalid :authority",
+       block({{":method", "GET"}, {":scheme", "https"}, {":authority", "a/b"}, {":path", "/"}})},
+      {"invalid name", get_block({{"a b", "1"}})},
+      {"control character in a value", get_block({{"a", std::string("x\x01y", 3)}})},
   };
   for (auto& c : cases) {
     RawServer r;
@@ -937,6 +942,12 @@ TEST(H2Conformance, MalformedRequestsAreResetWithProtocolError) {
     EXPECT_FALSE(r.goaway()) << c.what;
     EXPECT_EQ(r.count(EventKind::Head), 0u) << c.what;  // the owner never sees it
     EXPECT_EQ(r.count(EventKind::Closed), 0u) << c.what;
+    // It is told why, to log it.
+    auto m = std::find_if(r.events.begin(), r.events.end(),
+                          [](const Event& e) { return e.kind == EventKind::Malformed; });
+    ASSERT_NE(m, r.events.end()) << c.what;
+    EXPECT_EQ(m->stream_id, 1) << c.what;
+    ASSERT_NE(m->why, nullptr) << c.what;
     // The connection survives: the next request is served.
     r.events.clear();
     r.send(frame(kHeaders, kEndHeaders | kEndStream, 3, get_block()));
@@ -949,6 +960,26 @@ TEST(H2Conformance, TeTrailersIsAllowed) {
   r.send(preface() + frame(kHeaders, kEndHeaders | kEndStream, 1, get_block({{"te", "trailers"}})));
   EXPECT_FALSE(r.rst(1));
   EXPECT_EQ(r.count(EventKind::Head), 1u);
+}
+
+TEST(H2Conformance, TrailersWithoutEndStreamAreProtocolError) {
+  // RFC 9113 §8.1: a HEADERS frame after the head must end the stream.
+  RawServer r;
+  r.send(preface() + frame(kHeaders, kEndHeaders, 1, get_block()) + frame(kData, 0, 1, "abc") +
+         frame(kHeaders, kEndHeaders, 1, block({{"x-t", "1"}})));
+  EXPECT_EQ(r.rst(1), code(ErrorCode::ProtocolError));
+  EXPECT_EQ(r.count(EventKind::Head), 1u);
+  EXPECT_EQ(r.count(EventKind::Trailers), 0u);
+  EXPECT_EQ(r.count(EventKind::Closed), 1u);
+  EXPECT_FALSE(r.goaway());
+
+  // With END_STREAM they are trailers.
+  RawServer ok;
+  ok.send(preface() + frame(kHeaders, kEndHeaders, 1, get_block()) + frame(kData, 0, 1, "abc") +
+          frame(kHeaders, kEndHeaders | kEndStream, 1, block({{"x-t", "1"}})));
+  EXPECT_FALSE(ok.rst(1));
+  EXPECT_EQ(ok.count(EventKind::Trailers), 1u);
+  EXPECT_EQ(ok.count(EventKind::EndStream), 1u);
 }
 
 TEST(H2Conformance, ContentLengthMismatchIsProtocolError) {

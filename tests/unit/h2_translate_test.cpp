@@ -102,13 +102,47 @@ TEST(H2Translate, MalformedRequestsAreRejected) {
   cases.push_back(
       {"userinfo",
        fields({{":method", "GET"}, {":scheme", "https"}, {":authority", "u@h"}, {":path", "/"}})});
+  // What the request becomes upstream must be valid HTTP/1 (as nghttp2 no longer checks it).
+  auto with = [](std::string_view name, std::string_view value) {
+    std::vector<std::pair<std::string, std::string>> f = {
+        {":method", "GET"}, {":scheme", "https"}, {":authority", "h"}, {":path", "/"}};
+    for (auto& [n, v] : f)
+      if (n == name) v = value;
+    HeaderMap h;
+    for (auto& [n, v] : f) h.append(n, v);
+    return h;
+  };
+  cases.push_back({"space in :path", with(":path", "/a b")});
+  cases.push_back({"control character in :path", with(":path", std::string("/a\x01", 3))});
+  cases.push_back({"DEL in :path", with(":path", "/a\x7f")});
+  cases.push_back({"non-ASCII :path", with(":path", "/caf\xc3\xa9")});
+  cases.push_back({"fragment in :path", with(":path", "/a#frag")});
+  cases.push_back({"space in :authority", with(":authority", "h x")});
+  cases.push_back({"slash in :authority", with(":authority", "h/x")});
+  cases.push_back({"port not a number", with(":authority", "h:8o")});
+  cases.push_back({"empty host before a port", with(":authority", ":80")});
+  cases.push_back({":scheme not a scheme", with(":scheme", "1http")});
+  cases.push_back({"space in :method", with(":method", "G T")});
+  cases.push_back({"control character in a value", get_req({{"a", std::string("x\x01y", 3)}})});
+  cases.push_back({"DEL in a value", get_req({{"a", "x\x7fy"}})});
+  cases.push_back({"NUL in a value", get_req({{"a", std::string("x\0y", 3)}})});
   for (auto& c : cases) {
+    EXPECT_NE(request_problem(c.h), nullptr) << c.what;
     auto r = to_request(c.h, req);
     ASSERT_FALSE(r) << c.what;
     EXPECT_EQ(r.error().type(), ErrorType::InvalidH2) << c.what;
     EXPECT_EQ(r.error().source(), ErrorSource::Downstream) << c.what;
   }
   EXPECT_TRUE(to_request(get_req({{"te", "trailers"}}), req));
+  // Valid edges: a tab inside a value, obs-text in a value, an IPv6 authority with a port, a
+  // query with every sub-delimiter, a scheme with '+', '-' and '.'.
+  EXPECT_EQ(request_problem(get_req({{"a", "x\ty"}, {"b", "caf\xc3\xa9"}})), nullptr);
+  EXPECT_EQ(request_problem(with(":authority", "[::1]:8443")), nullptr);
+  EXPECT_EQ(request_problem(with(":path", "/p?a=1&b=$!'()*+,;=:@%20~")), nullptr);
+  EXPECT_EQ(request_problem(with(":scheme", "coap+tcp-x.y")), nullptr);
+  ASSERT_TRUE(to_request(with(":path", "/p?q=1"), req, nullptr, /*checked=*/true));
+  EXPECT_EQ(req.uri(), "/p?q=1");
+  EXPECT_EQ(req.headers().get("host").value(), "h");
   auto opts =
       fields({{":method", "OPTIONS"}, {":scheme", "https"}, {":authority", "h"}, {":path", "*"}});
   EXPECT_TRUE(to_request(opts, req));
