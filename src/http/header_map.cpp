@@ -24,11 +24,8 @@ inline std::uint64_t lower8(std::uint64_t x) noexcept {
 inline bool same(std::uint64_t x, std::uint64_t y) noexcept { return x == y || lower8(x) == lower8(y); }
 }  // namespace
 
-bool iequals(std::string_view a, std::string_view b) noexcept {
-  const std::size_t n = a.size();
-  if (n != b.size()) return false;
-  const char* p = a.data();
-  const char* q = b.data();
+namespace detail {
+bool iequals_n(const char* p, const char* q, std::size_t n) noexcept {
   // Fixed-size loads only; the last word overlaps the one before it when n is not a multiple.
   if (n >= 8) {
     std::size_t i = 0;
@@ -40,6 +37,7 @@ bool iequals(std::string_view a, std::string_view b) noexcept {
   if (n >= 2) return same(load<2>(p), load<2>(q)) && same(load<2>(p + n - 2), load<2>(q + n - 2));
   return n == 0 || same(load<1>(p), load<1>(q));
 }
+}  // namespace detail
 
 void to_lower_ascii(std::string_view in, char* out) noexcept {
   const char* p = in.data();
@@ -115,12 +113,6 @@ std::size_t HeaderMap::remove(std::string_view name) {
   }
   fields_.resize(out);
   return removed;
-}
-
-HeaderMap::Field HeaderMap::operator[](std::size_t i) const noexcept {
-  const Slot& s = fields_[i];
-  return {std::string_view(buf_.data() + s.name_off, s.name_len),
-          std::string_view(buf_.data() + s.value_off, s.value_len)};
 }
 
 std::optional<std::string_view> HeaderMap::get(std::string_view name) const noexcept {

@@ -193,8 +193,13 @@ Error Session::error(std::string_view why) const {
 }
 
 Session::Stream* Session::find(std::int32_t id) const noexcept {
+  // A frame's callbacks (a HEADERS frame: one per field) ask for the same stream in a row.
+  if (id == found_id_ && found_) return found_;
   auto it = streams_.find(id);
-  return it == streams_.end() ? nullptr : it->second.get();
+  if (it == streams_.end()) return nullptr;
+  found_id_ = id;
+  found_ = it->second.get();
+  return found_;
 }
 
 Session::Stream& Session::open(std::int32_t id) {
@@ -216,6 +221,7 @@ Session::Stream& Session::open(std::int32_t id) {
 void Session::maybe_erase(std::int32_t id) {
   auto it = streams_.find(id);
   if (it == streams_.end() || !it->second->closed || it->second->buffered != 0) return;
+  if (found_ == it->second.get()) found_ = nullptr;
   if (spare_streams_.size() < kSpare) {
     if (spare_streams_.capacity() < kSpare) spare_streams_.reserve(kSpare);  // after trim()
     it->second->reset();

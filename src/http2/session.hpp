@@ -349,6 +349,9 @@ class Session {
   void* framebuf_ = nullptr;
   bool capture_framebuf_ = false;
   std::unordered_map<std::int32_t, std::unique_ptr<Stream>> streams_;
+  // The stream find() returned last (null once erased).
+  mutable std::int32_t found_id_ = 0;
+  mutable Stream* found_ = nullptr;
   // Objects of closed streams and emptied field lists, kept for the next streams (a few).
   static constexpr std::size_t kSpare = 16;
   std::vector<std::unique_ptr<Stream>> spare_streams_;

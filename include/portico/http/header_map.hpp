@@ -14,8 +14,16 @@ namespace http1 {
 class Parser;
 }
 
-/// ASCII case-insensitive equality, as field names compare.
-bool iequals(std::string_view a, std::string_view b) noexcept;
+namespace detail {
+/// ASCII case-insensitive equality of `n` bytes at `a` and `b`.
+bool iequals_n(const char* a, const char* b, std::size_t n) noexcept;
+}  // namespace detail
+
+/// ASCII case-insensitive equality, as field names compare. (Inline: most comparisons are told
+/// apart by their lengths.)
+inline bool iequals(std::string_view a, std::string_view b) noexcept {
+  return a.size() == b.size() && detail::iequals_n(a.data(), b.data(), a.size());
+}
 
 /// Calls `pred` on each item of one comma-separated field value (items trimmed of spaces and
 /// tabs, empty ones included) until it returns true; returns whether it did.
@@ -97,7 +105,11 @@ class HeaderMap {
   std::size_t size() const noexcept { return fields_.size(); }
   bool empty() const noexcept { return fields_.empty(); }
   /// The i-th field in order. Precondition: i < size().
-  Field operator[](std::size_t i) const noexcept;
+  Field operator[](std::size_t i) const noexcept {
+    const Slot& s = fields_[i];
+    return {std::string_view(buf_.data() + s.name_off, s.name_len),
+            std::string_view(buf_.data() + s.value_off, s.value_len)};
+  }
   /// Removes every field, keeping the allocated capacity for reuse.
   void clear() noexcept;
   void reserve(std::size_t fields, std::size_t bytes);
