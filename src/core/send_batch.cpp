@@ -17,6 +17,7 @@ namespace portico::detail {
 
 std::atomic<std::uint64_t> SendBatch::sends_{0};
 std::atomic<std::uint64_t> SendBatch::submissions_{0};
+std::atomic<std::uint64_t> SendBatch::incomplete_{0};
 
 namespace {
 constexpr unsigned kRingEntries = 64;  // heads per io_uring_enter (more take several); ~6 KiB
@@ -101,7 +102,9 @@ void SendBatch::flush() noexcept {
   }
   for (Item* it : pending_) {
     it->queued_in = nullptr;
-    it->done->cancel();
+    if (it->result >= 0 && static_cast<std::size_t>(it->result) == it->size) continue;
+    incomplete_.fetch_add(1, std::memory_order_relaxed);
+    if (it->incomplete) it->incomplete(it->ctx);  // posts a completion at most: queues nothing
   }
   pending_.clear();
 }

@@ -10,12 +10,17 @@
 // upstream at once and it serves them in one run (docs/performance.md, session 12). It also
 // saves a system call per head beyond the first.
 //
-// The heads are queued by their coroutines (which then wait on a timer), and the first one of a
-// round posts the flush to the worker's executor: it runs after the handlers that were ready
-// with it. Each send is non-blocking (MSG_DONTWAIT): a head the socket does not take whole is
-// finished by the caller as before. Without liburing at build time, or where io_uring_setup is
-// refused (an old kernel, a seccomp profile), make() returns null and callers send directly.
-// One batch per worker, used by the worker's thread alone.
+// The heads are queued by their coroutines, and the first one of a round posts the flush to the
+// worker's executor: it runs after the handlers that were ready with it. A queuing coroutine
+// does not wait for it: it goes on to read the response (the read completes after the flush,
+// which runs before the reactor is next polled) and settles the send when the read returns. The
+// flush calls the item's `incomplete` when the head did not go whole, to wake that read; a
+// coroutine that must wait (a request body follows the head) posts its resumption to the same
+// executor, which runs handlers in the order they were posted. Each send is non-blocking
+// (MSG_DONTWAIT): a head the socket does not take whole is finished by the caller as before.
+// Without liburing at build time, or where io_uring_setup is refused (an old kernel, a seccomp
+// profile), make() returns null and callers send directly. One batch per worker, used by the
+// worker's thread alone.
 #pragma once
 
 #include <atomic>
@@ -25,7 +30,6 @@
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 namespace portico::detail {
 
@@ -37,10 +41,13 @@ class SendBatch {
     std::size_t size = 0;
     /// After the flush: the bytes sent, or -errno (-EAGAIN: the socket took nothing).
     int result = 0;
-    /// Cancelled by the flush: the queuing coroutine waits on it.
-    boost::asio::steady_timer* done = nullptr;
     /// The batch it waits in; null once flushed (or once the batch is gone).
     SendBatch* queued_in = nullptr;
+    /// Called by the flush, with `ctx`, when the head did not go whole (optional). It must not
+    /// queue anything (cancelling a socket's operations, which posts their completions, is
+    /// what it is for).
+    void (*incomplete)(void* ctx) noexcept = nullptr;
+    void* ctx = nullptr;
   };
 
   /// A batch with its ring; null when io_uring cannot be used. One per worker (Worker::
@@ -56,7 +63,8 @@ class SendBatch {
   SendBatch& operator=(const SendBatch&) = delete;
 
   /// Queues `it` (which must stay alive until it is flushed or removed); the first item of a
-  /// round posts the flush to `ex`.
+  /// round posts the flush to `ex`. A handler posted to `ex` after this call runs after the
+  /// flush.
   void add(Item& it, const boost::asio::any_io_executor& ex);
   /// Takes `it` back from the batch it waits in, if any (its coroutine is being destroyed;
   /// the batch may be gone already).
@@ -69,6 +77,10 @@ class SendBatch {
   static std::uint64_t sends() noexcept { return sends_.load(std::memory_order_relaxed); }
   static std::uint64_t submissions() noexcept {
     return submissions_.load(std::memory_order_relaxed);
+  }
+  /// Heads the socket did not take whole (finished by their callers).
+  static std::uint64_t incomplete_sends() noexcept {
+    return incomplete_.load(std::memory_order_relaxed);
   }
 
  private:
@@ -85,6 +97,7 @@ class SendBatch {
   bool posted_ = false;
   static std::atomic<std::uint64_t> sends_;
   static std::atomic<std::uint64_t> submissions_;
+  static std::atomic<std::uint64_t> incomplete_;
 };
 
 }  // namespace portico::detail

@@ -107,6 +107,19 @@ task<Result<void>> ProxyRequest::us_write_wait(UpstreamConn& up, const std::vect
   co_return us_write_result(ec, timed_out);
 }
 
+task<Result<void>> ProxyRequest::us_head_settle(UpstreamConn& up, int result) {
+  WriteTry t;
+  const std::size_t size = us_frame_.size();
+  if (result >= 0 && static_cast<std::size_t>(result) == size)
+    t.done = true;
+  else if (result >= 0 || result == -EAGAIN || result == -EWOULDBLOCK)
+    t.sent = result > 0 ? static_cast<std::size_t>(result) : 0;  // the rest waits
+  else
+    t.ec = error_code(-result, boost::system::system_category());
+  if (t.pending()) co_return co_await us_write_wait(up, us_iov_, t);
+  co_return us_write_result(t.ec, false);
+}
+
 task<Result<void>> ProxyRequest::us_write(UpstreamConn& up, const std::vector<asio::const_buffer>& b) {
   // An HTTP/2 client may reset its stream at any moment; a cancel only stops an operation that
   // is pending, so look before starting one.
@@ -224,33 +237,38 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
   // us_write inlined: a head the socket takes at once costs no coroutine frame.
   if (client_gone_) co_return Error::downstream(ErrorType::ConnectionClosed, "the client went away");
   SendBatch* batch = opts_.batch_upstream_sends && !up.tls ? worker_.send_batch() : nullptr;
+  // A head queued in the batch without waiting (nothing follows it), settled by the response
+  // read below: the flush runs before any read can complete.
+  SendBatch::Item queued;
+  struct Unqueue {  // a frame destroyed while queued (a hard stop, an error) leaves the batch
+    SendBatch::Item& it;
+    ~Unqueue() { SendBatch::remove(it); }
+  } unqueue{queued};
+  bool head_queued = false;
   if (batch) {
     // Sent with the other heads of this round, in one system call (see core/send_batch.hpp).
-    asio::steady_timer sent(up.sock.get_executor());
-    SendBatch::Item it;
-    it.fd = up.sock.native_handle();
-    it.data = us_frame_.data();
-    it.size = us_frame_.size();
-    it.done = &sent;
-    struct Unqueue {  // a frame destroyed while queued (a hard stop) leaves the batch
-      SendBatch::Item& it;
-      ~Unqueue() { SendBatch::remove(it); }
-    } unqueue{it};
-    batch->add(it, up.sock.get_executor());
-    sent.expires_at(asio::steady_timer::time_point::max());
-    error_code ignored;
-    co_await sent.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
-    WriteTry t;
-    if (it.result >= 0 && static_cast<std::size_t>(it.result) == it.size)
-      t.done = true;
-    else if (it.result >= 0 || it.result == -EAGAIN || it.result == -EWOULDBLOCK)
-      t.sent = it.result > 0 ? static_cast<std::size_t>(it.result) : 0;  // the rest waits
-    else
-      t.ec = error_code(-it.result, boost::system::system_category());
-    if (t.pending()) {
-      if (auto r = co_await us_write_wait(up, us_iov_, t); !r) co_return r;
-    } else if (auto r = us_write_result(t.ec, false); !r) {
-      co_return r;
+    queued.fd = up.sock.native_handle();
+    queued.data = us_frame_.data();
+    queued.size = us_frame_.size();
+    batch->add(queued, up.sock.get_executor());
+    if (!req_has_body_) {
+      // Nothing follows the head: straight to the response. A head that does not go whole
+      // wakes the read (which then finishes the head the usual way).
+      queued.incomplete = [](void* sock) noexcept {
+        error_code ignored;
+        static_cast<stream_socket*>(sock)->cancel(ignored);
+      };
+      queued.ctx = &up.sock;
+      head_queued = true;
+    } else {
+      // The body follows the head: resumed after the flush (handlers run in the order they
+      // were posted).
+      co_await asio::post(up.sock.get_executor(), asio::use_awaitable);
+      if (queued.queued_in) {  // not flushed (cannot happen): sent the usual way below
+        SendBatch::remove(queued);
+        queued.result = -EAGAIN;
+      }
+      if (auto r = co_await us_head_settle(up, queued.result); !r) co_return r;
     }
   } else if (const WriteTry t = try_write(up.sock, up.tls.get(), BufferView(us_iov_)); t.pending()) {
     if (auto r = co_await us_write_wait(up, us_iov_, t); !r) co_return r;
@@ -283,8 +301,17 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
   // a client leaving mid-body would be reported as an upstream read error.
   {
   Disarm disarm{*this};
+  auto head_whole = [&queued] {
+    return queued.result >= 0 && static_cast<std::size_t>(queued.result) == queued.size;
+  };
   for (;;) {
     if (up.begin == up.end) {
+      if (head_queued && !queued.queued_in) {
+        // Flushed while a hook held the attempt: settled before waiting for an answer to it.
+        head_queued = false;
+        if (!head_whole())
+          if (auto r = co_await us_head_settle(up, queued.result); !r) co_return r;
+      }
       // us_read inlined for a plain socket: no coroutine frame for the wait.
       Result<std::size_t> n = std::size_t{0};
       if (up.tls) {
@@ -298,6 +325,30 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
         if (const auto t = detail::recv_now(up.sock, into, got, ec); t != detail::RecvTry::Done)
           got = co_await detail::recv_wait(up.sock, into, t,
                                            asio::redirect_error(asio::use_awaitable, ec));
+        if (head_queued && !client_gone_) {
+          head_queued = false;
+          if (queued.queued_in) {
+            // The read found what was there before the head went out (a close, stray bytes):
+            // the head is not sent at all, so the request may go elsewhere.
+            SendBatch::remove(queued);
+            if (!ec && got > 0) {
+              wd_->disarm(Watchdog::UsRead);
+              Error e = Error::upstream(ErrorType::InvalidHTTPHeader,
+                                        "the upstream sent data before the request");
+              e.set_retry_type(RetryType::ReusedOnly);
+              co_return e;
+            }
+          } else if (!head_whole() && !wd_->expired(Watchdog::UsRead) &&
+                     !wd_->expired(Watchdog::Total)) {
+            // The flush cancelled this read: the rest of the head goes the usual way first.
+            wd_->disarm(Watchdog::UsRead);
+            if (!ec && got > 0)
+              co_return Error::upstream(ErrorType::InvalidHTTPHeader,
+                                        "the upstream answered before the whole request");
+            if (auto r = co_await us_head_settle(up, queued.result); !r) co_return r;
+            continue;
+          }
+        }
         n = us_read_end(up, got, ec);
       }
       if (client_gone_)

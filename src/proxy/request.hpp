@@ -176,6 +176,9 @@ class ProxyRequest : public Session {
   task<Result<void>> us_write_wait(UpstreamConn& up, const std::vector<boost::asio::const_buffer>& b,
                                    WriteTry t);
   Result<void> us_write_result(const boost::system::error_code& ec, bool timed_out) const;
+  /// The request head (us_iov_) after a send batch sent `result` of it (bytes, or -errno): the
+  /// rest written the usual way, or the failure.
+  task<Result<void>> us_head_settle(UpstreamConn& up, int result);
   /// Reads from the upstream; a zero timeout means the peer's read_timeout.
   task<Result<std::size_t>> us_read(UpstreamConn& up, std::chrono::milliseconds timeout = {});
   // us_read in parts, for callers that await the socket themselves (no coroutine frame): the

@@ -109,5 +109,79 @@ TEST(SendBatch, LargeAndSmallHeadsArriveWhole) {
   EXPECT_TRUE(seen);
 }
 
+// A head larger than the upstream socket takes at once: the batch sends a part, the attempt
+// finishes it the usual way while it waits for the answer, and the answer comes back.
+TEST(SendBatch, AHeadTheSocketTakesInPartIsFinishedTheUsualWay) {
+  bool available = false;
+  std::thread([&] { available = SendBatch::available(); }).join();
+  if (!available)
+    GTEST_SKIP() << "io_uring is not available here (no liburing at build time, or refused)";
+  // An origin with a small receive buffer (inherited from the listener), so that nothing near
+  // the whole head fits at once.
+  int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(lfd, 0);
+  struct CloseL {
+    int fd;
+    ~CloseL() { ::close(fd); }
+  } close_l{lfd};
+  int small = 4096;
+  ASSERT_EQ(::setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t al = sizeof a;
+  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &al), 0);
+  ASSERT_EQ(::listen(lfd, 4), 0);
+  std::string got;  // what the origin read, up to the end of the head
+  std::thread origin([&] {
+    const int c = ::accept(lfd, nullptr, nullptr);
+    if (c < 0) return;
+    timeval tv{10, 0};
+    ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char b[16384];
+    while (got.find("\r\n\r\n") == std::string::npos) {
+      const ssize_t n = ::recv(c, b, sizeof b, 0);
+      if (n <= 0) break;
+      got.append(b, static_cast<std::size_t>(n));
+    }
+    pt::write_all(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    char x;
+    ::recv(c, &x, 1, 0);  // until the proxy closes (or the timeout)
+    ::close(c);
+  });
+  struct Join {
+    std::thread& t;
+    int fd;
+    ~Join() {
+      if (!t.joinable()) return;
+      ::shutdown(fd, SHUT_RDWR);  // an origin still in accept() leaves it
+      t.join();
+    }
+  } join{origin, lfd};
+
+  HttpServerOptions o;
+  o.max_header_bytes = 16 << 20;
+  auto fwd = std::make_shared<Forward>(SocketAddr::loopback(ntohs(a.sin_port)));
+  const auto incomplete0 = SendBatch::incomplete_sends();
+  {
+    pt::TestProxy px(fwd, o);
+    std::string big = "GET /big HTTP/1.1\r\nHost: h\r\n";
+    for (int i = 0; i < 100; ++i)
+      big += "X-F" + std::to_string(i) + ": " + std::string(60000, 'v') + "\r\n";
+    big += "\r\n";
+    Client c(px.port());
+    ASSERT_TRUE(c.send(big));
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200u);
+    EXPECT_EQ(r->body, "ok");
+  }
+  EXPECT_GT(SendBatch::incomplete_sends(), incomplete0) << "the batch sent a part of the head";
+  origin.join();
+  EXPECT_NE(got.find("X-F99: " + std::string(60000, 'v') + "\r\n\r\n"), std::string::npos)
+      << "the origin got the whole head (" << got.size() << " bytes)";
+}
+
 }  // namespace
 }  // namespace itest
