@@ -1,6 +1,9 @@
 // The HTTP/1 codec without sockets: bytes in, events out.
 #include "http1/codec.hpp"
 
+#include <cctype>
+#include <random>
+
 using namespace portico;
 using namespace portico::http1;
 
@@ -392,4 +395,60 @@ TEST(Codec, ManyHostFieldsAreRefusedWhateverTheirNumber) {
     for (int k = 0; k < n; ++k) in += "Host: h\r\n";
     EXPECT_EQ(parse_request(in + "\r\n", 1 << 20, l).error, 400) << n;
   }
+}
+
+// Field lines of every length around the 16-byte steps of the parser's fast path, with names and
+// values drawn from an alphabet that mixes the usual bytes with the ones that need a closer look
+// (other token characters, the colon, whitespace, controls, DEL, obs-text): each is accepted or
+// refused as RFC 9112 says, and an accepted one yields the name and the trimmed value.
+TEST(Codec, FieldLinesOfEveryShapeAgreeWithTheGrammar) {
+  const std::string alphabet = std::string("aZ9-aZ9-aZ9-_.!:  \t\"(") + '\x01' + '\x7f' + '\x80';
+  auto tchar = [](unsigned char c) {
+    return std::isalnum(c) ||
+           std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
+  };
+  auto vchar = [](unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); };
+  std::mt19937 rng(12345);
+  int accepted = 0, refused = 0;
+  for (int k = 0; k < 20000; ++k) {
+    const std::size_t len = 1 + rng() % 48;
+    std::string line;
+    for (std::size_t i = 0; i < len; ++i) line += alphabet[rng() % alphabet.size()];
+    if (k % 3 == 0) {  // most real lines: "Name: value"
+      const std::size_t cut = rng() % len;
+      line = std::string("X-Name-") + std::to_string(k).substr(0, cut % 9) + ": " + line;
+    }
+    // The grammar, byte by byte.
+    std::size_t i = 0;
+    while (i < line.size() && tchar(static_cast<unsigned char>(line[i]))) ++i;
+    bool ok = i > 0 && i < line.size() && line[i] == ':';
+    std::string name, value;
+    if (ok) {
+      name = line.substr(0, i);
+      std::size_t v = i + 1, end = line.size();
+      while (v < end && (line[v] == ' ' || line[v] == '\t')) ++v;
+      while (end > v && (line[end - 1] == ' ' || line[end - 1] == '\t')) --end;
+      value = line.substr(v, end - v);
+      for (std::size_t j = v; j < end; ++j) ok = ok && vchar(static_cast<unsigned char>(line[j]));
+    }
+    // Names with rules of their own are left out.
+    std::string lower = name;
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower == "host" || lower == "content-length" || lower == "transfer-encoding" ||
+        lower == "connection" || lower == "upgrade" || lower == "te")
+      continue;
+    auto r = parse_request("GET / HTTP/1.1\r\nHost: h\r\n" + line + "\r\n\r\n");
+    if (ok) {
+      ++accepted;
+      ASSERT_TRUE(r.complete) << "refused: [" << line << "]";
+      ASSERT_EQ(r.head.headers().size(), 2u) << line;
+      EXPECT_EQ(r.head.headers()[1].name, name) << line;
+      EXPECT_EQ(r.head.headers()[1].value, value) << line;
+    } else {
+      ++refused;
+      EXPECT_EQ(r.error, 400) << "accepted: [" << line << "]";
+    }
+  }
+  EXPECT_GT(accepted, 1000);
+  EXPECT_GT(refused, 1000);
 }
