@@ -639,6 +639,7 @@ void read_document(Reader& r, const YAML::Node& root, ServerConfig& c) {
 
   // portico's keys.
   get_uint(s, "backlog", c.backlog, 1, 1u << 20);
+  get_duration(s, "defer_accept_seconds", c.defer_accept, true, 3600);
   get_enum(s, "log_level", c.log_level,
            {{"trace", LogLevel::Trace},
             {"debug", LogLevel::Debug},
@@ -802,6 +803,7 @@ ServerConf to_server_conf(const ServerConfig& cfg) {
   c.grace_period = std::chrono::duration_cast<ms>(cfg.grace_period);
   c.graceful_shutdown_timeout = std::chrono::duration_cast<ms>(cfg.graceful_shutdown_timeout);
   c.backlog = cfg.backlog;
+  c.defer_accept = cfg.defer_accept;
   c.upgrade_sock = cfg.upgrade_sock;
   if (cfg.upgrade_sock_connect_accept_max_retries)
     c.upgrade_retries = *cfg.upgrade_sock_connect_accept_max_retries;
@@ -893,6 +895,7 @@ std::vector<ConfigEntry> config_entries(const ServerConfig& c) {
   e.add("daemon_notify_timeout_seconds", c.daemon_notify_timeout, d.daemon_notify_timeout, X, N);
 
   e.add("backlog", c.backlog, d.backlog, X, E);
+  e.add("defer_accept_seconds", c.defer_accept, d.defer_accept, X, E);
   e.add("log_level", c.log_level, d.log_level, R, E);
   e.add("access_log.path", c.access_log.path, d.access_log.path, X, E);
   e.add("access_log.format", c.access_log.format, d.access_log.format, X, E);

@@ -2,10 +2,12 @@
 
 #include <portico/observe/access_log.hpp>
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -184,7 +186,7 @@ bool is_listener_on(int fd, const SocketAddr& addr) {
 }
 
 Result<std::unique_ptr<tcp::acceptor>> open_listener(asio::io_context& ctx, const SocketAddr& a,
-                                                     int backlog) {
+                                                     int backlog, std::chrono::seconds defer) {
   auto acc = std::make_unique<tcp::acceptor>(ctx);
   boost::system::error_code ec;
   const tcp proto = a.family() == AF_INET6 ? tcp::v6() : tcp::v4();
@@ -201,6 +203,11 @@ Result<std::unique_ptr<tcp::acceptor>> open_listener(asio::io_context& ctx, cons
     tcp::endpoint ep;
     std::memcpy(ep.data(), a.data(), a.size());
     acc->bind(ep, ec);
+  }
+  if (!ec && defer.count() > 0) {
+    const int secs = static_cast<int>(defer.count());
+    if (::setsockopt(acc->native_handle(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) != 0)
+      ec.assign(errno, boost::system::system_category());
   }
   if (!ec) acc->listen(backlog, ec);
   if (ec) return Error::internal(ErrorType::BindError, "listen on " + a.to_string() + ": " + ec.message());
@@ -455,7 +462,7 @@ Result<void> Server::Impl::bind_all(detail::ListenerHandover* handover) {
                               inherited.size(), addr.to_string());
       } else {
         for (auto& wt : workers) {
-          auto acc = open_listener(*wt->ctx, addr, conf.backlog);
+          auto acc = open_listener(*wt->ctx, addr, conf.backlog, conf.defer_accept);
           if (!acc) return acc.error();
           if (addr.port() == 0) {
             auto ep = (*acc)->local_endpoint();

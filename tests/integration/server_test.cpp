@@ -8,6 +8,8 @@
 #include <portico/server/serve.hpp>
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <thread>
 
@@ -38,6 +40,66 @@ TEST(Server, PortZeroIsResolvedForEveryListener) {
   }
   server.shutdown(false);
   server.wait();
+}
+
+namespace {
+/// The TCP_DEFER_ACCEPT of the listening sockets of this process bound to `port` (one per
+/// worker), found among its descriptors.
+std::vector<int> defer_accept_of_listeners(std::uint16_t port) {
+  std::vector<int> out;
+  for (int fd = 0; fd < 4096; ++fd) {
+    int listening = 0;
+    socklen_t l = sizeof listening;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l) != 0 || !listening) continue;
+    sockaddr_storage ss{};
+    socklen_t sl = sizeof ss;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &sl) != 0 || ss.ss_family != AF_INET ||
+        ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port) != port)
+      continue;
+    int secs = -1;
+    l = sizeof secs;
+    if (::getsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, &l) == 0) out.push_back(secs);
+  }
+  return out;
+}
+}  // namespace
+
+// ServerConf::defer_accept: every worker's listening socket gets TCP_DEFER_ACCEPT, and a client
+// that speaks first (as HTTP clients do) is served as usual, on new connections one after the
+// other.
+TEST(Server, DeferAcceptIsSetOnEveryListenerAndClientsAreServed) {
+  Origin origin;
+  Server server(ServerConf{.threads = 2, .defer_accept = std::chrono::seconds(5)});
+  auto svc = http_proxy_service(std::make_shared<Forward>(origin.addr()));
+  ASSERT_TRUE(svc->add_tcp("127.0.0.1:0"));
+  server.add_service(svc);
+  ASSERT_TRUE(server.start());
+  const std::uint16_t port = svc->local_endpoints().at(0).port();
+  const auto secs = defer_accept_of_listeners(port);
+  ASSERT_EQ(secs.size(), 2u) << "one listening socket per worker";
+  // The kernel keeps it as a count of SYN-ACK retransmissions, which reads back as at least the
+  // seconds asked for.
+  for (int s : secs) EXPECT_GE(s, 5);
+  for (int i = 0; i < 20; ++i) {
+    Client c(port);
+    auto r = c.get("/n" + std::to_string(i));
+    ASSERT_TRUE(r) << i;
+    EXPECT_EQ(r->status, 200u);
+  }
+  server.shutdown(false);
+  server.wait();
+
+  // Off by default.
+  Server plain;
+  auto svc2 = http_proxy_service(std::make_shared<Forward>(origin.addr()));
+  ASSERT_TRUE(svc2->add_tcp("127.0.0.1:0"));
+  plain.add_service(svc2);
+  ASSERT_TRUE(plain.start());
+  const auto off = defer_accept_of_listeners(svc2->local_endpoints().at(0).port());
+  ASSERT_EQ(off.size(), 1u);
+  EXPECT_EQ(off[0], 0);
+  plain.shutdown(false);
+  plain.wait();
 }
 
 TEST(Server, ListeningOnABusyPortIsAnError) {

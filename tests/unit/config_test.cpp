@@ -63,6 +63,7 @@ daemon_wait_for_ready: true
 daemon_ready_timeout_seconds: 300
 daemon_notify_timeout_seconds: 30
 backlog: 1024
+defer_accept_seconds: 1
 log_level: debug
 access_log:
   path: /var/log/portico/access.log
@@ -147,6 +148,7 @@ TEST(ConfigTest, EveryKeyIsParsed) {
   EXPECT_EQ(c.daemon_ready_timeout, 300s);
   EXPECT_EQ(c.daemon_notify_timeout, 30s);
   EXPECT_EQ(c.backlog, 1024);
+  EXPECT_EQ(c.defer_accept, 1s);
   EXPECT_EQ(c.log_level, LogLevel::Debug);
   EXPECT_EQ(c.access_log.path, "/var/log/portico/access.log");
   EXPECT_EQ(c.access_log.format, "$remote_addr $status");
@@ -181,7 +183,7 @@ TEST(ConfigTest, EveryKeyIsParsed) {
   EXPECT_TRUE(plain.h2c);
   EXPECT_TRUE(plain.proxy_protocol);
   EXPECT_FALSE(plain.tls);
-  EXPECT_EQ(plain.origin, "conf.yaml:59:5");
+  EXPECT_EQ(plain.origin, "conf.yaml:60:5");
   const ListenerConfig& secure = c.listeners[1];
   EXPECT_EQ(secure.address, "[::1]:6443");
   EXPECT_FALSE(secure.h2c);
@@ -231,6 +233,7 @@ TEST(ConfigTest, MissingKeysTakeDefaults) {
     EXPECT_EQ(c.http.pool_max_idle_per_key, 128u);
     EXPECT_EQ(c.http.header_read_timeout, 60000ms);
     EXPECT_EQ(c.backlog, 4096);
+    EXPECT_EQ(c.defer_accept, 0s);
     EXPECT_EQ(c.log_level, LogLevel::Info);
     EXPECT_TRUE(c.listeners.empty());
     EXPECT_TRUE(changed_keys(d, c).empty()) << yaml;
@@ -465,6 +468,11 @@ TEST(ConfigTest, Conversions) {
   EXPECT_EQ(o.header_read_timeout, 1000ms);
   EXPECT_EQ(default_peer_options(c).ca_file, "/etc/ssl/upstream-ca.pem");
   EXPECT_TRUE(default_peer_options(ServerConfig{}).ca_file.empty());
+  // defer_accept_seconds: 0 (off) to an hour.
+  EXPECT_EQ(to_server_conf(load("defer_accept_seconds: 2\n")).defer_accept, 2s);
+  EXPECT_EQ(to_server_conf(load("defer_accept_seconds: 0\n")).defer_accept, 0s);
+  EXPECT_EQ(problem("defer_accept_seconds: 3601\n"),
+            "conf.yaml:1:23: 'defer_accept_seconds' must be at most 3600, got \"3601\"");
 }
 
 class Nothing final : public Service {

@@ -117,6 +117,9 @@ struct ServerConfig {
 
   /// Listen backlog of every listening socket (ServerConf::backlog).
   int backlog = 4096;
+  /// `defer_accept_seconds`: TCP_DEFER_ACCEPT on every listening socket (ServerConf::
+  /// defer_accept); 0, the default, leaves it off.
+  seconds defer_accept{0};
   /// Error log threshold; apply_logging() sets it.
   LogLevel log_level = LogLevel::Info;
   AccessLogConfig access_log;

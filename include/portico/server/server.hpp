@@ -28,6 +28,12 @@ struct ServerConf {
   std::chrono::milliseconds graceful_shutdown_timeout{5000};
   /// Listen backlog of each listening socket.
   int backlog = 4096;
+  /// TCP_DEFER_ACCEPT on each listening socket, in seconds (0: off): the kernel hands a new
+  /// connection to a worker only once its first bytes have arrived (HTTP, TLS and PROXY
+  /// protocol clients speak first), so a worker accepts and reads it in one wake-up instead of
+  /// two; a client that sends nothing is still accepted after about this long. Listening
+  /// sockets taken over in an upgrade keep the setting of the process that opened them.
+  std::chrono::seconds defer_accept{0};
 
   /// Graceful upgrade, new process (`-u`): start() takes the listening sockets over from the
   /// running instance through `upgrade_sock` instead of binding them (an address the old process
