@@ -19,6 +19,9 @@
 #   RESULTS_DIR       where the markdown report goes (default bench/results)
 #   ONLY              same as --only
 #   H2_CLIENTS/H2_STREAMS  h2load -c / -m for the HTTP/2 scenarios (default 10 / 10)
+#   DEFER_ACCEPT      1: TCP_DEFER_ACCEPT on the HTTP/1 proxies' listeners (portico
+#                     `defer_accept_seconds: 1`, nginx `listen ... deferred`, HAProxy `defer-accept`;
+#                     h2o has no such setting); default 0, every proxy's default
 #
 # Options:
 #   --only LIST       comma-separated scenarios to run (default: all of them):
@@ -52,6 +55,7 @@ PROXY_CPU=${PROXY_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
 ONLY=${ONLY:-}           # same as --only
+DEFER_ACCEPT=${DEFER_ACCEPT:-0}
 H2_CLIENTS=${H2_CLIENTS:-10}  # h2load -c
 H2_STREAMS=${H2_STREAMS:-10}  # h2load -m
 
@@ -231,7 +235,12 @@ if ((RUN_H1)); then # the HTTP/1 proxies
     pick_port
     P_PORT=$REPLY
     mkdir -p "$TMP/portico"
-    start_server portico "$TMP/portico/out.log" "$PORTICO_BIN" --listen "127.0.0.1:$P_PORT" --upstream "127.0.0.1:$O_PORT" --threads 1
+    P_EXTRA=()
+    if [[ $DEFER_ACCEPT == 1 ]]; then
+      printf 'defer_accept_seconds: 1\n' >"$TMP/portico/defer.yaml"
+      P_EXTRA=(-c "$TMP/portico/defer.yaml")
+    fi
+    start_server portico "$TMP/portico/out.log" "$PORTICO_BIN" --listen "127.0.0.1:$P_PORT" --upstream "127.0.0.1:$O_PORT" --threads 1 "${P_EXTRA[@]}"
     register portico "$REPLY" "$P_PORT" "$TMP/portico/out.log"
   else
     T_NOTE[portico]="skipped: binary not found at $PORTICO_BIN (build it with \`make build\`, or set PORTICO_BIN)"
@@ -243,7 +252,9 @@ if ((RUN_H1)); then # the HTTP/1 proxies
   N_PORT=$REPLY
   N_DIR=$TMP/nginx-proxy
   mkdir -p "$N_DIR/tmp"
-  nginx_proxy_conf "$N_DIR" "127.0.0.1:$O_PORT" "listen 127.0.0.1:$N_PORT;" >"$N_DIR/proxy.conf"
+  N_LISTEN="listen 127.0.0.1:$N_PORT;"
+  [[ $DEFER_ACCEPT == 1 ]] && N_LISTEN="listen 127.0.0.1:$N_PORT deferred;"
+  nginx_proxy_conf "$N_DIR" "127.0.0.1:$O_PORT" "$N_LISTEN" >"$N_DIR/proxy.conf"
   start_nginx nginx "$N_DIR" proxy.conf
   register nginx "$REPLY" "$N_PORT" "$N_DIR/stdout.log" "$N_DIR/error.log"
 
@@ -253,7 +264,9 @@ if ((RUN_H1)); then # the HTTP/1 proxies
     H_PORT=$REPLY
     H_DIR=$TMP/haproxy
     mkdir -p "$H_DIR"
-    haproxy_conf "bind 127.0.0.1:$H_PORT" "server o1 127.0.0.1:$O_PORT" >"$H_DIR/haproxy.cfg"
+    H_BIND="bind 127.0.0.1:$H_PORT"
+    [[ $DEFER_ACCEPT == 1 ]] && H_BIND+=" defer-accept"
+    haproxy_conf "$H_BIND" "server o1 127.0.0.1:$O_PORT" >"$H_DIR/haproxy.cfg"
     if haproxy -c -q -f "$H_DIR/haproxy.cfg" >"$H_DIR/check.log" 2>&1; then
       start_server haproxy "$H_DIR/stdout.log" haproxy -db -f "$H_DIR/haproxy.cfg"
       register haproxy "$REPLY" "$H_PORT" "$H_DIR/stdout.log"
@@ -547,6 +560,7 @@ if ((RUN_H1)); then
     if [[ -n ${T_PORT[portico]:-} ]]; then
       echo "- portico: \`reverse_proxy --listen 127.0.0.1:${T_PORT[portico]} --upstream 127.0.0.1:$O_PORT --threads 1\`, $(portico_desc)"
     fi
+    [[ $DEFER_ACCEPT == 1 ]] && echo "- DEFER_ACCEPT=1: TCP_DEFER_ACCEPT on the listeners of portico (\`defer_accept_seconds: 1\`), nginx (\`listen ... deferred\`) and HAProxy (\`bind ... defer-accept\`); h2o has no such setting"
     [[ -n ${T_PORT[nginx]:-} ]] && echo "- nginx: $(version_of nginx), 1 worker, upstream \`keepalive 64\`, \`proxy_max_temp_file_size 0\` (large bodies are not buffered to disk), no access log"
     [[ -n ${T_PORT[haproxy]:-} ]] && echo "- haproxy: $(version_of haproxy), 1 worker/thread, keep-alive to the origin, splicing \`${HAPROXY_SPLICE:-auto}\` (HAPROXY_SPLICE), no access log"
     [[ -n ${T_PORT[h2o]:-} ]] && echo "- h2o: $(version_of h2o), 1 worker/thread, keep-alive to the origin, no access log"
