@@ -102,7 +102,7 @@ void SendBatch::flush() noexcept {
   }
   for (Item* it : pending_) {
     it->queued_in = nullptr;
-    if (it->result >= 0 && static_cast<std::size_t>(it->result) == it->size) continue;
+    if (it->sent_whole()) continue;
     incomplete_.fetch_add(1, std::memory_order_relaxed);
     if (it->incomplete) it->incomplete(it->ctx);  // posts a completion at most: queues nothing
   }

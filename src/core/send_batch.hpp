@@ -41,6 +41,10 @@ class SendBatch {
     std::size_t size = 0;
     /// After the flush: the bytes sent, or -errno (-EAGAIN: the socket took nothing).
     int result = 0;
+    /// After the flush: whether the socket took the whole head.
+    bool sent_whole() const noexcept {
+      return result >= 0 && static_cast<std::size_t>(result) == size;
+    }
     /// The batch it waits in; null once flushed (or once the batch is gone).
     SendBatch* queued_in = nullptr;
     /// Called by the flush, with `ctx`, when the head did not go whole (optional). It must not

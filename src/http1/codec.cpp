@@ -69,61 +69,52 @@ inline unsigned control_bytes(__m128i x) noexcept {
   return ~static_cast<unsigned>(_mm_movemask_epi8(ok)) & 0xFFFFu;
 }
 
-/// split_field for the usual line of 16 bytes or more, 16 bytes per step: a name of letters,
+/// The colon of the usual field line of 16 bytes or more, 16 bytes per step: a name of letters,
 /// digits and '-', then the colon, and no control character anywhere (the name, the colon and
-/// the whitespace pass that test too, so the whole line is checked as one value). False when
-/// the line is anything else: split_field then looks at it byte by byte and says what is wrong.
-inline bool split_usual_field(const char* p, std::size_t n, std::uint32_t& nl, std::uint32_t& vo,
-                              std::uint32_t& vl) noexcept {
-  if (n < 16) return false;
-  std::size_t colon = 0;
-  bool found = false;
-  for (std::size_t i = 0;; i += 16) {
+/// the whitespace pass that test too, so the whole line is checked as one value). npos when the
+/// line is anything else: split_field then looks at it byte by byte and says what is wrong.
+inline std::size_t usual_field_colon(const char* p, std::size_t n) noexcept {
+  if (n < 16) return npos;
+  for (std::size_t i = 0, colon = npos;; i += 16) {
     const std::size_t at = i + 16 <= n ? i : n - 16;  // the last block overlaps the one before
     const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + at));
-    if (control_bytes(x)) return false;
-    if (!found) {
+    if (control_bytes(x)) return npos;
+    if (colon == npos) {
       const unsigned m = unusual_name_bytes(x) & (0xFFFFu << (i - at));  // bytes not seen yet
       if (m) {
         colon = at + static_cast<std::size_t>(__builtin_ctz(m));
-        if (colon == 0 || p[colon] != ':') return false;
-        found = true;
+        if (colon == 0 || p[colon] != ':') return npos;
       }
     }
-    if (at + 16 >= n) break;
+    if (at + 16 >= n) return colon;
   }
-  if (!found) return false;
-  std::size_t v = colon + 1;
-  while (v < n && is_ows(p[v])) ++v;
-  std::size_t end = n;
-  while (end > v && is_ows(p[end - 1])) --end;
-  nl = static_cast<std::uint32_t>(colon);
-  vo = static_cast<std::uint32_t>(v);
-  vl = static_cast<std::uint32_t>(end - v);
-  return true;
 }
+#else
+inline std::size_t usual_field_colon(const char*, std::size_t) noexcept { return npos; }
 #endif
 
 /// field-name ":" OWS field-value OWS in [p, p+n): the offsets of the name and trimmed value,
 /// or why the line is invalid.
 const char* split_field(const char* p, std::size_t n, std::uint32_t& nl, std::uint32_t& vo,
                         std::uint32_t& vl) noexcept {
-#if defined(__SSE2__)
-  if (split_usual_field(p, n, nl, vo, vl)) return nullptr;
-#endif
-  if (is_ows(p[0])) return "obsolete line folding";  // or whitespace before the first field
-  std::size_t i = 0;
-  while (i < n && is_tchar(p[i])) ++i;
-  if (i == n) return "field line without a colon";
-  if (p[i] != ':') return is_ows(p[i]) ? "whitespace before the colon of a field"
-                                       : "invalid character in a field name";
-  if (i == 0) return "empty field name";
+  std::size_t i = usual_field_colon(p, n);
+  const bool checked = i != npos;  // the whole line passed the value test already
+  if (!checked) {
+    if (is_ows(p[0])) return "obsolete line folding";  // or whitespace before the first field
+    i = 0;
+    while (i < n && is_tchar(p[i])) ++i;
+    if (i == n) return "field line without a colon";
+    if (p[i] != ':')
+      return is_ows(p[i]) ? "whitespace before the colon of a field"
+                          : "invalid character in a field name";
+    if (i == 0) return "empty field name";
+  }
   nl = static_cast<std::uint32_t>(i);
   ++i;
   while (i < n && is_ows(p[i])) ++i;
   std::size_t end = n;
   while (end > i && is_ows(p[end - 1])) --end;
-  if (!value_chars_ok(p + i, end - i)) return "a control character in a field value";
+  if (!checked && !value_chars_ok(p + i, end - i)) return "a control character in a field value";
   vo = static_cast<std::uint32_t>(i);
   vl = static_cast<std::uint32_t>(end - i);
   return nullptr;

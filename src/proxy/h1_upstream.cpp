@@ -301,15 +301,12 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
   // a client leaving mid-body would be reported as an upstream read error.
   {
   Disarm disarm{*this};
-  auto head_whole = [&queued] {
-    return queued.result >= 0 && static_cast<std::size_t>(queued.result) == queued.size;
-  };
   for (;;) {
     if (up.begin == up.end) {
       if (head_queued && !queued.queued_in) {
         // Flushed while a hook held the attempt: settled before waiting for an answer to it.
         head_queued = false;
-        if (!head_whole())
+        if (!queued.sent_whole())
           if (auto r = co_await us_head_settle(up, queued.result); !r) co_return r;
       }
       // us_read inlined for a plain socket: no coroutine frame for the wait.
@@ -338,7 +335,7 @@ task<Result<void>> ProxyRequest::attempt_inner(UpstreamConn& up, bool& response_
               e.set_retry_type(RetryType::ReusedOnly);
               co_return e;
             }
-          } else if (!head_whole() && !wd_->expired(Watchdog::UsRead) &&
+          } else if (!queued.sent_whole() && !wd_->expired(Watchdog::UsRead) &&
                      !wd_->expired(Watchdog::Total)) {
             // The flush cancelled this read: the rest of the head goes the usual way first.
             wd_->disarm(Watchdog::UsRead);
