@@ -221,6 +221,33 @@ RecvTry recv_now(Socket& sock, boost::asio::mutable_buffer b, std::size_t& n,
 #endif
 }
 
+/// recv_now for a descriptor not given to Asio yet (accept_raw, non-blocking): Done, Wait
+/// (nothing there: it must be registered with the reactor to wait, see adopt_descriptor) or
+/// Async (kRecvStreak: registered, and read through Asio's posted completion).
+inline RecvTry recv_raw(int fd, boost::asio::mutable_buffer b, std::size_t& n,
+                        boost::system::error_code& ec) noexcept {
+  n = 0;
+  if (++recv_streak > kRecvStreak) {
+    recv_streak = 0;
+    return RecvTry::Async;
+  }
+  ssize_t got;
+  do {
+    got = ::recv(fd, b.data(), b.size(), MSG_DONTWAIT);
+  } while (got < 0 && errno == EINTR);
+  if (got > 0) {
+    n = static_cast<std::size_t>(got);
+    return RecvTry::Done;
+  }
+  if (got == 0) {
+    ec = boost::asio::error::eof;
+    return RecvTry::Done;
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return RecvTry::Wait;
+  ec.assign(errno, boost::asio::error::get_system_category());
+  return RecvTry::Done;
+}
+
 /// The rest of a read that recv_now did not finish (its result `t`, not Done): async_read_some,
 /// which for Wait is queued with the reactor without a try (the socket's flag is down) and puts
 /// the flag down again when it drains the socket (queued_read_drains). Together, as
@@ -345,15 +372,20 @@ task<void> write_rest(Socket& sock, It first, It last, std::size_t skip,
 
 /// One write of `bufs` tried in place: through `tls` (a TlsStream) when there is one, else
 /// straight on `sock`. Most writes end here; one that is pending() goes on with finish_write.
-template <class Socket, class Tls, class Buffers>
-WriteTry try_write(Socket& sock, Tls* tls, Buffers bufs) {
+template <class Tls, class Buffers>
+WriteTry try_write(int fd, Tls* tls, Buffers bufs) {
   WriteTry t;
   if (tls)
     t.done = tls->try_write(bufs, t.ec);
   else
-    t.sent = send_now(sock.native_handle(), boost::asio::buffer_sequence_begin(bufs),
+    t.sent = send_now(fd, boost::asio::buffer_sequence_begin(bufs),
                       boost::asio::buffer_sequence_end(bufs), t.done, t.ec);
   return t;
+}
+/// try_write on the descriptor of `sock`.
+template <class Socket, class Tls, class Buffers>
+WriteTry try_write(Socket& sock, Tls* tls, Buffers bufs) {
+  return try_write(sock.native_handle(), tls, bufs);
 }
 
 /// The rest of a write that try_write left pending, with the same `sock`, `tls` and `bufs`.

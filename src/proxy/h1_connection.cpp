@@ -1,5 +1,9 @@
 #include "proxy/h1_connection.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/error.hpp>
@@ -7,6 +11,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include "core/accept_raw.hpp"
 #include "core/log.hpp"
 #include "core/socket_io.hpp"
 #include "observe/proxy_observer.hpp"
@@ -39,21 +44,25 @@ H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
       parser_(http1::Kind::Request,
               http1::ParserLimits{opts_.max_header_bytes, opts_.max_header_count,
                                  opts_.max_request_target_bytes}) {
-  error_code ec;
+  raw_ = std::move(a.raw);
   client_addr_ = a.peer;
   server_addr_ = a.local;
-  if (client_addr_.empty()) {
-    auto re = sock_.remote_endpoint(ec);
-    if (!ec) client_addr_ = SocketAddr::from_sockaddr(re.data(), static_cast<socklen_t>(re.size()));
+  sockaddr_storage sa;
+  socklen_t len = sizeof sa;
+  if (client_addr_.empty() && ::getpeername(fd(), reinterpret_cast<sockaddr*>(&sa), &len) == 0)
+    client_addr_ = SocketAddr::from_sockaddr(reinterpret_cast<const sockaddr*>(&sa), len);
+  len = sizeof sa;
+  if (server_addr_.empty() && ::getsockname(fd(), reinterpret_cast<sockaddr*>(&sa), &len) == 0)
+    server_addr_ = SocketAddr::from_sockaddr(reinterpret_cast<const sockaddr*>(&sa), len);
+  if (!a.nodelay) {
+    const int one = 1;
+    ::setsockopt(fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
-  if (server_addr_.empty()) {
-    auto le = sock_.local_endpoint(ec);
-    if (!ec) server_addr_ = SocketAddr::from_sockaddr(le.data(), static_cast<socklen_t>(le.size()));
-  }
-  if (!a.nodelay) sock_.set_option(asio::ip::tcp::no_delay(true), ec);
   server_tls_ = std::move(tls);
   const ListenerOptions lo = svc.listener_options(a.listener);
   expect_proxy_header_ = lo.proxy_protocol;
+  // TLS and the PROXY protocol wait for the client's bytes from the start.
+  if (server_tls_ || expect_proxy_header_) attach();
   h2c_ = !server_tls_ && (lo.h2c || opts_.h2c);
   listener_ = a.listener;
   // Not for a PROXY protocol client: its address came from the header.
@@ -121,9 +130,36 @@ void H1Connection::drain() noexcept {
 void H1Connection::abort() noexcept {
   closed_ = true;
   if (h2_) h2_->abort();
+  shutdown_client(asio::socket_base::shutdown_both);
   error_code ec;
-  sock_.shutdown(asio::socket_base::shutdown_both, ec);
   sock_.cancel(ec);
+}
+
+bool H1Connection::attach(bool drained) noexcept {
+  if (!raw_) return true;
+  const bool v6 = (server_addr_.empty() ? client_addr_ : server_addr_).family() == AF_INET6;
+  error_code ec;
+  adopt_descriptor(sock_, v6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), raw_, drained, ec);
+  if (!ec) return true;
+  log::error_log().warn("client {}: {}", client_addr_.to_string(), ec.message());
+  raw_.reset();
+  closed_ = true;
+  return false;
+}
+
+void H1Connection::shutdown_client(asio::socket_base::shutdown_type how) noexcept {
+  if (raw_) {
+    ::shutdown(raw_.get(), static_cast<int>(how));
+    return;
+  }
+  error_code ec;
+  sock_.shutdown(how, ec);
+}
+
+void H1Connection::close_client() noexcept {
+  raw_.reset();
+  error_code ec;
+  sock_.close(ec);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -175,6 +211,7 @@ void H1Connection::park() {
     more->h2 = std::move(h2_session_);
   }
   const bool h2 = more && more->h2;
+  if (!attach()) return;
   parked_ = state_.parking->park(sock_, listener_, conn_requests_, v6, std::move(more));
   // Not parked: the session is gone with the connection (idle: no stream is lost).
   if (!parked_ && h2) obs_->h2_connection(-1);
@@ -216,10 +253,16 @@ task<Result<std::size_t>> H1Connection::ds_read(milliseconds timeout) {
       small ? asio::buffer(first) : asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_);
   // (Not a conditional expression: GCC 12 destroys temporaries of a co_await in one twice.)
   std::size_t n;
-  if (tls_)
+  if (tls_) {
     n = co_await tls_->read_some(into, ec);
-  else if (const auto t = detail::recv_now(sock_, into, n, ec); t != detail::RecvTry::Done)
-    n = co_await detail::recv_wait(sock_, into, t, asio::redirect_error(asio::use_awaitable, ec));
+  } else {
+    RecvTry t = raw_ ? recv_raw(raw_.get(), into, n, ec) : recv_now(sock_, into, n, ec);
+    if (t != RecvTry::Done) {
+      if (raw_ && !attach(t == RecvTry::Wait))
+        co_return Error::downstream(ErrorType::ReadError, "registering the connection failed");
+      n = co_await recv_wait(sock_, into, t, asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
   const bool timed_out = wd_->expired(Watchdog::DsRead) || (ec && wd_->expired(Watchdog::Total));
   wd_->disarm(Watchdog::DsRead);
   if (timed_out) co_return Error::downstream(ErrorType::ReadTimedout, "reading from the client");
@@ -247,6 +290,7 @@ Result<void> H1Connection::ds_write_result(const error_code& ec, bool timed_out)
 
 task<Result<void>> H1Connection::ds_write_wait(const std::vector<asio::const_buffer>& bufs, WriteTry t) {
   error_code ec;
+  if (!attach()) co_return ds_write_result(asio::error::bad_descriptor, false);
   wd_->arm(Watchdog::DsWrite, opts_.write_timeout, cancel_tcp, &sock_);
   co_await finish_write(sock_, tls_.get(), BufferView(bufs), t, ec);
   const bool timed_out = wd_->expired(Watchdog::DsWrite) || (ec && wd_->expired(Watchdog::Total));
@@ -256,7 +300,7 @@ task<Result<void>> H1Connection::ds_write_wait(const std::vector<asio::const_buf
 
 task<Result<void>> H1Connection::ds_write(const std::vector<asio::const_buffer>& bufs) {
   // Most writes fit the socket buffer: tried first without a suspension or a timer.
-  const WriteTry t = try_write(sock_, tls_.get(), BufferView(bufs));
+  const WriteTry t = try_write(fd(), tls_.get(), BufferView(bufs));
   if (!t.pending()) co_return ds_write_result(t.ec, false);
   co_return co_await ds_write_wait(bufs, t);
 }
@@ -353,7 +397,7 @@ bool H1Connection::ds_send_now(const std::vector<std::string_view>& pieces, bool
     return true;
   }
   // Most writes fit the socket buffer: tried first without a suspension or a timer.
-  send_try_ = try_write(sock_, tls_.get(), BufferView(iov_));
+  send_try_ = try_write(fd(), tls_.get(), BufferView(iov_));
   if (send_try_.pending()) {
     send_started_ = true;  // ds_send waits for the rest
     return false;
@@ -409,6 +453,7 @@ task<Result<void>> H1Connection::write_response_body(std::string_view data, bool
 
 task<ssize_t> H1Connection::peek_more(unsigned char* buf, std::size_t cap, ssize_t seen) {
   // Bounded by the DsRead deadline the caller armed (it cancels the wait).
+  if (!attach()) co_return -1;
   for (;;) {
     error_code ec;
     co_await sock_.async_wait(asio::socket_base::wait_read,
@@ -524,8 +569,7 @@ task<bool> H1Connection::tls_handshake() {
 
 task<void> H1Connection::run() {
   if (expect_proxy_header_ && !co_await read_proxy_header()) {
-    error_code ec;
-    sock_.close(ec);
+    close_client();
     co_return;
   }
   bool tls_ok = true;
@@ -534,8 +578,7 @@ task<void> H1Connection::run() {
     obs_->tls_handshake(tls_ok, tls_ok && tls_info_->resumed);
   }
   if (!tls_ok) {
-    error_code ec;
-    sock_.close(ec);
+    close_client();
     co_return;
   }
   bool h2 = h2_session_ || (tls_info_ && tls_info_->alpn == "h2");
@@ -584,10 +627,10 @@ task<void> H1Connection::run() {
   }
   // close() alone sends the FIN; the separate half-close is only needed to linger.
   if (!closed_ && (!req_body_done_ || rbegin_ < rend_)) {
-    sock_.shutdown(asio::socket_base::shutdown_send, ec);
+    shutdown_client(asio::socket_base::shutdown_send);
     co_await linger();
   }
-  sock_.close(ec);
+  close_client();
 }
 
 task<bool> H1Connection::sniff_h2c_preface() {
@@ -611,6 +654,7 @@ task<bool> H1Connection::sniff_h2c_preface() {
 
 task<void> H1Connection::run_h2() {
   idle_ = false;
+  if (!attach()) co_return;
   H2Connection c(svc_, state_, worker_, *this, sock_, tls_.get(), *wd_,
                  std::string_view(rbuf_.data() + rbegin_, rend_ - rbegin_), std::move(h2_session_),
                  parkable_ && (!tls_ || tls_info_));

@@ -15,6 +15,7 @@
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "core/raw_fd.hpp"
 #include "proxy/request.hpp"
 #include "tls/tls.hpp"
 #include "tls/tls_stream.hpp"
@@ -101,6 +102,18 @@ class H1Connection final : public ProxyRequest, public Drainable {
   task<void> linger();
 
   boost::asio::ip::tcp::socket sock_;
+  /// The client's descriptor while it is not in sock_: a plain-text connection accepted by
+  /// accept_raw is given to Asio (registered with epoll) only when it first has to wait, so one
+  /// answered and closed without waiting never is.
+  RawFd raw_;
+  /// The client's descriptor, in sock_ or not.
+  int fd() noexcept { return raw_ ? raw_.get() : sock_.native_handle(); }
+  /// Gives raw_ to sock_ (see adopt_descriptor; `drained`: a read just found nothing). False:
+  /// the registration failed (logged), the connection is closed.
+  bool attach(bool drained = false) noexcept;
+  /// shutdown(2) and close of the client's descriptor, in sock_ or not.
+  void shutdown_client(boost::asio::socket_base::shutdown_type how) noexcept;
+  void close_client() noexcept;
   http1::Parser parser_;
 
   /// The read buffer: allocated on the first read, not zeroed (bytes are written before read).

@@ -60,7 +60,7 @@ void H1Connection::watch_client() {
 }
 
 void H1Connection::arm_client_watch() {
-  if (client_watch_ || closed_) return;
+  if (client_watch_ || closed_ || !attach()) return;
   client_watch_ = std::make_shared<ClientWatch>(ClientWatch{this, 0});
   // A peek that completes on EOF or a reset; bytes (a pipelined request) end the watch, are
   // left in the socket and read later.
@@ -499,6 +499,8 @@ task<Result<void>> ProxyRequest::ds_splice_body(UpstreamConn&, SplicePipe&, std:
 
 task<Result<void>> H1Connection::ds_splice_body(UpstreamConn& up, SplicePipe& pipe,
                                                 std::uint64_t left) {
+  if (!attach())
+    co_return Error::downstream(ErrorType::WriteError, "registering the connection failed");
   error_code ec;
   ensure_non_blocking(sock_, ec);
   if (ec) co_return Error::downstream(ErrorType::WriteError, ec.message());
@@ -642,6 +644,9 @@ task<Result<void>> H1Connection::ds_read_body(std::vector<std::string_view>& spa
 
 task<Result<void>> H1Connection::run_tunnel(UpstreamConn& up) {
   keepalive_ = false;
+  // Both directions wait on the client from here on.
+  if (!attach())
+    co_return Error::downstream(ErrorType::ReadError, "registering the connection failed");
   start_side(tunnel_to_upstream(up), &cancel_upstream, &up);
   // Upstream to client, in this coroutine. Bytes that came with the 101 go first.
   if (chunks_.empty()) chunks_.resize(1);
@@ -657,8 +662,7 @@ task<Result<void>> H1Connection::run_tunnel(UpstreamConn& up) {
     pieces_.assign(1, chunks_[0].data());
     if (auto w = co_await ds_send(pieces_, false, nullptr); !w) co_return w;
   }
-  error_code ec;
-  sock_.shutdown(asio::socket_base::shutdown_send, ec);
+  shutdown_client(asio::socket_base::shutdown_send);
   co_return ok();
 }
 

@@ -34,6 +34,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "core/accept_raw.hpp"
 #include "core/log.hpp"
 #include "core/socket_io.hpp"
 #include "server/daemon.hpp"
@@ -77,10 +78,18 @@ constexpr std::size_t kMaxWaitingRunners = 64;
 /// coroutine started per connection (co_spawn, its frames, its entry point) cost more than the
 /// rest of accepting it; and with several waiting, only the first tries accept() in vain.
 task<void> accept_runner(std::shared_ptr<AcceptShared> sh) {
+#ifndef PORTICO_ACCEPT_RAW
   tcp::endpoint peer;
+#endif
   while (!sh->closed) {
     ++sh->waiting;
+#ifdef PORTICO_ACCEPT_RAW
+    // Not registered with the reactor until it has to wait (H1Connection), or given to Asio at
+    // once for other services (Accepted::adopt).
+    auto [ec, got] = co_await accept_raw(sh->acc, asio::as_tuple(asio::use_awaitable));
+#else
     auto [ec, sock] = co_await sh->acc.async_accept(peer, asio::as_tuple(asio::use_awaitable));
+#endif
     --sh->waiting;
     if (ec) {
       if (ec == asio::error::operation_aborted || !sh->acc.is_open()) break;
@@ -93,13 +102,30 @@ task<void> accept_runner(std::shared_ptr<AcceptShared> sh) {
       }
       continue;
     }
-    own_descriptor(sock);
     if (sh->waiting == 0)
       asio::co_spawn(sh->acc.get_executor(), accept_runner(sh),
                      [](std::exception_ptr e) { log::ended_by(e, "accept runner"); });
-    Accepted a{std::move(sock), sh->listener,
-               SocketAddr::from_sockaddr(peer.data(), static_cast<socklen_t>(peer.size())), sh->local,
-               sh->nodelay};
+#ifdef PORTICO_ACCEPT_RAW
+    Accepted a{
+        tcp::socket(sh->acc.get_executor()),
+        sh->listener,
+        SocketAddr::from_sockaddr(reinterpret_cast<const sockaddr*>(&got.addr), got.addr_len),
+        sh->local,
+        sh->nodelay,
+        0,
+        nullptr,
+        std::move(got.fd)};
+#else
+    own_descriptor(sock);
+    Accepted a{std::move(sock),
+               sh->listener,
+               SocketAddr::from_sockaddr(peer.data(), static_cast<socklen_t>(peer.size())),
+               sh->local,
+               sh->nodelay,
+               0,
+               nullptr,
+               {}};
+#endif
     try {
       co_await sh->svc.run_connection(sh->w, a);
     } catch (...) {
@@ -124,10 +150,28 @@ task<void> accept_loop(tcp::acceptor& acc, Service& svc, Worker& w, std::size_t 
   asio::ip::tcp::no_delay nd;
   acc.get_option(nd, lec);
   sh->nodelay = !lec && nd.value();
+#ifdef PORTICO_ACCEPT_RAW
+  // accept_raw tries accept4 as soon as it is queued: the listener must not block.
+  acc.non_blocking(true, lec);
+  if (lec) log::error_log().warn("listener of {}: non-blocking: {}", svc.name(), lec.message());
+#endif
   asio::co_spawn(acc.get_executor(), accept_runner(sh),
                  [](std::exception_ptr e) { log::ended_by(e, "accept runner"); });
   sh->done.expires_at(asio::steady_timer::time_point::max());
   while (!sh->closed) co_await sh->done.async_wait(asio::as_tuple(asio::use_awaitable));
+}
+
+bool Accepted::adopt() {
+  if (!raw) return true;
+  const bool v6 = (local.empty() ? peer : local).family() == AF_INET6;
+  boost::system::error_code ec;
+  adopt_descriptor(socket, v6 ? tcp::v6() : tcp::v4(), raw, false, ec);
+  if (ec) {
+    log::error_log().warn("accepted connection from {}: {}", peer.to_string(), ec.message());
+    raw.reset();
+    return false;
+  }
+  return true;
 }
 
 }  // namespace detail

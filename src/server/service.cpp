@@ -79,7 +79,7 @@ std::vector<SocketAddr> Service::local_endpoints() const {
 }
 
 task<void> Service::run_connection(detail::Worker& w, detail::Accepted& a) {
-  serve_connection(w, a);
+  if (a.adopt()) serve_connection(w, a);
   co_return;
 }
 

@@ -14,6 +14,7 @@
 #include <portico/core/socket_addr.hpp>
 
 #include "core/deferred.hpp"
+#include "core/raw_fd.hpp"
 #include "core/send_batch.hpp"
 
 namespace portico::detail {
@@ -163,6 +164,13 @@ struct Accepted {
   /// A parked connection's TLS session (taken over instead of a handshake) and HTTP/2 session
   /// (the connection goes on with it); null for a parked plain HTTP/1.1 connection.
   ParkedConnPtr parked = nullptr;
+  /// The connection's descriptor when `socket` is not open: accepted but not yet given to Asio
+  /// (see accept_raw). Services other than HTTP proxies get it in `socket` (adopt()).
+  RawFd raw;
+
+  /// Gives `raw` to `socket` (registered with the reactor). False (logged) when that failed: the
+  /// connection is then closed.
+  bool adopt();
 };
 
 }  // namespace portico::detail

@@ -5,6 +5,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <portico/observe/metrics.hpp>
 #include <portico/server/serve.hpp>
 
 #include <fcntl.h>
@@ -100,6 +101,83 @@ TEST(Server, DeferAcceptIsSetOnEveryListenerAndClientsAreServed) {
   EXPECT_EQ(off[0], 0);
   plain.shutdown(false);
   plain.wait();
+}
+
+// A connection is accepted bare (accept_raw) and given to the event loop only when it first
+// waits: one whose request is in when it is accepted is served and closed without; one that
+// sends later, or in parts, or stays for more requests, is served the same; one that leaves
+// silently, or that the server drains while it waits, is closed and counted out.
+TEST(Server, ConnectionsAreServedWhetherTheirRequestIsInWhenAcceptedOrNot) {
+  Origin origin([](const portico::testing::OriginRequest& q) {
+    portico::testing::OriginResponse r;
+    r.body = q.target;
+    return r;
+  });
+  auto reg = std::make_shared<portico::observe::Registry>();
+  Server server;
+  auto svc = http_proxy_service(std::make_shared<Forward>(origin.addr()));
+  svc->set_metrics_registry(reg);
+  ASSERT_TRUE(svc->add_tcp("127.0.0.1:0"));
+  server.add_service(svc);
+  ASSERT_TRUE(server.start());
+  const std::uint16_t port = svc->local_endpoints().at(0).port();
+  auto accepted = [&] {
+    return reg->counter_family("portico_downstream_connections_total", "", {"service"})
+        .with({svc->name()})
+        .value();
+  };
+  auto active = [&] {
+    return reg->gauge_family("portico_downstream_connections_active", "", {"service"})
+        .with({svc->name()})
+        .value();
+  };
+
+  // The request goes with the connection: most are read at once, never registered.
+  for (int i = 0; i < 20; ++i) {
+    Client c(port);
+    ASSERT_TRUE(c.send("GET /now" + std::to_string(i) +
+                       " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    auto r = c.read_response();
+    ASSERT_TRUE(r) << i;
+    EXPECT_EQ(r->status, 200u);
+    EXPECT_EQ(r->body, "/now" + std::to_string(i));
+    EXPECT_TRUE(c.closed_by_peer());
+  }
+
+  // Accepted before it says anything: its first read waits, then the request comes in two parts,
+  // and a second one on the same connection.
+  {
+    const auto before = accepted();
+    Client c(port);
+    ASSERT_TRUE(eventually([&] { return accepted() == before + 1; }));
+    ASSERT_TRUE(c.send("GET /la"));
+    ASSERT_TRUE(c.send("ter HTTP/1.1\r\nHost: x\r\n\r\n"));
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200u);
+    EXPECT_EQ(r->body, "/later");
+    auto r2 = c.get("/again");
+    ASSERT_TRUE(r2);
+    EXPECT_EQ(r2->body, "/again");
+  }
+
+  // Accepted, then gone without a word: closed and counted out.
+  {
+    const auto before = accepted();
+    {
+      Client c(port);
+      ASSERT_TRUE(eventually([&] { return accepted() == before + 1; }));
+    }
+    ASSERT_TRUE(eventually([&] { return active() == 0; }));
+  }
+
+  // Accepted and silent when the server stops gracefully: closed within the grace period.
+  const auto before = accepted();
+  Client idle(port);
+  ASSERT_TRUE(eventually([&] { return accepted() == before + 1; }));
+  server.shutdown(true);
+  server.wait();
+  EXPECT_TRUE(idle.closed_by_peer());
 }
 
 TEST(Server, ListeningOnABusyPortIsAnError) {

@@ -4,11 +4,15 @@
 // kRecvStreak reads.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <chrono>
 #include <string>
+#include <tuple>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -17,6 +21,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include "core/accept_raw.hpp"
 #include "core/socket_io.hpp"
 
 namespace {
@@ -25,9 +30,9 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 using boost::system::error_code;
 using portico::task;
-using portico::detail::RecvTry;
 using portico::detail::recv_now;
 using portico::detail::recv_wait;
+using portico::detail::RecvTry;
 
 struct Pair {
   asio::io_context io{1};
@@ -196,5 +201,114 @@ TEST(SocketIo, AStreamThatNeverDrainsIsLeftToAsioEveryStreak) {
   EXPECT_EQ(in_place, 0u);
 #endif
 }
+
+#ifdef PORTICO_ACCEPT_RAW
+/// Runs `io` until `done` (bounded: 10 s).
+void run_until(asio::io_context& io, const bool& done) {
+  auto work = asio::make_work_guard(io);
+  io.restart();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!done && std::chrono::steady_clock::now() < until)
+    io.run_one_for(std::chrono::milliseconds(100));
+}
+
+// accept_raw: the connection comes as a bare descriptor, non-blocking and close-on-exec, with
+// the client's address; given to a socket (adopt_descriptor), Asio reads it and waits on it as
+// on any other, without first making it non-blocking itself.
+TEST(AcceptRaw, AConnectionComesBareAndIsGivenToAsioWhenItMustWait) {
+  asio::io_context io{1};
+  tcp::acceptor acc(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+  acc.non_blocking(true);
+  tcp::socket client(io);
+  client.connect(acc.local_endpoint());
+  bool done = false;
+  error_code ec;
+  portico::detail::RawAccept got;
+  asio::co_spawn(
+      io,
+      [&]() -> task<void> {
+        std::tie(ec, got) =
+            co_await portico::detail::accept_raw(acc, asio::as_tuple(asio::use_awaitable));
+        done = true;
+      },
+      [](std::exception_ptr e) { EXPECT_FALSE(e); });
+  run_until(io, done);
+  ASSERT_TRUE(done);
+  ASSERT_FALSE(ec) << ec.message();
+  ASSERT_TRUE(got.fd);
+  EXPECT_TRUE(::fcntl(got.fd.get(), F_GETFL) & O_NONBLOCK);
+  EXPECT_TRUE(::fcntl(got.fd.get(), F_GETFD) & FD_CLOEXEC);
+  ASSERT_EQ(got.addr.ss_family, AF_INET);
+  EXPECT_EQ(ntohs(reinterpret_cast<const sockaddr_in&>(got.addr).sin_port),
+            client.local_endpoint().port());
+
+  // Nothing sent yet: a read in place finds nothing, so the socket is adopted as drained and
+  // the read waits for the reactor's event.
+  char buf[16];
+  std::size_t n = 0;
+  ASSERT_EQ(portico::detail::recv_raw(got.fd.get(), asio::buffer(buf), n, ec), RecvTry::Wait);
+  tcp::socket adopted(io);
+  portico::detail::adopt_descriptor(adopted, tcp::v4(), got.fd, true, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_FALSE(got.fd) << "the socket owns the descriptor now";
+  EXPECT_TRUE(adopted.native_non_blocking()) << "Asio knows it is non-blocking already";
+  done = false;
+  asio::co_spawn(
+      io,
+      [&]() -> task<void> {
+        n = co_await recv_wait(adopted, asio::buffer(buf), RecvTry::Wait,
+                               asio::redirect_error(asio::use_awaitable, ec));
+        done = true;
+      },
+      [](std::exception_ptr e) { EXPECT_FALSE(e); });
+  asio::write(client, asio::buffer(std::string("hello")));
+  run_until(io, done);
+  ASSERT_TRUE(done);
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(std::string(buf, n), "hello");
+}
+
+// A pending accept_raw ends with operation_aborted when the listener closes; one still queued
+// when its io_context goes is destroyed without a leak (ASan); an accepted descriptor nobody
+// took is closed with its RawFd.
+TEST(AcceptRaw, ClosingTheListenerEndsAPendingAccept) {
+  asio::io_context io{1};
+  tcp::acceptor acc(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+  acc.non_blocking(true);
+  bool done = false;
+  error_code ec;
+  asio::co_spawn(
+      io,
+      [&]() -> task<void> {
+        auto [e, got] =
+            co_await portico::detail::accept_raw(acc, asio::as_tuple(asio::use_awaitable));
+        ec = e;
+        EXPECT_FALSE(got.fd);
+        done = true;
+      },
+      [](std::exception_ptr e) { EXPECT_FALSE(e); });
+  io.poll();
+  EXPECT_FALSE(done);
+  acc.close();
+  run_until(io, done);
+  ASSERT_TRUE(done);
+  EXPECT_EQ(ec, asio::error::operation_aborted);
+
+  {
+    asio::io_context io2{1};
+    tcp::acceptor acc2(io2, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+    acc2.non_blocking(true);
+    asio::co_spawn(io2, portico::detail::accept_raw(acc2, asio::use_awaitable),
+                   [](std::exception_ptr, portico::detail::RawAccept) {});
+    io2.poll();
+  }  // destroyed with the accept queued
+
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  { portico::detail::RawFd owned(fds[0]); }
+  EXPECT_EQ(::fcntl(fds[0], F_GETFD), -1) << "closed with its RawFd";
+  ::close(fds[1]);
+}
+#endif
 
 }  // namespace
