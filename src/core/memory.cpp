@@ -47,7 +47,17 @@ void release_begin() noexcept {
 }
 
 void release_end() noexcept {
-  ::malloc_trim(0);
+  // glibc sets its allocator up at its first use, and that set-up must not race: a second
+  // thread entering malloc_trim meanwhile walks bins not yet initialised (a crash, seen with
+  // two workers draining at once when glibc's malloc was never used before: under
+  // AddressSanitizer, or with mimalloc in its place). The first call runs alone.
+  static std::once_flag glibc_ready;
+  bool first = false;
+  std::call_once(glibc_ready, [&] {
+    ::malloc_trim(0);
+    first = true;
+  });
+  if (!first) ::malloc_trim(0);
   if (mi_collect) mi_collect(true);  // the pages still held empty go now, without delay
 #ifdef PORTICO_MI_DELAY
   if (!have_mimalloc()) return;
