@@ -12,7 +12,8 @@ namespace portico {
 
 /// Accepts connections on `acceptor` and serves them with `service` on the acceptor's executor,
 /// until the acceptor is closed or the coroutine is cancelled. `co_spawn` it on your own
-/// io_context; no Server is needed. The acceptor must already be open and listening. The
+/// io_context; no Server is needed. The acceptor must already be open and listening; it is made
+/// non-blocking (connections are taken with accept4 from the reactor). The
 /// io_context must be run by one thread: what portico keeps per worker (its upstream pool, its
 /// parked connections, its batch of upstream sends) is that thread's alone. With
 /// batch_upstream_sends and liburing, the first request proxied makes an io_uring ring on that
