@@ -4,9 +4,12 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 
 #include <portico/observe/metrics.hpp>
 #include <portico/server/serve.hpp>
+
+#include "server/worker.hpp"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -178,6 +181,45 @@ TEST(Server, ConnectionsAreServedWhetherTheirRequestIsInWhenAcceptedOrNot) {
   server.shutdown(true);
   server.wait();
   EXPECT_TRUE(idle.closed_by_peer());
+}
+
+namespace {
+/// A service of its own, not an HTTP proxy: greets and closes, with Asio's asynchronous write.
+class Greeter final : public Service {
+ public:
+  Greeter() : Service("greeter") {}
+  void serve_connection(portico::detail::Worker&, portico::detail::Accepted& a) override {
+    auto s = std::make_shared<boost::asio::ip::tcp::socket>(std::move(a.socket));
+    boost::asio::async_write(*s, boost::asio::buffer(std::string_view("hello\n")),
+                             [s](const boost::system::error_code&, std::size_t) {
+                               boost::system::error_code ec;
+                               s->shutdown(boost::asio::socket_base::shutdown_both, ec);
+                             });
+  }
+};
+}  // namespace
+
+// Services other than the HTTP proxy get their connections as Asio sockets, registered with the
+// event loop and ready for asynchronous operations, although connections are accepted bare.
+TEST(Server, OtherServicesGetTheirConnectionsAsAsioSockets) {
+  Server server;
+  auto greeter = std::make_shared<Greeter>();
+  ASSERT_TRUE(greeter->add_tcp("127.0.0.1:0"));
+  server.add_service(greeter);
+  ASSERT_TRUE(server.start());
+  for (int i = 0; i < 3; ++i) {
+    Client c(greeter->local_endpoints().at(0).port());
+    std::string got;
+    char buf[64];
+    for (int reads = 0; reads < 16; ++reads) {  // bounded: the client's receive timeout
+      const ssize_t n = ::recv(c.fd(), buf, sizeof buf, 0);
+      if (n <= 0) break;
+      got.append(buf, static_cast<std::size_t>(n));
+    }
+    EXPECT_EQ(got, "hello\n") << i;
+  }
+  server.shutdown(false);
+  server.wait();
 }
 
 TEST(Server, ListeningOnABusyPortIsAnError) {
