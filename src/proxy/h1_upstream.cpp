@@ -550,9 +550,9 @@ task<void> ProxyRequest::end_side(Result<void>& r, std::exception_ptr exc) {
     // The response ended (or failed) before the client finished sending its body.
     pump_cancel_.emit(asio::cancellation_type::terminal);
     while (pump_running_) {
-      pump_timer_.expires_at(std::chrono::steady_clock::time_point::max());
+      pump_timer().expires_at(std::chrono::steady_clock::time_point::max());
       error_code ec;
-      co_await pump_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      co_await pump_timer().async_wait(asio::redirect_error(asio::use_awaitable, ec));
     }
   }
   if (exc) std::rethrow_exception(exc);
@@ -563,10 +563,15 @@ task<void> ProxyRequest::end_side(Result<void>& r, std::exception_ptr exc) {
   if (!pump_result_ && !r) r = pump_result_.error();
 }
 
+asio::steady_timer& ProxyRequest::pump_timer() {
+  if (!pump_timer_) pump_timer_.emplace(worker_.executor());
+  return *pump_timer_;
+}
+
 void ProxyRequest::start_side(task<Result<void>> t, void (*cancel)(void*), void* arg) {
   pump_running_ = true;
   asio::co_spawn(
-      pump_timer_.get_executor(), std::move(t),
+      worker_.executor(), std::move(t),
       asio::bind_cancellation_slot(
           pump_cancel_.slot(), [this, cancel, arg](std::exception_ptr e, Result<void> res) {
             pump_running_ = false;
@@ -574,7 +579,7 @@ void ProxyRequest::start_side(task<Result<void>> t, void (*cancel)(void*), void*
             pump_result_ = std::move(res);
             if (!e && pump_result_ && awaiting_head_) watch_client();
             if (e || !pump_result_) cancel(arg);  // unblock the other direction
-            pump_timer_.cancel();
+            if (pump_timer_) pump_timer_->cancel();
           }));
 }
 

@@ -118,8 +118,7 @@ ProxyRequest::ProxyRequest(HttpProxyService& svc, ServiceWorkerState& state, Wor
       state_(state),
       worker_(w),
       obs_(svc.observer()),
-      wd_(std::make_shared<Watchdog>(ex)),
-      pump_timer_(ex) {
+      wd_(std::make_shared<Watchdog>(ex)) {
   const std::size_t align = app_.ctx_align() < alignof(std::max_align_t) ? alignof(std::max_align_t)
                                                                          : app_.ctx_align();
   ctx_mem_.reset(new std::byte[app_.ctx_size() + align]);
@@ -363,7 +362,7 @@ task<Result<void>> ProxyRequest::run_phases() {
         ~EndConnect() { (*this)(); }
       } pending{nullptr, key};
       if (h2_peer) {
-        state_.h2->begin_connect(key, pump_timer_.get_executor(),
+        state_.h2->begin_connect(key, worker_.executor(),
                                  peer.options.total_connection_timeout);
         pending.h2 = state_.h2.get();
       }

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <exception>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -243,7 +244,10 @@ class ProxyRequest : public Session {
   UpstreamConnPtr private_up_;
 
   // the concurrent request-body pump of the current attempt
-  boost::asio::steady_timer pump_timer_;
+  // Made at the first pump (constructing a timer looks its service up under a mutex: a cost
+  // per connection that most never need).
+  std::optional<boost::asio::steady_timer> pump_timer_;
+  boost::asio::steady_timer& pump_timer();
   boost::asio::cancellation_signal pump_cancel_;
   bool pump_running_ = false;
   Result<void> pump_result_;
