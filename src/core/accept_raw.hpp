@@ -121,8 +121,12 @@ auto accept_raw(Acceptor& acc, Token&& token) {
         using Op = AcceptRawOp<std::decay_t<decltype(handler)>, boost::asio::any_io_executor>;
         AcceptorImpl& impl = a->*reach(ReachAcceptorImpl{});
         auto& data = impl.get_implementation();
-        Reactor& reactor = boost::asio::use_service<Reactor>(
-            boost::asio::query(impl.get_executor(), boost::asio::execution::context));
+        // The listener's reactor, as its registration recorded it (use_service would look it
+        // up under the registry's mutex on every accept).
+        Reactor& reactor = data.reactor_data_
+                               ? *(data.reactor_data_->*reach(ReachReactor{}))
+                               : boost::asio::use_service<Reactor>(boost::asio::query(
+                                     impl.get_executor(), boost::asio::execution::context));
         const bool cont = boost_asio_handler_cont_helpers::is_continuation(handler);
         typename Op::ptr p = {std::addressof(handler), Op::ptr::allocate(handler), 0};
         p.p = new (p.v) Op(data.socket_, handler, impl.get_executor());
