@@ -24,6 +24,8 @@ class Watchdog : public std::enable_shared_from_this<Watchdog> {
   }
 
   explicit Watchdog(const boost::asio::any_io_executor& ex) : timer_(ex) {}
+  /// With a timer moved from `prototype` (unopened, left so): no service lookup.
+  explicit Watchdog(boost::asio::steady_timer& prototype) : timer_(std::move(prototype)) {}
 
   /// Starts (or restarts) the deadline of `slot`. When it passes, `fn(arg)` runs once and
   /// expired(slot) becomes true until the next arm/disarm.

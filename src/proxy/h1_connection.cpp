@@ -39,7 +39,7 @@ bool is_client_gone(const error_code& ec) {
 
 H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,
                            Accepted& a, std::shared_ptr<ServerTls> tls)
-    : ProxyRequest(svc, state, w, a.socket.get_executor()),
+    : ProxyRequest(svc, state, w),
       sock_(std::move(a.socket)),
       parser_(http1::Kind::Request,
               http1::ParserLimits{opts_.max_header_bytes, opts_.max_header_count,

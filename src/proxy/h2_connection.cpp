@@ -56,7 +56,7 @@ h2::Settings h2_settings(const Http2Options& o, bool server) {
 // H2Stream
 
 H2Stream::H2Stream(H2Connection& conn, std::int32_t id, std::uint32_t index)
-    : ProxyRequest(conn.svc_, conn.state_, conn.worker_, conn.sock_.get_executor()),
+    : ProxyRequest(conn.svc_, conn.state_, conn.worker_),
       conn_(conn),
       id_(id),
       rd_sig_(conn.sock_.get_executor()),

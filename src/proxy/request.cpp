@@ -109,8 +109,7 @@ void ServiceWorkerState::drain() noexcept {
   end_release();  // trim_later went with park_after
 }
 
-ProxyRequest::ProxyRequest(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,
-                           const asio::any_io_executor& ex)
+ProxyRequest::ProxyRequest(HttpProxyService& svc, ServiceWorkerState& state, Worker& w)
     : svc_(svc),
       app_(svc.app()),
       opts_(svc.options()),
@@ -118,7 +117,7 @@ ProxyRequest::ProxyRequest(HttpProxyService& svc, ServiceWorkerState& state, Wor
       state_(state),
       worker_(w),
       obs_(svc.observer()),
-      wd_(std::make_shared<Watchdog>(ex)) {
+      wd_(std::make_shared<Watchdog>(w.timer_prototype())) {
   const std::size_t align = app_.ctx_align() < alignof(std::max_align_t) ? alignof(std::max_align_t)
                                                                          : app_.ctx_align();
   ctx_mem_.reset(new std::byte[app_.ctx_size() + align]);

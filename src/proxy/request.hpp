@@ -102,8 +102,7 @@ struct ServiceWorkerState final : WorkerState {
 
 class ProxyRequest : public Session {
  public:
-  ProxyRequest(HttpProxyService& svc, ServiceWorkerState& state, Worker& w,
-               const boost::asio::any_io_executor& ex);
+  ProxyRequest(HttpProxyService& svc, ServiceWorkerState& state, Worker& w);
   ~ProxyRequest() override;
 
  protected:

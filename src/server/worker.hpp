@@ -6,10 +6,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <portico/core/socket_addr.hpp>
 
@@ -118,12 +120,21 @@ class Worker {
     }
     return batch_ && batch_->usable() ? batch_.get() : nullptr;
   }
+  /// An unopened timer of the worker's event loop to move a new one from (it stays one after
+  /// the move). Constructing a timer from an executor looks its service up in the io_context's
+  /// registry, under a mutex and comparing type names, once per connection and per request
+  /// stream; a move takes the service from the prototype. Worker thread only.
+  boost::asio::steady_timer& timer_prototype() {
+    if (!timer_proto_) timer_proto_.emplace(executor_);
+    return *timer_proto_;
+  }
   /// Drops every service state (closing pooled upstream connections) and the worker's own
   /// timers: whatever is bound to the event loop. Worker thread only.
   void clear_states() noexcept {
     states_.clear();
     deferred_.reset();
     batch_.reset();  // (a flush still queued then does nothing)
+    timer_proto_.reset();
   }
   ~Worker() { clear_states(); }
 
@@ -138,6 +149,7 @@ class Worker {
   std::unordered_map<const void*, std::shared_ptr<WorkerState>> states_;
   std::unique_ptr<Deferred> deferred_;
   std::unique_ptr<SendBatch> batch_;  // made and freed by the worker's thread
+  std::optional<boost::asio::steady_timer> timer_proto_;
   bool batch_tried_ = false;
 };
 
