@@ -3,12 +3,16 @@
 #include "core/send_batch.hpp"
 #include "integration/helpers.hpp"
 
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 namespace itest {
 namespace {
 
+using portico::detail::SendBatch;
 using pt::Client;
 using pt::Origin;
-using portico::detail::SendBatch;
 
 /// `clients` connections each send `per_client` requests (the requests of a round all written
 /// before any answer is read, so they reach the worker together); every answer must be the
@@ -90,7 +94,8 @@ TEST(SendBatch, LargeAndSmallHeadsArriveWhole) {
   Origin origin(Origin::text("batched"));
   pt::TestProxy px(std::make_shared<Forward>(origin.addr()), HttpServerOptions{});
   std::string big = "GET /big HTTP/1.1\r\nHost: h\r\n";
-  for (int i = 0; i < 90; ++i) big += "X-F" + std::to_string(i) + ": " + std::string(300, 'v') + "\r\n";
+  for (int i = 0; i < 90; ++i)
+    big += "X-F" + std::to_string(i) + ": " + std::string(300, 'v') + "\r\n";
   big += "\r\n";
   Client a(px.port()), b(px.port());
   ASSERT_TRUE(a.send(big));
@@ -181,6 +186,104 @@ TEST(SendBatch, AHeadTheSocketTakesInPartIsFinishedTheUsualWay) {
   origin.join();
   EXPECT_NE(got.find("X-F99: " + std::string(60000, 'v') + "\r\n\r\n"), std::string::npos)
       << "the origin got the whole head (" << got.size() << " bytes)";
+}
+
+// A reused upstream connection on which the origin sent something after it left the pool and
+// before the round's batch went out (stray bytes, or a close): the read that follows the queued
+// head finds them first, so the head is taken out of the batch and never sent there, and the
+// request is retried on a fresh connection. The hook makes the origin send a stray byte, then
+// lets the event loop see it (one pass of the reactor, through a timer already due) before the
+// head is queued.
+TEST(SendBatch, BytesFromTheOriginBeforeTheHeadWentOutMeanItIsNeverSentThere) {
+  bool available = false;
+  std::thread([&] { available = SendBatch::available(); }).join();
+  if (!available)
+    GTEST_SKIP() << "io_uring is not available here (no liburing at build time, or refused)";
+  std::mutex mu;
+  std::condition_variable cv;
+  bool poke = false, poked = false;
+  std::atomic<int> conns{0};
+  std::string after_stray;  // what the first connection got after its stray byte
+  std::vector<std::string> targets[2];
+  pt::RawOrigin origin([&](int fd) {
+    const int me = conns.fetch_add(1);
+    if (me > 1) return;
+    timeval tv{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string extra;
+    for (;;) {
+      const std::string head = pt::read_head(fd, extra);
+      if (head.empty()) break;
+      const auto sp = head.find(' ');
+      targets[me].push_back(head.substr(sp + 1, head.find(' ', sp + 1) - sp - 1));
+      const std::string body = me == 0 ? "one" : "two";
+      pt::write_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n" + body);
+      if (me == 1) continue;
+      // The first connection: one stray byte once the proxy holds it for the next request.
+      std::unique_lock lk(mu);
+      if (!cv.wait_for(lk, std::chrono::seconds(10), [&] { return poke; })) break;
+      pt::write_all(fd, "X");
+      poked = true;
+      cv.notify_all();
+      lk.unlock();
+      char b[4096];
+      for (ssize_t n; (n = ::recv(fd, b, sizeof b, 0)) > 0;)
+        after_stray.append(b, static_cast<std::size_t>(n));
+      break;
+    }
+  });
+  class Poking : public Forward {
+   public:
+    using Forward::Forward;
+    task<Result<void>> upstream_request_filter(Session&, RequestHeader& r, NoCtx& ctx) override {
+      if (r.path() != "/two" || done_) co_return ok();
+      done_ = true;
+      {
+        std::unique_lock lk(*sync_mu);
+        *poke = true;
+        sync_cv->notify_all();
+        if (!sync_cv->wait_for(lk, std::chrono::seconds(10), [&] { return *poked; }))
+          co_return Error::internal(ErrorType::InternalError, "the origin did not poke");
+      }
+      // The byte is in the socket (loopback delivers within the origin's send). A timer already
+      // due completes through the reactor, whose pass takes the socket's readable event.
+      boost::asio::steady_timer t(co_await boost::asio::this_coro::executor,
+                                  std::chrono::steady_clock::now());
+      co_await t.async_wait(boost::asio::use_awaitable);
+      (void)ctx;
+      co_return ok();
+    }
+    std::mutex* sync_mu = nullptr;
+    std::condition_variable* sync_cv = nullptr;
+    bool* poke = nullptr;
+    bool* poked = nullptr;
+
+   private:
+    bool done_ = false;
+  };
+  auto app = std::make_shared<Poking>(origin.addr());
+  app->sync_mu = &mu;
+  app->sync_cv = &cv;
+  app->poke = &poke;
+  app->poked = &poked;
+  {
+    pt::TestProxy px(app);
+    Client c(px.port());
+    auto r1 = c.get("/one");
+    ASSERT_TRUE(r1);
+    EXPECT_EQ(r1->body, "one");
+    auto r2 = c.get("/two");
+    ASSERT_TRUE(r2);
+    EXPECT_EQ(r2->status, 200u);
+    EXPECT_EQ(r2->body, "two");
+    ASSERT_TRUE(app->logged.wait_for(2, std::chrono::seconds(10)));
+    std::lock_guard lk(app->mu);
+    EXPECT_EQ(app->last_retries, 1u) << "retried once, on a fresh connection";
+  }
+  EXPECT_EQ(after_stray, "")
+      << "the head of /two was never sent on the connection that had the byte";
+  EXPECT_EQ(targets[0], std::vector<std::string>{"/one"});
+  EXPECT_EQ(targets[1], std::vector<std::string>{"/two"});
 }
 
 }  // namespace
