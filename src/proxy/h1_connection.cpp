@@ -59,7 +59,7 @@ H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
     ::setsockopt(fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
   server_tls_ = std::move(tls);
-  const ListenerOptions lo = svc.listener_options(a.listener);
+  const ListenerOptions lo = state.listener(svc, a.listener).options;
   expect_proxy_header_ = lo.proxy_protocol;
   // TLS and the PROXY protocol wait for the client's bytes from the start.
   if (server_tls_ || expect_proxy_header_) attach();

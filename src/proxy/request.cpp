@@ -109,6 +109,18 @@ void ServiceWorkerState::drain() noexcept {
   end_release();  // trim_later went with park_after
 }
 
+const ServiceWorkerState::Listener& ServiceWorkerState::listener(const Service& svc,
+                                                                 std::size_t i) {
+  if (i >= listeners.size()) listeners.resize(i + 1);
+  Listener& l = listeners[i];
+  if (!l.known) {
+    l.options = svc.listener_options(i);
+    l.tls = svc.tls_of(i);
+    l.known = true;
+  }
+  return l;
+}
+
 ProxyRequest::ProxyRequest(HttpProxyService& svc, ServiceWorkerState& state, Worker& w)
     : svc_(svc),
       app_(svc.app()),

@@ -98,6 +98,15 @@ struct ServiceWorkerState final : WorkerState {
   void connection_ended(std::size_t active, const boost::asio::any_io_executor& ex,
                         std::chrono::milliseconds delay) noexcept;
   static constexpr std::size_t kCrowdLeft = 128;
+  /// A listener's options and TLS, copied from the service at the first connection the worker
+  /// serves from it: they never change once added, and the service reads them under its mutex.
+  struct Listener {
+    ListenerOptions options;
+    std::shared_ptr<ServerTls> tls;
+    bool known = false;
+  };
+  const Listener& listener(const Service& svc, std::size_t i);
+  std::vector<Listener> listeners;
 };
 
 class ProxyRequest : public Session {

@@ -162,7 +162,8 @@ std::unique_ptr<detail::H1Connection> HttpProxyService::new_connection(detail::W
     attach_worker(w);
     st = static_cast<detail::ServiceWorkerState*>(w.state_for(this));
   }
-  return std::make_unique<detail::H1Connection>(*this, *st, w, a, tls_of(a.listener));
+  return std::make_unique<detail::H1Connection>(*this, *st, w, a,
+                                                st->listener(*this, a.listener).tls);
 }
 
 void HttpProxyService::serve_connection(detail::Worker& w, detail::Accepted& a) {
