@@ -168,6 +168,27 @@ void queued_read_drains(Socket& sock) noexcept {
 /// Consecutive reads completed in place on this thread (see kRecvStreak).
 inline thread_local unsigned recv_streak = 0;
 
+/// One non-blocking recv on `fd` into `b`: Done (n bytes, or ec: eof, an error) or Wait (nothing
+/// there, not even a FIN). The system call under recv_now and recv_raw.
+inline RecvTry recv_once(int fd, boost::asio::mutable_buffer b, std::size_t& n,
+                         boost::system::error_code& ec) noexcept {
+  ssize_t got;
+  do {
+    got = ::recv(fd, b.data(), b.size(), MSG_DONTWAIT);
+  } while (got < 0 && errno == EINTR);
+  if (got > 0) {
+    n = static_cast<std::size_t>(got);
+    return RecvTry::Done;
+  }
+  if (got == 0) {
+    ec = boost::asio::error::eof;
+    return RecvTry::Done;
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return RecvTry::Wait;
+  ec.assign(errno, boost::asio::error::get_system_category());
+  return RecvTry::Done;
+}
+
 /// One read of `sock` into `b` tried in place: Done (n bytes, or ec: eof, an error), Wait (the
 /// last read drained the socket and no readable event came since) or Async (no reactor state to
 /// use, a read already queued, or kRecvStreak). Wait and Async go on with recv_wait.
@@ -190,31 +211,18 @@ RecvTry recv_now(Socket& sock, boost::asio::mutable_buffer b, std::size_t& n,
     if (!(last_events(st) & kLastingEvents)) return RecvTry::Wait;
     ready = true;  // a FIN (or an error) behind the data the last read took
   }
-  ssize_t got;
-  do {
-    got = ::recv(sock.native_handle(), b.data(), b.size(), MSG_DONTWAIT);
-  } while (got < 0 && errno == EINTR);
-  if (got > 0) {
-    n = static_cast<std::size_t>(got);
-    if (n < b.size() && drained_by_short_read(st)) ready = false;
+  if (recv_once(sock.native_handle(), b, n, ec) == RecvTry::Done) {
+    if (n > 0 && n < b.size() && drained_by_short_read(st)) ready = false;
     return RecvTry::Done;
   }
-  if (got == 0) {
-    ec = boost::asio::error::eof;
-    return RecvTry::Done;
-  }
-  if (errno == EAGAIN || errno == EWOULDBLOCK) {
-    // Nothing, not even a FIN: whatever comes next is an event.
-    ready = false;
-    // Not on a socket's first wait (Asio has not made it non-blocking yet: a client whose
-    // request is not in when it is accepted): most such connections are read once and closed.
-    // A connection that waits again is watched from then on.
-    if (SocketReach<Socket>::flags(sock) & aio::socket_ops::non_blocking)
-      watch_hangup(st, sock.native_handle());
-    return RecvTry::Wait;
-  }
-  ec.assign(errno, boost::asio::error::get_system_category());
-  return RecvTry::Done;
+  // Nothing, not even a FIN: whatever comes next is an event.
+  ready = false;
+  // Not on a socket's first wait (Asio has not made it non-blocking yet: a client whose
+  // request is not in when it is accepted): most such connections are read once and closed.
+  // A connection that waits again is watched from then on.
+  if (SocketReach<Socket>::flags(sock) & aio::socket_ops::non_blocking)
+    watch_hangup(st, sock.native_handle());
+  return RecvTry::Wait;
 #else
   (void)sock, (void)b, (void)ec;
   return RecvTry::Async;
@@ -231,21 +239,7 @@ inline RecvTry recv_raw(int fd, boost::asio::mutable_buffer b, std::size_t& n,
     recv_streak = 0;
     return RecvTry::Async;
   }
-  ssize_t got;
-  do {
-    got = ::recv(fd, b.data(), b.size(), MSG_DONTWAIT);
-  } while (got < 0 && errno == EINTR);
-  if (got > 0) {
-    n = static_cast<std::size_t>(got);
-    return RecvTry::Done;
-  }
-  if (got == 0) {
-    ec = boost::asio::error::eof;
-    return RecvTry::Done;
-  }
-  if (errno == EAGAIN || errno == EWOULDBLOCK) return RecvTry::Wait;
-  ec.assign(errno, boost::asio::error::get_system_category());
-  return RecvTry::Done;
+  return recv_once(fd, b, n, ec);
 }
 
 /// The rest of a read that recv_now did not finish (its result `t`, not Done): async_read_some,
