@@ -29,6 +29,9 @@
 #include <boost/asio/detail/handler_work.hpp>
 #include <boost/asio/execution/context.hpp>
 
+#include <portico/core/socket_addr.hpp>
+
+#include "core/log.hpp"
 #include "core/raw_fd.hpp"
 #include "core/socket_io.hpp"
 
@@ -164,6 +167,21 @@ void adopt_descriptor(Socket& sock, const typename Socket::protocol_type& proto,
   (void)drained;
 #endif
   own_descriptor(sock);
+}
+
+/// adopt_descriptor for an accepted TCP connection, its family told by `local` (or `peer` when
+/// the listener's address is a wildcard). On failure it is logged and `fd` closed: false.
+inline bool adopt_accepted(boost::asio::ip::tcp::socket& sock, RawFd& fd, const SocketAddr& local,
+                           const SocketAddr& peer, bool drained) noexcept {
+  if (!fd) return true;
+  const bool v6 = (local.empty() ? peer : local).family() == AF_INET6;
+  boost::system::error_code ec;
+  adopt_descriptor(sock, v6 ? boost::asio::ip::tcp::v6() : boost::asio::ip::tcp::v4(), fd, drained,
+                   ec);
+  if (!ec) return true;
+  log::error_log().warn("connection from {}: {}", peer.to_string(), ec.message());
+  fd.reset();
+  return false;
 }
 
 }  // namespace portico::detail

@@ -136,13 +136,7 @@ void H1Connection::abort() noexcept {
 }
 
 bool H1Connection::attach(bool drained) noexcept {
-  if (!raw_) return true;
-  const bool v6 = (server_addr_.empty() ? client_addr_ : server_addr_).family() == AF_INET6;
-  error_code ec;
-  adopt_descriptor(sock_, v6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), raw_, drained, ec);
-  if (!ec) return true;
-  log::error_log().warn("client {}: {}", client_addr_.to_string(), ec.message());
-  raw_.reset();
+  if (adopt_accepted(sock_, raw_, server_addr_, client_addr_, drained)) return true;
   closed_ = true;
   return false;
 }

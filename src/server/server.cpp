@@ -164,18 +164,7 @@ task<void> accept_loop(tcp::acceptor& acc, Service& svc, Worker& w, std::size_t 
   while (!sh->closed) co_await sh->done.async_wait(asio::as_tuple(asio::use_awaitable));
 }
 
-bool Accepted::adopt() {
-  if (!raw) return true;
-  const bool v6 = (local.empty() ? peer : local).family() == AF_INET6;
-  boost::system::error_code ec;
-  adopt_descriptor(socket, v6 ? tcp::v6() : tcp::v4(), raw, false, ec);
-  if (ec) {
-    log::error_log().warn("accepted connection from {}: {}", peer.to_string(), ec.message());
-    raw.reset();
-    return false;
-  }
-  return true;
-}
+bool Accepted::adopt() { return adopt_accepted(socket, raw, local, peer, false); }
 
 }  // namespace detail
 
