@@ -300,9 +300,11 @@ inline constexpr std::size_t kSendNowBuffers = 64;
 /// Sends what the socket takes now of [first, last) with one sendmsg(MSG_DONTWAIT) (send for a
 /// single buffer), without SIGPIPE. Returns the bytes sent; `done` says whether that was all of
 /// them. A full socket buffer is not an error; any other failure sets `ec` (Asio's error values,
-/// e.g. broken_pipe).
+/// e.g. broken_pipe). `flags` are added to the call's (MSG_MORE for a last write that a
+/// half-close follows at once).
 template <class It>
-std::size_t send_now(int fd, It first, It last, bool& done, boost::system::error_code& ec) noexcept {
+std::size_t send_now(int fd, It first, It last, bool& done, boost::system::error_code& ec,
+                     int flags = 0) noexcept {
   iovec iov[kSendNowBuffers];
   std::size_t count = 0, total = 0;
   done = true;
@@ -325,8 +327,9 @@ std::size_t send_now(int fd, It first, It last, bool& done, boost::system::error
   ssize_t n;
   do {
     // One buffer: send(2), which the kernel takes without copying in a msghdr and an iovec.
-    n = count == 1 ? ::send(fd, iov[0].iov_base, iov[0].iov_len, MSG_DONTWAIT | MSG_NOSIGNAL)
-                   : ::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    n = count == 1
+            ? ::send(fd, iov[0].iov_base, iov[0].iov_len, MSG_DONTWAIT | MSG_NOSIGNAL | flags)
+            : ::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL | flags);
   } while (n < 0 && errno == EINTR);
   if (n < 0) {
     done = false;
@@ -366,14 +369,15 @@ task<void> write_rest(Socket& sock, It first, It last, std::size_t skip,
 
 /// One write of `bufs` tried in place: through `tls` (a TlsStream) when there is one, else
 /// straight on `sock`. Most writes end here; one that is pending() goes on with finish_write.
+/// `flags` go to send_now (plain sockets only).
 template <class Tls, class Buffers>
-WriteTry try_write(int fd, Tls* tls, Buffers bufs) {
+WriteTry try_write(int fd, Tls* tls, Buffers bufs, int flags = 0) {
   WriteTry t;
   if (tls)
     t.done = tls->try_write(bufs, t.ec);
   else
     t.sent = send_now(fd, boost::asio::buffer_sequence_begin(bufs),
-                      boost::asio::buffer_sequence_end(bufs), t.done, t.ec);
+                      boost::asio::buffer_sequence_end(bufs), t.done, t.ec, flags);
   return t;
 }
 /// try_write on the descriptor of `sock`.

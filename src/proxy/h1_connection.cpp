@@ -390,8 +390,13 @@ bool H1Connection::ds_send_now(const std::vector<std::string_view>& pieces, bool
     r = ok();
     return true;
   }
+  // The last bytes of a response on a plain connection that closes after it go with MSG_MORE,
+  // and the half-close follows as soon as they are all taken (ds_sent): the kernel then puts
+  // the FIN in the segment that carries them rather than sending it in one of its own when the
+  // socket is closed, and the client sees the end of the response before logging runs.
+  send_last_ = end && !keepalive_ && !tls_ && !connect_ && !upgrade_;
   // Most writes fit the socket buffer: tried first without a suspension or a timer.
-  send_try_ = try_write(fd(), tls_.get(), BufferView(iov_));
+  send_try_ = try_write(fd(), tls_.get(), BufferView(iov_), send_last_ ? MSG_MORE : 0);
   if (send_try_.pending()) {
     send_started_ = true;  // ds_send waits for the rest
     return false;
@@ -403,7 +408,10 @@ bool H1Connection::ds_send_now(const std::vector<std::string_view>& pieces, bool
 Result<void> H1Connection::ds_sent(Result<void> r) {
   const std::size_t head = wbuf_.size();
   wbuf_.clear();
+  const bool last = std::exchange(send_last_, false);
   if (!r) return r;
+  // (A write that waited sent its rest without MSG_MORE, which pushed what was held.)
+  if (last) shutdown_client(asio::socket_base::shutdown_send);
   head_sent_ += head;
   body_sent_ += send_body_;
   return ok();
@@ -430,7 +438,9 @@ task<Result<void>> H1Connection::write_response_header(ResponseHeader resp, bool
   ds_prepare_head(resp, bodyless);
   resp_ = std::move(resp);
   pieces_.clear();
-  co_return co_await ds_send(pieces_, end_of_stream && ds_framing_ == DsFraming::Chunked, nullptr);
+  // A final head that no body follows ends the response (see ds_send_now).
+  co_return co_await ds_send(pieces_, (end_of_stream || bodyless) && resp_.status() >= 200,
+                             nullptr);
 }
 
 task<Result<void>> H1Connection::write_response_body(std::string_view data, bool end_of_stream) {

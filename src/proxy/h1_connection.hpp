@@ -142,6 +142,7 @@ class H1Connection final : public ProxyRequest, public Drainable {
   WriteTry send_try_;
   std::size_t send_body_ = 0;
   bool send_started_ = false;
+  bool send_last_ = false;  // the send ends the response and the connection (see ds_send_now)
   DsFraming ds_framing_ = DsFraming::None;
 
   // TLS toward the client: the listener, the certificate generation the handshake used, and

@@ -201,6 +201,96 @@ TEST(Http1, RequestTrailersAreForwardedOnChunkedBodies) {
   EXPECT_NE(raw.find("TE: trailers"), std::string::npos) << raw;
 }
 
+namespace {
+/// Forwards; the logging hook of the n-th request waits (blocking its worker, at most 10 s)
+/// until the test has released n requests.
+class HeldLogging : public Forward {
+ public:
+  using Forward::Forward;
+  task<void> logging(Session& s, const Error* e, NoCtx& c) override {
+    {
+      std::unique_lock lk(mu_);
+      const int me = entered_++;
+      cv_.wait_for(lk, 10s, [&] { return released_ > me; });
+    }
+    co_await Forward::logging(s, e, c);
+  }
+  void release() {
+    std::lock_guard lk(mu_);
+    ++released_;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int entered_ = 0;
+  int released_ = 0;
+};
+
+/// The next read on `fd` finds the end of the stream (not data, not a reset, not the timeout).
+bool eof_next(int fd) {
+  char c;
+  return ::recv(fd, &c, 1, 0) == 0;
+}
+}  // namespace
+
+// A response after which the connection closes ends with its connection: the half-close follows
+// its last bytes at once (the FIN goes in their segment), so the client sees the end while the
+// logging hook still runs, not after it. For each way a response can end a connection.
+TEST(Http1, AClosingConnectionEndsWithItsResponseNotAfterLogging) {
+  Origin origin([](const portico::testing::OriginRequest& q) {
+    portico::testing::OriginResponse r;
+    r.body = q.target;
+    return r;
+  });
+  auto app = std::make_shared<HeldLogging>(origin.addr());
+  pt::TestProxy px(app);
+  struct Case {
+    const char* what;
+    std::string request;
+    bool head;
+    unsigned status;
+    std::string body;
+  };
+  const Case cases[] = {
+      {"Connection: close", "GET /close HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", false,
+       200, "/close"},
+      {"HTTP/1.0", "GET /old HTTP/1.0\r\nHost: x\r\n\r\n", false, 200, "/old"},
+      {"HEAD with Connection: close", "HEAD /h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+       true, 200, ""},
+      {"an error answered by the proxy", "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", false, 400,
+       "400 Bad Request\n"},
+  };
+  int n = 0;
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.what);
+    Client c(px.port(), 3s);
+    ASSERT_TRUE(c.send(k.request));
+    auto r = c.read_response(k.head);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, k.status);
+    EXPECT_EQ(r->body, k.body);
+    EXPECT_TRUE(eof_next(c.fd())) << "the end of the response must not wait for logging";
+    EXPECT_EQ(app->logged.count(), n) << "logging is still held";
+    app->release();
+    ASSERT_TRUE(app->logged.wait_for(++n));
+  }
+  // A keep-alive connection stays open across the held logging of its first request.
+  Client c(px.port(), 3s);
+  ASSERT_TRUE(c.send("GET /one HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto r1 = c.read_response();
+  ASSERT_TRUE(r1);
+  EXPECT_EQ(r1->body, "/one");
+  app->release();
+  ASSERT_TRUE(app->logged.wait_for(++n));
+  app->release();
+  auto r2 = c.get("/two");
+  ASSERT_TRUE(r2);
+  EXPECT_EQ(r2->body, "/two");
+  ASSERT_TRUE(app->logged.wait_for(++n));
+}
+
 TEST(Http1, ResponseTrailersReachChunkedClients) {
   RawOrigin origin([](int fd) {
     std::string extra;
