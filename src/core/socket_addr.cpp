@@ -118,10 +118,25 @@ std::string SocketAddr::to_string() const {
 }
 
 std::uint64_t SocketAddr::hash() const noexcept {
-  std::uint64_t h = 1469598103934665603ull;
-  auto* p = reinterpret_cast<const unsigned char*>(&storage_);
-  for (socklen_t i = 0; i < len_; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
+  // Eight bytes at a time (an IPv4 address is two words), each multiplied in and folded.
+  auto mix = [](std::uint64_t h, std::uint64_t w) {
+    w *= 0x9e3779b97f4a7c15ull;
+    return (h ^ w ^ (w >> 29)) * 0xbf58476d1ce4e5b9ull;
+  };
+  const auto* p = reinterpret_cast<const unsigned char*>(&storage_);
+  std::uint64_t h = len_;
+  socklen_t i = 0;
+  for (; i + 8 <= len_; i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = mix(h, w);
+  }
+  if (i < len_) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, p + i, len_ - i);
+    h = mix(h, w);
+  }
+  return h ^ (h >> 32);
 }
 
 bool operator==(const SocketAddr& a, const SocketAddr& b) noexcept {
