@@ -87,7 +87,7 @@ static void BM_H2RoundTrip(benchmark::State& st) {
     }
     move_bytes(server, client);
     while (auto e = client.poll_event()) {
-      if (e->kind == h2::EventKind::Head) (void)h2::to_response(e->fields, cresp);
+      if (e->kind == h2::EventKind::Head) (void)h2::take_response(e->fields, cresp);
       if (e->kind == h2::EventKind::Data) client.consume(e->stream_id, e->bytes);
     }
     move_bytes(client, server);  // WINDOW_UPDATEs

@@ -273,7 +273,9 @@ Result<void> to_request(const HeaderMap& in, RequestHeader& out, std::string* sc
   return {};
 }
 
-Result<void> to_response(const HeaderMap& in, ResponseHeader& out) {
+namespace {
+/// The checks of take_response; the status code when they pass.
+Result<std::uint16_t> response_status(const HeaderMap& in) {
   std::string_view status;
   bool has_status = false, regular_seen = false;
   for (auto f : in) {
@@ -286,7 +288,7 @@ Result<void> to_response(const HeaderMap& in, ResponseHeader& out) {
       continue;
     }
     regular_seen = true;
-    if (auto r = check_field(f.name, f.value, true, false); !r) return r;
+    if (auto r = check_field(f.name, f.value, true, false); !r) return r.error();
   }
   if (!has_status) return malformed(true, "missing :status");
   if (status.size() != 3) return malformed(true, "invalid :status");
@@ -295,13 +297,20 @@ Result<void> to_response(const HeaderMap& in, ResponseHeader& out) {
   if (ec != std::errc{} || p != status.data() + 3 || code < 100)
     return malformed(true, "invalid :status");
   if (code == 101) return malformed(true, "101 in HTTP/2");
+  return code;
+}
+}  // namespace
+
+Result<void> take_response(HeaderMap& in, ResponseHeader& out) {
+  auto code = response_status(in);
+  if (!code) return code.error();
   out.clear();
-  out.set_status(code);
+  out.set_status(*code);
   out.set_version(Version::Http2);
-  auto& h = out.headers();
-  h.reserve(in.size(), in.byte_size());
-  for (auto f : in)
-    if (f.name.front() != ':') h.append(f.name, f.value);
+  // The received list becomes the head; `in` keeps the memory of the head it replaces. Dropping
+  // ":status" moves no byte (its bytes stay unused in the buffer).
+  std::swap(out.headers(), in);
+  out.headers().remove_if([](const HeaderMap::Field& f) { return f.name.front() == ':'; });
   return {};
 }
 

@@ -43,10 +43,12 @@ Result<void> to_request(const HeaderMap& in, RequestHeader& out, std::string* sc
 /// a host and optional port, `:scheme` a URI scheme, field values without control characters.
 const char* request_problem(const HeaderMap& in) noexcept;
 
-/// Validates a received response field list (":status" only, three digits, not 101) and converts
-/// it. A 1xx status is returned as is: the caller forwards 100/103 as interim responses and waits
-/// for the final one. Errors are `InvalidH2` from the Upstream side.
-Result<void> to_response(const HeaderMap& in, ResponseHeader& out);
+/// Validates a received response field list (":status" only, three digits, not 101) and makes
+/// it `out`, without copying: the fields of `in` become `out`'s (":status" left out) and `in`
+/// gets the map `out` had, cleared. On failure both are unchanged. A 1xx status is taken as is:
+/// the caller forwards 100/103 as interim responses and waits for the final one. Errors are
+/// `InvalidH2` from the Upstream side.
+Result<void> take_response(HeaderMap& in, ResponseHeader& out);
 
 /// Validates a received trailer section: no pseudo-header field, the field rules of `to_request`.
 /// Fields are appended to `out`.

@@ -523,7 +523,7 @@ task<Result<void>> ProxyRequest::h2_exchange(H2UpConn& up, H2Call& call, bool re
     while (!call.interim.empty()) {
       HeaderMap f = std::move(call.interim.front());
       call.interim.erase(call.interim.begin());
-      if (auto c = h2::to_response(f, resp_); c) {
+      if (auto c = h2::take_response(f, resp_); c) {
         if (auto u = app_.e_upstream_response_filter(*this, resp_, ctx_); !u) co_return u;
         if (auto w = co_await ds_interim(resp_); !w) co_return w;
       }
@@ -539,7 +539,7 @@ task<Result<void>> ProxyRequest::h2_exchange(H2UpConn& up, H2Call& call, bool re
     }
   }
   awaiting_head_ = false;
-  if (auto c = h2::to_response(call.head, resp_); !c) co_return c.error();
+  if (auto c = h2::take_response(call.head, resp_); !c) co_return c.error();
   response_started = true;
 
   http1::strip_hop_by_hop(resp_.headers());

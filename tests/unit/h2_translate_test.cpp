@@ -250,15 +250,27 @@ TEST(H2Translate, Responses) {
   EXPECT_EQ(out.get_all("set-cookie").size(), 2u);  // never joined
 
   ResponseHeader back;
-  ASSERT_TRUE(to_response(out, back));
+  back.append_header("x-left-from-before", "1");
+  const std::size_t fields_sent = out.size();
+  ASSERT_TRUE(take_response(out, back));
   EXPECT_EQ(back.status(), 404);
   EXPECT_EQ(back.version(), Version::Http2);
   EXPECT_EQ(back.headers().get("content-type").value(), "text/plain");
+  // The received fields became the head, without ":status"; the old head's map came back empty.
+  EXPECT_EQ(back.headers().size(), fields_sent - 1);
+  EXPECT_FALSE(back.headers().contains(":status"));
+  EXPECT_FALSE(back.headers().contains("x-left-from-before"));
+  EXPECT_EQ(back.headers().get_all("set-cookie").size(), 2u);
+  std::size_t bytes = 0;
+  for (auto f : back.headers()) bytes += f.name.size() + f.value.size();
+  EXPECT_EQ(back.headers().byte_size(), bytes);
+  EXPECT_EQ(out.size(), 0u);
+  EXPECT_EQ(out.byte_size(), 0u);
 
   EXPECT_FALSE(from_response(ResponseHeader::build(101), out));
   HeaderMap early;
   ASSERT_TRUE(from_response(ResponseHeader::build(103), early));
-  ASSERT_TRUE(to_response(early, back));
+  ASSERT_TRUE(take_response(early, back));
   EXPECT_EQ(back.status(), 103);
 }
 
@@ -272,9 +284,11 @@ TEST(H2Translate, MalformedResponsesAreRejected) {
         fields({{":status", "200"}, {"Upper", "x"}}),
         fields({{":status", "200"}, {"connection", "x"}}),
         fields({{":status", "200"}, {"te", "trailers"}})}) {
-    auto res = to_response(h, r);
+    const std::size_t n = h.size();
+    auto res = take_response(h, r);
     ASSERT_FALSE(res);
     EXPECT_EQ(res.error().source(), ErrorSource::Upstream);
+    EXPECT_EQ(h.size(), n) << "a rejected list is left as it was";
   }
 }
 
