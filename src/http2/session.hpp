@@ -157,6 +157,9 @@ enum class EventKind : std::uint8_t {
   /// Server: a request head broke the rules of RFC 9113 §8 (h2::request_problem): `why` says
   /// which. The session reset the stream with PROTOCOL_ERROR (it counts toward the rapid reset
   /// window); the stream was never reported and nothing follows (log it).
+  /// Client: a response head, trailer section or DATA frame broke them (h2::response_problem,
+  /// trailers_problem, DATA before the head): the session reset the stream with PROTOCOL_ERROR,
+  /// nothing more of the response is reported, and Closed follows.
   Malformed,
 };
 

@@ -149,6 +149,18 @@ struct Session::Callbacks::Impl {
     s.push(std::move(e));
   }
 
+  /// Client: a malformed response head, trailer section or DATA on `st`. The stream is reset
+  /// with PROTOCOL_ERROR, the reason reported (Malformed), and nothing more of it is (Closed
+  /// follows).
+  static void malformed_response(Session& s, Session::Stream& st, const char* why) {
+    st.rejected = true;
+    st.head.clear();
+    nghttp2_submit_rst_stream(s.s_, NGHTTP2_FLAG_NONE, st.id, NGHTTP2_PROTOCOL_ERROR);
+    Event m{EventKind::Malformed, st.id};
+    m.why = why;
+    s.push(std::move(m));
+  }
+
   /// END_STREAM from the peer: the body must match its Content-Length.
   static void end_stream(Session& s, Session::Stream& st) {
     if (!st.in_len.complete()) {
@@ -182,8 +194,17 @@ struct Session::Callbacks::Impl {
         }
         st->request_is_head = st->head.get(":method") == std::optional<std::string_view>("HEAD");
       } else {
-        auto status = status_of(st->head);
-        if (status && *status < 200) {
+        // Nor on the client side: a response head RFC 9113 calls malformed resets the stream,
+        // as nghttp2's own checks did (§8.1.1), and is reported with the reason.
+        std::uint16_t status = 0;
+        const char* why = response_problem(st->head, status);
+        // An interim response never ends a stream (§8.1).
+        if (!why && status < 200 && end) why = "interim response with END_STREAM";
+        if (why) {
+          malformed_response(s, *st, why);
+          return 0;
+        }
+        if (status < 200) {
           e.kind = EventKind::Informational;
           e.fields = std::move(st->head);
           st->head = s.take_head();
@@ -207,6 +228,14 @@ struct Session::Callbacks::Impl {
         st->head.clear();
         nghttp2_submit_rst_stream(s.s_, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_PROTOCOL_ERROR);
         return 0;
+      }
+      // The server's trailers are checked where they are translated (to_trailers); a client
+      // checks the upstream's here, before anything of them is reported.
+      if (s.mode_ == Mode::Client) {
+        if (const char* why = trailers_problem(st->head)) {
+          malformed_response(s, *st, why);
+          return 0;
+        }
       }
       e.kind = EventKind::Trailers;
     }
@@ -279,6 +308,12 @@ struct Session::Callbacks::Impl {
     if (!st || st->rejected || st->closed) {
       // Nobody will read these bytes: give the window back now.
       nghttp2_session_consume(session, stream_id, len);
+      return 0;
+    }
+    // DATA before the final response head (or after a reset one) is malformed (RFC 9113 §8.1).
+    if (st->client && !st->head_seen) {
+      nghttp2_session_consume(session, stream_id, len);
+      malformed_response(s, *st, "DATA before the response head");
       return 0;
     }
     if (!st->in_len.add(len)) {

@@ -64,11 +64,6 @@ const char* field_problem(std::string_view name, std::string_view value, bool te
   return nullptr;
 }
 
-Result<void> check_field(std::string_view name, std::string_view value, bool upstream, bool te_ok) {
-  if (const char* why = field_problem(name, value, te_ok)) return malformed(upstream, why);
-  return {};
-}
-
 /// The pseudo-header fields of a request (RFC 9113 §8.3.1), in a field list that passed
 /// request_problem() or is being checked by it.
 struct RequestPseudo {
@@ -273,39 +268,48 @@ Result<void> to_request(const HeaderMap& in, RequestHeader& out, std::string* sc
   return {};
 }
 
-namespace {
-/// The checks of take_response; the status code when they pass.
-Result<std::uint16_t> response_status(const HeaderMap& in) {
+const char* response_problem(const HeaderMap& in, std::uint16_t& code) noexcept {
   std::string_view status;
   bool has_status = false, regular_seen = false;
   for (auto f : in) {
     if (!f.name.empty() && f.name.front() == ':') {
-      if (regular_seen) return malformed(true, "pseudo-header field after a regular field");
-      if (f.name != ":status") return malformed(true, "unknown or request pseudo-header field");
-      if (has_status) return malformed(true, "duplicated :status");
+      if (regular_seen) return "pseudo-header field after a regular field";
+      if (f.name != ":status") return "unknown or request pseudo-header field";
+      if (has_status) return "duplicated :status";
       has_status = true;
       status = f.value;
       continue;
     }
     regular_seen = true;
-    if (auto r = check_field(f.name, f.value, true, false); !r) return r.error();
+    if (const char* why = field_problem(f.name, f.value, false)) return why;
   }
-  if (!has_status) return malformed(true, "missing :status");
-  if (status.size() != 3) return malformed(true, "invalid :status");
-  std::uint16_t code = 0;
-  auto [p, ec] = std::from_chars(status.data(), status.data() + 3, code);
-  if (ec != std::errc{} || p != status.data() + 3 || code < 100)
-    return malformed(true, "invalid :status");
-  if (code == 101) return malformed(true, "101 in HTTP/2");
-  return code;
+  if (!has_status) return "missing :status";
+  code = 0;
+  auto [p, ec] = std::from_chars(status.data(), status.data() + status.size(), code);
+  if (status.size() != 3 || ec != std::errc{} || p != status.data() + 3 || code < 100)
+    return "invalid :status";
+  if (code == 101) return "101 in HTTP/2";
+  return nullptr;
 }
-}  // namespace
 
-Result<void> take_response(HeaderMap& in, ResponseHeader& out) {
-  auto code = response_status(in);
-  if (!code) return code.error();
+const char* trailers_problem(const HeaderMap& in) noexcept {
+  for (auto f : in) {
+    if (!f.name.empty() && f.name.front() == ':') return "pseudo-header field in trailers";
+    if (const char* why = field_problem(f.name, f.value, false)) return why;
+  }
+  return nullptr;
+}
+
+Result<void> take_response(HeaderMap& in, ResponseHeader& out, bool checked) {
+  std::uint16_t code = 0;
+  if (!checked) {
+    if (const char* why = response_problem(in, code)) return malformed(true, why);
+  } else if (auto st = in.size() ? in[0] : HeaderMap::Field{}; st.name == ":status") {
+    // Checked: ":status" comes first and holds three digits.
+    std::from_chars(st.value.data(), st.value.data() + st.value.size(), code);
+  }
   out.clear();
-  out.set_status(*code);
+  out.set_status(code);
   out.set_version(Version::Http2);
   // The received list becomes the head; `in` keeps the memory of the head it replaces. Dropping
   // ":status" moves no byte (its bytes stay unused in the buffer).
@@ -315,11 +319,7 @@ Result<void> take_response(HeaderMap& in, ResponseHeader& out) {
 }
 
 Result<void> to_trailers(const HeaderMap& in, HeaderMap& out, bool from_upstream) {
-  for (auto f : in) {
-    if (!f.name.empty() && f.name.front() == ':')
-      return malformed(from_upstream, "pseudo-header field in trailers");
-    if (auto r = check_field(f.name, f.value, from_upstream, false); !r) return r;
-  }
+  if (const char* why = trailers_problem(in)) return malformed(from_upstream, why);
   for (auto f : in) out.append(f.name, f.value);
   return {};
 }

@@ -43,15 +43,23 @@ Result<void> to_request(const HeaderMap& in, RequestHeader& out, std::string* sc
 /// a host and optional port, `:scheme` a URI scheme, field values without control characters.
 const char* request_problem(const HeaderMap& in) noexcept;
 
-/// Validates a received response field list (":status" only, three digits, not 101) and makes
-/// it `out`, without copying: the fields of `in` become `out`'s (":status" left out) and `in`
-/// gets the map `out` had, cleared. On failure both are unchanged. A 1xx status is taken as is:
-/// the caller forwards 100/103 as interim responses and waits for the final one. Errors are
-/// `InvalidH2` from the Upstream side.
-Result<void> take_response(HeaderMap& in, ResponseHeader& out);
+/// Why a received response field list is malformed (RFC 9113 §8.1.1, §8.2, §8.3.2: ":status"
+/// only, first, three digits, not 101; the field rules of `request_problem`), or null, and then
+/// `status` holds its code.
+const char* response_problem(const HeaderMap& in, std::uint16_t& status) noexcept;
 
-/// Validates a received trailer section: no pseudo-header field, the field rules of `to_request`.
-/// Fields are appended to `out`.
+/// Why a received trailer section is malformed (a pseudo-header field, or the field rules of
+/// `request_problem`), or null.
+const char* trailers_problem(const HeaderMap& in) noexcept;
+
+/// Validates a received response field list (response_problem; not again when `checked`, as
+/// the client session checks every head it reports) and makes it `out`, without copying: the
+/// fields of `in` become `out`'s (":status" left out) and `in` gets the map `out` had, cleared.
+/// On failure both are unchanged. A 1xx status is taken as is: the caller forwards 100/103 as
+/// interim responses and waits for the final one. Errors are `InvalidH2` from the Upstream side.
+Result<void> take_response(HeaderMap& in, ResponseHeader& out, bool checked = false);
+
+/// Validates a received trailer section (trailers_problem). Fields are appended to `out`.
 Result<void> to_trailers(const HeaderMap& in, HeaderMap& out, bool from_upstream);
 
 /// Builds the field list of `r` for an HTTP/2 peer.

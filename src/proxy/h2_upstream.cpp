@@ -206,6 +206,15 @@ void H2UpConn::dispatch() {
           c->notify();
         }
         break;
+      case h2::EventKind::Malformed:
+        // The session reset the stream: the response broke RFC 9113's rules.
+        if (c) {
+          c->malformed = e->why;
+          c->notify();
+        }
+        log::error_log().info("HTTP/2 upstream {}: stream {} reset: malformed response: {}",
+                              t_->peer.to_string(), e->stream_id, e->why);
+        break;
       case h2::EventKind::GoawaySent:
         if (e->code != 0)
           log::error_log().info("HTTP/2 upstream {}: GOAWAY {} sent{}{}", t_->peer.to_string(),
@@ -501,6 +510,9 @@ task<Result<void>> ProxyRequest::h2_exchange(H2UpConn& up, H2Call& call, bool re
     co_return ok();
   };
   auto stream_error = [&](bool before_head) {
+    if (call.malformed)
+      return Error::upstream(ErrorType::InvalidH2,
+                             "malformed HTTP/2 response: " + std::string(call.malformed));
     if (call.rejected)
       return Error::http_status(call.rejected, "upstream response header list too large");
     Error e = Error::upstream(
@@ -523,13 +535,13 @@ task<Result<void>> ProxyRequest::h2_exchange(H2UpConn& up, H2Call& call, bool re
     while (!call.interim.empty()) {
       HeaderMap f = std::move(call.interim.front());
       call.interim.erase(call.interim.begin());
-      if (auto c = h2::take_response(f, resp_); c) {
+      if (auto c = h2::take_response(f, resp_, /*checked=*/true); c) {
         if (auto u = app_.e_upstream_response_filter(*this, resp_, ctx_); !u) co_return u;
         if (auto w = co_await ds_interim(resp_); !w) co_return w;
       }
     }
     if (call.has_head) break;
-    if (call.reset || call.closed || call.rejected) {
+    if (call.reset || call.closed || call.rejected || call.malformed) {
       awaiting_head_ = false;
       co_return stream_error(true);
     }
@@ -539,7 +551,7 @@ task<Result<void>> ProxyRequest::h2_exchange(H2UpConn& up, H2Call& call, bool re
     }
   }
   awaiting_head_ = false;
-  if (auto c = h2::take_response(call.head, resp_); !c) co_return c.error();
+  if (auto c = h2::take_response(call.head, resp_, /*checked=*/true); !c) co_return c.error();
   response_started = true;
 
   http1::strip_hop_by_hop(resp_.headers());
@@ -566,7 +578,7 @@ task<Result<void>> ProxyRequest::h2_exchange(H2UpConn& up, H2Call& call, bool re
       continue;
     }
     if (call.end) break;
-    if (call.reset || call.closed) {
+    if (call.reset || call.closed || call.malformed) {
       if (ds_head_pending()) {
         ds_drop_head();
         co_return stream_error(false);

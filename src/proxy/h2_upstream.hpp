@@ -50,6 +50,7 @@ struct H2Call {
   bool cancelled = false;   // the attempt was cancelled (client gone, deadline)
   std::uint32_t code = 0;   // the reset code
   std::uint16_t rejected = 0;  // a status the session answered for us (oversized head)
+  const char* malformed = nullptr;  // why the session reset a malformed response (static)
   boost::asio::steady_timer rd;  // head, body, end, reset
   boost::asio::steady_timer wr;  // send buffer room
   void notify() noexcept {

@@ -171,6 +171,82 @@ TEST(H2Upstream, IdleSessionClosesAfterTheIdleTimeout) {
   EXPECT_EQ(a.service().pool_stats().opened, 2u);
 }
 
+namespace {
+std::string h2_frame(std::uint8_t type, std::uint8_t flags, std::uint32_t stream,
+                     std::string_view payload) {
+  const auto n = static_cast<std::uint32_t>(payload.size());
+  std::string f{static_cast<char>(n >> 16),
+                static_cast<char>(n >> 8),
+                static_cast<char>(n),
+                static_cast<char>(type),
+                static_cast<char>(flags),
+                static_cast<char>(stream >> 24),
+                static_cast<char>(stream >> 16),
+                static_cast<char>(stream >> 8),
+                static_cast<char>(stream)};
+  return f.append(payload);
+}
+
+/// An HTTP/2 origin of raw frames: reads the client's preface and frames until the HEADERS of
+/// stream 1 has come, answers it with the header block `block` (END_HEADERS | END_STREAM),
+/// then reads until the client closes.
+pt::RawOrigin::Fn raw_h2_answer(std::string block) {
+  return [block](int fd) {
+    std::string in;
+    char b[4096];
+    bool headers = false;
+    while (!headers) {
+      const ssize_t n = ::recv(fd, b, sizeof b, 0);
+      if (n <= 0) return;
+      in.append(b, static_cast<std::size_t>(n));
+      for (std::size_t at = 24; at + 9 <= in.size();) {  // after the 24-byte magic
+        const std::size_t len = (static_cast<unsigned char>(in[at]) << 16) |
+                                (static_cast<unsigned char>(in[at + 1]) << 8) |
+                                static_cast<unsigned char>(in[at + 2]);
+        if (in[at + 3] == 1) headers = true;  // HEADERS
+        at += 9 + len;
+      }
+    }
+    // SETTINGS, the ACK of the client's, the answer on stream 1.
+    if (!pt::write_all(fd,
+                       h2_frame(4, 0, 0, "") + h2_frame(4, 1, 0, "") + h2_frame(1, 5, 1, block)))
+      return;
+    while (::recv(fd, b, sizeof b, 0) > 0) {
+    }
+  };
+}
+}  // namespace
+
+// A response RFC 9113 calls malformed (here a 101, which HTTP/2 does not have; a 103 ending the
+// stream; an uppercase field name) is answered with 502 and the reason reaches logging.
+TEST(H2Upstream, MalformedResponseFromTheOriginIsA502) {
+  struct Case {
+    std::string block;
+    const char* why;
+  };
+  const Case cases[] = {
+      {std::string("\x08\x03") + "101", "101 in HTTP/2"},
+      {std::string("\x08\x03") + "103", "interim response with END_STREAM"},
+      {std::string("\x88\x00\x06", 3) + "Server" + "\x01" + "x", "uppercase field name"},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.why);
+    pt::RawOrigin origin(raw_h2_answer(k.block));
+    auto fwd = std::make_shared<Forward>(h2_peer(origin.port()));
+    pt::TestProxy a(fwd);
+    pt::Client c(a.port());
+    auto r = c.get("/");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 502u);
+    ASSERT_TRUE(fwd->logged.wait_for(1, 5s));
+    std::lock_guard lk(fwd->mu);
+    ASSERT_TRUE(fwd->last_error);
+    EXPECT_NE(fwd->last_error->to_string().find(std::string("malformed HTTP/2 response: ") + k.why),
+              std::string::npos)
+        << fwd->last_error->to_string();
+  }
+}
+
 TEST(H2Upstream, H2OnlyPeerThatRefusesH2IsA502) {
   TestPki pki;
   auto cert = pki.issue({"h1only.test"});

@@ -3,6 +3,7 @@
 // check on an error reads the frames the peer would see (GOAWAY / RST_STREAM codes).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 
 #include "http2/session.hpp"
@@ -779,6 +780,134 @@ TEST(H2Session, OversizedTrailersResetTheStream) {
   EXPECT_EQ(Pair::take(p.sev, EventKind::Closed, id).size(), 1u);
   p.server.discard(id);
   EXPECT_EQ(p.server.buffered(), 0u);
+}
+
+namespace {
+/// A client session with one request sent, fed `frames` from the server (after its SETTINGS);
+/// returns the session's events and whether it reset the stream with PROTOCOL_ERROR.
+struct ClientSees {
+  std::vector<Event> events;
+  bool reset_protocol_error = false;
+  bool goaway_protocol_error = false;
+};
+ClientSees client_sees(std::string_view frames) {
+  Session client(Mode::Client);
+  auto id = client.submit_request(req_fields(), true);
+  EXPECT_TRUE(id);
+  EXPECT_EQ(*id, 1);
+  auto drain_output = [&] {
+    std::string out;
+    for (int i = 0; i < 10; ++i) {
+      auto o = client.pending_output();
+      if (o.empty()) break;
+      out += o;
+      client.consume_output(o.size());
+    }
+    return out;
+  };
+  drain_output();
+  EXPECT_TRUE(client.feed(frame(kSettings, 0, 0, "") + std::string(frames)));
+  ClientSees r;
+  for (const Frame& f : parse(drain_output())) {
+    if (f.type == kRst && f.stream == 1 && f.payload == u32(code(ErrorCode::ProtocolError)))
+      r.reset_protocol_error = true;
+    if (f.type == kGoaway && f.payload.size() >= 8 &&
+        f.payload.substr(4, 4) == u32(code(ErrorCode::ProtocolError)))
+      r.goaway_protocol_error = true;
+  }
+  while (auto e = client.poll_event()) r.events.push_back(std::move(*e));
+  return r;
+}
+std::size_t count(const ClientSees& r, EventKind k) {
+  return static_cast<std::size_t>(
+      std::count_if(r.events.begin(), r.events.end(), [k](const Event& e) { return e.kind == k; }));
+}
+}  // namespace
+
+// The client checks what the server sends (nghttp2's own checks are off on both sides): a
+// response RFC 9113 calls malformed resets the stream with PROTOCOL_ERROR, is reported as
+// Malformed with the reason, and nothing of it reaches the caller as a head, data or trailers.
+TEST(H2Session, ClientResetsMalformedResponses) {
+  // HPACK: 0x88 is ":status: 200" from the static table, 0x89 ":status: 204".
+  const std::string s200 = "\x88";
+  const std::string s103 = std::string("\x08\x03") + "103";  // literal, indexed name ":status"
+  const std::string s101 = std::string("\x08\x03") + "101";
+  struct Case {
+    const char* what;
+    std::string frames;
+    const char* why;
+  };
+  const Case cases[] = {
+      {"DATA after an interim head",
+       frame(kHeaders, kEndHeaders, 1, s103) + frame(kData, 0, 1, "x"),
+       "DATA before the response head"},
+      {"101", frame(kHeaders, kEndHeaders, 1, s101), "101 in HTTP/2"},
+      {"an interim head ending the stream", frame(kHeaders, kEndHeaders | kEndStream, 1, s103),
+       "interim response with END_STREAM"},
+      {"no :status", frame(kHeaders, kEndHeaders | kEndStream, 1, block({{"server", "x"}})),
+       "missing :status"},
+      {"a request pseudo-header",
+       frame(kHeaders, kEndHeaders | kEndStream, 1, s200 + block({{":path", "/"}})),
+       "unknown or request pseudo-header field"},
+      {"an uppercase name",
+       frame(kHeaders, kEndHeaders | kEndStream, 1, s200 + block({{"Server", "x"}})),
+       "uppercase field name"},
+      {"a connection-specific field",
+       frame(kHeaders, kEndHeaders | kEndStream, 1, s200 + block({{"connection", "close"}})),
+       nullptr},
+      {"a control character in a value",
+       frame(kHeaders, kEndHeaders | kEndStream, 1,
+             s200 + block({{"x-a",
+                            "b\x01"
+                            "c"}})),
+       "invalid field value"},
+      {"a pseudo-header in trailers",
+       frame(kHeaders, kEndHeaders, 1, s200) + frame(kData, 0, 1, "body") +
+           frame(kHeaders, kEndHeaders | kEndStream, 1, block({{":status", "200"}})),
+       "pseudo-header field in trailers"},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.what);
+    const ClientSees r = client_sees(k.frames);
+    EXPECT_TRUE(r.reset_protocol_error);
+    const auto m = std::find_if(r.events.begin(), r.events.end(),
+                                [](const Event& e) { return e.kind == EventKind::Malformed; });
+    ASSERT_NE(m, r.events.end());
+    EXPECT_EQ(m->stream_id, 1);
+    if (k.why) EXPECT_STREQ(m->why, k.why);
+    EXPECT_EQ(count(r, EventKind::Trailers), 0u);
+    EXPECT_EQ(count(r, EventKind::EndStream), 0u);
+  }
+  // Before the head went: no head, no data.
+  for (const Case& k : {cases[1], cases[3], cases[5]}) {
+    const ClientSees r = client_sees(k.frames);
+    EXPECT_EQ(count(r, EventKind::Head), 0u) << k.what;
+    EXPECT_EQ(count(r, EventKind::Data), 0u) << k.what;
+  }
+
+  // DATA before any head: nghttp2 itself fails the connection (the stream is not open yet).
+  const ClientSees early = client_sees(frame(kData, kEndStream, 1, "early"));
+  EXPECT_TRUE(early.goaway_protocol_error);
+  EXPECT_EQ(count(early, EventKind::Head), 0u);
+  EXPECT_EQ(count(early, EventKind::Data), 0u);
+
+  // What is well-formed passes: an interim head, the final one, data and trailers.
+  const ClientSees ok =
+      client_sees(frame(kHeaders, kEndHeaders, 1, s103 + block({{"link", "</a>; rel=preload"}})) +
+                  frame(kHeaders, kEndHeaders, 1, s200 + block({{"content-length", "4"}})) +
+                  frame(kData, 0, 1, "body") +
+                  frame(kHeaders, kEndHeaders | kEndStream, 1, block({{"grpc-status", "0"}})));
+  EXPECT_FALSE(ok.reset_protocol_error);
+  EXPECT_EQ(count(ok, EventKind::Malformed), 0u);
+  EXPECT_EQ(count(ok, EventKind::Informational), 1u);
+  EXPECT_EQ(count(ok, EventKind::Head), 1u);
+  EXPECT_EQ(count(ok, EventKind::Data), 1u);
+  EXPECT_EQ(count(ok, EventKind::Trailers), 1u);
+  EXPECT_EQ(count(ok, EventKind::EndStream), 1u);
+  // A 204 with no body, ended by its head.
+  const ClientSees empty = client_sees(frame(kHeaders, kEndHeaders | kEndStream, 1, "\x89"));
+  EXPECT_FALSE(empty.reset_protocol_error);
+  EXPECT_EQ(count(empty, EventKind::Head), 1u);
 }
 
 TEST(H2Session, ClientPrefaceMatch) {
