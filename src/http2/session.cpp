@@ -29,12 +29,12 @@ bool has_upper(std::string_view s) noexcept {
 thread_local std::vector<nghttp2_nv> head_nva;
 thread_local std::string head_names;  // names lowercased for head_nva
 
-/// Appends the pair (`name` already lowercase); nghttp2 copies it when the head is submitted.
-void push_nv(std::vector<nghttp2_nv>& nva, std::string_view name, std::string_view value) {
+/// Appends the pair (`name` already lowercase); nghttp2 copies it when the head is submitted,
+/// unless `flags` say the bytes stay put (NGHTTP2_NV_FLAG_NO_COPY_*).
+void push_nv(std::vector<nghttp2_nv>& nva, std::string_view name, std::string_view value,
+             std::uint8_t flags = NGHTTP2_NV_FLAG_NONE) {
   // Credentials never enter the HPACK dynamic table (RFC 7541 §7.1.3).
-  const std::uint8_t flags = (name == "authorization" || name == "proxy-authorization")
-                                 ? NGHTTP2_NV_FLAG_NO_INDEX
-                                 : NGHTTP2_NV_FLAG_NONE;
+  if (name == "authorization" || name == "proxy-authorization") flags |= NGHTTP2_NV_FLAG_NO_INDEX;
   nva.push_back(nghttp2_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
                            reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())),
                            name.size(), value.size(), flags});
@@ -512,34 +512,49 @@ Result<void> Session::submit_response(std::int32_t stream_id, const ResponseHead
   auto s = head_stream(stream_id);
   if (!s) return s.error();
   if (!status_expressible(r.status()) || r.status() < 200) return error("not a final HTTP/2 status");
-  // The list nghttp2 gets, built from `r` at once: ":status", then the fields HTTP/2 may carry
-  // with their names lowercased into head_names (sized first: the views must stay put).
-  char status[4];
-  const auto [end, ec] = std::to_chars(status, status + 3, r.status());
-  (void)ec;
+  // The list nghttp2 gets, built from `r` at once: ":status", then the fields HTTP/2 may carry,
+  // names lowercased. Their bytes go to the stream's head_bytes, which stay put until nghttp2
+  // has packed the HEADERS frame (it never packs one for a stream gone before): nghttp2 takes
+  // them as they are (NO_COPY) instead of copying and lowercasing each name again.
+  Stream& st = **s;
+  const std::size_t need = r.headers().byte_size() + 3;
+  if (st.head_bytes_cap < need) {
+    st.head_bytes_out.reset(new char[need]);
+    st.head_bytes_cap = need;
+  }
   struct Build {
     std::vector<nghttp2_nv>* nva;
-    char* names;  // room for every name, lowercased
+    char* at;
   };
   head_nva.clear();
   head_nva.reserve(r.headers().size() + 1);
-  if (head_names.size() < r.headers().byte_size()) head_names.resize(r.headers().byte_size());
-  Build b{&head_nva, head_names.data()};
-  push_nv(head_nva, ":status", std::string_view(status, static_cast<std::size_t>(end - status)));
+  Build b{&head_nva, st.head_bytes_out.get()};
+  constexpr std::uint8_t kNoCopy = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
+  {
+    const unsigned code = r.status();
+    b.at[0] = static_cast<char>('0' + code / 100 % 10);
+    b.at[1] = static_cast<char>('0' + code / 10 % 10);
+    b.at[2] = static_cast<char>('0' + code % 10);
+    push_nv(head_nva, ":status", std::string_view(b.at, 3), kNoCopy);
+    b.at += 3;
+  }
   for_each_h2_field(
       r.headers(), false, false,
       [](void* ctx, std::string_view name, std::string_view value) {
         auto& bb = *static_cast<Build*>(ctx);
-        to_lower_ascii(name, bb.names);
-        push_nv(*bb.nva, std::string_view(bb.names, name.size()), value);
-        bb.names += name.size();
+        char* n = bb.at;
+        to_lower_ascii(name, n);
+        if (!value.empty()) std::memcpy(n + name.size(), value.data(), value.size());
+        bb.at += name.size() + value.size();
+        push_nv(*bb.nva, std::string_view(n, name.size()),
+                std::string_view(n + name.size(), value.size()), kNoCopy);
       },
       &b);
   if (field_bytes) {
     *field_bytes = 0;
     for (const nghttp2_nv& nv : head_nva) *field_bytes += nv.namelen + nv.valuelen;
   }
-  return submit_nva(**s, r.status(), r.headers(), end_stream, false);
+  return submit_nva(st, r.status(), r.headers(), end_stream, false);
 }
 
 Result<Session::Stream*> Session::head_stream(std::int32_t stream_id) {

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -51,12 +52,17 @@ struct Session::Stream {
   bool want_writable = false;
   bool local_done = false;  // our END_STREAM went out
   bool app_reset = false;   // the owner reset it
+  // The names and values of the response head submitted last (submit_response), which nghttp2
+  // reads without copying until it packs the frame; kept across reuses of this object.
+  std::unique_ptr<char[]> head_bytes_out;
+  std::size_t head_bytes_cap = 0;
 
   bool closed = false;
 
   std::size_t out_size() const noexcept { return out.size() - out_off; }
-  /// Back to a new stream's state, keeping the memory of `head`, `chunks` and `out` (a session
-  /// reuses the objects of closed streams). Every field above is reset here.
+  /// Back to a new stream's state, keeping the memory of `head`, `chunks`, `out` and
+  /// `head_bytes_out` (a session reuses the objects of closed streams). Every other field above
+  /// is reset here.
   void reset() noexcept {
     id = 0;
     client = false;
