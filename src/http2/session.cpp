@@ -513,9 +513,9 @@ Result<void> Session::submit_response(std::int32_t stream_id, const ResponseHead
   if (!s) return s.error();
   if (!status_expressible(r.status()) || r.status() < 200) return error("not a final HTTP/2 status");
   // The list nghttp2 gets, built from `r` at once: ":status", then the fields HTTP/2 may carry,
-  // names lowercased. Their bytes go to the stream's head_bytes, which stay put until nghttp2
-  // has packed the HEADERS frame (it never packs one for a stream gone before): nghttp2 takes
-  // them as they are (NO_COPY) instead of copying and lowercasing each name again.
+  // names lowercased. Their bytes go to the stream's head_bytes_out, which stay put until
+  // nghttp2 has packed the HEADERS frame (it never packs one for a stream gone before): nghttp2
+  // takes them as they are (NO_COPY) instead of copying and lowercasing each name again.
   Stream& st = **s;
   const std::size_t need = r.headers().byte_size() + 3;
   if (st.head_bytes_cap < need) {
