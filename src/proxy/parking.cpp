@@ -246,7 +246,7 @@ void ParkingLot::on_ready() noexcept {
     free_slot(i);
     // The client sent its next request (or closed): a new connection object serves it.
     Accepted a{
-        asio::ip::tcp::socket(w_.executor()), listener, {}, {}, true, served, std::move(more), {}};
+        std::move(w_.socket_prototype()), listener, {}, {}, true, served, std::move(more), {}};
     error_code ec;
     a.socket.assign(v6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, ec);
     if (ec) {

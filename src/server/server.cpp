@@ -52,7 +52,7 @@ namespace {
 /// What the coroutines accepting on one listener share.
 struct AcceptShared {
   AcceptShared(tcp::acceptor& a, Service& s, Worker& wk, std::size_t l)
-      : acc(a), svc(s), w(wk), listener(l), done(a.get_executor()), fresh(a.get_executor()) {}
+      : acc(a), svc(s), w(wk), listener(l), done(a.get_executor()) {}
   tcp::acceptor& acc;
   Service& svc;
   Worker& w;
@@ -62,9 +62,6 @@ struct AcceptShared {
   std::size_t waiting = 0;  // runners waiting in accept
   bool closed = false;
   asio::steady_timer done;  // accept_loop waits on it until the listener closes
-  // An unopened socket that each connection's is moved from (and which stays one): constructing
-  // a socket from an executor looks its service up in the registry, under a mutex.
-  tcp::socket fresh;
 
   void close() {
     closed = true;
@@ -110,7 +107,7 @@ task<void> accept_runner(std::shared_ptr<AcceptShared> sh) {
                      [](std::exception_ptr e) { log::ended_by(e, "accept runner"); });
 #ifdef PORTICO_ACCEPT_RAW
     Accepted a{
-        std::move(sh->fresh),
+        std::move(sh->w.socket_prototype()),
         sh->listener,
         SocketAddr::from_sockaddr(reinterpret_cast<const sockaddr*>(&got.addr), got.addr_len),
         sh->local,

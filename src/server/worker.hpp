@@ -128,6 +128,12 @@ class Worker {
     if (!timer_proto_) timer_proto_.emplace(executor_);
     return *timer_proto_;
   }
+  /// The same for a TCP socket: each accepted (or unparked) connection's socket is moved from
+  /// it. Worker thread only.
+  boost::asio::ip::tcp::socket& socket_prototype() {
+    if (!socket_proto_) socket_proto_.emplace(executor_);
+    return *socket_proto_;
+  }
   /// Drops every service state (closing pooled upstream connections) and the worker's own
   /// timers: whatever is bound to the event loop. Worker thread only.
   void clear_states() noexcept {
@@ -135,6 +141,7 @@ class Worker {
     deferred_.reset();
     batch_.reset();  // (a flush still queued then does nothing)
     timer_proto_.reset();
+    socket_proto_.reset();
   }
   ~Worker() { clear_states(); }
 
@@ -150,6 +157,7 @@ class Worker {
   std::unique_ptr<Deferred> deferred_;
   std::unique_ptr<SendBatch> batch_;  // made and freed by the worker's thread
   std::optional<boost::asio::steady_timer> timer_proto_;
+  std::optional<boost::asio::ip::tcp::socket> socket_proto_;
   bool batch_tried_ = false;
 };
 
