@@ -50,15 +50,22 @@ test-asan: deps $(ASAN_BUILD)/build.ninja
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS) --timeout 900
 
-# libFuzzer (clang) on the HTTP/1 parser for FUZZ_SECONDS; a crash fails the run.
+# libFuzzer (clang) on the HTTP/1 parser, the HPACK decoder and the HTTP/2 session, FUZZ_SECONDS
+# each; a crash fails the run.
 fuzz: deps
 	CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_BUILD) $(CMAKE_GEN) $(LAUNCHER) \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPORTICO_BUILD_FUZZ=ON -DPORTICO_BUILD_TESTS=OFF \
 	  -DPORTICO_BUILD_EXAMPLES=OFF
-	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target h1_parser_fuzz
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target h1_parser_fuzz hpack_fuzz h2_session_fuzz
 	mkdir -p $(FUZZ_BUILD)/corpus && cp tests/fuzz/corpus/* $(FUZZ_BUILD)/corpus/
 	./$(FUZZ_BUILD)/tests/fuzz/h1_parser_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
 	  -rss_limit_mb=2048 -print_final_stats=1 $(FUZZ_BUILD)/corpus
+	mkdir -p $(FUZZ_BUILD)/corpus_hpack && cp tests/fuzz/corpus_hpack/* $(FUZZ_BUILD)/corpus_hpack/
+	./$(FUZZ_BUILD)/tests/fuzz/hpack_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	  -rss_limit_mb=2048 -print_final_stats=1 $(FUZZ_BUILD)/corpus_hpack
+	mkdir -p $(FUZZ_BUILD)/corpus_h2 && cp tests/fuzz/corpus_h2/* $(FUZZ_BUILD)/corpus_h2/
+	./$(FUZZ_BUILD)/tests/fuzz/h2_session_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	  -rss_limit_mb=2048 -print_final_stats=1 $(FUZZ_BUILD)/corpus_h2
 
 test: test-fast test-asan fuzz
 

@@ -1,77 +1,83 @@
-// h2::Session: construction, input/output, flow control and submissions. The nghttp2 callbacks
-// and the flood protections are in session_callbacks.cpp.
+// h2::Session: HTTP/2 framing, stream states, flow control, the protections, and the events the
+// owner sees. HPACK is in hpack.cpp.
 #include "http2/session.hpp"
 
 #include <algorithm>
-#include <charconv>
-#include <cstdlib>
 #include <cstring>
 #include <new>
-
-#include <sys/mman.h>
-
-#include "http2/stream.hpp"
 
 namespace portico::h2 {
 
 namespace {
 
-constexpr std::uint32_t kMaxStreamId = 0x7fffffff;
+constexpr std::int32_t kMaxStreamId = 0x7fffffff;
+constexpr std::string_view kMagic = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+// Header blocks we send: a larger one is refused before it is encoded (HPACK state must never
+// hold a block that does not leave).
+constexpr std::size_t kMaxSendBlock = 128 * 1024;
 
-bool has_upper(std::string_view s) noexcept {
-  for (char c : s)
-    if (c >= 'A' && c <= 'Z') return true;
-  return false;
+enum FrameType : std::uint8_t {
+  kData = 0x0,
+  kHeaders = 0x1,
+  kPriority = 0x2,
+  kRstStream = 0x3,
+  kSettings = 0x4,
+  kPushPromise = 0x5,
+  kPing = 0x6,
+  kGoaway = 0x7,
+  kWindowUpdate = 0x8,
+  kContinuation = 0x9,
+};
+enum Flag : std::uint8_t {
+  kEndStream = 0x1,
+  kAck = 0x1,
+  kEndHeaders = 0x4,
+  kPadded = 0x8,
+  kPriorityFlag = 0x20,
+};
+
+std::uint32_t be32(const std::uint8_t* p) noexcept {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
+         p[3];
+}
+void put32(std::string& to, std::uint32_t v) {
+  const char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16),
+                     static_cast<char>(v >> 8), static_cast<char>(v)};
+  to.append(b, 4);
 }
 
-// The head being submitted, kept for the next one (nghttp2 copies what it is given): no
-// allocation per head. One per thread; a session is driven by one thread at a time.
-thread_local std::vector<nghttp2_nv> head_nva;
-thread_local std::string head_names;  // names lowercased for head_nva
-
-/// Appends the pair (`name` already lowercase); nghttp2 copies it when the head is submitted,
-/// unless `flags` say the bytes stay put (NGHTTP2_NV_FLAG_NO_COPY_*).
-void push_nv(std::vector<nghttp2_nv>& nva, std::string_view name, std::string_view value,
-             std::uint8_t flags = NGHTTP2_NV_FLAG_NONE) {
-  // Credentials never enter the HPACK dynamic table (RFC 7541 §7.1.3).
-  if (name == "authorization" || name == "proxy-authorization") flags |= NGHTTP2_NV_FLAG_NO_INDEX;
-  nva.push_back(nghttp2_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
-                           reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())),
-                           name.size(), value.size(), flags});
-}
-
-/// The nghttp2 view of a field list. Names are lowercased into `scratch` when needed (sized up
-/// front, so the views stay put).
-void make_nva(const HeaderMap& h, std::vector<nghttp2_nv>& nva, std::string& scratch) {
-  std::size_t upper = 0;
-  for (auto f : h)
-    if (has_upper(f.name)) upper += f.name.size();
-  if (scratch.size() < upper) scratch.resize(upper);
-  char* out = scratch.data();
-  nva.clear();
-  nva.reserve(h.size());
-  for (auto f : h) {
-    std::string_view name = f.name;
-    if (has_upper(name)) {
-      to_lower_ascii(name, out);
-      name = std::string_view(out, name.size());
-      out += name.size();
-    }
-    push_nv(nva, name, f.value);
-  }
-}
+// Long names lowercased for the encoder; one per thread, a session is driven by one thread at a
+// time.
+thread_local std::string lower_name;
 
 }  // namespace
 
 std::string_view error_code_name(std::uint32_t code) noexcept {
-  static constexpr std::string_view kNames[] = {
-      "no_error",         "protocol_error", "internal_error",    "flow_control_error",
-      "settings_timeout", "stream_closed",  "frame_size_error",  "refused_stream",
-      "cancel",           "compression_error", "connect_error",  "enhance_your_calm",
-      "inadequate_security", "http_1_1_required"};
+  static constexpr std::string_view kNames[] = {"no_error",
+                                                "protocol_error",
+                                                "internal_error",
+                                                "flow_control_error",
+                                                "settings_timeout",
+                                                "stream_closed",
+                                                "frame_size_error",
+                                                "refused_stream",
+                                                "cancel",
+                                                "compression_error",
+                                                "connect_error",
+                                                "enhance_your_calm",
+                                                "inadequate_security",
+                                                "http_1_1_required"};
   return code < std::size(kNames) ? kNames[code] : std::string_view("unknown");
 }
 
+PrefaceMatch match_client_preface(std::string_view first_bytes) noexcept {
+  auto n = std::min(first_bytes.size(), kMagic.size());
+  if (first_bytes.substr(0, n) != kMagic.substr(0, n)) return PrefaceMatch::No;
+  return n == kMagic.size() ? PrefaceMatch::Yes : PrefaceMatch::Partial;
+}
+
+namespace {
+/// The value of a `:status` field when it is three digits.
 std::optional<std::uint16_t> status_of(const HeaderMap& h) {
   auto v = h.get(":status");
   if (!v || v->size() != 3) return std::nullopt;
@@ -82,120 +88,127 @@ std::optional<std::uint16_t> status_of(const HeaderMap& h) {
   }
   return s;
 }
+}  // namespace
 
-// nghttp2's allocations, through the C allocator as nghttp2's own defaults do, but for one: the
-// chunk of the frame buffer every session allocates when it is made (NGHTTP2_FRAMEBUF_CHUNKLEN
-// in nghttp2's sources: a frame header, a pad-length byte, the largest payload), which is
-// held for the session's life. It gets whole pages of its own, which trim() gives back to the
-// system while the session has nothing to send (nghttp2 then reserializes every frame from the
-// start of the buffer). A chunk of another size (another nghttp2) is simply not recognised.
-struct NgMem {
-  static constexpr std::size_t kChunk = 9 + 1 + 16384;
-  static constexpr std::size_t kPage = 4096;
-  static constexpr std::size_t kBlock = (kChunk + kPage - 1) / kPage * kPage;
+struct Session::Stream {
+  std::int32_t id = 0;
+  bool client = false;  // opened by this endpoint
 
-  static void* malloc(std::size_t size, void* ud) {
-    auto& s = *static_cast<Session*>(ud);
-    if (s.capture_framebuf_ && size == kChunk && !s.framebuf_) {
-      s.framebuf_ = std::aligned_alloc(kPage, kBlock);
-      return s.framebuf_;
-    }
-    return std::malloc(size);
-  }
-  static void free(void* p, void* ud) {
-    auto& s = *static_cast<Session*>(ud);
-    if (p && p == s.framebuf_) s.framebuf_ = nullptr;
-    std::free(p);
-  }
-  static void* calloc(std::size_t n, std::size_t size, void*) { return std::calloc(n, size); }
-  static void* realloc(void* p, std::size_t size, void* ud) {
-    auto& s = *static_cast<Session*>(ud);
-    if (!p) return malloc(size, ud);
-    if (p == s.framebuf_) {  // nghttp2 does not resize its chunks; handled all the same
-      void* q = std::malloc(size);
-      if (!q) return nullptr;
-      std::memcpy(q, p, std::min(size, kChunk));
-      free(p, ud);
-      return q;
-    }
-    return std::realloc(p, size);
+  // ---- receiving ----
+  HeaderMap head;
+  std::size_t head_bytes = 0;
+  bool head_too_large = false;
+  bool head_seen = false;
+  bool head_reported = false;
+  bool request_is_head = false;
+  bool rejected = false;
+  bool peer_rst = false;
+  bool remote_done = false;  // the peer's END_STREAM arrived
+  ContentLength in_len;
+  std::deque<std::string> chunks;
+  std::size_t front_off = 0;
+  std::size_t buffered = 0;
+  std::int64_t recv_window = 0;  // what the peer may still send
+  std::size_t recv_unacked = 0;  // consumed, not yet given back with WINDOW_UPDATE
+
+  // ---- sending ----
+  std::string out;
+  std::size_t out_off = 0;
+  ContentLength out_len;
+  std::optional<HeaderMap> trailers;
+  bool head_submitted = false;
+  bool has_body = false;  // a body follows the head
+  bool out_end = false;   // the owner gave the last byte (or trailers)
+  bool want_writable = false;
+  bool local_done = false;  // our END_STREAM is queued
+  bool app_reset = false;
+  bool queued = false;  // in the send queue
+  std::int64_t send_window = 0;
+
+  bool closed = false;
+
+  std::size_t out_size() const noexcept { return out.size() - out_off; }
+  void reset() noexcept {
+    id = 0;
+    client = false;
+    head.clear();
+    head_bytes = 0;
+    head_too_large = head_seen = head_reported = request_is_head = rejected = peer_rst = false;
+    remote_done = false;
+    in_len = ContentLength();
+    chunks.clear();
+    front_off = buffered = 0;
+    recv_window = 0;
+    recv_unacked = 0;
+    out.clear();
+    out_off = 0;
+    out_len = ContentLength();
+    trailers.reset();
+    head_submitted = has_body = out_end = want_writable = local_done = app_reset = queued = false;
+    send_window = 0;
+    closed = false;
   }
 };
 
+// ---------------------------------------------------------------------------------------------
+// construction
+
 Session::Session(Mode mode, const Settings& settings, Clock clock)
-    : mode_(mode), settings_(settings), clock_(std::move(clock)) {
+    : mode_(mode),
+      settings_(settings),
+      clock_(std::move(clock)),
+      // The peer's encoder starts from the default table size; ours applies once it
+      // acknowledged our SETTINGS.
+      decoder_(hpack::default_table_size),
+      encoder_(hpack::default_table_size) {
   if (!clock_) clock_ = [] { return std::chrono::steady_clock::now(); };
   settings_.max_frame_size = std::clamp<std::uint32_t>(settings_.max_frame_size, 16384, 16777215);
   settings_.stream_window = std::min<std::uint32_t>(settings_.stream_window, kMaxStreamId);
   settings_.connection_window =
       std::clamp<std::uint32_t>(settings_.connection_window, 65535, kMaxStreamId);
-
-  nghttp2_option* opt = nullptr;
-  nghttp2_option_new(&opt);
-  // Window updates follow `consume()`, so a slow consumer holds the peer at the window.
-  nghttp2_option_set_no_auto_window_update(opt, 1);
-  nghttp2_option_set_no_closed_streams(opt, 1);
-  // Requests and responses are checked by portico alone, as RFC 9113 §8 says (the callbacks:
-  // h2::request_problem or h2::response_problem on each head, trailers_problem or to_trailers,
-  // ContentLength against DATA, END_STREAM on trailers and not on interim responses, no DATA
-  // before a response head, HEAD/204/304 bodiless): nghttp2's own pass over the same fields
-  // cost 1,600 instructions per h2c request on the server side and 2,400 per response from an
-  // HTTP/2 upstream on the client side.
-  nghttp2_option_set_no_http_messaging(opt, 1);
-  nghttp2_option_set_peer_max_concurrent_streams(opt, settings_.max_outbound_streams);
-  nghttp2_option_set_max_outbound_ack(opt, settings_.max_outbound_ack);
-  nghttp2_option_set_max_settings(opt, settings_.max_settings_entries);
-  // Room for a 64 KiB header section (HttpServerOptions' limit) after HPACK's worst case.
-  nghttp2_option_set_max_send_header_block_length(opt, 128 * 1024);
-  // nghttp2's own limits sit just past ours, so ours answer first, with ENHANCE_YOUR_CALM; theirs
-  // stay as a backstop.
-  nghttp2_option_set_max_continuations(opt, settings_.max_continuations + 1);
-  {
-    auto secs = std::max<std::uint64_t>(
-        1, static_cast<std::uint64_t>(
-               std::chrono::duration_cast<std::chrono::seconds>(settings_.flood_window).count()));
-    std::uint64_t burst = std::max<std::uint64_t>(1000, 2ull * settings_.max_resets_per_window);
-    nghttp2_option_set_stream_reset_rate_limit(opt, burst,
-                                               std::max<std::uint64_t>(33, burst / secs));
+  if (mode_ == Mode::Server)
+    preface_left_ = kMagic.size();
+  else
+    queued_.assign(kMagic);
+  queue_settings();
+  if (settings_.connection_window != 65535) {
+    queue_window_update(0, settings_.connection_window - 65535);
+    conn_recv_window_ = settings_.connection_window;
   }
-  nghttp2_session_callbacks* cbs = Callbacks::make();
-  nghttp2_mem mem{this, &NgMem::malloc, &NgMem::free, &NgMem::calloc, &NgMem::realloc};
-  capture_framebuf_ = true;
-  if (mode_ == Mode::Server)
-    nghttp2_session_server_new3(&s_, cbs, this, opt, &mem);
-  else
-    nghttp2_session_client_new3(&s_, cbs, this, opt, &mem);
-  capture_framebuf_ = false;
-  nghttp2_session_callbacks_del(cbs);
-  nghttp2_option_del(opt);
-
-  std::vector<nghttp2_settings_entry> iv;
-  iv.push_back({NGHTTP2_SETTINGS_MAX_FRAME_SIZE, settings_.max_frame_size});
-  iv.push_back({NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, settings_.stream_window});
-  iv.push_back({NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, settings_.max_header_list_size});
-  if (settings_.header_table_size != 4096)
-    iv.push_back({NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, settings_.header_table_size});
-  // RFC 7540 priorities cost CPU per PRIORITY frame and buy a proxy nothing (RFC 9113 §5.3.2).
-  iv.push_back({NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1});
-  if (mode_ == Mode::Server)
-    iv.push_back({NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, settings_.max_concurrent_streams});
-  else
-    iv.push_back({NGHTTP2_SETTINGS_ENABLE_PUSH, 0});
-  nghttp2_submit_settings(s_, NGHTTP2_FLAG_NONE, iv.data(), iv.size());
-  if (settings_.connection_window != 65535)
-    nghttp2_session_set_local_window_size(s_, NGHTTP2_FLAG_NONE, 0,
-                                          static_cast<std::int32_t>(settings_.connection_window));
 }
 
-Session::~Session() { nghttp2_session_del(s_); }
+Session::~Session() = default;
+
+void Session::queue_settings() {
+  std::string p;
+  auto entry = [&](std::uint16_t id, std::uint32_t v) {
+    p.push_back(static_cast<char>(id >> 8));
+    p.push_back(static_cast<char>(id));
+    put32(p, v);
+  };
+  entry(0x5, settings_.max_frame_size);
+  entry(0x4, settings_.stream_window);
+  entry(0x6, settings_.max_header_list_size);
+  if (settings_.header_table_size != 4096) entry(0x1, settings_.header_table_size);
+  // RFC 7540 priorities cost CPU per PRIORITY frame and buy a proxy nothing (RFC 9113 §5.3.2).
+  entry(0x9, 1);
+  if (mode_ == Mode::Server)
+    entry(0x3, settings_.max_concurrent_streams);
+  else
+    entry(0x2, 0);
+  queue_frame(kSettings, 0, 0, p);
+  ++pending_settings_;
+}
 
 Error Session::error(std::string_view why) const {
   return mode_ == Mode::Server ? Error::downstream(ErrorType::H2Error, why)
                                : Error::upstream(ErrorType::H2Error, why);
 }
 
+// ---------------------------------------------------------------------------------------------
+// streams
+
 Session::Stream* Session::find(std::int32_t id) const noexcept {
-  // A frame's callbacks (a HEADERS frame: one per field) ask for the same stream in a row.
   if (id == found_id_ && found_) return found_;
   auto it = streams_.find(id);
   if (it == streams_.end()) return nullptr;
@@ -214,6 +227,8 @@ Session::Stream& Session::open(std::int32_t id) {
       p = std::make_unique<Stream>();
     }
     p->id = id;
+    p->recv_window = local_initial_window_;
+    p->send_window = peer_initial_window_;
     ++open_streams_;
     ++stats_.streams_opened;
   }
@@ -225,17 +240,64 @@ void Session::maybe_erase(std::int32_t id) {
   if (it == streams_.end() || !it->second->closed || it->second->buffered != 0) return;
   if (found_ == it->second.get()) found_ = nullptr;
   if (spare_streams_.size() < kSpare) {
-    if (spare_streams_.capacity() < kSpare) spare_streams_.reserve(kSpare);  // after trim()
+    if (spare_streams_.capacity() < kSpare) spare_streams_.reserve(kSpare);
     it->second->reset();
     spare_streams_.push_back(std::move(it->second));
   }
   streams_.erase(it);
 }
 
+void Session::close(Stream& st, std::uint32_t code) {
+  if (st.closed) return;
+  st.closed = true;
+  if (!st.client) {
+    const bool ours = st.app_reset || st.rejected || (code != 0 && !st.peer_rst);
+    set_peer_stream(st.id, ours ? PeerStream::ClosedByUs : PeerStream::Closed);
+  }
+  --open_streams_;
+  if (st.client) --client_streams_;
+  std::string().swap(st.out);
+  st.out_off = 0;
+  st.trailers.reset();
+  if (st.client || st.head_reported) {
+    Event e{EventKind::Closed, st.id};
+    e.code = code;
+    e.retry_safe =
+        st.client && !st.head_seen && code == static_cast<std::uint32_t>(ErrorCode::RefusedStream);
+    push(std::move(e));
+  }
+  // Erased later (sweep): the callers may still look at `st`.
+  closing_.push_back(st.id);
+}
+
+void Session::sweep() {
+  for (std::int32_t id : closing_) maybe_erase(id);
+  closing_.clear();
+}
+
+void Session::rst(Stream& st, ErrorCode code) {
+  if (st.closed) return;
+  std::string p;
+  put32(p, static_cast<std::uint32_t>(code));
+  queue_frame(kRstStream, 0, st.id, p);
+  close(st, static_cast<std::uint32_t>(code));
+}
+
+void Session::rst_id(std::int32_t id, ErrorCode code) {
+  std::string p;
+  put32(p, static_cast<std::uint32_t>(code));
+  queue_frame(kRstStream, 0, id, p);
+}
+
+HeaderMap Session::take_head() noexcept {
+  if (spare_heads_.empty()) return HeaderMap();
+  HeaderMap h = std::move(spare_heads_.back());
+  spare_heads_.pop_back();
+  return h;
+}
+
 void Session::recycle(HeaderMap&& fields) noexcept {
-  // Only the memory of ordinary heads is kept: a large one is freed with `fields`.
   if (spare_heads_.size() >= kSpare || fields.byte_size() > kSpareHeadBytes) return;
-  // Room for all at once (none before the first, nor after trim()): never a growth below.
   if (spare_heads_.capacity() < kSpare) {
     try {
       spare_heads_.reserve(kSpare);
@@ -256,19 +318,54 @@ void Session::trim() noexcept {
     std::string().swap(out_);
     out_off_ = 0;
   }
+  if (queued_.empty()) std::string().swap(queued_);
+  std::string().swap(block_);
+  if (block_in_.empty()) std::string().swap(block_in_);
+  if (frame_.empty()) std::string().swap(frame_);
   if (streams_.empty()) decltype(streams_)().swap(streams_);
+  if (send_queue_.empty()) decltype(send_queue_)().swap(send_queue_);
   if (events_ && events_->empty()) events_.reset();
   peer_history_.shrink_to_fit();
-  // Nothing queued: nghttp2 holds no frame in its buffer (see NgMem).
-  if (framebuf_ && !want_write()) ::madvise(framebuf_, NgMem::kBlock, MADV_DONTNEED);
+  decoder_.trim();
+  encoder_.trim();
 }
 
-HeaderMap Session::take_head() noexcept {
-  if (spare_heads_.empty()) return HeaderMap();
-  HeaderMap h = std::move(spare_heads_.back());
-  spare_heads_.pop_back();
-  return h;
+Session::PeerStream Session::peer_stream(std::int32_t id) const noexcept {
+  auto it = std::lower_bound(peer_history_.begin(), peer_history_.end(), id,
+                             [](const PeerRecord& r, std::int32_t v) { return r.id < v; });
+  if (it != peer_history_.end() && it->id == id) return it->state;
+  if (peer_forgot_ && !peer_history_.empty() && id < peer_history_.front().id)
+    return PeerStream::Forgotten;
+  return PeerStream::Unknown;
 }
+
+void Session::set_peer_stream(std::int32_t id, PeerStream st) noexcept {
+  if (st == PeerStream::Open) {
+    if (peer_history_.size() == kPeerHistory + kPeerForget) {
+      peer_history_.erase(peer_history_.begin(), peer_history_.begin() + kPeerForget);
+      peer_forgot_ = true;
+    }
+    if (peer_history_.size() == peer_history_.capacity())
+      peer_history_.reserve(
+          std::min(std::max<std::size_t>(8, peer_history_.size() * 2), kPeerHistory + kPeerForget));
+    peer_history_.push_back({id, st});
+    return;
+  }
+  std::size_t looked = 0;
+  for (auto r = peer_history_.rbegin(); r != peer_history_.rend() && looked < 16; ++r, ++looked) {
+    if (r->id == id) {
+      r->state = st;
+      return;
+    }
+    if (r->id < id) return;
+  }
+  auto it = std::lower_bound(peer_history_.begin(), peer_history_.end(), id,
+                             [](const PeerRecord& r, std::int32_t v) { return r.id < v; });
+  if (it != peer_history_.end() && it->id == id) it->state = st;
+}
+
+// ---------------------------------------------------------------------------------------------
+// protections
 
 bool Session::over_rate(RateWindow& w, std::uint32_t limit) {
   auto now = clock_();
@@ -279,110 +376,766 @@ bool Session::over_rate(RateWindow& w, std::uint32_t limit) {
   return ++w.count > limit;
 }
 
-int Session::fail(ErrorCode code, std::string_view reason) {
+bool Session::count_reset() {
+  ++stats_.peer_resets;
+  if (over_rate(resets_, settings_.max_resets_per_window))
+    return fail(ErrorCode::EnhanceYourCalm, "rapid reset");
+  return true;
+}
+
+bool Session::fail(ErrorCode code, std::string_view reason) {
   if (!dead_) {
     last_error_.assign(reason);
-    nghttp2_session_terminate_session(s_, static_cast<std::uint32_t>(code));
+    queue_goaway(last_proc_stream_, code, true);
     dead_ = true;
   }
-  return in_recv_ ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
+  return false;
 }
 
 // ---------------------------------------------------------------------------------------------
-// input / output
+// input
 
 Result<std::size_t> Session::feed(std::string_view bytes) {
   if (dead_) return error(last_error_.empty() ? "HTTP/2 session closed" : last_error_);
-  if (mode_ != Mode::Server) return feed_frames(bytes);
-  // nghttp2 drops a DATA frame on a stream it no longer knows before any callback sees it. To
-  // answer one the client sends on a stream it closed (RFC 9113 §5.1: STREAM_CLOSED), follow
-  // the frame boundaries and check each DATA frame once the frames before it are processed.
-  std::size_t pos = 0, fed = 0;
-  while (pos < bytes.size()) {
-    const std::size_t left = bytes.size() - pos;
-    if (scan_.preface > 0) {
-      const std::size_t n = std::min(scan_.preface, left);
-      scan_.preface -= n;
-      pos += n;
-      continue;
-    }
-    if (scan_.payload > 0) {
-      const std::size_t n = std::min(scan_.payload, left);
-      scan_.payload -= n;
-      pos += n;
-      continue;
-    }
-    const std::size_t n = std::min<std::size_t>(9 - scan_.have, left);
-    std::memcpy(scan_.hdr + scan_.have, bytes.data() + pos, n);
-    scan_.have += n;
-    pos += n;
-    if (scan_.have < 9) break;
-    scan_.have = 0;
-    const auto* h = scan_.hdr;
-    scan_.payload = (std::size_t{h[0]} << 16) | (std::size_t{h[1]} << 8) | h[2];
-    const auto id = static_cast<std::int32_t>(((std::uint32_t{h[5]} & 0x7f) << 24) |
-                                              (std::uint32_t{h[6]} << 16) |
-                                              (std::uint32_t{h[7]} << 8) | h[8]);
-    if (h[3] == NGHTTP2_PRIORITY && scan_.payload == 5 && bytes.size() - pos >= 5 && id != 0) {
-      // PRIORITY frames are ignored (SETTINGS_NO_RFC7540_PRIORITIES) and nghttp2 then skips
-      // their checks, but a stream still cannot depend on itself (RFC 9113 §5.3.1).
-      const auto* d = reinterpret_cast<const std::uint8_t*>(bytes.data() + pos);
-      const auto dep = static_cast<std::int32_t>(((std::uint32_t{d[0]} & 0x7f) << 24) |
-                                                 (std::uint32_t{d[1]} << 16) |
-                                                 (std::uint32_t{d[2]} << 8) | d[3]);
-      if (dep == id) {
-        // A stream error; RST_STREAM cannot be sent on an idle stream, and §5.4.1 allows a
-        // connection error for any stream error: so GOAWAY.
-        if (auto r = feed_frames(bytes.substr(fed, pos - fed)); !r) return r;
-        fail(ErrorCode::ProtocolError, "PRIORITY: a stream depends on itself");
+  const auto* p = reinterpret_cast<const std::uint8_t*>(bytes.data());
+  const auto* end = p + bytes.size();
+  while (p < end) {
+    if (preface_left_ > 0) {
+      const std::size_t at = kMagic.size() - preface_left_;
+      const std::size_t n = std::min<std::size_t>(preface_left_, end - p);
+      if (std::memcmp(p, kMagic.data() + at, n) != 0) {
+        fail(ErrorCode::ProtocolError, "invalid client preface");
         return error(last_error_);
+      }
+      preface_left_ -= n;
+      p += n;
+      continue;
+    }
+    if (!in_frame_) {
+      const std::uint8_t* h;
+      if (hdr_have_ == 0 && end - p >= 9) {
+        h = p;
+        p += 9;
+      } else {
+        const std::size_t n = std::min<std::size_t>(9 - hdr_have_, end - p);
+        std::memcpy(hdr_ + hdr_have_, p, n);
+        hdr_have_ += n;
+        p += n;
+        if (hdr_have_ < 9) break;
+        hdr_have_ = 0;
+        h = hdr_;
+      }
+      const std::size_t len = (std::size_t{h[0]} << 16) | (std::size_t{h[1]} << 8) | h[2];
+      type_ = h[3];
+      flags_ = h[4];
+      fid_ = static_cast<std::int32_t>(be32(h + 5) & 0x7fffffffu);
+      left_ = len;
+      flen_ = len;
+      if (!on_frame_header(type_, flags_, fid_, len)) return error(last_error_);
+      in_frame_ = true;
+      if (len == 0) {
+        in_frame_ = false;
+        const bool ok = type_ == kData ? on_data_end() : on_frame(type_, flags_, fid_, p, 0);
+        if (!ok || dead_) return error(last_error_);
       }
       continue;
     }
-    // A HEADERS earlier in this buffer may open the stream: nghttp2 has not seen it yet.
-    if (h[3] == NGHTTP2_HEADERS && (id & 1) && id > scan_.max_id) scan_.max_id = id;
-    if (h[3] != NGHTTP2_DATA || !(id & 1) || id > std::max(max_peer_stream_, scan_.max_id)) continue;
-    if (auto r = feed_frames(bytes.substr(fed, pos - fed)); !r) return r;
-    fed = pos;
-    if (!nghttp2_session_find_stream(s_, id) && peer_stream(id) == PeerStream::Closed) {
-      fail(ErrorCode::StreamClosed, "DATA on a closed stream");
-      return error(last_error_);
+    if (type_ == kData) {
+      std::size_t n = std::min<std::size_t>(left_, end - p);
+      const std::uint8_t* q = p;
+      std::size_t m = n;
+      p += n;
+      left_ -= n;
+      if ((flags_ & kPadded) && !data_pad_read_) {
+        data_pad_ = *q;
+        data_pad_read_ = true;
+        ++q;
+        --m;
+        if (data_pad_ > flen_ - 1) {
+          fail(ErrorCode::ProtocolError, "DATA padding longer than the frame");
+          return error(last_error_);
+        }
+        consume_connection(1);  // the pad length byte
+      }
+      // Bytes of this piece that are data rather than padding.
+      const std::size_t data_end = flen_ - data_pad_;  // offset where the padding starts
+      const std::size_t at = flen_ - left_ - m;        // offset of q in the payload
+      const std::size_t d = at >= data_end ? 0 : std::min(m, data_end - at);
+      if (d > 0) on_data_bytes(q, d);
+      if (m > d) consume_connection(m - d);
+      if (dead_) return error(last_error_);
+      if (left_ == 0) {
+        in_frame_ = false;
+        if (!on_data_end() || dead_) return error(last_error_);
+      }
+      continue;
+    }
+    if (frame_.empty() && static_cast<std::size_t>(end - p) >= left_) {
+      const std::uint8_t* payload = p;
+      p += left_;
+      left_ = 0;
+      in_frame_ = false;
+      if (!on_frame(type_, flags_, fid_, payload, flen_) || dead_) return error(last_error_);
+      continue;
+    }
+    const std::size_t n = std::min<std::size_t>(left_, end - p);
+    frame_.append(reinterpret_cast<const char*>(p), n);
+    p += n;
+    left_ -= n;
+    if (left_ == 0) {
+      in_frame_ = false;
+      const bool ok = on_frame(type_, flags_, fid_,
+                               reinterpret_cast<const std::uint8_t*>(frame_.data()), frame_.size());
+      frame_.clear();
+      if (!ok || dead_) return error(last_error_);
     }
   }
-  if (fed < bytes.size())
-    if (auto r = feed_frames(bytes.substr(fed)); !r) return r;
+  sweep();
   return bytes.size();
 }
 
-Result<std::size_t> Session::feed_frames(std::string_view bytes) {
-  if (dead_) return error(last_error_.empty() ? "HTTP/2 session closed" : last_error_);
-  in_recv_ = true;
-  auto rv = nghttp2_session_mem_recv(s_, reinterpret_cast<const std::uint8_t*>(bytes.data()),
-                                     bytes.size());
-  in_recv_ = false;
-  if (rv >= 0) return static_cast<std::size_t>(rv);
-  if (!dead_) {
-    // nghttp2 stopped without queueing a GOAWAY: queue the one the error calls for.
-    ErrorCode code = ErrorCode::InternalError;
-    switch (rv) {
-      case NGHTTP2_ERR_BAD_CLIENT_MAGIC:
-      case NGHTTP2_ERR_SETTINGS_EXPECTED:
-      case NGHTTP2_ERR_PROTO:
-        code = ErrorCode::ProtocolError;
+bool Session::on_frame_header(std::uint8_t type, std::uint8_t flags, std::int32_t id,
+                              std::size_t len) {
+  const Settings& cfg = settings_;
+  if (!settings_seen_) {
+    if (type != kSettings || (flags & kAck))
+      return fail(ErrorCode::ProtocolError, "the first frame is not SETTINGS");
+    settings_seen_ = true;
+  }
+  if (len > cfg.max_frame_size) return fail(ErrorCode::FrameSizeError, "frame too large");
+  if (in_block_ && type != kContinuation)
+    return fail(ErrorCode::ProtocolError, "a header block interrupted by another frame");
+  switch (type) {
+    case kData: {
+      if (id == 0) return fail(ErrorCode::ProtocolError, "DATA on stream 0");
+      if (len == 0 && !(flags & kEndStream)) {
+        if (++empty_frames_ > cfg.max_empty_frames)
+          return fail(ErrorCode::EnhanceYourCalm, "flood of empty DATA frames");
+      } else if (len > 0) {
+        empty_frames_ = 0;
+      }
+      data_pad_ = 0;
+      data_pad_read_ = false;
+      data_sid_ = 0;
+      data_len_ = 0;
+      if ((flags & kPadded) && len == 0)
+        return fail(ErrorCode::FrameSizeError, "padded DATA without a pad length");
+      // The whole payload counts against the windows, padding included.
+      if (static_cast<std::int64_t>(len) > conn_recv_window_)
+        return fail(ErrorCode::FlowControlError, "DATA beyond the connection window");
+      conn_recv_window_ -= static_cast<std::int64_t>(len);
+      Stream* st = find(id);
+      if (st && !st->closed) {
+        if (st->remote_done) return fail(ErrorCode::StreamClosed, "DATA after END_STREAM");
+        if (static_cast<std::int64_t>(len) > st->recv_window) {
+          // A stream error; the bytes are dropped (and their window given back) as they come.
+          if (mode_ == Mode::Server && !count_reset()) return false;
+          rst(*st, ErrorCode::FlowControlError);
+          return true;
+        }
+        st->recv_window -= static_cast<std::int64_t>(len);
+        if (mode_ == Mode::Server && !st->head_seen && !st->rejected)
+          return fail(ErrorCode::ProtocolError, "DATA before HEADERS");
+        data_sid_ = id;
+        return true;
+      }
+      // No live stream: the bytes are dropped, their window given back as they come.
+      if (mode_ == Mode::Server) {
+        if (!(id & 1) || id > max_peer_stream_)
+          return fail(ErrorCode::ProtocolError, "DATA on an idle stream");
+        switch (peer_stream(id)) {
+          case PeerStream::Closed:
+            return fail(ErrorCode::StreamClosed, "DATA on a closed stream");
+          case PeerStream::Unknown:
+            return fail(ErrorCode::StreamClosed, "DATA on a stream that never opened");
+          default:
+            break;
+        }
+      } else if (!(id & 1) || id >= next_stream_id_) {
+        return fail(ErrorCode::ProtocolError, "DATA on an idle stream");
+      }
+      return true;
+    }
+    case kHeaders:
+      continuations_ = 0;
+      if (id == 0) return fail(ErrorCode::ProtocolError, "HEADERS on stream 0");
+      return true;
+    case kContinuation:
+      if (!in_block_ || id != block_sid_)
+        return fail(ErrorCode::ProtocolError, "CONTINUATION without a header block");
+      if (++continuations_ > cfg.max_continuations)
+        return fail(ErrorCode::EnhanceYourCalm, "flood of CONTINUATION frames");
+      return true;
+    case kSettings:
+      if (id != 0) return fail(ErrorCode::ProtocolError, "SETTINGS on a stream");
+      if (flags & kAck) {
+        if (len != 0) return fail(ErrorCode::FrameSizeError, "SETTINGS ACK with a payload");
+      } else {
+        if (len % 6 != 0) return fail(ErrorCode::FrameSizeError, "SETTINGS length");
+        if (len / 6 > cfg.max_settings_entries)
+          return fail(ErrorCode::EnhanceYourCalm, "too many SETTINGS entries");
+        if (over_rate(settings_frames_, cfg.max_settings_per_window))
+          return fail(ErrorCode::EnhanceYourCalm, "flood of SETTINGS frames");
+      }
+      return true;
+    case kPing:
+      if (id != 0) return fail(ErrorCode::ProtocolError, "PING on a stream");
+      if (len != 8) return fail(ErrorCode::FrameSizeError, "PING length");
+      if (!(flags & kAck) && over_rate(pings_, cfg.max_pings_per_window))
+        return fail(ErrorCode::EnhanceYourCalm, "flood of PING frames");
+      return true;
+    case kPriority:
+      if (id == 0) return fail(ErrorCode::ProtocolError, "PRIORITY on stream 0");
+      if (len != 5) return fail(ErrorCode::FrameSizeError, "PRIORITY length");
+      if (over_rate(priorities_, cfg.max_priority_per_window))
+        return fail(ErrorCode::EnhanceYourCalm, "flood of PRIORITY frames");
+      return true;
+    case kRstStream:
+      if (id == 0) return fail(ErrorCode::ProtocolError, "RST_STREAM on stream 0");
+      if (len != 4) return fail(ErrorCode::FrameSizeError, "RST_STREAM length");
+      return true;
+    case kGoaway:
+      if (id != 0) return fail(ErrorCode::ProtocolError, "GOAWAY on a stream");
+      if (len < 8) return fail(ErrorCode::FrameSizeError, "GOAWAY length");
+      return true;
+    case kWindowUpdate:
+      if (len != 4) return fail(ErrorCode::FrameSizeError, "WINDOW_UPDATE length");
+      return true;
+    case kPushPromise:
+      return fail(ErrorCode::ProtocolError, "PUSH_PROMISE (push is disabled)");
+    default:
+      return true;  // unknown frame types are ignored (RFC 9113 §4.1)
+  }
+}
+
+void Session::consume_connection(std::size_t n) {
+  if (n == 0) return;
+  conn_unacked_ += n;
+  if (conn_unacked_ >= std::max<std::size_t>(1, settings_.connection_window / 2)) {
+    queue_window_update(0, static_cast<std::uint32_t>(conn_unacked_));
+    conn_recv_window_ += static_cast<std::int64_t>(conn_unacked_);
+    conn_unacked_ = 0;
+  }
+}
+
+void Session::on_data_bytes(const std::uint8_t* data, std::size_t len) {
+  data_len_ += len;
+  Stream* st = data_sid_ ? find(data_sid_) : nullptr;
+  if (!st || st->closed || st->rejected) {
+    data_sid_ = 0;
+    consume_connection(len);
+    return;
+  }
+  if (st->client && !st->head_seen) {
+    consume_connection(len);
+    data_sid_ = 0;
+    malformed_response(*st, "DATA before the response head");
+    return;
+  }
+  if (!st->in_len.add(len)) {
+    consume_connection(len);
+    data_sid_ = 0;
+    if (mode_ == Mode::Server && !count_reset()) return;
+    rst(*st, ErrorCode::ProtocolError);
+    return;
+  }
+  if (st->chunks.empty() || st->chunks.back().capacity() - st->chunks.back().size() < len) {
+    st->chunks.emplace_back();
+    st->chunks.back().reserve(std::max<std::size_t>(len, 4096));
+  }
+  st->chunks.back().append(reinterpret_cast<const char*>(data), len);
+  st->buffered += len;
+  inbound_buffered_ += len;
+  stats_.peak_buffered = std::max(stats_.peak_buffered, inbound_buffered_);
+  if (has_events() && events_->back().kind == EventKind::Data &&
+      events_->back().stream_id == st->id) {
+    events_->back().bytes += len;
+  } else {
+    Event e{EventKind::Data, st->id};
+    e.bytes = len;
+    push(std::move(e));
+  }
+}
+
+bool Session::on_data_end() {
+  // Padding came back to the connection as it arrived; to the stream too, which is still open.
+  Stream* st = data_sid_ ? find(data_sid_) : nullptr;
+  if (st && !st->closed) {
+    if (const std::size_t pad = flen_ - data_len_; pad > 0 && !st->remote_done) {
+      st->recv_unacked += pad;
+      credit_stream(*st);
+    }
+    if (flags_ & kEndStream) {
+      if (st->client && !st->head_seen && !st->rejected) {
+        // An empty DATA frame ending a response that never had a head (RFC 9113 §8.1).
+        malformed_response(*st, "DATA before the response head");
+      } else {
+        if (!st->rejected && st->head_seen) end_stream(*st);
+        if (!st->closed) remote_closed(*st);
+      }
+    }
+  }
+  data_sid_ = 0;
+  return !dead_;
+}
+
+bool Session::on_frame(std::uint8_t type, std::uint8_t flags, std::int32_t id,
+                       const std::uint8_t* p, std::size_t len) {
+  switch (type) {
+    case kHeaders:
+      return on_headers(flags, id, p, len);
+    case kContinuation:
+      return on_continuation(flags, id, p, len);
+    case kSettings:
+      return on_settings(flags, p, len);
+    case kWindowUpdate:
+      return on_window_update(id, p, len);
+    case kRstStream:
+      return on_rst_stream(id, p, len);
+    case kGoaway:
+      return on_goaway(p, len);
+    case kPing:
+      return on_ping(flags, p, len);
+    case kPriority: {
+      // Ignored (SETTINGS_NO_RFC7540_PRIORITIES), but a stream cannot depend on itself.
+      const auto dep = static_cast<std::int32_t>(be32(p) & 0x7fffffffu);
+      if (dep == id) return fail(ErrorCode::ProtocolError, "PRIORITY: a stream depends on itself");
+      return true;
+    }
+    default:
+      return true;
+  }
+}
+
+bool Session::on_headers(std::uint8_t flags, std::int32_t id, const std::uint8_t* p,
+                         std::size_t len) {
+  std::size_t pad = 0;
+  if (flags & kPadded) {
+    if (len < 1) return fail(ErrorCode::FrameSizeError, "HEADERS padding");
+    pad = *p;
+    ++p;
+    --len;
+  }
+  if (flags & kPriorityFlag) {
+    if (len < 5) return fail(ErrorCode::FrameSizeError, "HEADERS priority");
+    const auto dep = static_cast<std::int32_t>(be32(p) & 0x7fffffffu);
+    if (dep == id) return fail(ErrorCode::ProtocolError, "HEADERS: a stream depends on itself");
+    p += 5;
+    len -= 5;
+  }
+  if (pad > len) return fail(ErrorCode::ProtocolError, "HEADERS padding longer than the frame");
+  len -= pad;
+  block_sid_ = id;
+  block_flags_ = flags;
+  if (flags & kEndHeaders) {
+    block_in_.clear();
+    in_block_ = false;
+    // The fragment is the whole block: decoded where it lies.
+    block_view_ = std::string_view(reinterpret_cast<const char*>(p), len);
+    return end_header_block();
+  }
+  block_in_.assign(reinterpret_cast<const char*>(p), len);
+  in_block_ = true;
+  return true;
+}
+
+bool Session::on_continuation(std::uint8_t flags, std::int32_t, const std::uint8_t* p,
+                              std::size_t len) {
+  block_in_.append(reinterpret_cast<const char*>(p), len);
+  if (!(flags & kEndHeaders)) return true;
+  in_block_ = false;
+  block_view_ = block_in_;
+  const bool ok = end_header_block();
+  block_in_.clear();
+  return ok;
+}
+
+namespace {
+struct HeadSink {
+  HeaderMap* head;
+  std::size_t* bytes;
+  bool* too_large;
+  std::size_t limit;
+};
+void head_sink(void* ctx, std::string_view name, std::string_view value) {
+  auto& s = *static_cast<HeadSink*>(ctx);
+  if (!s.head || *s.too_large) return;
+  *s.bytes += name.size() + value.size() + 32;
+  if (*s.bytes > s.limit) {
+    *s.too_large = true;
+    s.head->clear();
+    return;
+  }
+  s.head->append(name, value);
+}
+void drop_sink(void*, std::string_view, std::string_view) {}
+}  // namespace
+
+bool Session::end_header_block() {
+  const std::int32_t id = block_sid_;
+  const bool end = block_flags_ & kEndStream;
+  Stream* st = nullptr;
+  if (mode_ == Mode::Server) {
+    if (!(id & 1)) return fail(ErrorCode::ProtocolError, "HEADERS on an even stream id");
+    if (id > max_peer_stream_) {
+      if (open_streams_ >= settings_.max_concurrent_streams && settings_acked_) {
+        return fail(ErrorCode::ProtocolError, "streams over SETTINGS_MAX_CONCURRENT_STREAMS");
+      }
+      max_peer_stream_ = id;
+      set_peer_stream(id, PeerStream::Open);
+      if (final_goaway_sent_ || goaway_sent_) {
+        // Past our final GOAWAY: not processed.
+        set_peer_stream(id, PeerStream::ClosedByUs);
+      } else if (open_streams_ >= settings_.max_concurrent_streams) {
+        set_peer_stream(id, PeerStream::ClosedByUs);
+        rst_id(id, ErrorCode::RefusedStream);
+      } else {
+        last_proc_stream_ = id;
+        st = &open(id);
+      }
+    } else {
+      st = find(id);
+      if (st && st->closed) st = nullptr;
+      if (st && st->remote_done) return fail(ErrorCode::StreamClosed, "HEADERS after END_STREAM");
+      if (!st) {
+        switch (peer_stream(id)) {
+          case PeerStream::Closed:
+            return fail(ErrorCode::StreamClosed, "HEADERS on a closed stream");
+          case PeerStream::Unknown:
+            return fail(ErrorCode::ProtocolError, "HEADERS on a stream id below one in use");
+          default:
+            break;
+        }
+      }
+    }
+  } else {
+    if (!(id & 1) || id >= next_stream_id_)
+      return fail(ErrorCode::ProtocolError, "HEADERS on a stream we did not open");
+    st = find(id);
+    if (st && st->closed) st = nullptr;
+    if (st && st->remote_done) return fail(ErrorCode::StreamClosed, "HEADERS after END_STREAM");
+  }
+  // Decoded in any case: the HPACK state depends on every block.
+  hpack::DecodeError de;
+  const std::size_t max_string = std::max<std::size_t>(64 * 1024, settings_.max_header_list_size);
+  if (st && !st->rejected) {
+    st->head.clear();
+    st->head_bytes = 0;
+    st->head_too_large = false;
+    HeadSink sink{&st->head, &st->head_bytes, &st->head_too_large, settings_.max_header_list_size};
+    de = decoder_.decode(block_view_, &head_sink, &sink, max_string);
+  } else {
+    de = decoder_.decode(block_view_, &drop_sink, nullptr, max_string);
+  }
+  if (de != hpack::DecodeError::None)
+    return fail(ErrorCode::CompressionError, hpack::to_string(de));
+  if (!st || st->rejected) return true;
+  on_head(*st, end);
+  return !dead_;
+}
+
+void Session::reject_head(Stream& st, bool end) {
+  ++stats_.headers_rejected;
+  Event e{EventKind::Rejected};
+  e.stream_id = st.id;
+  if (mode_ == Mode::Server && !st.head_seen) {
+    // Answer 431 (RFC 6585 §5) and tell the client to stop sending (RFC 9113 §8.1).
+    st.rejected = true;
+    st.head_seen = true;
+    block_.clear();
+    encoder_.begin(block_);
+    encoder_.add(block_, ":status", "431");
+    encoder_.add(block_, "content-length", "0");
+    frame_block(queued_, st.id, true);
+    st.head_submitted = true;
+    e.code = 431;
+    push(std::move(e));
+    if (end) {
+      st.remote_done = true;
+      local_end(st);
+    } else {
+      st.local_done = true;
+      rst(st, ErrorCode::NoError);
+    }
+    count_reset();
+    return;
+  }
+  st.rejected = true;
+  e.code = mode_ == Mode::Server ? 431 : 502;
+  push(std::move(e));
+  rst(st, ErrorCode::Cancel);
+}
+
+void Session::malformed_response(Stream& st, const char* why) {
+  st.rejected = true;
+  st.head.clear();
+  Event m{EventKind::Malformed, st.id};
+  m.why = why;
+  push(std::move(m));
+  rst(st, ErrorCode::ProtocolError);
+}
+
+void Session::end_stream(Stream& st) {
+  if (!st.in_len.complete()) {
+    if (mode_ == Mode::Server && !count_reset()) return;
+    rst(st, ErrorCode::ProtocolError);
+    return;
+  }
+  push(Event{EventKind::EndStream, st.id});
+}
+
+void Session::remote_closed(Stream& st) {
+  st.remote_done = true;
+  if (st.local_done) close(st, 0);
+}
+
+void Session::local_end(Stream& st) {
+  st.local_done = true;
+  if (st.remote_done) close(st, 0);
+}
+
+void Session::on_head(Stream& st, bool end) {
+  if (st.head_too_large) {
+    reject_head(st, end);
+    return;
+  }
+  Event e{EventKind::Head, st.id};
+  e.end_stream = end;
+  if (!st.head_seen) {
+    bool no_body = false;
+    if (mode_ == Mode::Server) {
+      if (const char* why = request_problem(st.head)) {
+        st.head.clear();
+        st.rejected = true;
+        Event m{EventKind::Malformed, st.id};
+        m.why = why;
+        push(std::move(m));
+        if (!count_reset()) return;
+        rst(st, ErrorCode::ProtocolError);
+        return;
+      }
+      st.request_is_head = st.head.get(":method") == std::optional<std::string_view>("HEAD");
+    } else {
+      std::uint16_t status = 0;
+      const char* why = response_problem(st.head, status);
+      if (!why && status < 200 && end) why = "interim response with END_STREAM";
+      if (why) {
+        malformed_response(st, why);
+        return;
+      }
+      if (status < 200) {
+        e.kind = EventKind::Informational;
+        e.fields = std::move(st.head);
+        st.head = take_head();
+        push(std::move(e));
+        return;
+      }
+      no_body = st.request_is_head || status == 204 || status == 304;
+    }
+    auto len = ContentLength::from_fields(st.head, no_body, mode_ == Mode::Client);
+    if (!len) {
+      st.head.clear();
+      if (mode_ == Mode::Server) {
+        st.rejected = true;
+        if (!count_reset()) return;
+      }
+      rst(st, ErrorCode::ProtocolError);
+      return;
+    }
+    st.in_len = *len;
+    st.head_seen = true;
+    st.head_reported = true;
+  } else {
+    if (!end) {
+      st.head.clear();
+      if (mode_ == Mode::Server && !count_reset()) return;
+      rst(st, ErrorCode::ProtocolError);
+      return;
+    }
+    if (mode_ == Mode::Client) {
+      if (const char* why = trailers_problem(st.head)) {
+        malformed_response(st, why);
+        return;
+      }
+    }
+    e.kind = EventKind::Trailers;
+  }
+  e.fields = std::move(st.head);
+  st.head = take_head();
+  push(std::move(e));
+  if (end) {
+    end_stream(st);
+    if (!st.closed) remote_closed(st);
+  }
+}
+
+bool Session::on_settings(std::uint8_t flags, const std::uint8_t* p, std::size_t len) {
+  if (flags & kAck) {
+    if (pending_settings_ == 0) return true;
+    --pending_settings_;
+    settings_acked_ = true;
+    // Our values apply from now on.
+    const std::int64_t delta =
+        static_cast<std::int64_t>(settings_.stream_window) - local_initial_window_;
+    local_initial_window_ = settings_.stream_window;
+    if (delta != 0)
+      for (auto& [sid, s] : streams_)
+        if (!s->closed) s->recv_window += delta;
+    decoder_.set_max_table_size(settings_.header_table_size);
+    return true;
+  }
+  bool window_grew = false;
+  for (std::size_t i = 0; i + 6 <= len; i += 6) {
+    const std::uint16_t key = static_cast<std::uint16_t>((p[i] << 8) | p[i + 1]);
+    const std::uint32_t v = be32(p + i + 2);
+    switch (key) {
+      case 0x1:
+        encoder_.set_peer_max_table_size(v);
         break;
-      case NGHTTP2_ERR_FLOODED:
-      case NGHTTP2_ERR_TOO_MANY_CONTINUATIONS:
-        code = ErrorCode::EnhanceYourCalm;
+      case 0x2:
+        if (v > 1) return fail(ErrorCode::ProtocolError, "SETTINGS_ENABLE_PUSH above 1");
+        if (mode_ == Mode::Client && v != 0)
+          return fail(ErrorCode::ProtocolError, "SETTINGS_ENABLE_PUSH from a server");
         break;
-      case NGHTTP2_ERR_HEADER_COMP:
-        code = ErrorCode::CompressionError;
+      case 0x3:
+        peer_max_streams_ = v;
+        break;
+      case 0x4: {
+        if (v > static_cast<std::uint32_t>(kMaxStreamId))
+          return fail(ErrorCode::FlowControlError, "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1");
+        const std::int64_t delta = static_cast<std::int64_t>(v) - peer_initial_window_;
+        peer_initial_window_ = v;
+        for (auto& [sid, s] : streams_) {
+          if (s->closed) continue;
+          s->send_window += delta;
+          if (s->send_window > kMaxStreamId)
+            return fail(ErrorCode::FlowControlError, "stream window above 2^31-1");
+        }
+        if (delta > 0) window_grew = true;
+        break;
+      }
+      case 0x5:
+        if (v < 16384 || v > 16777215)
+          return fail(ErrorCode::ProtocolError, "SETTINGS_MAX_FRAME_SIZE out of range");
+        peer_max_frame_ = v;
+        break;
+      case 0x6:
+        peer_max_header_list_ = v;
+        break;
+      case 0x9:
+        if (v > 1) return fail(ErrorCode::ProtocolError, "SETTINGS_NO_RFC7540_PRIORITIES above 1");
         break;
       default:
-        break;
+        break;  // unknown settings are ignored
     }
-    fail(code, nghttp2_strerror(static_cast<int>(rv)));
   }
-  return error(last_error_);
+  queue_frame(kSettings, kAck, 0, {});
+  if (++queued_acks_ > settings_.max_outbound_ack)
+    return fail(ErrorCode::EnhanceYourCalm, "the peer does not read its SETTINGS and PING ACKs");
+  if (window_grew)
+    for (auto& [sid, s] : streams_)
+      if (!s->closed && (s->out_size() > 0 || s->out_end)) schedule(*s);
+  push(Event{EventKind::Settings});
+  return true;
+}
+
+bool Session::on_window_update(std::int32_t id, const std::uint8_t* p, std::size_t) {
+  const std::uint32_t inc = be32(p) & 0x7fffffffu;
+  if (id == 0) {
+    if (inc == 0) return fail(ErrorCode::ProtocolError, "WINDOW_UPDATE of 0");
+    if (conn_send_window_ + inc > kMaxStreamId)
+      return fail(ErrorCode::FlowControlError, "connection window above 2^31-1");
+    const bool was_blocked = conn_send_window_ <= 0;
+    conn_send_window_ += inc;
+    if (was_blocked)
+      for (auto& [sid, s] : streams_)
+        if (!s->closed && s->out_size() > 0) schedule(*s);
+    return true;
+  }
+  Stream* st = find(id);
+  if (!st || st->closed) {
+    const bool idle = mode_ == Mode::Server ? ((id & 1) ? id > max_peer_stream_ : true)
+                                            : ((id & 1) ? id >= next_stream_id_ : true);
+    if (idle) return fail(ErrorCode::ProtocolError, "WINDOW_UPDATE on an idle stream");
+    return true;
+  }
+  if (inc == 0) {
+    if (mode_ == Mode::Server && !count_reset()) return false;
+    rst(*st, ErrorCode::ProtocolError);
+    return true;
+  }
+  if (st->send_window + inc > kMaxStreamId) {
+    if (mode_ == Mode::Server && !count_reset()) return false;
+    rst(*st, ErrorCode::FlowControlError);
+    return true;
+  }
+  const bool was_blocked = st->send_window <= 0;
+  st->send_window += inc;
+  if (was_blocked && st->out_size() > 0) schedule(*st);
+  return true;
+}
+
+bool Session::on_rst_stream(std::int32_t id, const std::uint8_t* p, std::size_t) {
+  Stream* st = find(id);
+  if (st && st->closed) st = nullptr;
+  if (!st) {
+    const bool idle = mode_ == Mode::Server ? ((id & 1) ? id > max_peer_stream_ : true)
+                                            : ((id & 1) ? id >= next_stream_id_ : true);
+    if (idle) return fail(ErrorCode::ProtocolError, "RST_STREAM on an idle stream");
+  }
+  // A reset of a stream we had not finished answering (or of one we do not know) is the cheap
+  // half of the rapid reset attack: count it against the window.
+  if (mode_ == Mode::Server && (!st || !st->local_done))
+    if (!count_reset()) return false;
+  if (!st) return true;
+  const std::uint32_t code = be32(p);
+  st->peer_rst = true;
+  if (st->client || st->head_reported) {
+    Event e{EventKind::Reset, st->id};
+    e.code = code;
+    push(std::move(e));
+  }
+  close(*st, code);
+  return true;
+}
+
+bool Session::on_goaway(const std::uint8_t* p, std::size_t) {
+  const auto last = static_cast<std::int32_t>(be32(p) & 0x7fffffffu);
+  const std::uint32_t code = be32(p + 4);
+  goaway_received_ = true;
+  goaway_last_id_ = std::min(goaway_last_id_, last);
+  Event e{EventKind::Goaway};
+  e.code = code;
+  e.last_stream_id = last;
+  push(std::move(e));
+  if (mode_ == Mode::Client) {
+    // Streams above `last` were not processed: closed, safe to send again elsewhere.
+    std::vector<std::int32_t> ids;
+    for (auto& [sid, s] : streams_)
+      if (s->client && !s->closed && sid > last) ids.push_back(sid);
+    std::sort(ids.begin(), ids.end());
+    for (std::int32_t sid : ids)
+      if (Stream* s = find(sid)) close(*s, static_cast<std::uint32_t>(ErrorCode::RefusedStream));
+  }
+  return true;
+}
+
+bool Session::on_ping(std::uint8_t flags, const std::uint8_t* p, std::size_t) {
+  if (flags & kAck) {
+    std::uint64_t v;
+    std::memcpy(&v, p, 8);
+    if (shutting_down_ && !final_goaway_sent_ && v == shutdown_ping_) {
+      // Every stream the client opened before it saw the notice has arrived by now.
+      final_goaway_sent_ = true;
+      queue_goaway(last_proc_stream_, ErrorCode::NoError, false);
+    }
+    push(Event{EventKind::PingAck});
+    return true;
+  }
+  queue_frame(kPing, kAck, 0, std::string_view(reinterpret_cast<const char*>(p), 8));
+  if (++queued_acks_ > settings_.max_outbound_ack)
+    return fail(ErrorCode::EnhanceYourCalm, "the peer does not read its SETTINGS and PING ACKs");
+  return true;
 }
 
 std::optional<Event> Session::poll_event() {
@@ -390,6 +1143,81 @@ std::optional<Event> Session::poll_event() {
   Event e = std::move(events_->front());
   events_->pop_front();
   return e;
+}
+
+// ---------------------------------------------------------------------------------------------
+// output
+
+void Session::frame_header(std::string& to, std::size_t len, std::uint8_t type, std::uint8_t flags,
+                           std::int32_t id) {
+  const char h[9] = {static_cast<char>(len >> 16), static_cast<char>(len >> 8),
+                     static_cast<char>(len),       static_cast<char>(type),
+                     static_cast<char>(flags),     static_cast<char>((id >> 24) & 0x7f),
+                     static_cast<char>(id >> 16),  static_cast<char>(id >> 8),
+                     static_cast<char>(id)};
+  to.append(h, 9);
+}
+
+void Session::queue_frame(std::uint8_t type, std::uint8_t flags, std::int32_t id,
+                          std::string_view payload) {
+  frame_header(queued_, payload.size(), type, flags, id);
+  queued_.append(payload);
+}
+
+void Session::queue_window_update(std::int32_t id, std::uint32_t n) {
+  std::string p;
+  put32(p, n & 0x7fffffffu);
+  queue_frame(kWindowUpdate, 0, id, p);
+}
+
+void Session::queue_goaway(std::int32_t last, ErrorCode code, bool final) {
+  std::string p;
+  put32(p, static_cast<std::uint32_t>(last));
+  put32(p, static_cast<std::uint32_t>(code));
+  queue_frame(kGoaway, 0, 0, p);
+  goaway_sent_ = true;
+  if (final) term_ = true;
+  Event e{EventKind::GoawaySent};
+  e.code = static_cast<std::uint32_t>(code);
+  e.last_stream_id = last;
+  push(std::move(e));
+}
+
+void Session::frame_block(std::string& to, std::int32_t id, bool end_stream) {
+  const std::size_t max = peer_max_frame_;
+  std::string_view b = block_;
+  std::size_t n = std::min(max, b.size());
+  std::uint8_t flags = end_stream ? kEndStream : 0;
+  if (n == b.size()) flags |= kEndHeaders;
+  frame_header(to, n, kHeaders, flags, id);
+  to.append(b.substr(0, n));
+  b.remove_prefix(n);
+  while (!b.empty()) {
+    n = std::min(max, b.size());
+    frame_header(to, n, kContinuation, n == b.size() ? kEndHeaders : 0, id);
+    to.append(b.substr(0, n));
+    b.remove_prefix(n);
+  }
+}
+
+void Session::encode_field(std::string_view name, std::string_view value) {
+  // Lowercased in passing (a word at a time): cheaper than looking for an uppercase letter.
+  char small[128];
+  if (name.size() <= sizeof small) {
+    to_lower_ascii(name, small);
+    name = std::string_view(small, name.size());
+  } else {
+    lower_name.assign(name);
+    to_lower_ascii(name, lower_name.data());
+    name = lower_name;
+  }
+  encoder_.add(block_, name, value);
+}
+
+void Session::encode_fields(const HeaderMap& h) {
+  block_.clear();
+  encoder_.begin(block_);
+  for (auto f : h) encode_field(f.name, f.value);
 }
 
 std::string_view Session::pending_output() {
@@ -400,18 +1228,16 @@ std::string_view Session::pending_output() {
     out_.erase(0, out_off_);
     out_off_ = 0;
   }
-  while (out_.size() - out_off_ < settings_.output_buffer_bytes) {
-    const std::uint8_t* p = nullptr;
-    auto n = nghttp2_session_mem_send(s_, &p);
-    if (n < 0) {
-      // Only allocation failures and callback failures get here; the connection is unusable.
-      last_error_ = nghttp2_strerror(static_cast<int>(n));
-      dead_ = true;
-      break;
-    }
-    if (n == 0) break;
-    out_.append(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n));
+  if (out_.size() - out_off_ < settings_.output_buffer_bytes && !queued_.empty()) {
+    if (out_.empty())
+      out_.swap(queued_);
+    else
+      out_.append(queued_);
+    queued_.clear();
+    queued_acks_ = 0;
   }
+  if (!term_) write_data();
+  sweep();
   return std::string_view(out_).substr(out_off_);
 }
 
@@ -419,11 +1245,86 @@ void Session::consume_output(std::size_t n) noexcept {
   out_off_ = std::min(out_.size(), out_off_ + n);
 }
 
-bool Session::want_read() const noexcept { return nghttp2_session_want_read(s_) != 0; }
-bool Session::want_write() const noexcept {
-  return out_off_ < out_.size() || nghttp2_session_want_write(s_) != 0;
+bool Session::want_read() const noexcept {
+  if (dead_ || term_) return false;
+  if (open_streams_ > 0) return true;
+  return !(goaway_sent_ || goaway_received_);
 }
-bool Session::finished() const noexcept { return !want_read() && !want_write(); }
+
+bool Session::want_write() const noexcept {
+  if (out_off_ < out_.size() || !queued_.empty()) return true;
+  if (term_) return false;
+  return sq_head_ < send_queue_.size() && conn_send_window_ > 0;
+}
+
+void Session::schedule(Stream& st) {
+  if (st.queued || st.closed) return;
+  st.queued = true;
+  send_queue_.push_back(st.id);
+}
+
+void Session::write_data() {
+  while (sq_head_ < send_queue_.size() && out_.size() - out_off_ < settings_.output_buffer_bytes) {
+    const std::int32_t id = send_queue_[sq_head_++];
+    Stream* st = find(id);
+    if (!st || st->closed) continue;
+    st->queued = false;
+    if (st->local_done) continue;
+    std::size_t avail = st->out_size();
+    if (avail > 0) {
+      const std::int64_t window = std::min(conn_send_window_, st->send_window);
+      if (window <= 0) continue;  // a WINDOW_UPDATE schedules it again
+      const std::size_t n = std::min<std::size_t>(
+          {avail, static_cast<std::size_t>(window), static_cast<std::size_t>(peer_max_frame_)});
+      const bool last = n == avail && st->out_end && !st->trailers;
+      frame_header(out_, n, kData, last ? kEndStream : 0, id);
+      out_.append(st->out, st->out_off, n);
+      st->out_off += n;
+      conn_send_window_ -= static_cast<std::int64_t>(n);
+      st->send_window -= static_cast<std::int64_t>(n);
+      if (st->out_off == st->out.size()) {
+        st->out.clear();
+        st->out_off = 0;
+      } else if (st->out_off >= st->out.size() / 2) {
+        st->out.erase(0, st->out_off);
+        st->out_off = 0;
+      }
+      avail -= n;
+      if (st->want_writable && !st->out_end && st->out_size() <= settings_.send_buffer_bytes / 2) {
+        st->want_writable = false;
+        push(Event{EventKind::Writable, id});
+      }
+      if (last) {
+        std::string().swap(st->out);
+        local_end(*st);
+        continue;
+      }
+      if (avail > 0) {
+        schedule(*st);  // its turn again after the others
+        continue;
+      }
+    }
+    if (avail == 0 && st->out_end && !st->local_done) {
+      if (st->trailers) {
+        encode_fields(*st->trailers);
+        st->trailers.reset();
+        frame_block(out_, id, true);
+      } else {
+        frame_header(out_, 0, kData, kEndStream, id);
+      }
+      std::string().swap(st->out);
+      local_end(*st);
+    }
+  }
+  if (sq_head_ == send_queue_.size()) {
+    send_queue_.clear();
+    sq_head_ = 0;
+  } else if (sq_head_ > 64 && sq_head_ >= send_queue_.size() / 2) {
+    send_queue_.erase(send_queue_.begin(),
+                      send_queue_.begin() + static_cast<std::ptrdiff_t>(sq_head_));
+    sq_head_ = 0;
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // flow control
@@ -457,12 +1358,20 @@ void Session::consume(std::int32_t stream_id, std::size_t n) {
   }
   s->buffered -= n;
   inbound_buffered_ -= n;
-  // A closed stream has no window left to reopen, but the connection does.
-  if (s->closed)
-    nghttp2_session_consume_connection(s_, n);
-  else
-    nghttp2_session_consume(s_, stream_id, n);
+  consume_connection(n);
+  // A closed stream has no window left to reopen, nor one the peer may still use.
+  if (!s->closed && !s->remote_done) {
+    s->recv_unacked += n;
+    credit_stream(*s);
+  }
   maybe_erase(stream_id);
+}
+
+void Session::credit_stream(Stream& s) {
+  if (s.recv_unacked < std::max<std::size_t>(1, settings_.stream_window / 2)) return;
+  queue_window_update(s.id, static_cast<std::uint32_t>(s.recv_unacked));
+  s.recv_window += static_cast<std::int64_t>(s.recv_unacked);
+  s.recv_unacked = 0;
 }
 
 void Session::discard(std::int32_t stream_id) {
@@ -472,89 +1381,32 @@ void Session::discard(std::int32_t stream_id) {
 // ---------------------------------------------------------------------------------------------
 // submitting
 
+namespace {
+std::size_t raw_size(const HeaderMap& h) noexcept { return h.byte_size() + 32 * h.size(); }
+}  // namespace
+
 Result<std::int32_t> Session::submit_request(const HeaderMap& fields, bool end_stream) {
   if (mode_ != Mode::Client) return error("submit_request on a server session");
   if (!can_open_stream()) return error("no HTTP/2 stream available on this connection");
-  auto method = fields.get(":method");
   auto len = ContentLength::from_fields(fields, false, false);
   if (!len) return len.error();
   if (end_stream && !len->complete()) return error("request content-length without a body");
-  std::vector<nghttp2_nv>& nva = head_nva;
-  make_nva(fields, nva, head_names);
-  auto prd = Callbacks::provider();
-  std::int32_t id = nghttp2_submit_request(s_, nullptr, nva.data(), nva.size(),
-                                           end_stream ? nullptr : &prd, nullptr);
-  if (id < 0) return error(nghttp2_strerror(id));
+  if (raw_size(fields) > kMaxSendBlock) return error("request header list too large");
+  const auto id = static_cast<std::int32_t>(next_stream_id_);
+  next_stream_id_ += 2;
+  encode_fields(fields);
+  frame_block(queued_, id, end_stream);
   Stream& s = open(id);
   s.client = true;
   s.head_submitted = true;
-  s.has_provider = !end_stream;
+  s.has_body = !end_stream;
   s.out_end = end_stream;
+  auto method = fields.get(":method");
   s.request_is_head = method && *method == "HEAD";
   s.out_len = *len;
   ++client_streams_;
+  if (end_stream) local_end(s);
   return id;
-}
-
-Result<void> Session::submit_head(std::int32_t stream_id, const HeaderMap& fields, bool end_stream,
-                                  bool informational) {
-  auto s = head_stream(stream_id);
-  if (!s) return s.error();
-  auto status = status_of(fields);
-  if (!status) return error("response without a valid :status");
-  if (informational != (*status < 200)) return error("informational status mismatch");
-  make_nva(fields, head_nva, head_names);
-  return submit_nva(**s, *status, fields, end_stream, informational);
-}
-
-Result<void> Session::submit_response(std::int32_t stream_id, const ResponseHeader& r,
-                                      bool end_stream, std::size_t* field_bytes) {
-  auto s = head_stream(stream_id);
-  if (!s) return s.error();
-  if (!status_expressible(r.status()) || r.status() < 200) return error("not a final HTTP/2 status");
-  // The list nghttp2 gets, built from `r` at once: ":status", then the fields HTTP/2 may carry,
-  // names lowercased. Their bytes go to the stream's head_bytes_out, which stay put until
-  // nghttp2 has packed the HEADERS frame (it never packs one for a stream gone before): nghttp2
-  // takes them as they are (NO_COPY) instead of copying and lowercasing each name again.
-  Stream& st = **s;
-  const std::size_t need = r.headers().byte_size() + 3;
-  if (st.head_bytes_cap < need) {
-    st.head_bytes_out.reset(new char[need]);
-    st.head_bytes_cap = need;
-  }
-  struct Build {
-    std::vector<nghttp2_nv>* nva;
-    char* at;
-  };
-  head_nva.clear();
-  head_nva.reserve(r.headers().size() + 1);
-  Build b{&head_nva, st.head_bytes_out.get()};
-  constexpr std::uint8_t kNoCopy = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
-  {
-    const unsigned code = r.status();
-    b.at[0] = static_cast<char>('0' + code / 100 % 10);
-    b.at[1] = static_cast<char>('0' + code / 10 % 10);
-    b.at[2] = static_cast<char>('0' + code % 10);
-    push_nv(head_nva, ":status", std::string_view(b.at, 3), kNoCopy);
-    b.at += 3;
-  }
-  for_each_h2_field(
-      r.headers(), false, false,
-      [](void* ctx, std::string_view name, std::string_view value) {
-        auto& bb = *static_cast<Build*>(ctx);
-        char* n = bb.at;
-        to_lower_ascii(name, n);
-        if (!value.empty()) std::memcpy(n + name.size(), value.data(), value.size());
-        bb.at += name.size() + value.size();
-        push_nv(*bb.nva, std::string_view(n, name.size()),
-                std::string_view(n + name.size(), value.size()), kNoCopy);
-      },
-      &b);
-  if (field_bytes) {
-    *field_bytes = 0;
-    for (const nghttp2_nv& nv : head_nva) *field_bytes += nv.namelen + nv.valuelen;
-  }
-  return submit_nva(st, r.status(), r.headers(), end_stream, false);
 }
 
 Result<Session::Stream*> Session::head_stream(std::int32_t stream_id) {
@@ -565,42 +1417,87 @@ Result<Session::Stream*> Session::head_stream(std::int32_t stream_id) {
   return s;
 }
 
-Result<void> Session::submit_nva(Stream& s, std::uint16_t status, const HeaderMap& fields,
-                                 bool end_stream, bool informational) {
-  std::vector<nghttp2_nv>& nva = head_nva;
-  if (informational) {
-    int rv = nghttp2_submit_headers(s_, NGHTTP2_FLAG_NONE, s.id, nullptr, nva.data(), nva.size(),
-                                    nullptr);
-    if (rv != 0) return error(nghttp2_strerror(rv));
-    return {};
-  }
-  bool no_body = s.request_is_head || status == 204 || status == 304;
+Result<void> Session::submit_informational(std::int32_t stream_id, const HeaderMap& fields) {
+  auto s = head_stream(stream_id);
+  if (!s) return s.error();
+  auto status = status_of(fields);
+  if (!status) return error("response without a valid :status");
+  if (*status >= 200) return error("informational status mismatch");
+  if (raw_size(fields) > kMaxSendBlock) return error("response header list too large");
+  encode_fields(fields);
+  frame_block(queued_, stream_id, false);
+  return {};
+}
+
+Result<void> Session::submit_final(Stream& s, std::uint16_t status, const HeaderMap& fields,
+                                   bool end_stream) {
+  // Checked before anything is encoded.
+  const bool no_body = s.request_is_head || status == 204 || status == 304;
   auto len = ContentLength::from_fields(fields, no_body, false);
   if (!len) return error("invalid content-length in the response");
   if (end_stream && !len->complete()) return error("response content-length without a body");
-  auto prd = Callbacks::provider();
-  int rv = nghttp2_submit_response(s_, s.id, nva.data(), nva.size(), end_stream ? nullptr : &prd);
-  if (rv != 0) return error(nghttp2_strerror(rv));
+  if (raw_size(fields) > kMaxSendBlock) return error("response header list too large");
   s.head_submitted = true;
-  s.has_provider = !end_stream;
+  s.has_body = !end_stream;
   s.out_end = end_stream;
   s.out_len = *len;
   return {};
 }
 
-Result<void> Session::submit_informational(std::int32_t stream_id, const HeaderMap& fields) {
-  return submit_head(stream_id, fields, false, true);
-}
-
 Result<void> Session::submit_response(std::int32_t stream_id, const HeaderMap& fields,
                                       bool end_stream) {
-  return submit_head(stream_id, fields, end_stream, false);
+  auto s = head_stream(stream_id);
+  if (!s) return s.error();
+  auto status = status_of(fields);
+  if (!status) return error("response without a valid :status");
+  if (*status < 200) return error("informational status mismatch");
+  if (auto r = submit_final(**s, *status, fields, end_stream); !r) return r;
+  encode_fields(fields);
+  frame_block(queued_, stream_id, end_stream);
+  if (end_stream) local_end(**s);
+  return {};
+}
+
+Result<void> Session::submit_response(std::int32_t stream_id, const ResponseHeader& r,
+                                      bool end_stream, std::size_t* field_bytes) {
+  auto s = head_stream(stream_id);
+  if (!s) return s.error();
+  if (!status_expressible(r.status()) || r.status() < 200)
+    return error("not a final HTTP/2 status");
+  Stream& st = **s;
+  if (auto c = submit_final(st, r.status(), r.headers(), end_stream); !c) return c;
+  block_.clear();
+  encoder_.begin(block_);
+  char code[3];
+  {
+    const unsigned v = r.status();
+    code[0] = static_cast<char>('0' + v / 100 % 10);
+    code[1] = static_cast<char>('0' + v / 10 % 10);
+    code[2] = static_cast<char>('0' + v % 10);
+  }
+  encoder_.add(block_, ":status", std::string_view(code, 3));
+  struct Ctx {
+    Session* self;
+    std::size_t bytes;
+  } ctx{this, 10};
+  for_each_h2_field(
+      r.headers(), false, false,
+      [](void* c, std::string_view name, std::string_view value) {
+        auto& x = *static_cast<Ctx*>(c);
+        x.bytes += name.size() + value.size();
+        x.self->encode_field(name, value);
+      },
+      &ctx);
+  if (field_bytes) *field_bytes = ctx.bytes;
+  frame_block(queued_, stream_id, end_stream);
+  if (end_stream) local_end(st);
+  return {};
 }
 
 Result<std::size_t> Session::send_data(std::int32_t stream_id, std::string_view bytes, bool end) {
   Stream* s = find(stream_id);
   if (!s || s->closed) return error("stream closed");
-  if (!s->has_provider || s->out_end) return error("stream already ended");
+  if (!s->has_body || s->out_end) return error("stream already ended");
   std::size_t n = std::min(bytes.size(), send_capacity(stream_id));
   bool finish = end && n == bytes.size();
   if (!s->out_len.fits(n)) return error("body longer than its content-length");
@@ -613,92 +1510,57 @@ Result<std::size_t> Session::send_data(std::int32_t stream_id, std::string_view 
   s->out.append(bytes.data(), n);
   if (n < bytes.size()) s->want_writable = true;
   if (finish) s->out_end = true;
-  if (s->deferred && (n > 0 || finish)) {
-    s->deferred = false;
-    nghttp2_session_resume_data(s_, stream_id);
-  }
+  if (n > 0 || finish) schedule(*s);
   return n;
 }
 
 Result<void> Session::send_trailers(std::int32_t stream_id, const HeaderMap& fields) {
   Stream* s = find(stream_id);
   if (!s || s->closed) return error("stream closed");
-  if (!s->has_provider || s->out_end) return error("stream already ended");
+  if (!s->has_body || s->out_end) return error("stream already ended");
   if (!s->out_len.complete()) return error("body shorter than its content-length");
+  if (raw_size(fields) > kMaxSendBlock) return error("trailer section too large");
   s->trailers = fields;
   s->out_end = true;
-  if (s->deferred) {
-    s->deferred = false;
-    nghttp2_session_resume_data(s_, stream_id);
-  }
+  schedule(*s);
   return {};
 }
 
 std::size_t Session::send_capacity(std::int32_t stream_id) const noexcept {
   const Stream* s = find(stream_id);
-  if (!s || s->closed || s->out_end || !s->has_provider) return 0;
+  if (!s || s->closed || s->out_end || !s->has_body) return 0;
   return settings_.send_buffer_bytes - std::min(settings_.send_buffer_bytes, s->out_size());
-}
-
-Session::PeerStream Session::peer_stream(std::int32_t id) const noexcept {
-  auto it = std::lower_bound(peer_history_.begin(), peer_history_.end(), id,
-                             [](const PeerRecord& r, std::int32_t v) { return r.id < v; });
-  if (it != peer_history_.end() && it->id == id) return it->state;
-  if (peer_forgot_ && id < peer_history_.front().id) return PeerStream::Forgotten;
-  return PeerStream::Unknown;
-}
-
-void Session::set_peer_stream(std::int32_t id, PeerStream st) noexcept {
-  if (st == PeerStream::Open) {
-    if (peer_history_.size() == kPeerHistory + kPeerForget) {
-      peer_history_.erase(peer_history_.begin(), peer_history_.begin() + kPeerForget);
-      peer_forgot_ = true;
-    }
-    if (peer_history_.size() == peer_history_.capacity())  // grows to the bound, no further
-      peer_history_.reserve(
-          std::min(std::max<std::size_t>(8, peer_history_.size() * 2), kPeerHistory + kPeerForget));
-    peer_history_.push_back({id, st});
-    return;
-  }
-  // Streams mostly close in about the order they opened: the newest few first.
-  std::size_t looked = 0;
-  for (auto r = peer_history_.rbegin(); r != peer_history_.rend() && looked < 16; ++r, ++looked) {
-    if (r->id == id) {
-      r->state = st;
-      return;
-    }
-    if (r->id < id) return;
-  }
-  auto it = std::lower_bound(peer_history_.begin(), peer_history_.end(), id,
-                             [](const PeerRecord& r, std::int32_t v) { return r.id < v; });
-  if (it != peer_history_.end() && it->id == id) it->state = st;
 }
 
 void Session::reset(std::int32_t stream_id, ErrorCode code) {
   Stream* s = find(stream_id);
   if (!s || s->closed) return;
   s->app_reset = true;
-  nghttp2_submit_rst_stream(s_, NGHTTP2_FLAG_NONE, stream_id, static_cast<std::uint32_t>(code));
+  rst(*s, code);
+  sweep();
 }
 
 void Session::ping() {
-  std::uint8_t opaque[8];
   std::uint64_t v = ++ping_seq_;
-  std::memcpy(opaque, &v, 8);
-  nghttp2_submit_ping(s_, NGHTTP2_FLAG_NONE, opaque);
+  queue_frame(kPing, 0, 0, std::string_view(reinterpret_cast<const char*>(&v), 8));
 }
 
 void Session::shutdown() {
   if (shutting_down_ || dead_) return;
   shutting_down_ = true;
   if (mode_ == Mode::Server) {
-    nghttp2_submit_shutdown_notice(s_);
+    // The notice: GOAWAY with the largest id, then a PING; the final GOAWAY follows its ACK.
+    std::string p;
+    put32(p, static_cast<std::uint32_t>(kMaxStreamId));
+    put32(p, 0);
+    queue_frame(kGoaway, 0, 0, p);
+    Event e{EventKind::GoawaySent};
+    e.last_stream_id = kMaxStreamId;
+    push(std::move(e));
     shutdown_ping_ = ++ping_seq_;
-    std::uint8_t opaque[8];
-    std::memcpy(opaque, &shutdown_ping_, 8);
-    nghttp2_submit_ping(s_, NGHTTP2_FLAG_NONE, opaque);
+    queue_frame(kPing, 0, 0, std::string_view(reinterpret_cast<const char*>(&shutdown_ping_), 8));
   } else {
-    nghttp2_submit_goaway(s_, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, nullptr, 0);
+    queue_goaway(0, ErrorCode::NoError, false);
   }
 }
 
@@ -706,25 +1568,15 @@ void Session::terminate(ErrorCode code) {
   if (dead_) return;
   dead_ = true;
   last_error_ = "terminated";
-  nghttp2_session_terminate_session(s_, static_cast<std::uint32_t>(code));
-}
-
-PrefaceMatch match_client_preface(std::string_view first_bytes) noexcept {
-  constexpr std::string_view magic(NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN);
-  auto n = std::min(first_bytes.size(), magic.size());
-  if (first_bytes.substr(0, n) != magic.substr(0, n)) return PrefaceMatch::No;
-  return n == magic.size() ? PrefaceMatch::Yes : PrefaceMatch::Partial;
+  queue_goaway(last_proc_stream_, code, true);
 }
 
 std::uint32_t Session::available_streams() const noexcept {
   if (mode_ != Mode::Client || dead_ || goaway_received_ || shutting_down_) return 0;
-  std::uint32_t limit =
-      std::min(settings_.max_outbound_streams,
-               nghttp2_session_get_remote_settings(s_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS));
+  const std::uint32_t limit = std::min(settings_.max_outbound_streams, peer_max_streams_);
   if (client_streams_ >= limit) return 0;
-  std::uint32_t next = nghttp2_session_get_next_stream_id(s_);
-  if (next > kMaxStreamId) return 0;
-  std::uint32_t ids = (kMaxStreamId - next) / 2 + 1;
+  if (next_stream_id_ > kMaxStreamId) return 0;
+  const std::uint32_t ids = static_cast<std::uint32_t>(kMaxStreamId - next_stream_id_) / 2 + 1;
   return std::min(limit - static_cast<std::uint32_t>(client_streams_), ids);
 }
 

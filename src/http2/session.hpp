@@ -1,9 +1,17 @@
-// portico::h2::Session: one HTTP/2 connection over nghttp2, server or client side, without I/O.
+// portico::h2::Session: one HTTP/2 connection, server or client side, without I/O: framing,
+// stream states, flow control, the protections below, and HPACK (hpack.hpp), all portico's own.
 //
 // Bytes in (`feed`), bytes out (`pending_output`/`consume_output`), events out (`poll_event`),
 // submissions in (`submit_*`, `send_*`). The owner moves bytes between the session and its socket
 // and timers; nothing here blocks, reads a clock other than the one given, or throws on the data
-// path. nghttp2 stays behind this header (pimpl-free: its types are only named as opaque pointers).
+// path.
+//
+// Inside, frames are parsed straight from the bytes fed (only a frame cut by the end of a read
+// is gathered) and DATA payloads are copied once, into the stream's receive buffer. Header
+// blocks are HPACK-encoded when submitted into a queue of serialised frames; pending_output()
+// moves that queue, then DATA frames taken from the streams' send buffers, into the output
+// buffer: one copy of each body byte each way. No allocation per frame or per field in steady
+// state.
 //
 // Memory per connection is bounded, whatever the peer does:
 //  - received body bytes wait in per-stream buffers until the owner calls `consume()`; the
@@ -35,9 +43,8 @@
 #include <portico/core/result.hpp>
 #include <portico/http/header_map.hpp>
 
+#include "http2/hpack.hpp"
 #include "http2/translate.hpp"
-
-struct nghttp2_session;
 
 namespace portico::h2 {
 
@@ -68,8 +75,8 @@ struct Settings {
 
   // --- advertised in our SETTINGS ---
   /// Streams the peer may have open at once (server side: client requests). Past it a new stream
-  /// is refused (REFUSED_STREAM before our SETTINGS are acknowledged, after that nghttp2 treats it
-  /// as a connection error).
+  /// is refused (REFUSED_STREAM before our SETTINGS are acknowledged; after that the peer knows
+  /// the limit, and crossing it is a connection error, PROTOCOL_ERROR).
   std::uint32_t max_concurrent_streams = 128;
   /// Largest header list (RFC 7541 §4.1 size: names + values + 32 per field) the peer may send.
   /// Past it, a server answers 431 and resets the stream; a client resets the stream (CANCEL) and
@@ -209,9 +216,8 @@ class Session {
   /// Processes received bytes; all of them are consumed unless an error is returned. Events are
   /// queued. An error means the connection is over: a GOAWAY with the matching code (PROTOCOL_ERROR
   /// for a bad preface, ENHANCE_YOUR_CALM for a flood) is queued; write the pending output, then
-  /// close. Protocol errors nghttp2 handles itself (frames on idle streams, bad SETTINGS, ...)
-  /// do not fail `feed`: they queue a GOAWAY, report GoawaySent when it is written, and
-  /// `want_read()` turns false.
+  /// close. Every connection error (frames on idle streams, bad SETTINGS, a broken
+  /// HPACK block, ...) also reports GoawaySent, with last_error() saying why.
   Result<std::size_t> feed(std::string_view bytes);
 
   /// The next event, or nothing.
@@ -228,9 +234,8 @@ class Session {
   /// The largest field list (names and values) recycle() keeps; a larger one is freed.
   static constexpr std::size_t kSpareHeadBytes = 2048;
   /// For a connection gone idle: frees what the session keeps for the next streams (recycled
-  /// stream objects and field lists) and an output buffer with nothing left in it, and, when
-  /// nothing is queued, gives the pages of nghttp2's frame buffer back to the system. The
-  /// session goes on as before (its HPACK tables, settings and windows are untouched).
+  /// stream objects and field lists), empty buffers and the spare room of the HPACK tables.
+  /// The session goes on as before (its HPACK tables, settings and windows are untouched).
   void trim() noexcept;
 
   // ---- output ----
@@ -242,11 +247,11 @@ class Session {
   /// The first `n` bytes of `pending_output()` were written.
   void consume_output(std::size_t n) noexcept;
 
-  /// nghttp2 still expects frames from the peer / has frames to send. Both false: close.
+  /// The session still expects frames from the peer / has frames to send. Both false: close.
   bool want_read() const noexcept;
   bool want_write() const noexcept;
   /// The connection is done: nothing to read or write, and no output left.
-  bool finished() const noexcept;
+  bool finished() const noexcept { return !want_read() && !want_write(); }
 
   // ---- body flow control ----
   /// The received body bytes of `stream_id` not consumed yet, in one or more pieces; the view
@@ -315,62 +320,170 @@ class Session {
   const Stats& stats() const noexcept { return stats_; }
 
   struct Stream;
-  struct Callbacks;
 
  private:
   struct RateWindow {
     std::chrono::steady_clock::time_point start{};
     std::uint32_t count = 0;
   };
+  enum class PeerStream : std::uint8_t { Open, ClosedByUs, Closed, Unknown, Forgotten };
+  struct PeerRecord {
+    std::int32_t id;
+    PeerStream state;
+  };
+  /// Why frame processing stopped: a connection error was raised (GOAWAY queued).
+  struct Fatal {};
 
+  // ---- streams ----
   Stream* find(std::int32_t id) const noexcept;
   Stream& open(std::int32_t id);
   void maybe_erase(std::int32_t id);
+  /// Erases (or recycles) the streams closed since the last sweep: done where no caller holds
+  /// a Stream reference any more (the end of feed, pending_output, a submission).
+  void sweep();
+  /// The stream is over (both ends done, or reset): Closed is reported, buffers freed.
+  void close(Stream& st, std::uint32_t code);
+  /// Queues RST_STREAM and closes the stream (when open).
+  void rst(Stream& st, ErrorCode code);
+  /// RST_STREAM for a stream without an object (idle or forgotten).
+  void rst_id(std::int32_t id, ErrorCode code);
+  HeaderMap take_head() noexcept;
+  PeerStream peer_stream(std::int32_t id) const noexcept;
+  void set_peer_stream(std::int32_t id, PeerStream st) noexcept;
+
+  // ---- input ----
+  /// Processes one whole frame (payload complete), except DATA payloads (on_data_bytes).
+  bool on_frame(std::uint8_t type, std::uint8_t flags, std::int32_t id, const std::uint8_t* p,
+                std::size_t len);
+  /// The header of a frame arrived (before its payload): checks that do not need the payload.
+  bool on_frame_header(std::uint8_t type, std::uint8_t flags, std::int32_t id, std::size_t len);
+  bool on_headers(std::uint8_t flags, std::int32_t id, const std::uint8_t* p, std::size_t len);
+  bool on_continuation(std::uint8_t flags, std::int32_t id, const std::uint8_t* p, std::size_t len);
+  bool end_header_block();
+  bool on_settings(std::uint8_t flags, const std::uint8_t* p, std::size_t len);
+  bool on_window_update(std::int32_t id, const std::uint8_t* p, std::size_t len);
+  bool on_rst_stream(std::int32_t id, const std::uint8_t* p, std::size_t len);
+  bool on_goaway(const std::uint8_t* p, std::size_t len);
+  bool on_ping(std::uint8_t flags, const std::uint8_t* p, std::size_t len);
+  /// DATA payload bytes (padding excluded) of the frame being received.
+  void on_data_bytes(const std::uint8_t* p, std::size_t n);
+  /// The DATA frame ended (all its payload arrived).
+  bool on_data_end();
+  /// The head of `st` is complete (decoded into st.head).
+  void on_head(Stream& st, bool end);
+  void reject_head(Stream& st, bool end);
+  void malformed_response(Stream& st, const char* why);
+  void end_stream(Stream& st);
+  void remote_closed(Stream& st);
+  /// A connection error: GOAWAY with `code`, nothing more is read. Returns false.
+  bool fail(ErrorCode code, std::string_view reason);
   bool over_rate(RateWindow& w, std::uint32_t limit);
-  /// A protection or fatal error fired: GOAWAY with `code`, stop reading.
-  int fail(ErrorCode code, std::string_view reason);
-  Result<void> submit_head(std::int32_t stream_id, const HeaderMap& fields, bool end_stream,
-                           bool informational);
-  /// The stream a server may send a response head on, or why not.
+  /// Counts a stream the peer made us drop early toward the rapid reset window.
+  bool count_reset();
+  /// Gives the connection's receive window back for `n` bytes read or dropped.
+  void consume_connection(std::size_t n);
+  /// WINDOW_UPDATE for the stream once half its window was consumed.
+  void credit_stream(Stream& s);
+
+  // ---- output ----
+  /// Appends a frame header to `to`.
+  static void frame_header(std::string& to, std::size_t len, std::uint8_t type, std::uint8_t flags,
+                           std::int32_t id);
+  void queue_frame(std::uint8_t type, std::uint8_t flags, std::int32_t id,
+                   std::string_view payload);
+  void queue_settings();
+  void queue_window_update(std::int32_t id, std::uint32_t n);
+  void queue_goaway(std::int32_t last, ErrorCode code, bool final);
+  /// Encodes `block_` (already HPACK bytes) as HEADERS + CONTINUATION frames into `to`.
+  void frame_block(std::string& to, std::int32_t id, bool end_stream);
+  /// Encodes the fields of `h` (names lowercased) into block_.
+  void encode_fields(const HeaderMap& h);
+  void encode_field(std::string_view name, std::string_view value);
   Result<Stream*> head_stream(std::int32_t stream_id);
-  /// Submits the list built in the thread's head_nva; `fields` give the Content-Length.
-  Result<void> submit_nva(Stream& s, std::uint16_t status, const HeaderMap& fields,
-                          bool end_stream, bool informational);
+  Result<void> submit_final(Stream& s, std::uint16_t status, const HeaderMap& fields,
+                            bool end_stream);
+  /// Serialises DATA (and trailers) of the streams with bytes to send into out_.
+  void write_data();
+  /// A stream has bytes (or its end) to send: it joins the send queue.
+  void schedule(Stream& st);
+  /// Our END_STREAM for `st` was serialised.
+  void local_end(Stream& st);
+  Error error(std::string_view why) const;
   void push(Event e) {
     if (!events_) events_ = std::make_unique<std::deque<Event>>();
     events_->push_back(std::move(e));
   }
-  Error error(std::string_view why) const;
 
   Mode mode_;
   Settings settings_;
   Clock clock_;
-  nghttp2_session* s_ = nullptr;
-  // nghttp2's frame buffer, allocated (page-aligned) through our nghttp2_mem while the session
-  // is made, so that trim() can hand its pages back while the session is idle.
-  friend struct NgMem;
-  void* framebuf_ = nullptr;
-  bool capture_framebuf_ = false;
+  hpack::Decoder decoder_;
+  hpack::Encoder encoder_;
+
   std::unordered_map<std::int32_t, std::unique_ptr<Stream>> streams_;
-  // The stream find() returned last (null once erased).
   mutable std::int32_t found_id_ = 0;
   mutable Stream* found_ = nullptr;
-  // Objects of closed streams and emptied field lists, kept for the next streams (a few).
   static constexpr std::size_t kSpare = 16;
   std::vector<std::unique_ptr<Stream>> spare_streams_;
+  std::vector<std::int32_t> closing_;  // closed, not yet swept
   std::vector<HeaderMap> spare_heads_;
-  /// An empty field list, with the memory of a recycled one when there is one.
-  HeaderMap take_head() noexcept;
-  // Made by the first event (a deque takes about 0.6 KiB even when empty), freed by trim().
   std::unique_ptr<std::deque<Event>> events_;
-  std::string out_;
+
+  // Input state.
+  std::size_t preface_left_ = 0;  // server: client preface bytes still expected
+  bool settings_seen_ = false;    // the peer's first frame (SETTINGS) arrived
+  std::uint8_t hdr_[9] = {};      // a frame header being gathered
+  std::size_t hdr_have_ = 0;
+  bool in_frame_ = false;  // hdr_ is complete; the payload is being received
+  std::uint8_t type_ = 0, flags_ = 0;
+  std::int32_t fid_ = 0;
+  std::size_t left_ = 0;  // payload bytes of the current frame still to come
+  std::size_t flen_ = 0;  // payload length of the current frame
+  std::string frame_;     // a non-DATA payload cut by the end of a read
+  // DATA being received: padding, the stream it goes to (0: dropped), its bytes so far.
+  std::size_t data_pad_ = 0;
+  bool data_pad_read_ = false;
+  std::int32_t data_sid_ = 0;
+  std::size_t data_len_ = 0;
+  // A header block spread over HEADERS + CONTINUATION frames.
+  std::string block_in_;
+  std::int32_t block_sid_ = 0;
+  std::uint8_t block_flags_ = 0;
+  bool in_block_ = false;
+  std::string_view block_view_;  // the complete block being decoded
+
+  // Output state.
+  std::string out_;  // serialised bytes, from out_off_
   std::size_t out_off_ = 0;
+  std::string queued_;  // frames submitted since the last pending_output
+  std::size_t queued_acks_ = 0;
+  std::string block_;                     // a header block being encoded
+  std::vector<std::int32_t> send_queue_;  // streams with DATA or an end to send, in turn
+  std::size_t sq_head_ = 0;               // the next one in send_queue_
+
+  // Windows. Ours: what the peer may still send. Theirs: what we may still send.
+  std::int64_t conn_recv_window_ = 65535;
+  std::size_t conn_unacked_ = 0;  // bytes consumed, not yet returned by WINDOW_UPDATE
+  std::int64_t conn_send_window_ = 65535;
+  std::uint32_t local_initial_window_ = 65535;  // the stream window the peer has acknowledged
+  std::uint32_t peer_initial_window_ = 65535;
+  std::uint32_t peer_max_frame_ = 16384;
+  std::uint32_t peer_max_streams_ = 0xffffffffu;
+  std::uint32_t peer_max_header_list_ = 0xffffffffu;
+  bool settings_acked_ = false;
+  std::uint32_t pending_settings_ = 0;  // our SETTINGS frames not yet acknowledged
+
   std::size_t inbound_buffered_ = 0;
   std::size_t open_streams_ = 0;
-  std::size_t client_streams_ = 0;  // streams we opened, sent or not, not yet closed
-  bool in_recv_ = false;
-  bool dead_ = false;
+  std::size_t client_streams_ = 0;
+  std::int64_t next_stream_id_ = 1;  // client: the next stream we open (past 2^31-1: none)
+  std::int32_t max_peer_stream_ = 0;
+  std::int32_t last_proc_stream_ = 0;         // the highest stream id of a peer's HEADERS processed
+  std::int32_t goaway_last_id_ = 0x7fffffff;  // from the peer's GOAWAY
+  bool dead_ = false;                         // a connection error: nothing more read
   bool goaway_received_ = false;
+  bool goaway_sent_ = false;  // a GOAWAY (other than the shutdown notice) is queued
+  bool term_ = false;         // close once the queued output is written
   bool shutting_down_ = false;
   bool final_goaway_sent_ = false;
   std::uint64_t ping_seq_ = 0;
@@ -378,34 +491,10 @@ class Session {
   std::uint32_t continuations_ = 0;
   std::uint32_t empty_frames_ = 0;
   RateWindow resets_, settings_frames_, pings_, priorities_;
-  // The streams the peer opened, oldest first, at most kPeerHistory: a frame for one of them
-  // after it closed is the peer's error (STREAM_CLOSED), unless we reset it (frames may still be
-  // in flight, RFC 9113 §5.4.2); a HEADERS below the highest id that never opened is a
-  // PROTOCOL_ERROR (§5.1.1). nghttp2 forgets closed streams, so it ignores both.
-  enum class PeerStream : std::uint8_t { Open, ClosedByUs, Closed, Unknown, Forgotten };
-  struct PeerRecord {
-    std::int32_t id;
-    PeerStream state;
-  };
-  static constexpr std::size_t kPeerHistory = 1024;
-  // Oldest first; once it holds kPeerHistory + kPeerForget records the oldest kPeerForget go at
-  // once (a vector holding one stream's record is 8 bytes; trim() gives back its spare room).
-  static constexpr std::size_t kPeerForget = kPeerHistory / 4;
   std::vector<PeerRecord> peer_history_;
-  bool peer_forgot_ = false;  // records were dropped: ids below the oldest one left are Forgotten
-  std::int32_t max_peer_stream_ = 0;
-  PeerStream peer_stream(std::int32_t id) const noexcept;
-  /// nghttp2's part of `feed`.
-  Result<std::size_t> feed_frames(std::string_view bytes);
-  // Where the server is in the client's byte stream (see feed).
-  struct FrameScan {
-    std::size_t preface = 24;  // client preface bytes still to come
-    std::size_t payload = 0;   // payload bytes of the current frame still to come
-    std::uint8_t hdr[9] = {};  // a frame header being collected
-    std::size_t have = 0;
-    std::int32_t max_id = 0;   // the highest stream a HEADERS seen by the scan opens
-  } scan_;
-  void set_peer_stream(std::int32_t id, PeerStream st) noexcept;
+  bool peer_forgot_ = false;
+  static constexpr std::size_t kPeerHistory = 1024;
+  static constexpr std::size_t kPeerForget = kPeerHistory / 4;
   std::string last_error_;
   Stats stats_;
 };

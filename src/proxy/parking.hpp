@@ -11,7 +11,7 @@
 // descriptor to a new H1Connection; the keep-alive deadline or a drain closes it. A TLS
 // connection keeps its SSL object too (the session's keys and sequence numbers, which a new
 // connection object takes over without a handshake) and what its handshake told (TlsInfo); an
-// HTTP/2 connection keeps its h2::Session (nghttp2's state: HPACK tables, settings, flow-control
+// HTTP/2 connection keeps its h2::Session (its HPACK tables, settings, flow-control
 // windows, stream numbering), which the next connection object goes on with. The keep-alive
 // deadline or a drain ends a parked HTTP/2 connection with a GOAWAY.
 #pragma once

@@ -11,7 +11,13 @@
 // portico::Session (the proxy's) is visible through the precompiled header: name the h2 one.
 using portico::ErrorSource;
 using portico::HeaderMap;
-using namespace portico::h2;
+using portico::h2::ErrorCode;
+using portico::h2::Event;
+using portico::h2::EventKind;
+using portico::h2::match_client_preface;
+using portico::h2::Mode;
+using portico::h2::PrefaceMatch;
+using portico::h2::Settings;
 using Session = portico::h2::Session;
 
 namespace {
@@ -823,7 +829,7 @@ std::size_t count(const ClientSees& r, EventKind k) {
 }
 }  // namespace
 
-// The client checks what the server sends (nghttp2's own checks are off on both sides): a
+// The client checks what the server sends: a
 // response RFC 9113 calls malformed resets the stream with PROTOCOL_ERROR, is reported as
 // Malformed with the reason, and nothing of it reaches the caller as a head, data or trailers.
 TEST(H2Session, ClientResetsMalformedResponses) {
@@ -884,9 +890,12 @@ TEST(H2Session, ClientResetsMalformedResponses) {
     EXPECT_EQ(count(r, EventKind::Data), 0u) << k.what;
   }
 
-  // DATA before any head: nghttp2 itself fails the connection (the stream is not open yet).
+  // DATA before any head: a malformed response (RFC 9113 §8.1), a stream error; the
+  // connection goes on.
   const ClientSees early = client_sees(frame(kData, kEndStream, 1, "early"));
-  EXPECT_TRUE(early.goaway_protocol_error);
+  EXPECT_TRUE(early.reset_protocol_error);
+  EXPECT_FALSE(early.goaway_protocol_error);
+  EXPECT_EQ(count(early, EventKind::Malformed), 1u);
   EXPECT_EQ(count(early, EventKind::Head), 0u);
   EXPECT_EQ(count(early, EventKind::Data), 0u);
 
@@ -1220,7 +1229,7 @@ TEST(H2Conformance, StreamsOverTheLimitAreRefused) {
   EXPECT_FALSE(r.goaway());
   EXPECT_EQ(r.count(EventKind::Head), 2u);
 
-  // After it acknowledged them, exceeding the limit it knows is a connection error (nghttp2).
+  // After it acknowledged them, exceeding the limit it knows is a connection error.
   RawServer a(st);
   std::string f2 = preface() + frame(kSettings, kAck, 0, "");
   for (std::uint32_t id : {1u, 3u, 5u}) f2 += frame(kHeaders, kEndHeaders, id, get_block());
@@ -1368,7 +1377,7 @@ TEST(H2Protection, PingFloodIsEnhanceYourCalm) {
 }
 
 TEST(H2Protection, UnreadAcksAreAFlood) {
-  // A peer that sends PINGs but never reads our ACKs: nghttp2's outbound ACK cap.
+  // A peer that sends PINGs but never reads our ACKs: the cap on queued ACKs (max_outbound_ack).
   Settings st;
   st.max_outbound_ack = 20;
   st.max_pings_per_window = 1000000;
