@@ -60,8 +60,7 @@ H2Stream::H2Stream(H2Connection& conn, std::int32_t id, std::uint32_t index)
       conn_(conn),
       id_(id),
       rd_sig_(conn.sock_.get_executor()),
-      wr_sig_(conn.sock_.get_executor()),
-      start_sig_(conn.sock_.get_executor()) {
+      wr_sig_(conn.sock_.get_executor()) {
   client_addr_ = conn.owner_.client_addr();
   server_addr_ = conn.owner_.server_addr();
   if (const TlsInfo* t = conn.owner_.tls()) tls_info_ = std::make_unique<TlsInfo>(*t);
@@ -108,9 +107,7 @@ task<void> H2Stream::serve(H2StreamPtr s) {
     if (!s->conn_.park(*s)) co_return;
     // Parked: the connection assigns the next stream (or ends) by cancelling the wait. No
     // suspension between park() and the wait, so the cancel cannot come first.
-    s->start_sig_.expires_at(asio::steady_timer::time_point::max());
-    error_code ec;
-    co_await s->start_sig_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await s->start_sig_.wait();
     if (!s->assigned_) co_return;
     s->assigned_ = false;
   }
@@ -403,7 +400,6 @@ H2Connection::H2Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
                   : std::make_unique<h2::Session>(h2::Mode::Server, h2_settings(opts_.h2, true))),
       session_(*own_session_),
       initial_(initial),
-      write_sig_(sock.get_executor()),
       done_sig_(sock.get_executor()),
       parkable_(parkable) {
   if (!adopted_) obs_->h2_connection(1);  // (a parked one is still counted)
@@ -422,7 +418,7 @@ std::unique_ptr<h2::Session> H2Connection::park_session() noexcept {
   return std::move(own_session_);
 }
 
-void H2Connection::kick() noexcept { write_sig_.cancel(); }
+void H2Connection::kick() noexcept { write_sig_.notify(); }
 
 void H2Connection::drain() noexcept {
   if (draining_ || aborted_) return;
@@ -459,7 +455,7 @@ void H2Connection::stream_gone(H2Stream* s) noexcept {
 }
 
 void H2Connection::unpark_all() noexcept {
-  for (H2Stream* s : spare_) s->start_sig_.cancel();  // assigned_ stays false: the coroutine ends
+  for (H2Stream* s : spare_) s->start_sig_.notify();  // assigned_ stays false: the coroutine ends
   spare_.clear();
 }
 
@@ -501,7 +497,7 @@ void H2Connection::start_stream(std::int32_t id, HeaderMap& fields, bool end_str
     s->end_stream_ = end_stream;
     s->assigned_ = true;
     streams_[id] = s;
-    s->start_sig_.cancel();
+    s->start_sig_.notify();
     return;
   }
   H2StreamPtr s(new H2Stream(*this, id, streams_started_++));
@@ -605,10 +601,7 @@ task<void> H2Connection::writer() {
         error_code ignored;
         sock_.cancel(ignored);
       }
-      // Until kick(); awaited here rather than through wait_on: no coroutine frame per wait.
-      write_sig_.expires_at(asio::steady_timer::time_point::max());
-      error_code woken;
-      co_await write_sig_.async_wait(asio::redirect_error(asio::use_awaitable, woken));
+      co_await write_sig_.wait();  // until kick()
       continue;
     }
     // Tried first without a suspension or a timer: most writes fit the socket buffer.
@@ -648,7 +641,7 @@ task<void> H2Connection::run() {
   std::unique_ptr<char[]> buf(new char[kReadBuffer]);
   // Idle for keepalive_park_after (see request_park): the connection ends for its session to
   // be parked (can_leave()); else it is trimmed: the read buffer, the parked streams and the
-  // session's spares are freed, nghttp2's frame buffer and the TLS buffers given back, and the
+  // session's spares are freed, empty buffers and the TLS buffers given back, and the
   // client's next bytes are read into `small` (the rest with a new buffer).
   bool parked = false;
   char small[64];

@@ -14,6 +14,7 @@
 #include "tls/tls_stream.hpp"
 #include <boost/asio/steady_timer.hpp>
 
+#include "core/signal.hpp"
 #include "http2/session.hpp"
 #include "proxy/request.hpp"
 
@@ -107,7 +108,7 @@ class H2Stream final : public ProxyRequest {
   bool send_started_ = false;  // ds_send_now started the send; ds_send finishes it
   boost::asio::steady_timer rd_sig_;  // request body or its end arrived
   boost::asio::steady_timer wr_sig_;  // send buffer has room
-  boost::asio::steady_timer start_sig_;  // parked: a new stream was assigned (or none will be)
+  Signal start_sig_;                  // parked: a new stream was assigned (or none will be)
 };
 
 /// Deletes a stream whose coroutine ended, telling its connection (unless the connection is
@@ -195,7 +196,7 @@ class H2Connection {
   // told when the connection goes first.
   std::vector<H2Stream*> live_;
   std::uint32_t streams_started_ = 0;
-  boost::asio::steady_timer write_sig_;
+  Signal write_sig_;                    // kick(): the writer has something to send
   boost::asio::steady_timer done_sig_;  // the writer or the last stream ended
   Deferred::Entry park_later_;          // request_park(), when an idle wait lasts
   bool park_requested_ = false;

@@ -29,6 +29,8 @@ void cancel_call(void* c) {
   call->cancelled = true;
   call->notify();
 }
+// The read deadline of a call passed: its wait ends (the watchdog says why).
+void wake_call(void* c) { static_cast<H2Call*>(c)->rd.notify(); }
 }  // namespace
 
 namespace {
@@ -72,8 +74,7 @@ H2UpConn::H2UpConn(UpstreamConnPtr transport, const h2::Settings& s, std::uint64
       idle_timeout_(idle_timeout),
       write_timeout_(write_timeout),
       wd_(std::make_shared<Watchdog>(t_->sock.get_executor())),
-      obs_(std::move(obs)),
-      write_sig_(t_->sock.get_executor()) {
+      obs_(std::move(obs)) {
   obs_->h2_upstream_session(1);
 }
 
@@ -92,7 +93,7 @@ bool H2UpConn::has_room() const noexcept {
   return usable() && !closing_ && session_.available_streams() > reserved_;
 }
 
-void H2UpConn::kick() noexcept { write_sig_.cancel(); }
+void H2UpConn::kick() noexcept { write_sig_.notify(); }
 
 void H2UpConn::shutdown() noexcept {
   if (closing_) return;
@@ -151,30 +152,30 @@ void H2UpConn::dispatch() {
         c->head = std::move(e->fields);
         c->has_head = true;
         if (e->end_stream) c->end = true;
-        c->rd.cancel();
+        c->rd.notify();
         break;
       case h2::EventKind::Informational:
         if (c) {
           c->interim.push_back(std::move(e->fields));
-          c->rd.cancel();
+          c->rd.notify();
         }
         break;
       case h2::EventKind::Data:
         if (c)
-          c->rd.cancel();
+          c->rd.notify();
         else
           session_.discard(e->stream_id);
         break;
       case h2::EventKind::Trailers:
         if (c) {
           c->trailers = std::move(e->fields);
-          c->rd.cancel();
+          c->rd.notify();
         }
         break;
       case h2::EventKind::EndStream:
         if (c) {
           c->end = true;
-          c->rd.cancel();
+          c->rd.notify();
         }
         break;
       case h2::EventKind::Reset:
@@ -239,7 +240,7 @@ task<void> H2UpConn::writer(std::shared_ptr<H2UpConn> /*self: keeps it alive*/) 
         cancel_stream(&t_->sock);
         break;
       }
-      co_await wait_on(write_sig_, milliseconds(0));
+      co_await write_sig_.wait();
       continue;
     }
     // Tried first without a suspension or a timer: most writes fit the socket buffer.
@@ -499,7 +500,13 @@ task<Result<void>> ProxyRequest::h2_exchange(H2UpConn& up, H2Call& call, bool re
     // A notification only wakes a wait in progress: look first.
     // (Not a conditional expression: GCC 12 destroys temporaries of a co_await in one twice.)
     Wake w = Wake::Notified;
-    if (!client_gone_ && !call.cancelled) w = co_await wait_on(call.rd, read_timeout);
+    if (!client_gone_ && !call.cancelled) {
+      // The deadline is the watchdog's (a store when a later one is already scheduled).
+      wd_->arm(Watchdog::UsRead, read_timeout, &wake_call, &call);
+      co_await call.rd.wait();
+      if (wd_->expired(Watchdog::UsRead)) w = Wake::TimedOut;
+      wd_->disarm(Watchdog::UsRead);
+    }
     if (client_gone_)
       co_return Error::downstream(ErrorType::ConnectionClosed,
                                   "the client closed the connection before the response");

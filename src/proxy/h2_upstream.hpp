@@ -19,6 +19,7 @@
 
 #include <portico/http/header_map.hpp>
 
+#include "core/signal.hpp"
 #include "core/watchdog.hpp"
 #include "http2/session.hpp"
 #include "upstream/connection.hpp"
@@ -37,7 +38,7 @@ task<Wake> wait_on(boost::asio::steady_timer& t, std::chrono::milliseconds timeo
 
 /// What a request attempt learns from its stream, filled in by the session's reader.
 struct H2Call {
-  explicit H2Call(const boost::asio::any_io_executor& ex) : rd(ex), wr(ex) {}
+  explicit H2Call(const boost::asio::any_io_executor& ex) : wr(ex) {}
   std::int32_t id = 0;
   std::vector<HeaderMap> interim;  // 1xx heads not relayed yet
   HeaderMap head;                  // the final response head, once `has_head`
@@ -51,10 +52,10 @@ struct H2Call {
   std::uint32_t code = 0;   // the reset code
   std::uint16_t rejected = 0;  // a status the session answered for us (oversized head)
   const char* malformed = nullptr;  // why the session reset a malformed response (static)
-  boost::asio::steady_timer rd;  // head, body, end, reset
+  Signal rd;                        // head, body, end, reset (the read timeout: the watchdog)
   boost::asio::steady_timer wr;  // send buffer room
   void notify() noexcept {
-    rd.cancel();
+    rd.notify();
     wr.cancel();
   }
 };
@@ -103,7 +104,7 @@ class H2UpConn : public std::enable_shared_from_this<H2UpConn> {
   std::shared_ptr<Watchdog> wd_;
   std::shared_ptr<ProxyObserver> obs_;
   std::unordered_map<std::int32_t, H2Call*> calls_;
-  boost::asio::steady_timer write_sig_;
+  Signal write_sig_;  // kick(): the writer has something to send
   std::uint32_t reserved_ = 0;
   bool dead_ = false;
   bool closing_ = false;
