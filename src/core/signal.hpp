@@ -6,27 +6,55 @@
 // waiting coroutine's completion handler and posts it when notified: one queued completion,
 // nothing else. Like the timer it replaces, a notification wakes a wait in progress only (it
 // is not remembered): look at the state before waiting, with no suspension in between.
+//
+// The handler of a waiting coroutine often lives, through the Signal, inside that coroutine's
+// own frame (an object the frame owns): a cycle nothing outside would ever break if the event
+// loop went away first. Every waiting Signal is therefore listed by a service of its
+// io_context (SignalRegistry), whose shutdown destroys the handlers left, as the io_context
+// destroys the operations it holds, so the frames are unwound and freed.
 #pragma once
 
+#include <mutex>
 #include <optional>
 #include <utility>
 
 #include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/cancellation_type.hpp>
+#include <boost/asio/execution/context.hpp>
+#include <boost/asio/execution_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/query.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 namespace portico::detail {
+
+class Signal;
+
+/// The waiting Signals of one execution context (see above). Internal to Signal.
+class SignalRegistry final : public boost::asio::execution_context::service {
+ public:
+  static inline boost::asio::execution_context::id id;
+  explicit SignalRegistry(boost::asio::execution_context& ctx) : service(ctx) {}
+  inline void link(Signal& s) noexcept;
+  inline void unlink(Signal& s) noexcept;
+
+ private:
+  inline void shutdown() override;
+  std::mutex m_;  // an io_context may be run by several threads
+  Signal* head_ = nullptr;
+};
 
 class Signal {
  public:
   using Handler = boost::asio::async_result<boost::asio::use_awaitable_t<>, void()>::handler_type;
 
   Signal() = default;
-  /// A waiter left (there should be none) is woken, as a destroyed timer's would be.
-  ~Signal() { wake(true); }
+  /// A waiter left is abandoned: its coroutine is destroyed without being resumed (there is
+  /// none in practice; the owner of the Signal lives in or beyond the waiter's frame).
+  ~Signal() { abandon(); }
   Signal(const Signal&) = delete;
   Signal& operator=(const Signal&) = delete;
 
@@ -38,7 +66,12 @@ class Signal {
           auto slot = boost::asio::get_associated_cancellation_slot(h);
           if (slot.is_connected())
             slot.assign([this](boost::asio::cancellation_type) { wake(false); });
+          // Looked up once: a Signal serves the one execution context its owner runs on.
+          if (!reg_)
+            reg_ = &boost::asio::use_service<SignalRegistry>(boost::asio::query(
+                boost::asio::get_associated_executor(h), boost::asio::execution::context));
           h_.emplace(std::move(h));
+          reg_->link(*this);
         },
         boost::asio::use_awaitable);
   }
@@ -48,12 +81,15 @@ class Signal {
   bool waiting() const noexcept { return h_.has_value(); }
 
  private:
+  friend class SignalRegistry;
+
   // `clear_slot` is false from within the slot's own handler, which must not be destroyed
   // while it runs.
   void wake(bool clear_slot) noexcept {
     if (!h_) return;
     Handler h = std::move(*h_);
     h_.reset();
+    reg_->unlink(*this);
     if (clear_slot) {
       auto slot = boost::asio::get_associated_cancellation_slot(h);
       if (slot.is_connected()) slot.clear();
@@ -61,7 +97,51 @@ class Signal {
     boost::asio::post(std::move(h));
   }
 
+  /// Destroys the waiter's handler: the coroutine is unwound through its executor, not resumed.
+  void abandon() noexcept {
+    if (!h_) return;
+    reg_->unlink(*this);
+    std::optional<Handler> h = std::move(h_);
+    h_.reset();
+    h.reset();
+  }
+
   std::optional<Handler> h_;
+  SignalRegistry* reg_ = nullptr;
+  Signal* prev_ = nullptr;  // in reg_'s list while waiting
+  Signal* next_ = nullptr;
 };
+
+void SignalRegistry::link(Signal& s) noexcept {
+  std::lock_guard<std::mutex> lock(m_);
+  s.prev_ = nullptr;
+  s.next_ = head_;
+  if (head_) head_->prev_ = &s;
+  head_ = &s;
+}
+
+void SignalRegistry::unlink(Signal& s) noexcept {
+  std::lock_guard<std::mutex> lock(m_);
+  if (s.prev_)
+    s.prev_->next_ = s.next_;
+  else
+    head_ = s.next_;
+  if (s.next_) s.next_->prev_ = s.prev_;
+  s.prev_ = s.next_ = nullptr;
+}
+
+void SignalRegistry::shutdown() {
+  // Before the scheduler's own shutdown (services stop newest first): the unwinding each
+  // destroyed handler posts is destroyed with the scheduler's queue.
+  for (;;) {
+    Signal* s;
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      s = head_;
+    }
+    if (!s) return;
+    s->abandon();  // unlinks it; destroying a frame may abandon (unlink) others
+  }
+}
 
 }  // namespace portico::detail
