@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "http2/hpack.hpp"
+#include "nghttp2_inflate.hpp"
 
 namespace hpack = portico::h2::hpack;
 
@@ -70,22 +71,8 @@ void sink(void* ctx, std::string_view n, std::string_view v) {
 }
 
 bool inflate(nghttp2_hd_inflater* inf, const std::string& block, std::size_t& total) {
-  const auto* in = reinterpret_cast<const std::uint8_t*>(block.data());
-  std::size_t left = block.size();
-  for (int guard = 0; guard < 1000; ++guard) {
-    nghttp2_nv nv;
-    int flags = 0;
-    const auto n = nghttp2_hd_inflate_hd2(inf, &nv, &flags, in, left, 1);
-    if (n < 0) return false;
-    in += n;
-    left -= static_cast<std::size_t>(n);
-    if (flags & NGHTTP2_HD_INFLATE_EMIT) total += nv.namelen + nv.valuelen;
-    if (flags & NGHTTP2_HD_INFLATE_FINAL) {
-      nghttp2_hd_inflate_end_headers(inf);
-      return true;
-    }
-  }
-  return false;
+  return portico_ref::nghttp2_inflate_each(
+      inf, block, [&](const nghttp2_nv& nv) { total += nv.namelen + nv.valuelen; });
 }
 
 // The blocks a fresh encoder writes for `list`: the first (literals), then the warm one.

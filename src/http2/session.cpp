@@ -2,6 +2,8 @@
 // owner sees. HPACK is in hpack.cpp.
 #include "http2/session.hpp"
 
+#include "http2/frame.hpp"
+
 #include <algorithm>
 #include <cstring>
 #include <new>
@@ -10,31 +12,13 @@ namespace portico::h2 {
 
 namespace {
 
+using namespace frame;
+
 constexpr std::int32_t kMaxStreamId = 0x7fffffff;
-constexpr std::string_view kMagic = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+constexpr std::string_view kMagic = kClientPreface;
 // Header blocks we send: a larger one is refused before it is encoded (HPACK state must never
 // hold a block that does not leave).
 constexpr std::size_t kMaxSendBlock = 128 * 1024;
-
-enum FrameType : std::uint8_t {
-  kData = 0x0,
-  kHeaders = 0x1,
-  kPriority = 0x2,
-  kRstStream = 0x3,
-  kSettings = 0x4,
-  kPushPromise = 0x5,
-  kPing = 0x6,
-  kGoaway = 0x7,
-  kWindowUpdate = 0x8,
-  kContinuation = 0x9,
-};
-enum Flag : std::uint8_t {
-  kEndStream = 0x1,
-  kAck = 0x1,
-  kEndHeaders = 0x4,
-  kPadded = 0x8,
-  kPriorityFlag = 0x20,
-};
 
 std::uint32_t be32(const std::uint8_t* p) noexcept {
   return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |

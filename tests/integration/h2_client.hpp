@@ -20,6 +20,7 @@
 
 #include <portico/http/header_map.hpp>
 
+#include "http2/frame.hpp"
 #include "http2/session.hpp"
 
 namespace h2test {
@@ -63,21 +64,7 @@ class Transport {
 
 // ---- raw frames ---------------------------------------------------------------------------------
 
-enum FrameType : std::uint8_t {
-  kData = 0,
-  kHeaders = 1,
-  kPriority = 2,
-  kRstStream = 3,
-  kSettings = 4,
-  kPushPromise = 5,
-  kPing = 6,
-  kGoaway = 7,
-  kWindowUpdate = 8,
-  kContinuation = 9,
-};
-enum FrameFlag : std::uint8_t { kEndStream = 1, kAck = 1, kEndHeaders = 4 };
-
-inline constexpr std::string_view kClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+using namespace portico::h2::frame;  // frame types, flags, kClientPreface
 
 struct Frame {
   std::uint8_t type = 0;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "http2/hpack.hpp"
+#include "nghttp2_inflate.hpp"
 
 using namespace portico::h2::hpack;
 
@@ -934,25 +935,11 @@ bool never_indexed(const Field& f) {
 
 bool inflate(nghttp2_hd_inflater* inf, const std::string& block, Fields& out) {
   out.clear();
-  const auto* in = reinterpret_cast<const std::uint8_t*>(block.data());
-  std::size_t left = block.size();
-  for (int guard = 0; guard < 100000; ++guard) {
-    nghttp2_nv nv;
-    int flags = 0;
-    const auto n = nghttp2_hd_inflate_hd2(inf, &nv, &flags, in, left, 1);
-    if (n < 0) return false;
-    in += n;
-    left -= static_cast<std::size_t>(n);
-    if (flags & NGHTTP2_HD_INFLATE_EMIT)
-      out.push_back({std::string(reinterpret_cast<const char*>(nv.name), nv.namelen),
-                     std::string(reinterpret_cast<const char*>(nv.value), nv.valuelen),
-                     (nv.flags & NGHTTP2_NV_FLAG_NO_INDEX) != 0});
-    if (flags & NGHTTP2_HD_INFLATE_FINAL) {
-      nghttp2_hd_inflate_end_headers(inf);
-      return true;
-    }
-  }
-  return false;
+  return portico_ref::nghttp2_inflate_each(inf, block, [&](const nghttp2_nv& nv) {
+    out.push_back({std::string(reinterpret_cast<const char*>(nv.name), nv.namelen),
+                   std::string(reinterpret_cast<const char*>(nv.value), nv.valuelen),
+                   (nv.flags & NGHTTP2_NV_FLAG_NO_INDEX) != 0});
+  });
 }
 
 std::string deflate(nghttp2_hd_deflater* def, const Fields& list) {
