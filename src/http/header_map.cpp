@@ -72,21 +72,21 @@ void to_lower_ascii(std::string_view in, char* out) noexcept {
   }
 }
 
-void HeaderMap::append(std::string_view name, std::string_view value) {
+void HeaderMap::append(std::string_view name, std::string_view value, bool sensitive) {
   auto inside = [this](std::string_view v) {
     return !v.empty() && v.data() >= buf_.data() && v.data() < buf_.data() + buf_.size();
   };
   if (inside(name) || inside(value)) {
     // Growing buf_ would invalidate views into it: copy them first.
     std::string n(name), v(value);
-    append(n, v);
+    append(n, v, sensitive);
     return;
   }
   Slot s;
   s.name_off = static_cast<std::uint32_t>(buf_.size());
   s.name_len = static_cast<std::uint32_t>(name.size());
   buf_.append(name);
-  s.value_off = static_cast<std::uint32_t>(buf_.size());
+  s.value_off = static_cast<std::uint32_t>(buf_.size()) | (sensitive ? kSensitive : 0);
   s.value_len = static_cast<std::uint32_t>(value.size());
   buf_.append(value);
   fields_.push_back(s);
@@ -118,7 +118,7 @@ std::size_t HeaderMap::remove(std::string_view name) {
 std::optional<std::string_view> HeaderMap::get(std::string_view name) const noexcept {
   for (const Slot& s : fields_)
     if (s.name_len == name.size() && iequals(std::string_view(buf_.data() + s.name_off, s.name_len), name))
-      return std::string_view(buf_.data() + s.value_off, s.value_len);
+      return std::string_view(buf_.data() + (s.value_off & kOffset), s.value_len);
   return std::nullopt;
 }
 
@@ -126,7 +126,7 @@ std::vector<std::string_view> HeaderMap::get_all(std::string_view name) const {
   std::vector<std::string_view> out;
   for (const Slot& s : fields_)
     if (iequals(std::string_view(buf_.data() + s.name_off, s.name_len), name))
-      out.emplace_back(buf_.data() + s.value_off, s.value_len);
+      out.emplace_back(buf_.data() + (s.value_off & kOffset), s.value_len);
   return out;
 }
 

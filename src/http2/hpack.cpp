@@ -122,8 +122,6 @@ void Decoder::set_max_table_size(std::uint32_t n) {
   }
 }
 
-bool Decoder::never_indexed() const noexcept { return never_; }
-
 std::size_t Decoder::table_size() const noexcept { return table_.size(); }
 
 std::size_t Decoder::memory() const noexcept { return table_.memory() + scratch_cap_; }

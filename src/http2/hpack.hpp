@@ -178,7 +178,7 @@ class Decoder {
 
   /// During a sink call: the field came as a never-indexed literal (RFC 7541 §6.2.3). An
   /// intermediary must encode it as never indexed too (Encoder::add with `sensitive`).
-  bool never_indexed() const noexcept;
+  bool never_indexed() const noexcept { return never_; }
 
   std::size_t table_size() const noexcept;  ///< RFC 7541 §4.1 size of the dynamic table
   std::size_t memory() const noexcept;      ///< bytes allocated by the decoder

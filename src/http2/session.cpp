@@ -740,6 +740,7 @@ struct HeadSink {
   std::size_t* bytes;
   bool* too_large;
   std::size_t limit;
+  const hpack::Decoder* decoder;  // tells a never-indexed field (kept as Field::sensitive)
 };
 void head_sink(void* ctx, std::string_view name, std::string_view value) {
   auto& s = *static_cast<HeadSink*>(ctx);
@@ -750,7 +751,7 @@ void head_sink(void* ctx, std::string_view name, std::string_view value) {
     s.head->clear();
     return;
   }
-  s.head->append(name, value);
+  s.head->append(name, value, s.decoder->never_indexed());
 }
 void drop_sink(void*, std::string_view, std::string_view) {}
 }  // namespace
@@ -806,7 +807,8 @@ bool Session::end_header_block() {
     st->head.clear();
     st->head_bytes = 0;
     st->head_too_large = false;
-    HeadSink sink{&st->head, &st->head_bytes, &st->head_too_large, settings_.max_header_list_size};
+    HeadSink sink{&st->head, &st->head_bytes, &st->head_too_large, settings_.max_header_list_size,
+                  &decoder_};
     de = decoder_.decode(block_view_, &head_sink, &sink, max_string);
   } else {
     de = decoder_.decode(block_view_, &drop_sink, nullptr, max_string);
@@ -1184,7 +1186,7 @@ void Session::frame_block(std::string& to, std::int32_t id, bool end_stream) {
   }
 }
 
-void Session::encode_field(std::string_view name, std::string_view value) {
+void Session::encode_field(std::string_view name, std::string_view value, bool sensitive) {
   // Lowercased in passing (a word at a time): cheaper than looking for an uppercase letter.
   char small[128];
   if (name.size() <= sizeof small) {
@@ -1195,13 +1197,13 @@ void Session::encode_field(std::string_view name, std::string_view value) {
     to_lower_ascii(name, lower_name.data());
     name = lower_name;
   }
-  encoder_.add(block_, name, value);
+  encoder_.add(block_, name, value, sensitive);
 }
 
 void Session::encode_fields(const HeaderMap& h) {
   block_.clear();
   encoder_.begin(block_);
-  for (auto f : h) encode_field(f.name, f.value);
+  for (auto f : h) encode_field(f.name, f.value, f.sensitive);
 }
 
 std::string_view Session::pending_output() {
@@ -1466,10 +1468,10 @@ Result<void> Session::submit_response(std::int32_t stream_id, const ResponseHead
   } ctx{this, 10};
   for_each_h2_field(
       r.headers(), false, false,
-      [](void* c, std::string_view name, std::string_view value) {
+      [](void* c, std::string_view name, std::string_view value, bool sensitive) {
         auto& x = *static_cast<Ctx*>(c);
         x.bytes += name.size() + value.size();
-        x.self->encode_field(name, value);
+        x.self->encode_field(name, value, sensitive);
       },
       &ctx);
   if (field_bytes) *field_bytes = ctx.bytes;

@@ -398,7 +398,7 @@ class Session {
   void frame_block(std::string& to, std::int32_t id, bool end_stream);
   /// Encodes the fields of `h` (names lowercased) into block_.
   void encode_fields(const HeaderMap& h);
-  void encode_field(std::string_view name, std::string_view value);
+  void encode_field(std::string_view name, std::string_view value, bool sensitive);
   Result<Stream*> head_stream(std::int32_t stream_id);
   Result<void> submit_final(Stream& s, std::uint16_t status, const HeaderMap& fields,
                             bool end_stream);

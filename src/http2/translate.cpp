@@ -37,9 +37,9 @@ bool has_upper(std::string_view s) noexcept {
   return false;
 }
 
-void append_lower(HeaderMap& out, std::string_view name, std::string_view value) {
+void append_lower(HeaderMap& out, std::string_view name, std::string_view value, bool sensitive) {
   if (!has_upper(name)) {
-    out.append(name, value);
+    out.append(name, value, sensitive);
     return;
   }
   char small[128];
@@ -50,7 +50,7 @@ void append_lower(HeaderMap& out, std::string_view name, std::string_view value)
     n = big.data();
   }
   to_lower_ascii(name, n);
-  out.append(std::string_view(n, name.size()), value);
+  out.append(std::string_view(n, name.size()), value, sensitive);
 }
 
 /// The regular-field rules shared by requests, responses and trailers: why the field breaks them,
@@ -104,13 +104,13 @@ bool for_each_h2_field(const HeaderMap& h, bool skip_host, bool split_cookies, F
       while (!v.empty()) {
         auto semi = v.find(';');
         auto crumb = trim(v.substr(0, semi));
-        if (!crumb.empty()) sink(ctx, "cookie", crumb);
+        if (!crumb.empty()) sink(ctx, "cookie", crumb, f.sensitive);
         if (semi == std::string_view::npos) break;
         v.remove_prefix(semi + 1);
       }
       continue;
     }
-    sink(ctx, f.name, f.value);
+    sink(ctx, f.name, f.value, f.sensitive);
   }
   return te_trailers;
 }
@@ -122,7 +122,9 @@ namespace {
 bool copy_fields(const HeaderMap& h, HeaderMap& out, bool skip_host, bool split_cookies) {
   return for_each_h2_field(
       h, skip_host, split_cookies,
-      [](void* o, std::string_view n, std::string_view v) { append_lower(*static_cast<HeaderMap*>(o), n, v); },
+      [](void* o, std::string_view n, std::string_view v, bool sensitive) {
+        append_lower(*static_cast<HeaderMap*>(o), n, v, sensitive);
+      },
       &out);
 }
 
@@ -247,11 +249,13 @@ Result<void> to_request(const HeaderMap& in, RequestHeader& out, std::string* sc
   h.reserve(in.size() + 1, in.byte_size() + 16);
   if (has_authority) h.append("host", authority);
   std::string joined;
+  bool joined_sensitive = false;  // one never-indexed crumb makes the joined field so
   if (cookies > 1) {
     for (auto f : in) {
       if (f.name != "cookie") continue;
       if (!joined.empty()) joined.append("; ");
       joined.append(f.value);
+      joined_sensitive = joined_sensitive || f.sensitive;
     }
   }
   bool cookie_done = false;
@@ -259,11 +263,11 @@ Result<void> to_request(const HeaderMap& in, RequestHeader& out, std::string* sc
     if (f.name.front() == ':') continue;
     if (has_authority && f.name == "host") continue;
     if (cookies > 1 && f.name == "cookie") {
-      if (!cookie_done) h.append("cookie", joined);
+      if (!cookie_done) h.append("cookie", joined, joined_sensitive);
       cookie_done = true;
       continue;
     }
-    h.append(f.name, f.value);
+    h.append(f.name, f.value, f.sensitive);
   }
   return {};
 }
@@ -320,7 +324,7 @@ Result<void> take_response(HeaderMap& in, ResponseHeader& out, bool checked) {
 
 Result<void> to_trailers(const HeaderMap& in, HeaderMap& out, bool from_upstream) {
   if (const char* why = trailers_problem(in)) return malformed(from_upstream, why);
-  for (auto f : in) out.append(f.name, f.value);
+  for (auto f : in) out.append(f.name, f.value, f.sensitive);
   return {};
 }
 

@@ -85,8 +85,10 @@ void from_trailers(const HeaderMap& in, HeaderMap& out);
 /// three digits.
 bool status_expressible(std::uint16_t status) noexcept;
 
-/// Receives one field for an HTTP/2 peer; `name` keeps the case it had.
-using FieldSink = void (*)(void* ctx, std::string_view name, std::string_view value);
+/// Receives one field for an HTTP/2 peer; `name` keeps the case it had. `sensitive`: to be sent
+/// never-indexed (HeaderMap::Field::sensitive).
+using FieldSink = void (*)(void* ctx, std::string_view name, std::string_view value,
+                           bool sensitive);
 /// Passes to `sink` the regular fields of `h` an HTTP/2 peer may get, by the dropping rules of
 /// `from_request` (without lowercasing; Host dropped when `skip_host`, Cookie split into crumbs
 /// with `split_cookies`): the walk behind from_request/from_response, for a caller that builds

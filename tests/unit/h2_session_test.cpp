@@ -741,6 +741,82 @@ TEST(H2Session, RequestNotYetSentWhenGoawayArrivesIsRetrySafe) {
   EXPECT_EQ(client.open_streams(), 0u);
 }
 
+// RFC 7541 §7.1.3: a field sent never-indexed arrives marked so (Field::sensitive), both ways,
+// and a field marked so is sent as a never-indexed literal, which never enters the table.
+TEST(H2Session, NeverIndexedFieldsArriveMarked) {
+  Pair p;
+  p.pump();
+  for (int round = 0; round < 2; ++round) {  // the second time, a table entry would be used
+    auto req = req_fields();
+    req.append("x-secret", "s3cr3t", true);
+    req.append("x-plain", "visible");
+    auto id = p.client.submit_request(req, true);
+    ASSERT_TRUE(id);
+    p.pump();
+    auto heads = Pair::take(p.sev, EventKind::Head, *id);
+    ASSERT_EQ(heads.size(), 1u);
+    std::size_t checked = 0;
+    for (auto f : heads[0].fields) {
+      if (f.name == "x-secret") {
+        EXPECT_TRUE(f.sensitive) << "round " << round;
+        EXPECT_EQ(f.value, "s3cr3t");
+        ++checked;
+      } else {
+        EXPECT_FALSE(f.sensitive) << f.name;
+      }
+    }
+    EXPECT_EQ(checked, 1u);
+    auto resp = resp_fields();
+    resp.append("set-cookie", "id=42", true);
+    ASSERT_TRUE(p.server.submit_response(*id, resp, true));
+    p.pump();
+    auto ch = Pair::take(p.cev, EventKind::Head, *id);
+    ASSERT_EQ(ch.size(), 1u);
+    ASSERT_EQ(ch[0].fields.size(), 2u);
+    EXPECT_FALSE(ch[0].fields[0].sensitive);  // :status
+    EXPECT_TRUE(ch[0].fields[1].sensitive);
+  }
+}
+
+// The representation on the wire: a never-indexed literal (RFC 7541 §6.2.3), which never
+// enters the table, each time it is sent.
+TEST(H2Session, SensitiveFieldsGoOutAsNeverIndexedLiterals) {
+  Session client(Mode::Client);
+  portico::h2::hpack::Decoder peer;  // the server's view of the client's blocks
+  for (int round = 0; round < 2; ++round) {
+    auto req = req_fields();
+    req.append("x-secret", "s3cr3t", true);
+    req.append("x-plain", "visible");
+    ASSERT_TRUE(client.submit_request(req, true));
+    std::string out(client.pending_output());
+    client.consume_output(out.size());
+    if (round == 0) out.erase(0, kMagic.size());
+    auto frames = parse(out);
+    auto h = std::find_if(frames.begin(), frames.end(),
+                          [](const Frame& f) { return f.type == kHeaders; });
+    ASSERT_NE(h, frames.end());
+    struct Seen {
+      portico::h2::hpack::Decoder* d;
+      int secret = 0, secret_never = 0, plain_never = 0;
+    } seen{&peer};
+    auto e = peer.decode(
+        h->payload,
+        [](void* c, std::string_view n, std::string_view) {
+          auto& x = *static_cast<Seen*>(c);
+          if (n == "x-secret") {
+            ++x.secret;
+            x.secret_never += x.d->never_indexed();
+          }
+          if (n == "x-plain") x.plain_never += x.d->never_indexed();
+        },
+        &seen);
+    ASSERT_EQ(e, portico::h2::hpack::DecodeError::None);
+    EXPECT_EQ(seen.secret, 1) << "round " << round;
+    EXPECT_EQ(seen.secret_never, 1) << "round " << round;
+    EXPECT_EQ(seen.plain_never, 0) << "round " << round;
+  }
+}
+
 TEST(H2Session, PingIsAcknowledged) {
   Pair p;
   p.client.ping();

@@ -339,3 +339,34 @@ TEST(H2Translate, ContentLengthAgainstData) {
   EXPECT_FALSE(ContentLength::from_fields(fields({{"content-length", "1x"}}), false, false));
   EXPECT_FALSE(ContentLength::from_fields(fields({{"content-length", ""}}), false, false));
 }
+
+// A field an HTTP/2 client sent never-indexed (RFC 7541 §7.1.3) stays so through the
+// translation to portico's request and back to an HTTP/2 field list; cookie crumbs keep it.
+TEST(H2Translate, NeverIndexedFieldsStaySo) {
+  HeaderMap in;
+  in.append(":method", "GET");
+  in.append(":scheme", "https");
+  in.append(":authority", "example.com");
+  in.append(":path", "/");
+  in.append("x-token", "t0k3n", true);
+  in.append("cookie", "a=1", true);
+  in.append("cookie", "b=2");
+  in.append("accept", "*/*");
+  RequestHeader r;
+  ASSERT_TRUE(to_request(in, r));
+  auto sensitive_of = [](const HeaderMap& h, std::string_view name) {
+    for (auto f : h)
+      if (iequals(f.name, name)) return f.sensitive;
+    ADD_FAILURE() << "no " << name;
+    return false;
+  };
+  EXPECT_TRUE(sensitive_of(r.headers(), "x-token"));
+  EXPECT_TRUE(sensitive_of(r.headers(), "cookie")) << "joined from a never-indexed crumb";
+  EXPECT_FALSE(sensitive_of(r.headers(), "accept"));
+  HeaderMap out;
+  from_request(r, out, "https", /*split_cookies=*/true);
+  EXPECT_TRUE(sensitive_of(out, "x-token"));
+  EXPECT_FALSE(sensitive_of(out, "accept"));
+  for (auto f : out)
+    if (f.name == "cookie") EXPECT_TRUE(f.sensitive) << f.value;
+}

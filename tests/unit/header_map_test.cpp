@@ -102,3 +102,28 @@ TEST(Message, RequestPathAndQuery) {
   resp.set_reason("Custom");
   EXPECT_EQ(resp.reason(), "Custom");
 }
+
+// HPACK's never-indexed flag travels with the field: through copies, lookups and removals.
+TEST(HeaderMap, SensitiveFieldsKeepTheirFlag) {
+  HeaderMap h;
+  h.append("a", "1");
+  h.append("X-Secret", "s3cr3t", true);
+  h.append("b", "2");
+  EXPECT_FALSE(h[0].sensitive);
+  EXPECT_TRUE(h[1].sensitive);
+  EXPECT_EQ(h[1].value, "s3cr3t");
+  EXPECT_EQ(h.get("x-secret").value(), "s3cr3t");
+  EXPECT_EQ(h.get_all("x-secret"), std::vector<std::string_view>{"s3cr3t"});
+  HeaderMap c = h;
+  EXPECT_TRUE(c[1].sensitive);
+  EXPECT_EQ(c.remove_if([](const HeaderMap::Field& f) { return f.name == "a"; }), 1u);
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_TRUE(c[0].sensitive);
+  EXPECT_EQ(c[0].value, "s3cr3t");
+  EXPECT_FALSE(c[1].sensitive);
+  std::size_t flagged = 0;
+  for (auto f : c) flagged += f.sensitive;
+  EXPECT_EQ(flagged, 1u);
+  c.insert("x-secret", "replaced");  // a new field: not sensitive unless said so
+  EXPECT_FALSE(c[c.size() - 1].sensitive);
+}

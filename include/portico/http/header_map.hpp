@@ -56,12 +56,17 @@ class HeaderMap {
   struct Field {
     std::string_view name;
     std::string_view value;
+    /// HPACK's never-indexed (RFC 7541 §7.1.3): the field came from an HTTP/2 peer that asked
+    /// for it never to enter a compression table (a credential, say), or it is to be sent so.
+    /// An HTTP/2 hop then sends it never-indexed too, as an intermediary must; HTTP/1.1 has no
+    /// such notion and ignores it.
+    bool sensitive = false;
   };
 
   HeaderMap() = default;
 
   /// Adds a field after the existing ones, keeping any field of the same name.
-  void append(std::string_view name, std::string_view value);
+  void append(std::string_view name, std::string_view value, bool sensitive = false);
   /// Removes every field named `name`, then appends one (Pingora's insert_header).
   void insert(std::string_view name, std::string_view value);
   /// Removes every field named `name`; returns how many were removed.
@@ -73,7 +78,8 @@ class HeaderMap {
     for (std::size_t i = 0; i < fields_.size(); ++i) {
       const Slot& s = fields_[i];
       if (pred(Field{std::string_view(buf_.data() + s.name_off, s.name_len),
-                     std::string_view(buf_.data() + s.value_off, s.value_len)})) {
+                     std::string_view(buf_.data() + (s.value_off & kOffset), s.value_len),
+                     (s.value_off & kSensitive) != 0})) {
         bytes_ -= s.name_len + s.value_len;
         continue;
       }
@@ -108,7 +114,8 @@ class HeaderMap {
   Field operator[](std::size_t i) const noexcept {
     const Slot& s = fields_[i];
     return {std::string_view(buf_.data() + s.name_off, s.name_len),
-            std::string_view(buf_.data() + s.value_off, s.value_len)};
+            std::string_view(buf_.data() + (s.value_off & kOffset), s.value_len),
+            (s.value_off & kSensitive) != 0};
   }
   /// Removes every field, keeping the allocated capacity for reuse.
   void clear() noexcept;
@@ -145,9 +152,11 @@ class HeaderMap {
   struct Slot {
     std::uint32_t name_off;
     std::uint32_t name_len;
-    std::uint32_t value_off;
+    std::uint32_t value_off;  // its top bit: Field::sensitive (buffers stay far below 2 GiB)
     std::uint32_t value_len;
   };
+  static constexpr std::uint32_t kSensitive = 0x80000000u;
+  static constexpr std::uint32_t kOffset = ~kSensitive;
   std::string buf_;
   std::vector<Slot> fields_;
   std::size_t bytes_ = 0;
