@@ -105,8 +105,8 @@ task<void> H2Stream::serve(H2StreamPtr s) {
       s->conclude();
     }
     if (!s->conn_.park(*s)) co_return;
-    // Parked: the connection assigns the next stream (or ends) by cancelling the wait. No
-    // suspension between park() and the wait, so the cancel cannot come first.
+    // Parked: the connection assigns the next stream (or ends) by notifying start_sig_. No
+    // suspension between park() and the wait, so the notification cannot come first.
     co_await s->start_sig_.wait();
     if (!s->assigned_) co_return;
     s->assigned_ = false;
