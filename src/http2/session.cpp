@@ -15,7 +15,6 @@ namespace {
 using namespace frame;
 
 constexpr std::int32_t kMaxStreamId = 0x7fffffff;
-constexpr std::string_view kMagic = kClientPreface;
 // Header blocks we send: a larger one is refused before it is encoded (HPACK state must never
 // hold a block that does not leave).
 constexpr std::size_t kMaxSendBlock = 128 * 1024;
@@ -55,9 +54,9 @@ std::string_view error_code_name(std::uint32_t code) noexcept {
 }
 
 PrefaceMatch match_client_preface(std::string_view first_bytes) noexcept {
-  auto n = std::min(first_bytes.size(), kMagic.size());
-  if (first_bytes.substr(0, n) != kMagic.substr(0, n)) return PrefaceMatch::No;
-  return n == kMagic.size() ? PrefaceMatch::Yes : PrefaceMatch::Partial;
+  auto n = std::min(first_bytes.size(), kClientPreface.size());
+  if (first_bytes.substr(0, n) != kClientPreface.substr(0, n)) return PrefaceMatch::No;
+  return n == kClientPreface.size() ? PrefaceMatch::Yes : PrefaceMatch::Partial;
 }
 
 namespace {
@@ -151,9 +150,9 @@ Session::Session(Mode mode, const Settings& settings, Clock clock)
   settings_.connection_window =
       std::clamp<std::uint32_t>(settings_.connection_window, 65535, kMaxStreamId);
   if (mode_ == Mode::Server)
-    preface_left_ = kMagic.size();
+    preface_left_ = kClientPreface.size();
   else
-    queued_.assign(kMagic);
+    queued_.assign(kClientPreface);
   queue_settings();
   if (settings_.connection_window != 65535) {
     queue_window_update(0, settings_.connection_window - 65535);
@@ -199,6 +198,12 @@ Session::Stream* Session::find(std::int32_t id) const noexcept {
   found_id_ = id;
   found_ = it->second.get();
   return found_;
+}
+
+bool Session::idle(std::int32_t id) const noexcept {
+  // Only odd streams are the client's, and no PUSH_PROMISE opens an even one.
+  if (!(id & 1)) return true;
+  return mode_ == Mode::Server ? id > max_peer_stream_ : id >= next_stream_id_;
 }
 
 Session::Stream& Session::open(std::int32_t id) {
@@ -385,9 +390,9 @@ Result<std::size_t> Session::feed(std::string_view bytes) {
   const auto* end = p + bytes.size();
   while (p < end) {
     if (preface_left_ > 0) {
-      const std::size_t at = kMagic.size() - preface_left_;
+      const std::size_t at = kClientPreface.size() - preface_left_;
       const std::size_t n = std::min<std::size_t>(preface_left_, end - p);
-      if (std::memcmp(p, kMagic.data() + at, n) != 0) {
+      if (std::memcmp(p, kClientPreface.data() + at, n) != 0) {
         fail(ErrorCode::ProtocolError, "invalid client preface");
         return error(last_error_);
       }
@@ -524,9 +529,8 @@ bool Session::on_frame_header(std::uint8_t type, std::uint8_t flags, std::int32_
         return true;
       }
       // No live stream: the bytes are dropped, their window given back as they come.
+      if (idle(id)) return fail(ErrorCode::ProtocolError, "DATA on an idle stream");
       if (mode_ == Mode::Server) {
-        if (!(id & 1) || id > max_peer_stream_)
-          return fail(ErrorCode::ProtocolError, "DATA on an idle stream");
         switch (peer_stream(id)) {
           case PeerStream::Closed:
             return fail(ErrorCode::StreamClosed, "DATA on a closed stream");
@@ -535,8 +539,6 @@ bool Session::on_frame_header(std::uint8_t type, std::uint8_t flags, std::int32_
           default:
             break;
         }
-      } else if (!(id & 1) || id >= next_stream_id_) {
-        return fail(ErrorCode::ProtocolError, "DATA on an idle stream");
       }
       return true;
     }
@@ -794,8 +796,7 @@ bool Session::end_header_block() {
       }
     }
   } else {
-    if (!(id & 1) || id >= next_stream_id_)
-      return fail(ErrorCode::ProtocolError, "HEADERS on a stream we did not open");
+    if (idle(id)) return fail(ErrorCode::ProtocolError, "HEADERS on a stream we did not open");
     st = find(id);
     if (st && st->closed) st = nullptr;
     if (st && st->remote_done) return fail(ErrorCode::StreamClosed, "HEADERS after END_STREAM");
@@ -1005,14 +1006,11 @@ bool Session::on_settings(std::uint8_t flags, const std::uint8_t* p, std::size_t
           return fail(ErrorCode::ProtocolError, "SETTINGS_MAX_FRAME_SIZE out of range");
         peer_max_frame_ = v;
         break;
-      case 0x6:
-        peer_max_header_list_ = v;
-        break;
       case 0x9:
         if (v > 1) return fail(ErrorCode::ProtocolError, "SETTINGS_NO_RFC7540_PRIORITIES above 1");
         break;
       default:
-        break;  // unknown settings are ignored
+        break;  // MAX_HEADER_LIST_SIZE (advisory), ENABLE_CONNECT_PROTOCOL, unknown ones
     }
   }
   queue_frame(kSettings, kAck, 0, {});
@@ -1040,9 +1038,7 @@ bool Session::on_window_update(std::int32_t id, const std::uint8_t* p, std::size
   }
   Stream* st = find(id);
   if (!st || st->closed) {
-    const bool idle = mode_ == Mode::Server ? ((id & 1) ? id > max_peer_stream_ : true)
-                                            : ((id & 1) ? id >= next_stream_id_ : true);
-    if (idle) return fail(ErrorCode::ProtocolError, "WINDOW_UPDATE on an idle stream");
+    if (idle(id)) return fail(ErrorCode::ProtocolError, "WINDOW_UPDATE on an idle stream");
     return true;
   }
   if (inc == 0) {
@@ -1064,11 +1060,7 @@ bool Session::on_window_update(std::int32_t id, const std::uint8_t* p, std::size
 bool Session::on_rst_stream(std::int32_t id, const std::uint8_t* p, std::size_t) {
   Stream* st = find(id);
   if (st && st->closed) st = nullptr;
-  if (!st) {
-    const bool idle = mode_ == Mode::Server ? ((id & 1) ? id > max_peer_stream_ : true)
-                                            : ((id & 1) ? id >= next_stream_id_ : true);
-    if (idle) return fail(ErrorCode::ProtocolError, "RST_STREAM on an idle stream");
-  }
+  if (!st && idle(id)) return fail(ErrorCode::ProtocolError, "RST_STREAM on an idle stream");
   // A reset of a stream we had not finished answering (or of one we do not know) is the cheap
   // half of the rapid reset attack: count it against the window.
   if (mode_ == Mode::Server && (!st || !st->local_done))
@@ -1089,7 +1081,6 @@ bool Session::on_goaway(const std::uint8_t* p, std::size_t) {
   const auto last = static_cast<std::int32_t>(be32(p) & 0x7fffffffu);
   const std::uint32_t code = be32(p + 4);
   goaway_received_ = true;
-  goaway_last_id_ = std::min(goaway_last_id_, last);
   Event e{EventKind::Goaway};
   e.code = code;
   e.last_stream_id = last;

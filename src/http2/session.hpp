@@ -337,6 +337,9 @@ class Session {
   // ---- streams ----
   Stream* find(std::int32_t id) const noexcept;
   Stream& open(std::int32_t id);
+  /// A stream id no frame may name yet (RFC 9113 §5.1): one the peer has not opened (server),
+  /// one we have not opened (client), or an even one (push is off both ways).
+  bool idle(std::int32_t id) const noexcept;
   void maybe_erase(std::int32_t id);
   /// Erases (or recycles) the streams closed since the last sweep: done where no caller holds
   /// a Stream reference any more (the end of feed, pending_output, a submission).
@@ -469,7 +472,6 @@ class Session {
   std::uint32_t peer_initial_window_ = 65535;
   std::uint32_t peer_max_frame_ = 16384;
   std::uint32_t peer_max_streams_ = 0xffffffffu;
-  std::uint32_t peer_max_header_list_ = 0xffffffffu;
   bool settings_acked_ = false;
   std::uint32_t pending_settings_ = 0;  // our SETTINGS frames not yet acknowledged
 
@@ -479,7 +481,6 @@ class Session {
   std::int64_t next_stream_id_ = 1;  // client: the next stream we open (past 2^31-1: none)
   std::int32_t max_peer_stream_ = 0;
   std::int32_t last_proc_stream_ = 0;         // the highest stream id of a peer's HEADERS processed
-  std::int32_t goaway_last_id_ = 0x7fffffff;  // from the peer's GOAWAY
   bool dead_ = false;                         // a connection error: nothing more read
   bool goaway_received_ = false;
   bool goaway_sent_ = false;  // a GOAWAY (other than the shutdown notice) is queued
