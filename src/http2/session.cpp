@@ -738,22 +738,21 @@ bool Session::on_continuation(std::uint8_t flags, std::int32_t, const std::uint8
 
 namespace {
 struct HeadSink {
-  HeaderMap* head;
-  std::size_t* bytes;
-  bool* too_large;
-  std::size_t limit;
+  Session::Stream* st;
+  std::size_t limit;              // max_header_list_size
   const hpack::Decoder* decoder;  // tells a never-indexed field (kept as Field::sensitive)
 };
 void head_sink(void* ctx, std::string_view name, std::string_view value) {
   auto& s = *static_cast<HeadSink*>(ctx);
-  if (!s.head || *s.too_large) return;
-  *s.bytes += name.size() + value.size() + 32;
-  if (*s.bytes > s.limit) {
-    *s.too_large = true;
-    s.head->clear();
+  Session::Stream& st = *s.st;
+  if (st.head_too_large) return;
+  st.head_bytes += name.size() + value.size() + 32;
+  if (st.head_bytes > s.limit) {
+    st.head_too_large = true;
+    st.head.clear();
     return;
   }
-  s.head->append(name, value, s.decoder->never_indexed());
+  st.head.append(name, value, s.decoder->never_indexed());
 }
 void drop_sink(void*, std::string_view, std::string_view) {}
 }  // namespace
@@ -808,8 +807,7 @@ bool Session::end_header_block() {
     st->head.clear();
     st->head_bytes = 0;
     st->head_too_large = false;
-    HeadSink sink{&st->head, &st->head_bytes, &st->head_too_large, settings_.max_header_list_size,
-                  &decoder_};
+    HeadSink sink{st, settings_.max_header_list_size, &decoder_};
     de = decoder_.decode(block_view_, &head_sink, &sink, max_string);
   } else {
     de = decoder_.decode(block_view_, &drop_sink, nullptr, max_string);
