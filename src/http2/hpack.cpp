@@ -297,6 +297,7 @@ void Encoder::set_peer_max_table_size(std::uint32_t n) {
 }
 
 void Encoder::begin(std::string& out) {
+  pos_ = 0;
   if (!pending_) return;
   pending_ = false;
   const std::uint32_t final_size = std::min(own_max_, peer_max_);
@@ -312,6 +313,31 @@ void Encoder::begin(std::string& out) {
 }
 
 void Encoder::add(std::string& out, std::string_view name, std::string_view value, bool sensitive) {
+  // The entry this position was sent as last time, when it is the same field again. (What the
+  // memory names was not a never-indexed field: that depends on the name and value only.)
+  const std::uint32_t pos = pos_++;
+  const bool memo = pos < kMemo && !sensitive;
+  const auto bit = static_cast<std::uint16_t>(memo ? 1u << pos : 0);
+  if (memo) {
+    if (memo_static_ & bit) {
+      if (detail::static_equal(memo_[pos], name, value)) {
+        put_int(out, 0x80, 7, memo_[pos]);
+        return;
+      }
+    } else if (memo_dyn_ & bit) {
+      if (const auto d = table_.find_seq(memo_[pos], name, value); d >= 0) {
+        put_int(out, 0x80, 7, detail::static_count + 1 + static_cast<std::size_t>(d));
+        return;
+      }
+    }
+    memo_static_ &= static_cast<std::uint16_t>(~bit);
+    memo_dyn_ &= static_cast<std::uint16_t>(~bit);
+  }
+  const auto remember = [&](std::uint16_t& kind, std::uint32_t v) {
+    if (!memo) return;
+    memo_[pos] = v;
+    kind |= bit;
+  };
   const detail::static_match st = detail::static_find(name, value);
   // RFC 7541 §7.1.3: credentials and short cookies (guessable) are never indexed.
   const bool never = sensitive || st.name == static_authorization ||
@@ -321,11 +347,13 @@ void Encoder::add(std::string& out, std::string_view name, std::string_view valu
   if (!never) {
     if (st.exact != 0) {
       put_int(out, 0x80, 7, st.exact);
+      remember(memo_static_, st.exact);
       return;
     }
     pair_hash = detail::hash_pair(name, value);
     if (const auto d = table_.find_pair(name, value, pair_hash); d >= 0) {
       put_int(out, 0x80, 7, detail::static_count + 1 + static_cast<std::size_t>(d));
+      remember(memo_dyn_, table_.seq_of(static_cast<std::uint32_t>(d)));
       return;
     }
   }
@@ -344,7 +372,8 @@ void Encoder::add(std::string& out, std::string_view name, std::string_view valu
     put_int(out, never ? kNever : kWithout, 4, name_index);
   if (name_index == 0) put_string(out, name);
   put_string(out, value);
-  if (indexing) table_.add(name, value, name_hash, pair_hash);
+  if (indexing && table_.add(name, value, name_hash, pair_hash))
+    remember(memo_dyn_, table_.seq_of(0));
 }
 
 std::size_t Encoder::table_size() const noexcept { return table_.size(); }

@@ -415,6 +415,10 @@ detail::static_match detail::static_find(std::string_view name, std::string_view
   return {i, 0};
 }
 
+bool detail::static_equal(std::uint32_t i, std::string_view name, std::string_view value) noexcept {
+  return same(static_table[i].name, name) && same(static_table[i].value, value);
+}
+
 std::size_t huffman_length(std::string_view s) noexcept {
   std::size_t bits = 0;
   for (unsigned char c : s) bits += kHuffLen[c];
@@ -827,6 +831,18 @@ std::int64_t field_table::find_pair(std::string_view name, std::string_view valu
       return head_seq_ + count_ - 1 - s[i].seq;
   }
   return -1;
+}
+
+std::int64_t field_table::find_seq(std::uint32_t seq, std::string_view name,
+                                   std::string_view value) const noexcept {
+  const std::uint32_t age = seq - head_seq_;  // wraps for an evicted entry
+  if (age >= count_) return -1;
+  const record& r = at_seq(seq);
+  if (r.name_len != name.size() || r.value_len != value.size()) return -1;
+  std::uint32_t voff = r.offset + r.name_len;
+  if (voff >= bytes_cap_) voff -= bytes_cap_;
+  if (!equal(r.offset, r.name_len, name) || !equal(voff, r.value_len, value)) return -1;
+  return count_ - 1 - age;
 }
 
 std::int64_t field_table::find_name(std::string_view name, std::uint32_t name_hash) const noexcept {

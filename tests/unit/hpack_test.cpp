@@ -984,6 +984,96 @@ TEST(HpackNghttp2, OursToNghttp2) {
   EXPECT_GT(biggest, 3000u);  // the table filled up
 }
 
+// A proxy's blocks repeat the previous one with a few changes: what the encoder remembers of
+// the last block (the entry at each position) is tried first, and must never name a wrong or
+// evicted entry. Values changed, fields inserted, removed, moved or made sensitive, the table
+// shrunk (evicting what the memory names) or grown between blocks.
+TEST(HpackNghttp2, RepeatedBlocksToNghttp2) {
+  Gen g(97);
+  Encoder enc;
+  nghttp2_hd_inflater* inf = nullptr;
+  ASSERT_EQ(nghttp2_hd_inflate_new(&inf), 0);
+  Fields list = g.list();
+  std::size_t indexed_blocks = 0;
+  for (int i = 0; i < 3000; ++i) {
+    if (g.below(25) == 0) {
+      static const std::uint32_t sizes[] = {0, 40, 64, 100, 256, 4096};
+      const std::uint32_t n = sizes[g.below(std::size(sizes))];
+      ASSERT_EQ(nghttp2_hd_inflate_change_table_size(inf, n), 0);
+      enc.set_peer_max_table_size(n);
+    }
+    switch (g.below(8)) {
+      case 0:
+        if (list.size() < 20)
+          list.insert(list.begin() + g.below(list.size() + 1), {g.name(), g.value()});
+        break;
+      case 1:
+        if (list.size() > 1) list.erase(list.begin() + g.below(list.size()));
+        break;
+      case 2:
+        list[g.below(list.size())].value = g.value();
+        break;
+      case 3:
+        std::swap(list[g.below(list.size())], list[g.below(list.size())]);
+        break;
+      case 4:
+        list[g.below(list.size())].never ^= true;
+        break;
+      default:
+        break;  // the same block again
+    }
+    const std::string block = encode(enc, list);
+    Fields got;
+    ASSERT_TRUE(inflate(inf, block, got)) << "block " << i;
+    ASSERT_EQ(got, list) << "block " << i;
+    for (std::size_t k = 0; k < list.size(); ++k)
+      ASSERT_EQ(got[k].never, never_indexed(list[k])) << "block " << i << " field " << k;
+    ASSERT_EQ(enc.table_size(), nghttp2_hd_inflate_get_dynamic_table_size(inf)) << "block " << i;
+    if (block.size() == list.size()) ++indexed_blocks;
+  }
+  nghttp2_hd_inflate_del(inf);
+  EXPECT_GT(indexed_blocks, 20u);  // repeats did come out as indexed fields (39 with this seed)
+}
+
+TEST(HpackEncoder, ARepeatedBlockIsIndexedAndAnEvictedEntryIsNotUsed) {
+  Fields resp = {{":status", "200"},
+                 {"server", "origin/1.0"},
+                 {"date", "Fri, 27 Nov 2026 14:47:08 GMT"},
+                 {"content-type", "text/html"},
+                 {"content-length", "1024"}};
+  Encoder e;
+  Decoder d;
+  EXPECT_EQ(decode_ok(d, encode(e, resp)), resp);
+  std::string again = encode(e, resp);
+  // One octet each: :status 200 from the static table, the rest from the dynamic one.
+  EXPECT_EQ(again, unhex("88 c1 c0 bf be"));
+  EXPECT_EQ(decode_ok(d, again), resp);
+  resp[2].value = "Fri, 27 Nov 2026 14:47:09 GMT";  // the next second
+  again = encode(e, resp);
+  // Four indexed fields and a literal: the static name, the length, the Huffman-coded value.
+  EXPECT_EQ(again.size(), 4 + 1 + 1 + huffman_length(resp[2].value));
+  EXPECT_EQ(decode_ok(d, again), resp);
+  EXPECT_EQ(encode(e, resp).size(), resp.size());
+
+  // A table with room for one entry. The second block keeps x-a (from the table) and then
+  // inserts x-b, which evicts it: the third block's x-a, remembered at its position, must go as
+  // a literal again, not as the index of the entry gone.
+  Encoder small(64);
+  Decoder ds(64);
+  std::string out;
+  small.begin(out);  // announces 64
+  Fields f;
+  ASSERT_EQ(decode(ds, out, f), DecodeError::None);
+  const Fields a = {{"x-a", "1"}}, ab = {{"x-a", "1"}, {"x-b", "2"}};
+  std::string b1 = encode(small, a), b2 = encode(small, ab), b3 = encode(small, a);
+  EXPECT_EQ(static_cast<unsigned char>(b1[0]), 0x40);  // new name, indexed
+  EXPECT_EQ(static_cast<unsigned char>(b2[0]), 0x80 | 62);
+  EXPECT_EQ(static_cast<unsigned char>(b3[0]), 0x40);  // x-b took its place: a literal again
+  EXPECT_EQ(decode_ok(ds, b1), a);
+  EXPECT_EQ(decode_ok(ds, b2), ab);
+  EXPECT_EQ(decode_ok(ds, b3), a);
+}
+
 TEST(HpackNghttp2, Nghttp2ToOurs) {
   Gen g(7541);
   Decoder dec;
