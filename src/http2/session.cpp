@@ -111,6 +111,15 @@ struct Session::Stream {
   bool closed = false;
 
   std::size_t out_size() const noexcept { return out.size() - out_off; }
+  /// The stream sent its last byte: the send buffer is emptied, its memory kept for the next
+  /// stream this object serves when small (a spare stream holds at most kKeptBuffer per buffer).
+  void release_out() noexcept {
+    if (out.capacity() > kKeptBuffer)
+      std::string().swap(out);
+    else
+      out.clear();
+    out_off = 0;
+  }
   void reset() noexcept {
     id = 0;
     client = false;
@@ -119,7 +128,11 @@ struct Session::Stream {
     head_too_large = head_seen = head_reported = request_is_head = rejected = peer_rst = false;
     remote_done = false;
     in_len = ContentLength();
-    chunks.clear();
+    // One small receive buffer is kept, emptied, for the next stream's DATA.
+    if (chunks.size() == 1 && chunks.front().capacity() <= kKeptBuffer)
+      chunks.front().clear();
+    else
+      chunks.clear();
     front_off = buffered = 0;
     recv_window = 0;
     recv_unacked = 0;
@@ -218,7 +231,7 @@ Session::Stream& Session::open(std::int32_t id) {
     p->id = id;
     p->recv_window = local_initial_window_;
     p->send_window = peer_initial_window_;
-    ++open_streams_;
+    peak_open_ = std::max(peak_open_, ++open_streams_);
     ++stats_.streams_opened;
   }
   return *p;
@@ -228,9 +241,17 @@ void Session::maybe_erase(std::int32_t id) {
   auto it = streams_.find(id);
   if (it == streams_.end() || !it->second->closed || it->second->buffered != 0) return;
   if (found_ == it->second.get()) found_ = nullptr;
-  if (spare_streams_.size() < kSpare) {
+  // As many objects as streams were ever open at once (a connection that runs 100 streams at
+  // once opens and closes them in bursts), at least kSpare spares; only the first kSpare keep
+  // their small buffers.
+  if (spare_streams_.size() < std::max(kSpare, peak_open_ - open_streams_)) {
     if (spare_streams_.capacity() < kSpare) spare_streams_.reserve(kSpare);
-    it->second->reset();
+    Stream& st = *it->second;
+    st.reset();
+    if (spare_streams_.size() >= kSpare) {
+      std::string().swap(st.out);
+      st.chunks.clear();
+    }
     spare_streams_.push_back(std::move(it->second));
   }
   streams_.erase(it);
@@ -245,8 +266,7 @@ void Session::close(Stream& st, std::uint32_t code) {
   }
   --open_streams_;
   if (st.client) --client_streams_;
-  std::string().swap(st.out);
-  st.out_off = 0;
+  st.release_out();
   st.trailers.reset();
   if (st.client || st.head_reported) {
     Event e{EventKind::Closed, st.id};
@@ -286,10 +306,13 @@ HeaderMap Session::take_head() noexcept {
 }
 
 void Session::recycle(HeaderMap&& fields) noexcept {
-  if (spare_heads_.size() >= kSpare || fields.byte_size() > kSpareHeadBytes) return;
-  if (spare_heads_.capacity() < kSpare) {
+  // As for stream objects: as many as streams were open at once, at least kSpare.
+  if (spare_heads_.size() >= std::max(kSpare, peak_open_ - open_streams_) ||
+      fields.byte_size() > kSpareHeadBytes || !fields.has_capacity())
+    return;
+  if (spare_heads_.size() == spare_heads_.capacity()) {
     try {
-      spare_heads_.reserve(kSpare);
+      spare_heads_.reserve(std::max(kSpare, spare_heads_.size() * 2));
     } catch (const std::bad_alloc&) {
       return;
     }
@@ -300,6 +323,7 @@ void Session::recycle(HeaderMap&& fields) noexcept {
 
 void Session::trim() noexcept {
   spare_streams_.clear();
+  peak_open_ = open_streams_;
   spare_streams_.shrink_to_fit();
   spare_heads_.clear();
   spare_heads_.shrink_to_fit();
@@ -311,7 +335,7 @@ void Session::trim() noexcept {
   std::string().swap(block_);
   if (block_in_.empty()) std::string().swap(block_in_);
   if (frame_.empty()) std::string().swap(frame_);
-  if (streams_.empty()) decltype(streams_)().swap(streams_);
+  if (streams_.empty()) streams_.release();
   if (send_queue_.empty()) decltype(send_queue_)().swap(send_queue_);
   if (events_ && events_->empty()) events_.reset();
   peer_history_.shrink_to_fit();
@@ -625,11 +649,14 @@ void Session::on_data_bytes(const std::uint8_t* data, std::size_t len) {
     rst(*st, ErrorCode::ProtocolError);
     return;
   }
-  if (st->chunks.empty() || st->chunks.back().capacity() - st->chunks.back().size() < len) {
+  // Into the last buffer when it has room; an empty one (new, or kept from an earlier stream)
+  // grows to fit.
+  if (st->chunks.empty() ||
+      (!st->chunks.back().empty() && st->chunks.back().capacity() - st->chunks.back().size() < len))
     st->chunks.emplace_back();
-    st->chunks.back().reserve(std::max<std::size_t>(len, 4096));
-  }
-  st->chunks.back().append(reinterpret_cast<const char*>(data), len);
+  std::string& back = st->chunks.back();
+  if (back.capacity() - back.size() < len) back.reserve(std::max<std::size_t>(len, kKeptBuffer));
+  back.append(reinterpret_cast<const char*>(data), len);
   st->buffered += len;
   inbound_buffered_ += len;
   stats_.peak_buffered = std::max(stats_.peak_buffered, inbound_buffered_);
@@ -1270,7 +1297,7 @@ void Session::write_data() {
         push(Event{EventKind::Writable, id});
       }
       if (last) {
-        std::string().swap(st->out);
+        st->release_out();
         local_end(*st);
         continue;
       }
@@ -1287,7 +1314,7 @@ void Session::write_data() {
       } else {
         frame_header(out_, 0, kData, kEndStream, id);
       }
-      std::string().swap(st->out);
+      st->release_out();
       local_end(*st);
     }
   }
@@ -1327,7 +1354,11 @@ void Session::consume(std::int32_t stream_id, std::size_t n) {
     s->front_off += take;
     left -= take;
     if (s->front_off == front.size()) {
-      s->chunks.pop_front();
+      // The last one, when small, stays (emptied) for the DATA to come.
+      if (s->chunks.size() == 1 && front.capacity() <= kKeptBuffer)
+        front.clear();
+      else
+        s->chunks.pop_front();
       s->front_off = 0;
     }
   }

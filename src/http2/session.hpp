@@ -37,12 +37,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include <portico/core/result.hpp>
 #include <portico/http/header_map.hpp>
 
+#include "core/id_map.hpp"
 #include "http2/hpack.hpp"
 #include "http2/translate.hpp"
 
@@ -228,11 +228,16 @@ class Session {
   Event* next_event() noexcept { return has_events() ? &events_->front() : nullptr; }
   void pop_event() noexcept { events_->pop_front(); }
   /// Gives back a field list the owner is done with (an event's `fields`, emptied here): the
-  /// next header blocks are received into its memory instead of a new allocation. A few are
-  /// kept, and only those that held at most 2 KiB of names and values.
+  /// next header blocks are received into its memory instead of a new allocation. As many are
+  /// kept as streams were open at once (at least 16), and only those that held at most 2 KiB of
+  /// names and values.
   void recycle(HeaderMap&& fields) noexcept;
   /// The largest field list (names and values) recycle() keeps; a larger one is freed.
   static constexpr std::size_t kSpareHeadBytes = 2048;
+  /// The capacity of a stream's send or receive buffer kept when the stream ends, for the next
+  /// stream its object serves (the first kSpare spare stream objects of a connection keep at
+  /// most this much each, per direction; an idle connection's trim() frees them).
+  static constexpr std::size_t kKeptBuffer = 4096;
   /// For a connection gone idle: frees what the session keeps for the next streams (recycled
   /// stream objects and field lists), empty buffers and the spare room of the HPACK tables.
   /// The session goes on as before (its HPACK tables, settings and windows are untouched).
@@ -423,7 +428,7 @@ class Session {
   hpack::Decoder decoder_;
   hpack::Encoder encoder_;
 
-  std::unordered_map<std::int32_t, std::unique_ptr<Stream>> streams_;
+  detail::IdMap<std::unique_ptr<Stream>> streams_;
   mutable std::int32_t found_id_ = 0;
   mutable Stream* found_ = nullptr;
   static constexpr std::size_t kSpare = 16;
@@ -477,6 +482,7 @@ class Session {
 
   std::size_t inbound_buffered_ = 0;
   std::size_t open_streams_ = 0;
+  std::size_t peak_open_ = 0;  // the most streams open at once (since the last trim)
   std::size_t client_streams_ = 0;
   std::int64_t next_stream_id_ = 1;  // client: the next stream we open (past 2^31-1: none)
   std::int32_t max_peer_stream_ = 0;

@@ -686,7 +686,7 @@ task<void> H2Connection::run() {
         unpark_all();  // their coroutines end, with the memory of their last request
         session_.trim();
         if (tls_) tls_->trim();
-        streams_ = {};
+        streams_.release();
         spare_.shrink_to_fit();
         state_.trim_soon();
         obs_->connection_trimmed(1);

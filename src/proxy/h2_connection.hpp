@@ -7,13 +7,13 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include <boost/asio/ip/tcp.hpp>
 #include "tls/tls_stream.hpp"
 #include <boost/asio/steady_timer.hpp>
 
+#include "core/id_map.hpp"
 #include "core/signal.hpp"
 #include "http2/session.hpp"
 #include "proxy/request.hpp"
@@ -187,7 +187,7 @@ class H2Connection {
   std::unique_ptr<h2::Session> own_session_;
   h2::Session& session_;  // *own_session_
   std::string initial_;
-  std::unordered_map<std::int32_t, H2Stream*> streams_;  // each owned by its coroutine
+  IdMap<H2Stream*> streams_;  // each owned by its coroutine
   // Finished streams kept for reuse, each with its coroutine waiting for the next stream: their
   // vectors, header maps and context memory are allocated already. Owned by their coroutines.
   std::vector<H2Stream*> spare_;

@@ -121,6 +121,9 @@ void H2UpConn::release(H2Call& call) noexcept {
   if (call.id == 0) return;
   calls_.erase(call.id);
   obs_->h2_upstream_stream(-1);
+  // The memory of a response head goes back to the session for the heads to come (the head
+  // itself went to the request's response, whose last memory it holds now).
+  session_.recycle(std::move(call.head));
   if (!call.closed) session_.reset(call.id, h2::ErrorCode::Cancel);
   session_.discard(call.id);
   call.id = 0;
@@ -473,7 +476,7 @@ task<Result<void>> ProxyRequest::h2_exchange(H2UpConn& up, H2Call& call, bool re
     up_req_.headers().append("Host", peer_->sni.empty() ? peer_->address.to_string() : peer_->sni);
   if (has(kUpstreamRequestFilter))
     if (auto r = co_await app_.e_upstream_request_filter(*this, up_req_, ctx_); !r) co_return r;
-  HeaderMap fields;
+  HeaderMap& fields = up.request_fields();  // used by up.open() below, with no wait between
   h2::from_request(up_req_, fields, peer_->tls ? "https" : "http", true);
   reserved = false;
   up.unreserve();

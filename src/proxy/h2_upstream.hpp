@@ -19,6 +19,7 @@
 
 #include <portico/http/header_map.hpp>
 
+#include "core/id_map.hpp"
 #include "core/signal.hpp"
 #include "core/watchdog.hpp"
 #include "http2/session.hpp"
@@ -82,6 +83,11 @@ class H2UpConn : public std::enable_shared_from_this<H2UpConn> {
   void kick() noexcept;
 
   h2::Session& session() noexcept { return session_; }
+  /// An empty map for the fields of a request about to be opened (its memory kept for the next).
+  HeaderMap& request_fields() noexcept {
+    req_fields_.clear();
+    return req_fields_;
+  }
   UpstreamConn& transport() noexcept { return *t_; }
   std::uint64_t key() const noexcept { return key_; }
   /// A stream is being set up by an attempt that found room here.
@@ -103,7 +109,8 @@ class H2UpConn : public std::enable_shared_from_this<H2UpConn> {
   std::chrono::milliseconds write_timeout_;
   std::shared_ptr<Watchdog> wd_;
   std::shared_ptr<ProxyObserver> obs_;
-  std::unordered_map<std::int32_t, H2Call*> calls_;
+  IdMap<H2Call*> calls_;
+  HeaderMap req_fields_;
   Signal write_sig_;  // kick(): the writer has something to send
   std::uint32_t reserved_ = 0;
   bool dead_ = false;

@@ -465,6 +465,95 @@ TEST(H2Session, ManyConcurrentStreams) {
   EXPECT_EQ(p.client.available_streams(), 100u);
 }
 
+// Stream objects, their small buffers and the field lists given back are reused by later
+// streams: rounds of 30 streams (more than the 16 spare objects that keep their buffers) with
+// bodies of every size around the kept 4 KiB, read in pieces and out of order, each checked.
+TEST(H2Session, ReusedStreamsAndBuffersKeepBodiesApart) {
+  Pair p;
+  p.pump();
+  const std::size_t sizes[] = {0, 1, 5, 4095, 4096, 4097, 5000, 20000, 70000};
+  auto body = [](std::int32_t id, std::size_t n, char tag) {
+    std::string b(n, tag);
+    for (std::size_t i = 0; i < n; i += 7) b[i] = static_cast<char>('a' + (id + i) % 26);
+    return b;
+  };
+  std::size_t k = 0;
+  for (int round = 0; round < 6; ++round) {
+    std::vector<std::int32_t> ids;
+    std::map<std::int32_t, std::size_t> req_size, resp_size;
+    for (int i = 0; i < 30; ++i) {
+      auto id = p.client.submit_request(req_fields("POST", "/r"), false);
+      ASSERT_TRUE(id);
+      ids.push_back(*id);
+      req_size[*id] = sizes[k++ % std::size(sizes)];
+      resp_size[*id] = sizes[(k + 4) % std::size(sizes)];
+    }
+    // Bodies go as the windows allow: submit what the send buffer takes, pump, repeat.
+    std::map<std::int32_t, std::size_t> sent;
+    std::map<std::int32_t, bool> ended;
+    std::map<std::int32_t, std::string> in;
+    for (int guard = 0; guard < 1000; ++guard) {
+      for (auto id : ids) {
+        if (ended[id]) continue;
+        const std::string b = body(id, req_size[id], 'q');
+        auto n = p.client.send_data(id, std::string_view(b).substr(sent[id]), true);
+        ASSERT_TRUE(n);
+        sent[id] += *n;
+        ended[id] = sent[id] == b.size();
+      }
+      p.pump();
+      // The server reads in pieces of up to 3000 bytes, newest stream first.
+      for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
+        auto v = p.server.received(*it);
+        const std::size_t n = std::min<std::size_t>(v.size(), 3000);
+        in[*it].append(v.substr(0, n));
+        p.server.consume(*it, n);
+      }
+      p.pump();
+      bool all = true;
+      for (auto id : ids) all = all && ended[id] && in[id].size() == req_size[id];
+      if (all) break;
+    }
+    for (auto id : ids) ASSERT_EQ(in[id], body(id, req_size[id], 'q')) << "round " << round;
+    for (auto& e : p.sev)
+      if (e.kind == EventKind::Head) p.server.recycle(std::move(e.fields));
+    p.sev.clear();
+    for (auto id : ids) {
+      ASSERT_TRUE(p.server.submit_response(id, resp_fields(), resp_size[id] == 0));
+      sent[id] = 0;
+    }
+    std::map<std::int32_t, std::string> out;
+    for (int guard = 0; guard < 1000; ++guard) {
+      for (auto id : ids) {
+        const std::string b = body(id, resp_size[id], 'r');
+        if (b.empty() || sent[id] == b.size()) continue;
+        auto n = p.server.send_data(id, std::string_view(b).substr(sent[id]), true);
+        ASSERT_TRUE(n);
+        sent[id] += *n;
+      }
+      p.pump();
+      for (auto id : ids) {
+        auto v = p.client.received(id);
+        const std::size_t n = std::min<std::size_t>(v.size(), 3000);
+        out[id].append(v.substr(0, n));
+        p.client.consume(id, n);
+      }
+      p.pump();
+      bool all = true;
+      for (auto id : ids) all = all && out[id].size() == resp_size[id];
+      if (all) break;
+    }
+    for (auto id : ids) ASSERT_EQ(out[id], body(id, resp_size[id], 'r')) << "round " << round;
+    for (auto& e : p.cev)
+      if (e.kind == EventKind::Head) p.client.recycle(std::move(e.fields));
+    p.cev.clear();
+    EXPECT_EQ(p.client.open_streams(), 0u);
+    EXPECT_EQ(p.server.open_streams(), 0u);
+    EXPECT_EQ(p.client.buffered(), 0u);
+    EXPECT_EQ(p.server.buffered(), 0u);
+  }
+}
+
 TEST(H2Session, ClientRespectsThePeersMaxConcurrentStreams) {
   Settings ss;
   ss.max_concurrent_streams = 3;

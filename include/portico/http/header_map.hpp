@@ -122,6 +122,8 @@ class HeaderMap {
   void reserve(std::size_t fields, std::size_t bytes);
   /// Bytes of names and values stored, a bound for serialisation.
   std::size_t byte_size() const noexcept { return bytes_; }
+  /// Whether the map holds memory of its own (capacity kept by clear() for reuse).
+  bool has_capacity() const noexcept { return fields_.capacity() != 0; }
 
   class const_iterator {
    public:
