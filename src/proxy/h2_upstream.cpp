@@ -581,7 +581,9 @@ task<Result<void>> ProxyRequest::h2_exchange(H2UpConn& up, H2Call& call, bool re
       chunks_[0].reset(v);
       if (auto r = app_.e_response_body_filter(*this, chunks_[0], false, ctx_); !r) co_return r;
       pieces_.assign(1, chunks_[0].data());
-      if (auto w = co_await ds_send(pieces_, false, nullptr); !w) co_return w;
+      Result<void> w;  // most sends complete at once, without a coroutine frame
+      if (!ds_send_now(pieces_, false, nullptr, w)) w = co_await ds_send(pieces_, false, nullptr);
+      if (!w) co_return w;
       // Forwarded: free it, which lets the upstream send more.
       if (call.id) s.consume(call.id, v.size());
       up.kick();
@@ -609,8 +611,9 @@ task<Result<void>> ProxyRequest::h2_exchange(H2UpConn& up, H2Call& call, bool re
       trailers = &tr;
     }
   }
-  if (auto w = co_await ds_send(pieces_, true, trailers); !w) co_return w;
-  co_return ok();
+  Result<void> w;
+  if (!ds_send_now(pieces_, true, trailers, w)) w = co_await ds_send(pieces_, true, trailers);
+  co_return w;
 }
 
 }  // namespace portico::detail
