@@ -79,20 +79,10 @@ inline DecodeError read_literal(const uchar*& p, const uchar* end, std::size_t m
   return DecodeError::None;
 }
 
-// The string of a literal: its octets, or their Huffman decoding written at `buf`.
-inline DecodeError string_of(const literal& l, std::size_t max_string, char*& buf,
-                             std::string_view& out) noexcept {
-  if (!l.huffman) {
-    out = std::string_view(reinterpret_cast<const char*>(l.data), l.len);
-    return DecodeError::None;
-  }
-  char* end = detail::huffman_decode_to(l.data, l.len, buf);
-  if (!end) return DecodeError::BadHuffman;
-  const auto n = static_cast<std::size_t>(end - buf);
-  if (n > max_string) return DecodeError::TooLarge;
-  out = std::string_view(buf, n);
-  buf = end;
-  return DecodeError::None;
+inline std::uint64_t load64(const uchar* p) noexcept {
+  std::uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
 }
 
 // Copies the pieces of a string to `buf`.
@@ -111,8 +101,61 @@ inline std::string_view join(const std::string_view (&p)[2], char*& buf) noexcep
 
 }  // namespace
 
+// Decodings of recent short Huffman literals (remember_literals): 16 slots by a hash of the
+// octets. A decoding is at most 48 * 8 / 5 = 76 bytes (5-bit codes are the shortest).
+struct Decoder::literal_memo {
+  static constexpr std::size_t kSlots = 16, kMaxIn = 48, kMaxOut = kMaxIn * 8 / 5;
+  struct slot {
+    std::uint8_t in_len = 0, out_len = 0;  // in_len 0: empty (an empty literal is not kept)
+    uchar in[kMaxIn];
+    char out[kMaxOut];
+  };
+  slot slots[kSlots];
+  static std::size_t index(const uchar* p, std::size_t n) noexcept {
+    std::uint64_t h = n;
+    if (n >= 8)
+      h ^= load64(p) ^ load64(p + n - 8) * 0x9e3779b97f4a7c15ULL;
+    else
+      for (std::size_t i = 0; i < n; ++i) h = h * 131 + p[i];
+    h *= 0xbf58476d1ce4e5b9ULL;
+    return static_cast<std::size_t>(h >> 60);
+  }
+};
+
 Decoder::Decoder(std::uint32_t max_table_size)
     : table_(std::min(max_table_size, default_table_size), false), limit_(max_table_size) {}
+Decoder::~Decoder() = default;
+Decoder::Decoder(Decoder&&) noexcept = default;
+Decoder& Decoder::operator=(Decoder&&) noexcept = default;
+
+DecodeError Decoder::huffman(const uchar* in, std::size_t n, std::size_t max_string, char*& buf,
+                             std::string_view& out) {
+  literal_memo::slot* slot = nullptr;
+  if (remember_ && n > 0 && n <= literal_memo::kMaxIn) {
+    if (!memo_) memo_ = std::make_unique<literal_memo>();
+    slot = &memo_->slots[literal_memo::index(in, n)];
+    if (slot->in_len == n && std::memcmp(slot->in, in, n) == 0) {
+      if (slot->out_len > max_string) return DecodeError::TooLarge;
+      std::memcpy(buf, slot->out, slot->out_len);
+      out = std::string_view(buf, slot->out_len);
+      buf += slot->out_len;
+      return DecodeError::None;
+    }
+  }
+  char* end = detail::huffman_decode_to(in, n, buf);
+  if (!end) return DecodeError::BadHuffman;
+  const auto len = static_cast<std::size_t>(end - buf);
+  if (len > max_string) return DecodeError::TooLarge;
+  out = std::string_view(buf, len);
+  buf = end;
+  if (slot) {
+    slot->in_len = static_cast<std::uint8_t>(n);
+    slot->out_len = static_cast<std::uint8_t>(len);
+    std::memcpy(slot->in, in, n);
+    std::memcpy(slot->out, out.data(), len);
+  }
+  return DecodeError::None;
+}
 
 void Decoder::set_max_table_size(std::uint32_t n) {
   limit_ = n;
@@ -124,9 +167,12 @@ void Decoder::set_max_table_size(std::uint32_t n) {
 
 std::size_t Decoder::table_size() const noexcept { return table_.size(); }
 
-std::size_t Decoder::memory() const noexcept { return table_.memory() + scratch_cap_; }
+std::size_t Decoder::memory() const noexcept {
+  return table_.memory() + scratch_cap_ + (memo_ ? sizeof(literal_memo) : 0);
+}
 
 void Decoder::trim() noexcept {
+  memo_.reset();
   scratch_.reset();
   scratch_cap_ = 0;
   table_.trim();
@@ -151,6 +197,14 @@ DecodeError Decoder::decode_block(std::string_view block, Sink sink, void* ctx,
   const auto* p = reinterpret_cast<const uchar*>(block.data());
   const uchar* const end = p + block.size();
   bool field_seen = false;
+  // The string of a literal: its octets, or their Huffman decoding written at `buf`.
+  const auto string_of = [&](const literal& l, char*& buf, std::string_view& out) {
+    if (!l.huffman) {
+      out = std::string_view(reinterpret_cast<const char*>(l.data), l.len);
+      return DecodeError::None;
+    }
+    return huffman(l.data, l.len, max_string, buf, out);
+  };
   while (p < end) {
     const uchar b = *p;
     if ((b & 0xe0) == 0x20) {  // §6.3 dynamic table size update
@@ -210,14 +264,14 @@ DecodeError Decoder::decode_block(std::string_view block, Sink sink, void* ctx,
     char* buf =
         scratch(ln.room() + lv.room() + (copy_name ? dyn.name[0].size() + dyn.name[1].size() : 0));
     if (new_name) {
-      if (auto e = string_of(ln, max_string, buf, name); e != DecodeError::None) return e;
+      if (auto e = string_of(ln, buf, name); e != DecodeError::None) return e;
     } else if (copy_name) {
       name = copy(dyn.name, buf);
     } else if (dyn_name) {
       name = dyn.name[0];
     }
     std::string_view value;
-    if (auto e = string_of(lv, max_string, buf, value); e != DecodeError::None) return e;
+    if (auto e = string_of(lv, buf, value); e != DecodeError::None) return e;
     if (indexing) table_.add(name, value);
     never_ = (b & 0xf0) == 0x10;
     sink(ctx, name, value);

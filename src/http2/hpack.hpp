@@ -167,6 +167,9 @@ class Decoder {
   /// blocks before it sees our SETTINGS, construct with default_table_size and call
   /// set_max_table_size when our SETTINGS with a smaller value are acknowledged.
   explicit Decoder(std::uint32_t max_table_size = default_table_size);
+  ~Decoder();
+  Decoder(Decoder&&) noexcept;
+  Decoder& operator=(Decoder&&) noexcept;
 
   /// Our advertised limit changed (acknowledged SETTINGS). If below the table's current maximum
   /// size, entries are evicted down to it and the next block must start with a dynamic table
@@ -189,20 +192,33 @@ class Decoder {
   /// intermediary must encode it as never indexed too (Encoder::add with `sensitive`).
   bool never_indexed() const noexcept { return never_; }
 
+  /// Remembers the decodings of the last short Huffman-coded literals (up to 48 octets, in 16
+  /// slots chosen by a hash of their octets) and reuses one when the same octets come again.
+  /// For a client: some servers (nginx among them) send server, date, content-type, etag... as
+  /// new Huffman literals in every response, the same octets each time. 2 KiB, allocated at the
+  /// first such literal and freed by trim().
+  void remember_literals(bool on) noexcept { remember_ = on; }
+
   std::size_t table_size() const noexcept;  ///< RFC 7541 §4.1 size of the dynamic table
   std::size_t memory() const noexcept;      ///< bytes allocated by the decoder
   void trim() noexcept;                     ///< release spare capacity (idle connection)
 
  private:
+  struct literal_memo;
   DecodeError decode_block(std::string_view block, Sink sink, void* ctx, std::size_t max_string);
   char* scratch(std::size_t n);
+  /// A Huffman literal of `n` octets at `in` decoded to `buf` (advanced past it); its view in out.
+  DecodeError huffman(const unsigned char* in, std::size_t n, std::size_t max_string, char*& buf,
+                      std::string_view& out);
 
   detail::field_table table_;
   std::unique_ptr<char[]> scratch_;  // Huffman output and copies of wrapped entries
   std::size_t scratch_cap_ = 0;
+  std::unique_ptr<literal_memo> memo_;  // remember_literals
   std::uint32_t limit_;
   bool expect_update_ = false;
   bool never_ = false;
+  bool remember_ = false;
   DecodeError error_ = DecodeError::None;
 };
 

@@ -162,6 +162,8 @@ Session::Session(Mode mode, const Settings& settings, Clock clock)
   settings_.stream_window = std::min<std::uint32_t>(settings_.stream_window, kMaxStreamId);
   settings_.connection_window =
       std::clamp<std::uint32_t>(settings_.connection_window, 65535, kMaxStreamId);
+  // An origin's responses repeat their literals (see Decoder::remember_literals).
+  if (mode_ == Mode::Client) decoder_.remember_literals(true);
   if (mode_ == Mode::Server)
     preface_left_ = kClientPreface.size();
   else
@@ -220,21 +222,22 @@ bool Session::idle(std::int32_t id) const noexcept {
 }
 
 Session::Stream& Session::open(std::int32_t id) {
-  auto& p = streams_[id];
-  if (!p) {
-    if (!spare_streams_.empty()) {
-      p = std::move(spare_streams_.back());
-      spare_streams_.pop_back();
-    } else {
-      p = std::make_unique<Stream>();
-    }
-    p->id = id;
-    p->recv_window = local_initial_window_;
-    p->send_window = peer_initial_window_;
-    peak_open_ = std::max(peak_open_, ++open_streams_);
-    ++stats_.streams_opened;
+  if (auto it = streams_.find(id); it != streams_.end()) return *it->second;
+  std::unique_ptr<Stream> p;
+  if (!spare_streams_.empty()) {
+    p = std::move(spare_streams_.back());
+    spare_streams_.pop_back();
+  } else {
+    p = std::make_unique<Stream>();
   }
-  return *p;
+  Stream& s = *p;
+  s.id = id;
+  s.recv_window = local_initial_window_;
+  s.send_window = peer_initial_window_;
+  peak_open_ = std::max(peak_open_, ++open_streams_);
+  ++stats_.streams_opened;
+  streams_.insert(id, std::move(p));
+  return s;
 }
 
 void Session::maybe_erase(std::int32_t id) {

@@ -496,14 +496,14 @@ void H2Connection::start_stream(std::int32_t id, HeaderMap& fields, bool end_str
     std::swap(s->fields_, fields);
     s->end_stream_ = end_stream;
     s->assigned_ = true;
-    streams_[id] = s;
+    streams_.insert(id, s);
     s->start_sig_.notify();
     return;
   }
   H2StreamPtr s(new H2Stream(*this, id, streams_started_++));
   std::swap(s->fields_, fields);
   s->end_stream_ = end_stream;
-  streams_[id] = s.get();
+  streams_.insert(id, s.get());
   live_.push_back(s.get());
   asio::co_spawn(sock_.get_executor(), H2Stream::serve(std::move(s)), &log_stream_exception);
 }

@@ -110,7 +110,7 @@ Result<void> H2UpConn::open(H2Call& call, const HeaderMap& fields, bool end_stre
   auto id = session_.submit_request(fields, end_stream);
   if (!id) return id.error();
   call.id = *id;
-  calls_[*id] = &call;
+  calls_.insert(*id, &call);
   wd_->disarm(Watchdog::UsRead);  // not idle any more
   obs_->h2_upstream_stream(1);
   kick();

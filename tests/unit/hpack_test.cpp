@@ -1074,6 +1074,53 @@ TEST(HpackEncoder, ARepeatedBlockIsIndexedAndAnEvictedEntryIsNotUsed) {
   EXPECT_EQ(decode_ok(ds, b3), a);
 }
 
+// A decoder that remembers short Huffman literals decodes exactly as one that does not: blocks
+// of literals only (nghttp2 with no table), repeated and changed, every length around the 48
+// octets remembered, and the caller's string limit applied to a remembered decoding too.
+TEST(HpackNghttp2, RememberedLiteralsDecodeAsBefore) {
+  Gen g(48);
+  Decoder plain, remembering;
+  remembering.remember_literals(true);
+  nghttp2_hd_deflater* def = nullptr;
+  ASSERT_EQ(nghttp2_hd_deflate_new(&def, 0), 0);  // no table: every field a literal
+  Fields list;
+  for (int i = 0; i < 3000; ++i) {
+    if (i % 3 == 0) {  // a new list; in between the same one again, or one value changed
+      list = g.list();
+      for (auto& f : list)
+        if (g.below(2)) f.value = g.text(20 + g.below(50));  // 20..69 chars: 13..60 octets
+    } else if (i % 3 == 2) {
+      list[g.below(list.size())].value = g.text(g.below(70));
+    }
+    const std::string block = deflate(def, list);
+    ASSERT_FALSE(block.empty());
+    Fields a, b;
+    ASSERT_EQ(decode(plain, block, a), DecodeError::None) << i;
+    ASSERT_EQ(decode(remembering, block, b), DecodeError::None) << i;
+    ASSERT_EQ(a, list) << i;
+    ASSERT_EQ(b, list) << i;
+  }
+  nghttp2_hd_deflate_del(def);
+  EXPECT_GE(remembering.memory(), plain.memory() + 2000);
+  remembering.trim();
+  plain.trim();
+  EXPECT_EQ(remembering.memory(), plain.memory());
+
+  // A 40-character value remembered with a 100-byte limit is still too large at 20.
+  Encoder e(0);
+  std::string block;
+  e.begin(block);
+  const Fields f = {{"x-long", std::string(40, 'e')}};
+  block.clear();
+  e.add(block, f[0].name, f[0].value);
+  Decoder d;
+  d.remember_literals(true);
+  Fields out;
+  EXPECT_EQ(decode(d, block, out, 100), DecodeError::None);
+  EXPECT_EQ(out, f);
+  EXPECT_EQ(decode(d, block, out, 20), DecodeError::TooLarge);
+}
+
 TEST(HpackNghttp2, Nghttp2ToOurs) {
   Gen g(7541);
   Decoder dec;

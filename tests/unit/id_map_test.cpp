@@ -15,9 +15,9 @@ TEST(IdMap, FindsInsertsAndErasesLikeAMap) {
   IdMap<int*> m;
   int a = 1, b = 2, c = 3;
   EXPECT_TRUE(m.empty());
-  m[5] = &a;
-  m[1] = &b;  // out of order: goes before
-  m[9] = &c;
+  m.insert(5, &a);
+  m.insert(1, &b);  // out of order: goes before
+  m.insert(9, &c);
   ASSERT_EQ(m.size(), 3u);
   EXPECT_EQ(m.find(1)->second, &b);
   EXPECT_EQ(m.find(5)->second, &a);
@@ -26,7 +26,8 @@ TEST(IdMap, FindsInsertsAndErasesLikeAMap) {
   std::vector<std::int32_t> order;
   for (auto& [id, p] : m) order.push_back(id);
   EXPECT_EQ(order, (std::vector<std::int32_t>{1, 5, 9}));
-  EXPECT_EQ(m[5], &a);  // present: not inserted again
+  m.insert(5, &c);  // present: its value replaced
+  EXPECT_EQ(m.find(5)->second, &c);
   EXPECT_EQ(m.size(), 3u);
   EXPECT_EQ(m.erase(5), 1u);
   EXPECT_EQ(m.erase(5), 0u);
@@ -35,7 +36,46 @@ TEST(IdMap, FindsInsertsAndErasesLikeAMap) {
   EXPECT_EQ(m.begin()->first, 9);
   m.release();
   EXPECT_TRUE(m.empty());
-  EXPECT_EQ(m[3], nullptr);  // value-initialized
+  m.insert(3, &a);
+  EXPECT_EQ(m.size(), 1u);
+  m.erase(3);
+  m.insert(1, &a);
+  m.insert(3, &b);
+  m.insert(5, &c);
+  m.erase(3);  // a hole in the middle, filled again
+  EXPECT_EQ(m.size(), 2u);
+  EXPECT_EQ(m.find(3), m.end());
+  m.insert(3, &b);
+  EXPECT_EQ(m.size(), 3u);
+  EXPECT_EQ(m.find(3)->second, &b);
+}
+
+// Streams that end in the order they began, 100 open at a time: the erased entries become
+// holes, squeezed out now and then; lookups and iteration never see one.
+TEST(IdMap, OldestFirstErasuresLeaveNoVisibleHoles) {
+  IdMap<int*> m;
+  std::map<std::int32_t, int*> ref;
+  int x = 0;
+  std::int32_t next = 1, oldest = 1;
+  for (int i = 0; i < 5000; ++i) {
+    m.insert(next, &x);
+    ref[next] = &x;
+    next += 2;
+    if (ref.size() > 100) {
+      EXPECT_EQ(m.erase(oldest), ref.erase(oldest));
+      oldest += 2;
+    }
+    if (i % 97 == 0) {  // one from the middle too
+      const std::int32_t mid = oldest + 2 * static_cast<std::int32_t>(ref.size() / 2);
+      EXPECT_EQ(m.erase(mid), ref.erase(mid));
+    }
+    ASSERT_EQ(m.size(), ref.size());
+    ASSERT_EQ(m.find(oldest) == m.end(), ref.find(oldest) == ref.end());
+  }
+  std::vector<std::int32_t> a, b;
+  for (auto& [id, v] : m) a.push_back(id);
+  for (auto& [id, v] : ref) b.push_back(id);
+  EXPECT_EQ(a, b);
 }
 
 TEST(IdMap, MatchesStdMapUnderRandomOperations) {
@@ -47,9 +87,7 @@ TEST(IdMap, MatchesStdMapUnderRandomOperations) {
     const unsigned op = rng() % 10;
     if (op < 4) {  // a new stream: mostly the next id, sometimes any
       const std::int32_t id = op == 0 ? static_cast<std::int32_t>(rng() % 400) : (next += 2);
-      auto& v = m[id];
-      if (!v) v = std::make_unique<int>(id * 3);
-      ref.emplace(id, id * 3);
+      if (ref.emplace(id, id * 3).second) m.insert(id, std::make_unique<int>(id * 3));
     } else if (op < 8) {
       const std::int32_t id = static_cast<std::int32_t>(rng() % (next + 1));
       EXPECT_EQ(m.erase(id), ref.erase(id));
