@@ -78,6 +78,11 @@ class Signal {
 
   /// Wakes the waiter (its completion is posted); nothing when none waits.
   void notify() noexcept { wake(true); }
+  /// Takes the registry `o` found, when it has waited already: a Signal made per request on the
+  /// execution context of a long-lived one then looks no service up.
+  void share_registry(const Signal& o) noexcept {
+    if (!reg_) reg_ = o.reg_;
+  }
   bool waiting() const noexcept { return h_.has_value(); }
 
  private:

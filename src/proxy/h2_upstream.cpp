@@ -202,7 +202,7 @@ void H2UpConn::dispatch() {
         }
         break;
       case h2::EventKind::Writable:
-        if (c) c->wr.cancel();
+        if (c && c->wr) c->wr->cancel();
         break;
       case h2::EventKind::Rejected:
         if (c) {
@@ -389,7 +389,8 @@ task<Result<void>> ProxyRequest::h2_pump_body(H2UpConn& up, H2Call& call) {
         p.remove_prefix(*w);
         up.kick();
         if (p.empty()) break;
-        const Wake wk = co_await wait_on(call.wr, peer_->options.write_timeout);
+        if (!call.wr) call.wr.emplace(call.ex);
+        const Wake wk = co_await wait_on(*call.wr, peer_->options.write_timeout);
         if (wk == Wake::Cancelled || call.cancelled)
           co_return Error::downstream(ErrorType::ConnectionClosed, "request body no longer sent");
         if (wk == Wake::TimedOut)
@@ -428,7 +429,7 @@ task<Result<void>> ProxyRequest::h2_pump_body(H2UpConn& up, H2Call& call) {
 task<Result<void>> ProxyRequest::h2_attempt(std::shared_ptr<H2UpConn> upc, bool reused,
                                             bool& response_started) {
   H2UpConn& up = *upc;
-  H2Call call(up.transport().sock.get_executor());
+  H2Call call(up.transport().sock.get_executor(), up.signal());
   pump_running_ = false;
   pump_exception_ = nullptr;
   pump_result_ = ok();

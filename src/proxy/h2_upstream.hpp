@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -39,7 +40,11 @@ task<Wake> wait_on(boost::asio::steady_timer& t, std::chrono::milliseconds timeo
 
 /// What a request attempt learns from its stream, filled in by the session's reader.
 struct H2Call {
-  explicit H2Call(const boost::asio::any_io_executor& ex) : wr(ex) {}
+  /// `conn_sig`: a Signal of the connection, whose registry `rd` shares (no service lookup).
+  H2Call(const boost::asio::any_io_executor& executor, const Signal& conn_sig) : ex(executor) {
+    rd.share_registry(conn_sig);
+  }
+  boost::asio::any_io_executor ex;
   std::int32_t id = 0;
   std::vector<HeaderMap> interim;  // 1xx heads not relayed yet
   HeaderMap head;                  // the final response head, once `has_head`
@@ -54,10 +59,10 @@ struct H2Call {
   std::uint16_t rejected = 0;  // a status the session answered for us (oversized head)
   const char* malformed = nullptr;  // why the session reset a malformed response (static)
   Signal rd;                        // head, body, end, reset (the read timeout: the watchdog)
-  boost::asio::steady_timer wr;  // send buffer room
+  std::optional<boost::asio::steady_timer> wr;  // send buffer room (made by the first wait)
   void notify() noexcept {
     rd.notify();
-    wr.cancel();
+    if (wr) wr->cancel();
   }
 };
 
@@ -83,6 +88,7 @@ class H2UpConn : public std::enable_shared_from_this<H2UpConn> {
   void kick() noexcept;
 
   h2::Session& session() noexcept { return session_; }
+  const Signal& signal() const noexcept { return write_sig_; }
   /// An empty map for the fields of a request about to be opened (its memory kept for the next).
   HeaderMap& request_fields() noexcept {
     req_fields_.clear();
