@@ -340,7 +340,7 @@ void Session::trim() noexcept {
   if (frame_.empty()) std::string().swap(frame_);
   if (streams_.empty()) streams_.release();
   if (send_queue_.empty()) decltype(send_queue_)().swap(send_queue_);
-  if (events_ && events_->empty()) events_.reset();
+  events_.release();
   peer_history_.shrink_to_fit();
   decoder_.trim();
   encoder_.trim();
@@ -663,9 +663,9 @@ void Session::on_data_bytes(const std::uint8_t* data, std::size_t len) {
   st->buffered += len;
   inbound_buffered_ += len;
   stats_.peak_buffered = std::max(stats_.peak_buffered, inbound_buffered_);
-  if (has_events() && events_->back().kind == EventKind::Data &&
-      events_->back().stream_id == st->id) {
-    events_->back().bytes += len;
+  if (has_events() && events_.back().kind == EventKind::Data &&
+      events_.back().stream_id == st->id) {
+    events_.back().bytes += len;
   } else {
     Event e{EventKind::Data, st->id};
     e.bytes = len;
@@ -1145,8 +1145,8 @@ bool Session::on_ping(std::uint8_t flags, const std::uint8_t* p, std::size_t) {
 
 std::optional<Event> Session::poll_event() {
   if (!has_events()) return std::nullopt;
-  Event e = std::move(events_->front());
-  events_->pop_front();
+  Event e = std::move(events_.front());
+  events_.pop();
   return e;
 }
 

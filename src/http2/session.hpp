@@ -34,6 +34,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -197,6 +198,91 @@ struct Event {
 enum class PrefaceMatch : std::uint8_t { No, Partial, Yes };
 PrefaceMatch match_client_preface(std::string_view first_bytes) noexcept;
 
+/// The events of a session in order: blocks of eight, linked, whose events never move (an owner
+/// handles one in place while handling it queues more) and whose blocks are reused (one in use
+/// and two spares at most; none once release() ran on an empty queue).
+class EventQueue {
+ public:
+  EventQueue() = default;
+  EventQueue(const EventQueue&) = delete;
+  EventQueue& operator=(const EventQueue&) = delete;
+  ~EventQueue() {
+    while (!empty()) pop();
+    release();
+    delete head_;
+  }
+
+  bool empty() const noexcept { return !head_ || head_->begin == head_->end; }
+  Event& front() noexcept { return head_->at(head_->begin); }
+  Event& back() noexcept { return tail_->at(tail_->end - 1); }
+  void push(Event&& e) {
+    if (!tail_ || tail_->end == kBlock) {
+      Block* b = spare_;
+      if (b) {
+        spare_ = b->next;
+        --spares_;
+      } else {
+        b = new Block;
+      }
+      b->next = nullptr;
+      b->begin = b->end = 0;
+      if (tail_)
+        tail_->next = b;
+      else
+        head_ = b;
+      tail_ = b;
+    }
+    new (tail_->slot(tail_->end)) Event(std::move(e));
+    ++tail_->end;
+  }
+  void pop() noexcept {
+    head_->at(head_->begin).~Event();
+    if (++head_->begin < head_->end) return;
+    if (head_ == tail_) {  // empty: the block stays, from its start
+      head_->begin = head_->end = 0;
+      return;
+    }
+    Block* b = head_;
+    head_ = b->next;
+    if (spares_ < 2) {
+      b->next = spare_;
+      spare_ = b;
+      ++spares_;
+    } else {
+      delete b;
+    }
+  }
+  /// Frees the spare blocks, and the block in use when empty.
+  void release() noexcept {
+    while (spare_) {
+      Block* b = spare_;
+      spare_ = b->next;
+      delete b;
+    }
+    spares_ = 0;
+    if (head_ && empty()) {
+      delete head_;
+      head_ = tail_ = nullptr;
+    }
+  }
+
+ private:
+  static constexpr std::uint32_t kBlock = 8;
+  struct Block {
+    Block* next = nullptr;
+    std::uint32_t begin = 0, end = 0;
+    alignas(Event) unsigned char storage[kBlock][sizeof(Event)];
+    void* slot(std::uint32_t i) noexcept { return storage[i]; }
+    Event& at(std::uint32_t i) noexcept {
+      return *std::launder(reinterpret_cast<Event*>(storage[i]));
+    }
+  };
+  Block* head_ = nullptr;
+  Block* tail_ = nullptr;
+  Block* spare_ = nullptr;
+  std::uint32_t spares_ = 0;
+};
+
 /// One HTTP/2 connection endpoint. Not thread-safe; one owner drives it.
 class Session {
  public:
@@ -222,11 +308,11 @@ class Session {
 
   /// The next event, or nothing.
   std::optional<Event> poll_event();
-  bool has_events() const noexcept { return events_ && !events_->empty(); }
+  bool has_events() const noexcept { return !events_.empty(); }
   /// The next event left in place (null when none), for an owner that handles it before
   /// pop_event() drops it: no copy of the event. Events queued meanwhile do not move it.
-  Event* next_event() noexcept { return has_events() ? &events_->front() : nullptr; }
-  void pop_event() noexcept { events_->pop_front(); }
+  Event* next_event() noexcept { return has_events() ? &events_.front() : nullptr; }
+  void pop_event() noexcept { events_.pop(); }
   /// Gives back a field list the owner is done with (an event's `fields`, emptied here): the
   /// next header blocks are received into its memory instead of a new allocation. As many are
   /// kept as streams were open at once (at least 16), and only those that held at most 2 KiB of
@@ -417,10 +503,7 @@ class Session {
   /// Our END_STREAM for `st` was serialised.
   void local_end(Stream& st);
   Error error(std::string_view why) const;
-  void push(Event e) {
-    if (!events_) events_ = std::make_unique<std::deque<Event>>();
-    events_->push_back(std::move(e));
-  }
+  void push(Event e) { events_.push(std::move(e)); }
 
   Mode mode_;
   Settings settings_;
@@ -435,7 +518,7 @@ class Session {
   std::vector<std::unique_ptr<Stream>> spare_streams_;
   std::vector<std::int32_t> closing_;  // closed, not yet swept
   std::vector<HeaderMap> spare_heads_;
-  std::unique_ptr<std::deque<Event>> events_;
+  EventQueue events_;
 
   // Input state.
   std::size_t preface_left_ = 0;  // server: client preface bytes still expected

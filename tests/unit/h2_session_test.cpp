@@ -554,6 +554,37 @@ TEST(H2Session, ReusedStreamsAndBuffersKeepBodiesApart) {
   }
 }
 
+// The session's event queue: first in, first out; an event handled in place does not move
+// while more are queued; blocks come back for reuse; events left at the end are destroyed.
+TEST(H2Session, EventQueueKeepsOrderAndEventsInPlace) {
+  portico::h2::EventQueue q;
+  EXPECT_TRUE(q.empty());
+  std::int32_t next_in = 1, next_out = 1;
+  for (int round = 0; round < 50; ++round) {
+    const int n = 1 + round % 23;  // across block boundaries
+    for (int i = 0; i < n; ++i) {
+      Event e{EventKind::Head, next_in++};
+      e.fields.append("x-n", std::to_string(e.stream_id));  // an event that owns memory
+      q.push(std::move(e));
+    }
+    Event* front = &q.front();
+    const std::int32_t id = front->stream_id;
+    for (int i = 0; i < 20; ++i) q.push(Event{EventKind::Data, next_in++});
+    EXPECT_EQ(&q.front(), front);  // not moved by the pushes
+    EXPECT_EQ(front->stream_id, id);
+    EXPECT_EQ(q.back().stream_id, next_in - 1);
+    while (!q.empty() && next_out < next_in - 3) {  // leaves a few for the next round
+      ASSERT_EQ(q.front().stream_id, next_out);
+      if (q.front().kind == EventKind::Head)
+        EXPECT_EQ(q.front().fields.get("x-n").value(), std::to_string(next_out));
+      q.pop();
+      ++next_out;
+    }
+    if (round % 10 == 9) q.release();  // spares freed; the events left stay
+  }
+  EXPECT_FALSE(q.empty());  // destroyed with the queue (no leak under ASan)
+}
+
 TEST(H2Session, ClientRespectsThePeersMaxConcurrentStreams) {
   Settings ss;
   ss.max_concurrent_streams = 3;
