@@ -7,9 +7,11 @@
 // (4096 or 65536). A block length with its top bit set first lowers or raises our limit (bits
 // 12-14 pick it) and keeps 12 bits of length.
 //
-// Checks: the table never exceeds our limit; an error sticks; every block decoded is encoded
-// again (never-indexed fields as sensitive) and decodes to the same fields, with the same table
-// size on both sides of the round trip; Huffman decoding inverts encoding exactly.
+// Checks: the table never exceeds our limit; an error sticks; a decoder that remembers Huffman
+// literals decodes exactly as one that does not; every block decoded is encoded again, twice
+// (the second time from what the encoder remembers of the first; never-indexed fields as
+// sensitive) and decodes to the same fields, with the same table size on both sides of the
+// round trip; Huffman decoding inverts encoding exactly.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -66,6 +68,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::uint8_t sel = data[0];
   std::uint32_t limit = kSizes[sel & 7];
   Decoder dec(limit);
+  Decoder mem(limit);
+  mem.remember_literals(true);
   const std::uint32_t peer = kSizes[sel >> 3 & 7];
   Encoder enc((sel & 0x40) ? 65536 : 4096);
   Decoder back;
@@ -81,6 +85,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (len & 0x8000) {
       limit = kSizes[len >> 12 & 7];
       dec.set_max_table_size(limit);
+      mem.set_max_table_size(limit);
       len &= 0xfff;
     }
     const std::string_view block = rest.substr(0, len);
@@ -89,26 +94,41 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     Collect got{{}, &dec};
     const DecodeError e = dec.decode(block, &Collect::sink, &got, 16 * 1024);
     if (dec.table_size() > limit) fail("table larger than our limit");
+    Collect same{{}, &mem};
+    if (mem.decode(block, &Collect::sink, &same, 16 * 1024) != e)
+      fail("remembering literals: another outcome");
+    if (e == DecodeError::None) {
+      if (same.fields.size() != got.fields.size()) fail("remembering literals: field count");
+      for (std::size_t i = 0; i < got.fields.size(); ++i) {
+        const Field &a = got.fields[i], &b = same.fields[i];
+        if (a.name != b.name || a.value != b.value || a.never != b.never)
+          fail("remembering literals: field differs");
+      }
+      if (mem.table_size() != dec.table_size()) fail("remembering literals: table size");
+    }
     if (e != DecodeError::None) {
       if (dec.decode("", &Collect::sink, &got) != e) fail("the error did not stick");
       if (to_string(e).empty()) fail("empty error string");
       break;
     }
-    out.clear();
-    enc.begin(out);
-    for (const auto& f : got.fields) enc.add(out, f.name, f.value, f.never);
-    Collect again{{}, &back};
-    if (back.decode(out, &Collect::sink, &again, 16 * 1024) != DecodeError::None)
-      fail("the round trip does not decode");
-    if (again.fields.size() != got.fields.size()) fail("round trip: field count");
-    for (std::size_t i = 0; i < got.fields.size(); ++i) {
-      const Field &a = got.fields[i], &b = again.fields[i];
-      if (a.name != b.name || a.value != b.value) fail("round trip: field differs");
-      if (a.never && !b.never) fail("round trip: never-indexed field lost its flag");
+    for (int twice = 0; twice < 2; ++twice) {
+      out.clear();
+      enc.begin(out);
+      for (const auto& f : got.fields) enc.add(out, f.name, f.value, f.never);
+      Collect again{{}, &back};
+      if (back.decode(out, &Collect::sink, &again, 16 * 1024) != DecodeError::None)
+        fail("the round trip does not decode");
+      if (again.fields.size() != got.fields.size()) fail("round trip: field count");
+      for (std::size_t i = 0; i < got.fields.size(); ++i) {
+        const Field &a = got.fields[i], &b = again.fields[i];
+        if (a.name != b.name || a.value != b.value) fail("round trip: field differs");
+        if (a.never && !b.never) fail("round trip: never-indexed field lost its flag");
+      }
+      if (enc.table_size() != back.table_size()) fail("round trip: tables out of sync");
     }
-    if (enc.table_size() != back.table_size()) fail("round trip: tables out of sync");
   }
   dec.trim();
+  mem.trim();
   enc.trim();
   return 0;
 }
