@@ -148,7 +148,7 @@ DecodeError Decoder::huffman(const uchar* in, std::size_t n, std::size_t max_str
   if (len > max_string) return DecodeError::TooLarge;
   out = std::string_view(buf, len);
   buf = end;
-  if (slot) {
+  if (slot && len <= literal_memo::kMaxOut) {  // (always: 5-bit codes are the shortest)
     slot->in_len = static_cast<std::uint8_t>(n);
     slot->out_len = static_cast<std::uint8_t>(len);
     std::memcpy(slot->in, in, n);
