@@ -5,10 +5,13 @@
 #   bash bench/callgrind/run.sh [BIN] [N]     # BIN: build/examples/reverse_proxy, N: 10000
 #   KEEP=DIR bash bench/callgrind/run.sh        # also keep the profiles as DIR/{h1,h2c}.callgrind
 #   MODES="h1 h2c newconn" bash bench/callgrind/run.sh   # newconn: wrk, Connection: close
+#   MODES=h2up bash bench/callgrind/run.sh   # h2c in, HTTP/2 to the origin (--upstream-h2)
 #
 # Starts an nginx origin serving a 1 KiB file (HTTP/1.1 keep-alive), runs BIN under callgrind
 # (one worker, --h2c), warms up with 2,000 requests, zeroes the counters, sends N requests with
 # h2load (HTTP/1.1 keep-alive: --h1 -c10; h2c: -c10 -m10) and prints Ir per request for each.
+# h2up runs a second proxy under callgrind that speaks HTTP/2 to the same nginx (a listener of
+# its with http2) and sends it h2c (-c10 -m10).
 # Needs valgrind, nginx and h2load (nghttp2-client); installs them with apt when missing.
 set -euo pipefail
 
@@ -26,9 +29,10 @@ if ((${#need[@]})); then
 fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/portico-cg.XXXXXX")
-ORIGIN_PID="" PROXY_PID=""
+ORIGIN_PID="" PROXY_PID="" PROXY2_PID=""
 cleanup() {
   [[ -n $PROXY_PID ]] && kill "$PROXY_PID" 2>/dev/null && wait "$PROXY_PID" 2>/dev/null
+  [[ -n $PROXY2_PID ]] && kill "$PROXY2_PID" 2>/dev/null && wait "$PROXY2_PID" 2>/dev/null
   [[ -f $TMP/origin.pid ]] && kill "$(cat "$TMP/origin.pid")" 2>/dev/null
   rm -rf "$TMP"
 }
@@ -36,7 +40,9 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ORIGIN_PORT=$(free_port)
+ORIGIN_H2_PORT=$(free_port)
 PROXY_PORT=$(free_port)
+PROXY2_PORT=$(free_port)
 chmod 755 "$TMP"  # the nginx worker (not root) reads the file
 mkdir -p "$TMP/www"
 head -c 1024 /dev/zero | tr '\0' 'a' >"$TMP/www/1k"
@@ -48,7 +54,9 @@ pid $TMP/origin.pid;
 events { worker_connections 1024; }
 http {
   access_log off;
+  keepalive_requests 1000000;
   server { listen 127.0.0.1:$ORIGIN_PORT; location / { root $TMP/www; } }
+  server { listen 127.0.0.1:$ORIGIN_H2_PORT http2; location / { root $TMP/www; } }
 }
 EOF
 nginx -c "$TMP/origin.conf"
@@ -77,12 +85,26 @@ for mode in ${MODES:-h1 h2c}; do
     if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP" && mv "$f" "$KEEP/$mode.callgrind"; else rm -f "$f"; fi
     continue
   fi
+  pid=$PROXY_PID url=$URL
+  if [[ $mode == h2up ]]; then
+    if [[ -z $PROXY2_PID ]]; then
+      valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.%p" "$BIN" \
+        --listen "127.0.0.1:$PROXY2_PORT" --upstream "127.0.0.1:$ORIGIN_H2_PORT" --threads 1 \
+        --h2c --upstream-h2 >"$TMP/proxy2.out" 2>&1 &
+      PROXY2_PID=$!
+      for _ in $(seq 1 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$PROXY2_PORT/1k" && break
+        sleep 0.3
+      done
+    fi
+    pid=$PROXY2_PID url="http://127.0.0.1:$PROXY2_PORT/1k"
+  fi
   if [[ $mode == h1 ]]; then args=(--h1 -c10 -m1); else args=(-c10 -m10); fi
-  h2load "${args[@]}" -n 2000 "$URL" >/dev/null
-  callgrind_control -z "$PROXY_PID" >/dev/null
-  h2load "${args[@]}" -n "$N" "$URL" >"$TMP/h2load.out"
+  h2load "${args[@]}" -n 2000 "$url" >/dev/null
+  callgrind_control -z "$pid" >/dev/null
+  h2load "${args[@]}" -n "$N" "$url" >"$TMP/h2load.out"
   ok=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' "$TMP/h2load.out")
-  callgrind_control -d "$PROXY_PID" >/dev/null
+  callgrind_control -d "$pid" >/dev/null
   sleep 1
   f=$(ls -t "$TMP"/cg.*.* | head -1)
   ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1; exit}')
