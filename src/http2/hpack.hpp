@@ -84,7 +84,7 @@ class field_table {
                          std::uint32_t pair_hash) const noexcept;
   /// Indexed tables: the index of the newest entry with this name, or -1.
   std::int64_t find_name(std::string_view name, std::uint32_t name_hash) const noexcept;
-  /// The index of the entry inserted as number `seq` (see newest_seq) when it is still held and
+  /// The index of the entry inserted as number `seq` (see seq_of) when it is still held and
   /// equal to name and value, or -1.
   std::int64_t find_seq(std::uint32_t seq, std::string_view name,
                         std::string_view value) const noexcept;
