@@ -79,12 +79,6 @@ inline DecodeError read_literal(const uchar*& p, const uchar* end, std::size_t m
   return DecodeError::None;
 }
 
-inline std::uint64_t load64(const uchar* p) noexcept {
-  std::uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
-
 // Copies the pieces of a string to `buf`.
 inline std::string_view copy(const std::string_view (&p)[2], char*& buf) noexcept {
   char* start = buf;
@@ -111,14 +105,9 @@ struct Decoder::literal_memo {
     char out[kMaxOut];
   };
   slot slots[kSlots];
+  // The table's string hash, its top 4 bits.
   static std::size_t index(const uchar* p, std::size_t n) noexcept {
-    std::uint64_t h = n;
-    if (n >= 8)
-      h ^= load64(p) ^ load64(p + n - 8) * 0x9e3779b97f4a7c15ULL;
-    else
-      for (std::size_t i = 0; i < n; ++i) h = h * 131 + p[i];
-    h *= 0xbf58476d1ce4e5b9ULL;
-    return static_cast<std::size_t>(h >> 60);
+    return detail::hash_name(std::string_view(reinterpret_cast<const char*>(p), n)) >> 28;
   }
 };
 

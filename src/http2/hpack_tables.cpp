@@ -839,12 +839,6 @@ std::int64_t field_table::find_seq(std::uint32_t seq, std::string_view name,
   if (age >= count_) return -1;
   const record& r = at_seq(seq);
   if (r.name_len != name.size() || r.value_len != value.size()) return -1;
-  if (r.offset + r.name_len + r.value_len <= bytes_cap_) {  // not wrapped: one piece
-    const char* e = bytes() + r.offset;
-    if (!same(e, name.data(), name.size()) || !same(e + name.size(), value.data(), value.size()))
-      return -1;
-    return count_ - 1 - age;
-  }
   std::uint32_t voff = r.offset + r.name_len;
   if (voff >= bytes_cap_) voff -= bytes_cap_;
   if (!equal(r.offset, r.name_len, name) || !equal(voff, r.value_len, value)) return -1;

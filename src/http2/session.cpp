@@ -120,6 +120,13 @@ struct Session::Stream {
       out.clear();
     out_off = 0;
   }
+  /// Empties the receive buffers; one small one is kept, emptied, for the DATA to come.
+  void drop_chunks() noexcept {
+    if (chunks.size() == 1 && chunks.front().capacity() <= kKeptBuffer)
+      chunks.front().clear();
+    else
+      chunks.clear();
+  }
   void reset() noexcept {
     id = 0;
     client = false;
@@ -128,11 +135,7 @@ struct Session::Stream {
     head_too_large = head_seen = head_reported = request_is_head = rejected = peer_rst = false;
     remote_done = false;
     in_len = ContentLength();
-    // One small receive buffer is kept, emptied, for the next stream's DATA.
-    if (chunks.size() == 1 && chunks.front().capacity() <= kKeptBuffer)
-      chunks.front().clear();
-    else
-      chunks.clear();
+    drop_chunks();
     front_off = buffered = 0;
     recv_window = 0;
     recv_unacked = 0;
@@ -247,7 +250,7 @@ void Session::maybe_erase(std::int32_t id) {
   // As many objects as streams were ever open at once (a connection that runs 100 streams at
   // once opens and closes them in bursts), at least kSpare spares; only the first kSpare keep
   // their small buffers.
-  if (spare_streams_.size() < std::max(kSpare, peak_open_ - open_streams_)) {
+  if (spare_streams_.size() < spare_limit()) {
     if (spare_streams_.capacity() < kSpare) spare_streams_.reserve(kSpare);
     Stream& st = *it->second;
     st.reset();
@@ -309,9 +312,8 @@ HeaderMap Session::take_head() noexcept {
 }
 
 void Session::recycle(HeaderMap&& fields) noexcept {
-  // As for stream objects: as many as streams were open at once, at least kSpare.
-  if (spare_heads_.size() >= std::max(kSpare, peak_open_ - open_streams_) ||
-      fields.byte_size() > kSpareHeadBytes || !fields.has_capacity())
+  if (spare_heads_.size() >= spare_limit() || fields.byte_size() > kSpareHeadBytes ||
+      !fields.has_capacity())
     return;
   if (spare_heads_.size() == spare_heads_.capacity()) {
     try {
@@ -1357,9 +1359,8 @@ void Session::consume(std::int32_t stream_id, std::size_t n) {
     s->front_off += take;
     left -= take;
     if (s->front_off == front.size()) {
-      // The last one, when small, stays (emptied) for the DATA to come.
-      if (s->chunks.size() == 1 && front.capacity() <= kKeptBuffer)
-        front.clear();
+      if (s->chunks.size() == 1)
+        s->drop_chunks();
       else
         s->chunks.pop_front();
       s->front_off = 0;

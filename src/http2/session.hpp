@@ -208,8 +208,7 @@ class EventQueue {
   EventQueue& operator=(const EventQueue&) = delete;
   ~EventQueue() {
     while (!empty()) pop();
-    release();
-    delete head_;
+    release();  // frees the (now empty) block in use too
   }
 
   bool empty() const noexcept { return !head_ || head_->begin == head_->end; }
@@ -504,6 +503,9 @@ class Session {
   void local_end(Stream& st);
   Error error(std::string_view why) const;
   void push(Event e) { events_.push(std::move(e)); }
+  /// How many spare stream objects and field lists are kept: as many as streams were ever open
+  /// at once beyond those open now, at least kSpare.
+  std::size_t spare_limit() const noexcept { return std::max(kSpare, peak_open_ - open_streams_); }
 
   Mode mode_;
   Settings settings_;
