@@ -98,6 +98,10 @@ inline std::string_view join(const std::string_view (&p)[2], char*& buf) noexcep
 // Decodings of recent short Huffman literals (remember_literals): 16 slots by a hash of the
 // octets. A decoding is at most 48 * 8 / 5 = 76 bytes (5-bit codes are the shortest).
 struct Decoder::literal_memo {
+  // A slot per Huffman string of a block, by its rank there (the first 16): a server repeats
+  // its fields in the same order, so the same rank brings the same octets, without the
+  // collisions of slots chosen by a hash (there, two strings of one slot evicted each other in
+  // every response; date and last-modified often did).
   static constexpr std::size_t kSlots = 16, kMaxIn = 48, kMaxOut = kMaxIn * 8 / 5;
   struct slot {
     std::uint8_t in_len = 0, out_len = 0;  // in_len 0: empty (an empty literal is not kept)
@@ -105,10 +109,6 @@ struct Decoder::literal_memo {
     char out[kMaxOut];
   };
   slot slots[kSlots];
-  // The table's string hash, its top 4 bits.
-  static std::size_t index(const uchar* p, std::size_t n) noexcept {
-    return detail::hash_name(std::string_view(reinterpret_cast<const char*>(p), n)) >> 28;
-  }
 };
 
 Decoder::Decoder(std::uint32_t max_table_size)
@@ -118,11 +118,11 @@ Decoder::Decoder(Decoder&&) noexcept = default;
 Decoder& Decoder::operator=(Decoder&&) noexcept = default;
 
 DecodeError Decoder::huffman(const uchar* in, std::size_t n, std::size_t max_string, char*& buf,
-                             std::string_view& out) {
+                             std::string_view& out, std::size_t rank) {
   literal_memo::slot* slot = nullptr;
-  if (remember_ && n > 0 && n <= literal_memo::kMaxIn) {
+  if (remember_ && rank < literal_memo::kSlots && n > 0 && n <= literal_memo::kMaxIn) {
     if (!memo_) memo_ = std::make_unique<literal_memo>();
-    slot = &memo_->slots[literal_memo::index(in, n)];
+    slot = &memo_->slots[rank];
     if (slot->in_len == n && std::memcmp(slot->in, in, n) == 0) {
       if (slot->out_len > max_string) return DecodeError::TooLarge;
       std::memcpy(buf, slot->out, slot->out_len);
@@ -186,13 +186,14 @@ DecodeError Decoder::decode_block(std::string_view block, Sink sink, void* ctx,
   const auto* p = reinterpret_cast<const uchar*>(block.data());
   const uchar* const end = p + block.size();
   bool field_seen = false;
+  std::size_t huffman_rank = 0;  // Huffman strings of the block so far
   // The string of a literal: its octets, or their Huffman decoding written at `buf`.
   const auto string_of = [&](const literal& l, char*& buf, std::string_view& out) {
     if (!l.huffman) {
       out = std::string_view(reinterpret_cast<const char*>(l.data), l.len);
       return DecodeError::None;
     }
-    return huffman(l.data, l.len, max_string, buf, out);
+    return huffman(l.data, l.len, max_string, buf, out, huffman_rank++);
   };
   while (p < end) {
     const uchar b = *p;

@@ -192,11 +192,11 @@ class Decoder {
   /// intermediary must encode it as never indexed too (Encoder::add with `sensitive`).
   bool never_indexed() const noexcept { return never_; }
 
-  /// Remembers the decodings of the last short Huffman-coded literals (up to 48 octets, in 16
-  /// slots chosen by a hash of their octets) and reuses one when the same octets come again.
-  /// For a client: some servers (nginx among them) send server, date, content-type, etag... as
-  /// new Huffman literals in every response, the same octets each time. 2 KiB, allocated at the
-  /// first such literal and freed by trim().
+  /// Remembers the decodings of the Huffman-coded strings of the last blocks (up to 48 octets,
+  /// the first 16 of a block, one slot per rank in the block) and reuses one when the same
+  /// octets come again at that rank. For a client: some servers (nginx among them) send server,
+  /// date, content-type, etag... as new Huffman literals in every response, the same octets in
+  /// the same order each time. 2 KiB, allocated at the first such literal and freed by trim().
   void remember_literals(bool on) noexcept { remember_ = on; }
 
   std::size_t table_size() const noexcept;  ///< RFC 7541 §4.1 size of the dynamic table
@@ -208,8 +208,9 @@ class Decoder {
   DecodeError decode_block(std::string_view block, Sink sink, void* ctx, std::size_t max_string);
   char* scratch(std::size_t n);
   /// A Huffman literal of `n` octets at `in` decoded to `buf` (advanced past it); its view in out.
+  /// `rank`: how many Huffman strings came before it in the block (its slot of the memory).
   DecodeError huffman(const unsigned char* in, std::size_t n, std::size_t max_string, char*& buf,
-                      std::string_view& out);
+                      std::string_view& out, std::size_t rank);
 
   detail::field_table table_;
   std::unique_ptr<char[]> scratch_;  // Huffman output and copies of wrapped entries
