@@ -436,6 +436,12 @@ TEST(Server, ManyShortConnectionsLeakNoDescriptors) {
     }
     ASSERT_TRUE(c.get("/"));
   }
+  {
+    // Connections are accepted in the order they came: once this one is answered, none of the
+    // others waits in the listen queue, where idleness could not see it.
+    Client last(px.port());
+    ASSERT_TRUE(last.get("/"));
+  }
   // The proxy notices the last closes on its own thread; wait for it, bounded.
   EXPECT_TRUE(px.server().wait_idle(10s));
   EXPECT_EQ(px.server().active_connections(), 0u);
