@@ -93,6 +93,34 @@ void HeaderMap::append(std::string_view name, std::string_view value, bool sensi
   bytes_ += name.size() + value.size();
 }
 
+void HeaderMap::replace(std::size_t i, std::string_view name, std::string_view value,
+                        bool sensitive) {
+  // The bytes go after the others; the old ones stay unused, as remove() leaves them. A string
+  // inside buf_ is found again by its offset once buf_ has grown.
+  auto offset_in = [this](std::string_view v) -> std::ptrdiff_t {
+    const bool inside =
+        !v.empty() && v.data() >= buf_.data() && v.data() < buf_.data() + buf_.size();
+    return inside ? v.data() - buf_.data() : -1;
+  };
+  const std::ptrdiff_t name_at = offset_in(name), value_at = offset_in(value);
+  buf_.reserve(buf_.size() + name.size() + value.size());
+  if (name_at >= 0) name = std::string_view(buf_.data() + name_at, name.size());
+  if (value_at >= 0) value = std::string_view(buf_.data() + value_at, value.size());
+  // (resize and copy: another caller of std::string::append in this file makes GCC move it out
+  // of line, and append() the slower)
+  const auto name_off = static_cast<std::uint32_t>(buf_.size());
+  const auto value_off = static_cast<std::uint32_t>(name_off + name.size());
+  buf_.resize(value_off + value.size());
+  if (!name.empty()) std::memcpy(buf_.data() + name_off, name.data(), name.size());
+  if (!value.empty()) std::memcpy(buf_.data() + value_off, value.data(), value.size());
+  Slot& s = fields_[i];
+  bytes_ = bytes_ - s.name_len - s.value_len + name.size() + value.size();
+  s.name_off = name_off;
+  s.name_len = static_cast<std::uint32_t>(name.size());
+  s.value_off = value_off | (sensitive ? kSensitive : 0);
+  s.value_len = static_cast<std::uint32_t>(value.size());
+}
+
 void HeaderMap::insert(std::string_view name, std::string_view value) {
   // `name`/`value` may point into buf_; remove() does not move bytes, so they stay valid.
   remove(name);

@@ -1402,18 +1402,44 @@ Result<std::int32_t> Session::submit_request(const HeaderMap& fields, bool end_s
   if (!len) return len.error();
   if (end_stream && !len->complete()) return error("request content-length without a body");
   if (raw_size(fields) > kMaxSendBlock) return error("request header list too large");
+  encode_fields(fields);
+  auto method = fields.get(":method");
+  return open_request(*len, method && *method == "HEAD", end_stream);
+}
+
+Result<std::int32_t> Session::submit_request(const RequestHeader& r, std::string_view scheme,
+                                             bool split_cookies, bool end_stream) {
+  if (mode_ != Mode::Client) return error("submit_request on a server session");
+  if (!can_open_stream()) return error("no HTTP/2 stream available on this connection");
+  const HeaderMap& h = r.headers();
+  auto len = ContentLength::from_fields(h, false, false);
+  if (!len) return len.error();
+  if (end_stream && !len->complete()) return error("request content-length without a body");
+  const std::size_t pseudo = r.method().size() + scheme.size() + r.host().size() + r.uri().size() +
+                             4 * 32;  // as raw_size counts
+  if (raw_size(h) + pseudo > kMaxSendBlock) return error("request header list too large");
+  block_.clear();
+  encoder_.begin(block_);
+  for_each_request_field(
+      r, scheme, split_cookies,
+      [](void* self, std::string_view name, std::string_view value, bool sensitive) {
+        static_cast<Session*>(self)->encode_field(name, value, sensitive);
+      },
+      this);
+  return open_request(*len, r.method() == "HEAD", end_stream);
+}
+
+Result<std::int32_t> Session::open_request(const ContentLength& len, bool head, bool end_stream) {
   const auto id = static_cast<std::int32_t>(next_stream_id_);
   next_stream_id_ += 2;
-  encode_fields(fields);
   frame_block(queued_, id, end_stream);
   Stream& s = open(id);
   s.client = true;
   s.head_submitted = true;
   s.has_body = !end_stream;
   s.out_end = end_stream;
-  auto method = fields.get(":method");
-  s.request_is_head = method && *method == "HEAD";
-  s.out_len = *len;
+  s.request_is_head = head;
+  s.out_len = len;
   ++client_streams_;
   if (end_stream) local_end(s);
   return id;
@@ -1517,11 +1543,35 @@ Result<std::size_t> Session::send_data(std::int32_t stream_id, std::string_view 
     if (!after.complete()) return error("body shorter than its content-length");
   }
   s->out_len.add(n);
-  s->out.append(bytes.data(), n);
   if (n < bytes.size()) s->want_writable = true;
   if (finish) s->out_end = true;
+  if (n == bytes.size() && frame_now(*s, bytes, finish)) return n;
+  s->out.append(bytes.data(), n);
   if (n > 0 || finish) schedule(*s);
   return n;
+}
+
+bool Session::frame_now(Stream& s, std::string_view bytes, bool last) {
+  // Straight into the frames queued for output, without the copy into the stream's buffer and
+  // the turn in the send queue, when nothing would come before it there: no byte of the stream
+  // waits, no other stream waits for its turn (what it gets of the windows stays the same), the
+  // windows and the frame size take it whole, and the output stays within its bound.
+  if (term_ || s.queued || s.out_size() != 0 || sq_head_ != send_queue_.size() ||
+      (bytes.empty() && !last))
+    return false;
+  const auto n = static_cast<std::int64_t>(bytes.size());
+  if (n > conn_send_window_ || n > s.send_window || bytes.size() > peer_max_frame_ ||
+      queued_.size() + (out_.size() - out_off_) + bytes.size() > settings_.output_buffer_bytes)
+    return false;
+  frame_header(queued_, bytes.size(), kData, last ? kEndStream : 0, s.id);
+  queued_.append(bytes);
+  conn_send_window_ -= n;
+  s.send_window -= n;
+  if (last) {
+    s.release_out();
+    local_end(s);
+  }
+  return true;
 }
 
 Result<void> Session::send_trailers(std::int32_t stream_id, const HeaderMap& fields) {

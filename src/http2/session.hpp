@@ -361,6 +361,12 @@ class Session {
   /// Without `end_stream`, the body follows with `send_data`/`send_trailers`. Fails when
   /// `!can_open_stream()`.
   Result<std::int32_t> submit_request(const HeaderMap& fields, bool end_stream);
+  /// Client: opens a stream with the request `r`, its fields translated as h2::from_request
+  /// does (":scheme" is `scheme`), without building an intermediate field list. The size limit
+  /// counts the fields of `r` and the pseudo-header fields (not the crumbs of a split cookie
+  /// apart).
+  Result<std::int32_t> submit_request(const RequestHeader& r, std::string_view scheme,
+                                      bool split_cookies, bool end_stream);
   /// Server: sends an interim (1xx) head.
   Result<void> submit_informational(std::int32_t stream_id, const HeaderMap& fields);
   /// Server: sends the response head. Without `end_stream`, the body follows.
@@ -489,6 +495,8 @@ class Session {
   void queue_goaway(std::int32_t last, ErrorCode code, bool final);
   /// Encodes `block_` (already HPACK bytes) as HEADERS + CONTINUATION frames into `to`.
   void frame_block(std::string& to, std::int32_t id, bool end_stream);
+  /// The rest of submit_request once block_ holds the encoded head: the stream and its HEADERS.
+  Result<std::int32_t> open_request(const ContentLength& len, bool head, bool end_stream);
   /// Encodes the fields of `h` (names lowercased) into block_.
   void encode_fields(const HeaderMap& h);
   void encode_field(std::string_view name, std::string_view value, bool sensitive);
@@ -499,6 +507,9 @@ class Session {
   void write_data();
   /// A stream has bytes (or its end) to send: it joins the send queue.
   void schedule(Stream& st);
+  /// send_data's shortcut: `bytes` (all a send_data call gave, none waiting before them)
+  /// framed at once as DATA, END_STREAM with `last`; false when it must wait its turn.
+  bool frame_now(Stream& s, std::string_view bytes, bool last);
   /// Our END_STREAM for `st` was serialised.
   void local_end(Stream& st);
   Error error(std::string_view why) const;

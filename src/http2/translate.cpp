@@ -218,13 +218,19 @@ const char* request_problem(const HeaderMap& in) noexcept {
 
 Result<void> to_request(const HeaderMap& in, RequestHeader& out, std::string* scheme,
                         bool checked) {
+  HeaderMap copy = in;
+  return take_request(copy, out, scheme, checked);
+}
+
+Result<void> take_request(HeaderMap& in, RequestHeader& out, std::string* scheme, bool checked) {
   if (!checked)
     if (const char* why = request_problem(in)) return malformed(false, why);
   RequestPseudo p;
-  std::size_t cookies = 0;
-  for (auto f : in) {
+  std::size_t cookies = 0, first_cookie = 0, authority_at = 0;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    const auto f = in[i];
     if (f.name.front() != ':') {
-      if (f.name == "cookie") ++cookies;
+      if (f.name == "cookie" && cookies++ == 0) first_cookie = i;
       continue;
     }
     std::string_view n = f.name.substr(1);
@@ -233,42 +239,44 @@ Result<void> to_request(const HeaderMap& in, RequestHeader& out, std::string* sc
     else if (n == "scheme")
       p.scheme = f.value, p.has_scheme = true;
     else if (n == "authority")
-      p.authority = f.value, p.has_authority = true;
+      p.authority = f.value, p.has_authority = true, authority_at = i;
     else
       p.path = f.value;
   }
-  const bool has_authority = p.has_authority;
   const bool connect = p.method == "CONNECT";
-  const std::string_view method = p.method, sch = p.scheme, authority = p.authority, path = p.path;
   out.clear();
   out.set_version(Version::Http2);
-  out.set_method(method);
-  out.set_uri(connect ? authority : path);
-  if (scheme) scheme->assign(connect ? std::string_view{} : sch);
-  auto& h = out.headers();
-  h.reserve(in.size() + 1, in.byte_size() + 16);
-  if (has_authority) h.append("host", authority);
-  std::string joined;
-  bool joined_sensitive = false;  // one never-indexed crumb makes the joined field so
+  out.set_method(p.method);
+  out.set_uri(connect ? p.authority : p.path);
+  if (scheme) scheme->assign(connect ? std::string_view{} : p.scheme);
+  // Edited in place, then handed over. The fields kept are told from those dropped by where
+  // their values are (remove_if moves no byte): ":authority" becomes the Host field, in front
+  // of the regular ones, and the crumbs of a split cookie one field where the first was.
+  const char* host_value = nullptr;
+  if (p.has_authority) {
+    in.replace(authority_at, "host", p.authority);
+    host_value = in[authority_at].value.data();
+  }
+  const char* cookie_value = nullptr;
   if (cookies > 1) {
+    std::string joined;
+    bool joined_sensitive = false;  // one never-indexed crumb makes the joined field so
     for (auto f : in) {
       if (f.name != "cookie") continue;
       if (!joined.empty()) joined.append("; ");
       joined.append(f.value);
       joined_sensitive = joined_sensitive || f.sensitive;
     }
+    in.replace(first_cookie, "cookie", joined, joined_sensitive);
+    cookie_value = in[first_cookie].value.data();
   }
-  bool cookie_done = false;
-  for (auto f : in) {
-    if (f.name.front() == ':') continue;
-    if (has_authority && f.name == "host") continue;
-    if (cookies > 1 && f.name == "cookie") {
-      if (!cookie_done) h.append("cookie", joined, joined_sensitive);
-      cookie_done = true;
-      continue;
-    }
-    h.append(f.name, f.value, f.sensitive);
-  }
+  in.remove_if([&](const HeaderMap::Field& f) {
+    if (f.name.front() == ':') return true;
+    if (host_value && f.name == "host") return f.value.data() != host_value;
+    if (cookie_value && f.name == "cookie") return f.value.data() != cookie_value;
+    return false;
+  });
+  std::swap(out.headers(), in);
   return {};
 }
 
@@ -328,10 +336,8 @@ Result<void> to_trailers(const HeaderMap& in, HeaderMap& out, bool from_upstream
   return {};
 }
 
-void from_request(const RequestHeader& r, HeaderMap& out, std::string_view scheme,
-                  bool split_cookies) {
-  const HeaderMap& h = r.headers();
-  out.reserve(h.size() + 4, h.byte_size() + r.uri().size() + 64);
+void for_each_request_field(const RequestHeader& r, std::string_view scheme, bool split_cookies,
+                            FieldSink sink, void* ctx) {
   std::string_view path = r.uri();
   std::string_view authority = r.host();
   std::string_view abs_path;
@@ -340,16 +346,27 @@ void from_request(const RequestHeader& r, HeaderMap& out, std::string_view schem
     if (authority.empty()) authority = abs;
     path = abs_path;
   }
-  out.append(":method", r.method());
-  bool connect = iequals(r.method(), "CONNECT");
-  if (connect) {
-    out.append(":authority", authority.empty() ? r.uri() : authority);
+  sink(ctx, ":method", r.method(), false);
+  if (iequals(r.method(), "CONNECT")) {
+    sink(ctx, ":authority", authority.empty() ? r.uri() : authority, false);
   } else {
-    out.append(":scheme", scheme);
-    if (!authority.empty()) out.append(":authority", authority);
-    out.append(":path", path.empty() ? std::string_view("/") : path);
+    sink(ctx, ":scheme", scheme, false);
+    if (!authority.empty()) sink(ctx, ":authority", authority, false);
+    sink(ctx, ":path", path.empty() ? std::string_view("/") : path, false);
   }
-  if (copy_fields(h, out, true, split_cookies)) out.append("te", "trailers");
+  if (for_each_h2_field(r.headers(), true, split_cookies, sink, ctx))
+    sink(ctx, "te", "trailers", false);
+}
+
+void from_request(const RequestHeader& r, HeaderMap& out, std::string_view scheme,
+                  bool split_cookies) {
+  out.reserve(r.headers().size() + 4, r.headers().byte_size() + r.uri().size() + 64);
+  for_each_request_field(
+      r, scheme, split_cookies,
+      [](void* o, std::string_view n, std::string_view v, bool sensitive) {
+        append_lower(*static_cast<HeaderMap*>(o), n, v, sensitive);
+      },
+      &out);
 }
 
 bool status_expressible(std::uint16_t status) noexcept {

@@ -37,6 +37,11 @@ namespace portico::h2 {
 Result<void> to_request(const HeaderMap& in, RequestHeader& out, std::string* scheme = nullptr,
                         bool checked = false);
 
+/// As to_request, but the field list `in` becomes the request's (no field is copied); `in` gets
+/// the memory of the head it replaces.
+Result<void> take_request(HeaderMap& in, RequestHeader& out, std::string* scheme = nullptr,
+                          bool checked = false);
+
 /// Why a received request field list is malformed (RFC 9113 §8.1.1, §8.2, §8.3.1), or null: the
 /// checks of `to_request` without the translation. Beyond the RFC's musts, what the request
 /// becomes upstream must be valid HTTP/1: `:path` visible ASCII without a fragment, `:authority`
@@ -95,6 +100,10 @@ using FieldSink = void (*)(void* ctx, std::string_view name, std::string_view va
 /// its own list. Returns whether TE listed trailers.
 bool for_each_h2_field(const HeaderMap& h, bool skip_host, bool split_cookies, FieldSink sink,
                        void* ctx);
+/// What from_request appends, given field by field to `sink` instead (names as they are in `r`,
+/// not lowercased): for a caller that encodes them at once.
+void for_each_request_field(const RequestHeader& r, std::string_view scheme, bool split_cookies,
+                            FieldSink sink, void* ctx);
 
 /// True for the fields RFC 9113 §8.2.2 forbids in HTTP/2 (TE aside): connection, keep-alive,
 /// proxy-connection, transfer-encoding, upgrade; the HTTP/1 codec's hop-by-hop set too.

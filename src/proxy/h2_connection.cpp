@@ -132,7 +132,7 @@ bool H2Stream::prepare() {
   std::string scheme;
   // fields_ keeps an ordinary head until the next stream takes this object: its memory then
   // goes back to the session for the heads to come. A large one is freed now.
-  auto translated = h2::to_request(fields_, req_, &scheme, /*checked=*/true);
+  auto translated = h2::take_request(fields_, req_, &scheme, /*checked=*/true);
   if (fields_.byte_size() > h2::Session::kSpareHeadBytes) fields_ = HeaderMap();
   if (auto& r = translated; !r) {
     // Malformed (RFC 9113 §8.1.1): a stream error, the request goes nowhere.

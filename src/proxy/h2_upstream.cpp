@@ -106,8 +106,9 @@ void H2UpConn::shutdown() noexcept {
   kick();
 }
 
-Result<void> H2UpConn::open(H2Call& call, const HeaderMap& fields, bool end_stream) {
-  auto id = session_.submit_request(fields, end_stream);
+Result<void> H2UpConn::open(H2Call& call, const RequestHeader& r, std::string_view scheme,
+                            bool end_stream) {
+  auto id = session_.submit_request(r, scheme, true, end_stream);
   if (!id) return id.error();
   call.id = *id;
   calls_.insert(*id, &call);
@@ -477,8 +478,6 @@ task<Result<void>> ProxyRequest::h2_exchange(H2UpConn& up, H2Call& call, bool re
     up_req_.headers().append("Host", peer_->sni.empty() ? peer_->address.to_string() : peer_->sni);
   if (has(kUpstreamRequestFilter))
     if (auto r = co_await app_.e_upstream_request_filter(*this, up_req_, ctx_); !r) co_return r;
-  HeaderMap& fields = up.request_fields();  // used by up.open() below, with no wait between
-  h2::from_request(up_req_, fields, peer_->tls ? "https" : "http", true);
   reserved = false;
   up.unreserve();
   if (!up.usable()) {
@@ -486,7 +485,7 @@ task<Result<void>> ProxyRequest::h2_exchange(H2UpConn& up, H2Call& call, bool re
     e.set_retry(true);
     co_return e;
   }
-  if (auto o = up.open(call, fields, !req_has_body_); !o) {
+  if (auto o = up.open(call, up_req_, peer_->tls ? "https" : "http", !req_has_body_); !o) {
     Error e = o.error();
     e.set_retry(true);  // nothing was sent
     co_return e;

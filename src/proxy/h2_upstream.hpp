@@ -76,8 +76,9 @@ class H2UpConn : public std::enable_shared_from_this<H2UpConn> {
 
   /// Starts the reader and writer.
   void start();
-  /// Opens a stream for `call` with the request `fields`; fails when no stream can open.
-  Result<void> open(H2Call& call, const HeaderMap& fields, bool end_stream);
+  /// Opens a stream for `call` with the request `r` (h2::Session::submit_request; ":scheme"
+  /// is `scheme`, cookies split into crumbs); fails when no stream can open.
+  Result<void> open(H2Call& call, const RequestHeader& r, std::string_view scheme, bool end_stream);
   /// Forgets `call` (the attempt is over), resetting its stream with CANCEL if still open.
   void release(H2Call& call) noexcept;
   /// Streams that may still be opened (reservations of attempts on their way counted).
@@ -89,11 +90,6 @@ class H2UpConn : public std::enable_shared_from_this<H2UpConn> {
 
   h2::Session& session() noexcept { return session_; }
   const Signal& signal() const noexcept { return write_sig_; }
-  /// An empty map for the fields of a request about to be opened (its memory kept for the next).
-  HeaderMap& request_fields() noexcept {
-    req_fields_.clear();
-    return req_fields_;
-  }
   UpstreamConn& transport() noexcept { return *t_; }
   std::uint64_t key() const noexcept { return key_; }
   /// A stream is being set up by an attempt that found room here.
@@ -116,7 +112,6 @@ class H2UpConn : public std::enable_shared_from_this<H2UpConn> {
   std::shared_ptr<Watchdog> wd_;
   std::shared_ptr<ProxyObserver> obs_;
   IdMap<H2Call*> calls_;
-  HeaderMap req_fields_;
   Signal write_sig_;  // kick(): the writer has something to send
   std::uint32_t reserved_ = 0;
   bool dead_ = false;

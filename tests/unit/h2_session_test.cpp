@@ -7,13 +7,16 @@
 #include <map>
 
 #include "http2/session.hpp"
+#include "http2/translate.hpp"
 
 // portico::Session (the proxy's) is visible through the precompiled header: name the h2 one.
 using portico::ErrorSource;
 using portico::HeaderMap;
+using portico::RequestHeader;
 using portico::h2::ErrorCode;
 using portico::h2::Event;
 using portico::h2::EventKind;
+using portico::h2::from_request;
 using portico::h2::match_client_preface;
 using portico::h2::Mode;
 using portico::h2::PrefaceMatch;
@@ -421,6 +424,122 @@ TEST(H2Session, ResponseHeaderIsTranslatedAsItIsSubmitted) {
   auto id3 = p.client.submit_request(req_fields(), true);
   p.pump();
   EXPECT_FALSE(p.server.submit_response(*id3, portico::ResponseHeader::build(101), true));
+}
+
+TEST(H2Session, RequestHeaderIsTranslatedAsItIsSubmitted) {
+  // submit_request(RequestHeader) encodes what from_request would build, without the list: the
+  // same frames, byte for byte, as from_request + submit_request(HeaderMap).
+  auto request = [] {
+    RequestHeader r = RequestHeader::build("POST", "/upload?x=1");
+    r.append_header("Host", "origin.example:8443");
+    r.append_header("Cookie", "a=1; b=2");
+    r.append_header("Connection", "keep-alive, X-Hop");
+    r.append_header("X-Hop", "dropped");
+    r.append_header("TE", "trailers");
+    r.append_header("Content-Length", "4");
+    r.append_header("X-Token", "t0k3n");
+    return r;
+  }();
+  request.headers().replace(request.headers().size() - 1, "X-Token", "t0k3n", true);
+  Pair direct, listed;
+  auto a = direct.client.submit_request(request, "https", true, false);
+  ASSERT_TRUE(a);
+  HeaderMap fields;
+  from_request(request, fields, "https", true);
+  auto b = listed.client.submit_request(fields, false);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(*a, *b);
+  EXPECT_EQ(direct.client.pending_output(), listed.client.pending_output());
+
+  direct.pump();
+  auto heads = Pair::take(direct.sev, EventKind::Head);
+  ASSERT_EQ(heads.size(), 1u);
+  const HeaderMap& f = heads[0].fields;
+  EXPECT_EQ(f.get(":method").value(), "POST");
+  EXPECT_EQ(f.get(":scheme").value(), "https");
+  EXPECT_EQ(f.get(":authority").value(), "origin.example:8443");
+  EXPECT_EQ(f.get(":path").value(), "/upload?x=1");
+  EXPECT_EQ(f.get_all("cookie"), (std::vector<std::string_view>{"a=1", "b=2"}));
+  EXPECT_EQ(f.get("te").value(), "trailers");
+  EXPECT_FALSE(f.contains("host"));
+  EXPECT_FALSE(f.contains("x-hop"));
+  EXPECT_FALSE(f.contains("connection"));
+  bool token_sensitive = false;
+  for (auto x : f)
+    if (x.name == "x-token") token_sensitive = x.sensitive;
+  EXPECT_TRUE(token_sensitive);
+  // The Content-Length of the head is enforced on the body.
+  EXPECT_FALSE(direct.client.send_data(*a, "too long", true));
+  ASSERT_TRUE(direct.client.send_data(*a, "body", true));
+  direct.pump();
+  EXPECT_EQ(Pair::read_all(direct.server, *a), "body");
+  EXPECT_EQ(Pair::take(direct.sev, EventKind::EndStream, *a).size(), 1u);
+
+  // A HEAD request expects no body in its response; the client session was told so.
+  RequestHeader head = RequestHeader::build("HEAD", "/");
+  head.append_header("Host", "h.example");
+  auto h = direct.client.submit_request(head, "http", true, true);
+  ASSERT_TRUE(h);
+  direct.pump();
+  portico::ResponseHeader r = portico::ResponseHeader::build(200);
+  r.append_header("Content-Length", "10");
+  ASSERT_TRUE(direct.server.submit_response(*h, r, true));
+  direct.pump();
+  EXPECT_EQ(Pair::take(direct.cev, EventKind::Head, *h).size(), 1u);
+  EXPECT_TRUE(Pair::take(direct.cev, EventKind::Malformed, *h).empty());
+}
+
+TEST(H2Session, DataFramedAtOnceOrQueuedKeepsEachStreamInOrder) {
+  // A body send goes straight into the output when nothing waits before it; otherwise it waits
+  // its turn. Either way a stream's frames go HEADERS, DATA..., END_STREAM, and a stream that
+  // waits for window is not overtaken by one that comes after it.
+  Settings cs;
+  cs.stream_window = 1000;  // what the server may send on each stream before an update
+  Pair p(cs, {});
+  p.pump();
+  std::vector<std::int32_t> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto id = p.client.submit_request(req_fields(), true);
+    ASSERT_TRUE(id);
+    ids.push_back(*id);
+  }
+  p.pump();
+  const std::string big(2500, 'b'), small(100, 's');
+  // Stream 1: larger than its window, so it waits (in parts). Stream 2 comes after it: queued.
+  ASSERT_TRUE(p.server.submit_response(ids[0], resp_fields(), false));
+  ASSERT_EQ(*p.server.send_data(ids[0], big, true), big.size());
+  ASSERT_TRUE(p.server.submit_response(ids[1], resp_fields(), false));
+  ASSERT_EQ(*p.server.send_data(ids[1], small, true), small.size());
+  auto first = parse(p.server.pending_output());
+  std::vector<std::int32_t> data_order;
+  for (auto& f : first)
+    if (f.type == 0x0) data_order.push_back(static_cast<std::int32_t>(f.stream));
+  ASSERT_FALSE(data_order.empty());
+  EXPECT_EQ(data_order.front(), ids[0]) << "the waiting stream goes first";
+  p.pump();
+  // Stream 3, with nothing waiting: framed at once, right after its HEADERS.
+  ASSERT_TRUE(p.server.submit_response(ids[2], resp_fields(), false));
+  ASSERT_EQ(*p.server.send_data(ids[2], small, false), small.size());
+  ASSERT_EQ(*p.server.send_data(ids[2], {}, true), 0u);
+  auto frames = parse(p.server.pending_output());
+  std::vector<std::pair<int, int>> third;  // type, flags
+  for (auto& f : frames)
+    if (f.stream == static_cast<std::uint32_t>(ids[2])) third.emplace_back(f.type, f.flags);
+  ASSERT_EQ(third.size(), 3u);
+  EXPECT_EQ(third[0].first, 0x1);  // HEADERS
+  EXPECT_EQ(third[1], (std::pair<int, int>{0x0, 0}));
+  EXPECT_EQ(third[2], (std::pair<int, int>{0x0, 0x1}));  // an empty DATA with END_STREAM
+  p.pump();
+  std::map<std::int32_t, std::string> bodies;
+  for (int round = 0; round < 100 && Pair::take(p.cev, EventKind::EndStream).size() < 3; ++round) {
+    for (auto id : ids) bodies[id] += Pair::read_all(p.client, id);  // (frees window)
+    p.pump();
+  }
+  for (auto id : ids) bodies[id] += Pair::read_all(p.client, id);
+  EXPECT_EQ(Pair::take(p.cev, EventKind::EndStream).size(), 3u);
+  EXPECT_EQ(bodies[ids[0]], big);
+  EXPECT_EQ(bodies[ids[1]], small);
+  EXPECT_EQ(bodies[ids[2]], small);
 }
 
 TEST(H2Session, InformationalThenFinalResponse) {

@@ -64,6 +64,39 @@ TEST(H2Translate, CookieCrumbsAreJoined) {
   EXPECT_EQ(req.headers()[2].name, "x");
 }
 
+TEST(H2Translate, TakenRequestGetsTheFieldListItselfAndGivesBackItsMemory) {
+  // take_request is to_request without the copy: the received list, edited in place, becomes
+  // the request's; the list gets the memory of the head it replaced.
+  RequestHeader req;
+  req.headers().append("x-old", std::string(200, 'o'));
+  HeaderMap in = get_req({{"host", "client-sent.example"},
+                          {"cookie", "a=1"},
+                          {"accept", "*/*"},
+                          {"cookie", "b=2"},
+                          {"host", "again.example"}});
+  std::string scheme;
+  auto r = take_request(in, req, &scheme);
+  ASSERT_TRUE(r) << reason(r);
+  EXPECT_TRUE(in.empty());
+  EXPECT_TRUE(in.has_capacity());
+  EXPECT_EQ(scheme, "https");
+  EXPECT_EQ(req.method(), "GET");
+  EXPECT_EQ(req.uri(), "/a?b=1");
+  const HeaderMap& h = req.headers();
+  ASSERT_EQ(h.size(), 3u);
+  EXPECT_EQ(h[0].name, "host");
+  EXPECT_EQ(h[0].value, "example.com");
+  EXPECT_EQ(h[1].name, "cookie");
+  EXPECT_EQ(h[1].value, "a=1; b=2");
+  EXPECT_EQ(h[2].name, "accept");
+  EXPECT_EQ(h.byte_size(), std::size_t{4 + 11 + 6 + 8 + 6 + 3});
+
+  // A malformed list is left as it was and the request untouched by the failure.
+  HeaderMap bad = get_req({{"Upper", "x"}});
+  EXPECT_EQ(reason(take_request(bad, req)), "uppercase field name");
+  EXPECT_EQ(bad.size(), 5u);
+}
+
 TEST(H2Translate, MalformedRequestsAreRejected) {
   RequestHeader req;
   struct Case {

@@ -72,6 +72,32 @@ TEST(HeaderMap, InsertFromOwnValueIsSafe) {
   EXPECT_EQ(h.get("b").value(), "value-that-is-long-enough-to-not-fit-in-sso");
 }
 
+TEST(HeaderMap, ReplaceKeepsThePlaceAndTakesStringsFromTheMapItself) {
+  HeaderMap h;
+  h.append(":authority", "an-authority-long-enough-to-live-outside-sso.example");
+  h.append("accept", "*/*");
+  h.append("cookie", "a=1", true);
+  const std::size_t bytes = h.byte_size();
+  // The value comes from the field being replaced, the name from another one: both survive
+  // the buffer growing under them.
+  for (int round = 0; round < 20; ++round) {  // enough rounds for buf_ to reallocate
+    h.replace(0, h[1].name, h[0].value);
+    h.replace(0, "host", h[0].value);
+  }
+  ASSERT_EQ(h.size(), 3u);
+  EXPECT_EQ(h[0].name, "host");
+  EXPECT_EQ(h[0].value, "an-authority-long-enough-to-live-outside-sso.example");
+  EXPECT_FALSE(h[0].sensitive);
+  EXPECT_EQ(h[1].name, "accept");
+  EXPECT_EQ(h.byte_size(), bytes - std::string_view(":authority").size() + 4);
+  h.replace(2, "cookie", "a=1; b=2", true);
+  EXPECT_TRUE(h[2].sensitive);
+  EXPECT_EQ(h.get("cookie").value(), "a=1; b=2");
+  h.replace(1, "x-empty", "");
+  EXPECT_EQ(h[1].value, "");
+  EXPECT_EQ(h.byte_size(), std::size_t{4 + 52 + 7 + 6 + 8});
+}
+
 TEST(HeaderMap, TokensAreCommaSeparatedAndCaseInsensitive) {
   HeaderMap h;
   h.append("Connection", "keep-alive, Upgrade");

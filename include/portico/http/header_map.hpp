@@ -69,6 +69,10 @@ class HeaderMap {
   void append(std::string_view name, std::string_view value, bool sensitive = false);
   /// Removes every field named `name`, then appends one (Pingora's insert_header).
   void insert(std::string_view name, std::string_view value);
+  /// Field `i` becomes `name: value`, in its place. The strings may point into the map.
+  /// Precondition: i < size().
+  void replace(std::size_t i, std::string_view name, std::string_view value,
+               bool sensitive = false);
   /// Removes every field named `name`; returns how many were removed.
   std::size_t remove(std::string_view name);
   /// Removes every field for which `pred(Field)` is true, in one pass; returns how many.
