@@ -248,13 +248,14 @@ void Session::maybe_erase(std::int32_t id) {
   if (it == streams_.end() || !it->second->closed || it->second->buffered != 0) return;
   if (found_ == it->second.get()) found_ = nullptr;
   // As many objects as streams were ever open at once (a connection that runs 100 streams at
-  // once opens and closes them in bursts), at least kSpare spares; only the first kSpare keep
-  // their small buffers.
+  // once opens and closes them in bursts), at least kSpare spares. Their small buffers are kept
+  // by all of a client's (an origin connection: few of them, each carrying many clients'
+  // requests) and the first kSpare of a server's (one client's connection among many).
   if (spare_streams_.size() < spare_limit()) {
     if (spare_streams_.capacity() < kSpare) spare_streams_.reserve(kSpare);
     Stream& st = *it->second;
     st.reset();
-    if (spare_streams_.size() >= kSpare) {
+    if (mode_ == Mode::Server && spare_streams_.size() >= kSpare) {
       std::string().swap(st.out);
       st.chunks.clear();
     }

@@ -320,8 +320,9 @@ class Session {
   /// The largest field list (names and values) recycle() keeps; a larger one is freed.
   static constexpr std::size_t kSpareHeadBytes = 2048;
   /// The capacity of a stream's send or receive buffer kept when the stream ends, for the next
-  /// stream its object serves (the first kSpare spare stream objects of a connection keep at
-  /// most this much each, per direction; an idle connection's trim() frees them).
+  /// stream its object serves (at most this much each, per direction: every spare stream object
+  /// of a client session, whose streams an origin connection shares among many requests at
+  /// once, the first kSpare of a server session; an idle connection's trim() frees them).
   static constexpr std::size_t kKeptBuffer = 4096;
   /// For a connection gone idle: frees what the session keeps for the next streams (recycled
   /// stream objects and field lists), empty buffers and the spare room of the HPACK tables.
