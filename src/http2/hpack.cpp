@@ -95,8 +95,8 @@ inline std::string_view join(const std::string_view (&p)[2], char*& buf) noexcep
 
 }  // namespace
 
-// Decodings of recent short Huffman literals (remember_literals): 16 slots by a hash of the
-// octets. A decoding is at most 48 * 8 / 5 = 76 bytes (5-bit codes are the shortest).
+// Decodings of recent short Huffman literals (remember_literals). A decoding is at most
+// 48 * 8 / 5 = 76 bytes (5-bit codes are the shortest).
 struct Decoder::literal_memo {
   // A slot per Huffman string of a block, by its rank there (the first 16): a server repeats
   // its fields in the same order, so the same rank brings the same octets, without the
