@@ -921,8 +921,9 @@ void Session::on_head(Stream& st, bool end) {
   e.end_stream = end;
   if (!st.head_seen) {
     bool no_body = false;
+    h2::HeadSeen seen;
     if (mode_ == Mode::Server) {
-      if (const char* why = request_problem(st.head)) {
+      if (const char* why = request_problem(st.head, &seen)) {
         st.head.clear();
         st.rejected = true;
         Event m{EventKind::Malformed, st.id};
@@ -932,10 +933,10 @@ void Session::on_head(Stream& st, bool end) {
         rst(st, ErrorCode::ProtocolError);
         return;
       }
-      st.request_is_head = st.head.get(":method") == std::optional<std::string_view>("HEAD");
+      st.request_is_head = seen.head;
     } else {
       std::uint16_t status = 0;
-      const char* why = response_problem(st.head, status);
+      const char* why = response_problem(st.head, status, &seen);
       if (!why && status < 200 && end) why = "interim response with END_STREAM";
       if (why) {
         malformed_response(st, why);
@@ -950,7 +951,10 @@ void Session::on_head(Stream& st, bool end) {
       }
       no_body = st.request_is_head || status == 204 || status == 304;
     }
-    auto len = ContentLength::from_fields(st.head, no_body, mode_ == Mode::Client);
+    // (A head without the field, the usual request, is not walked again for it.)
+    auto len = seen.content_length
+                   ? ContentLength::from_fields(st.head, no_body, mode_ == Mode::Client)
+                   : Result<ContentLength>(ContentLength::absent(no_body));
     if (!len) {
       st.head.clear();
       if (mode_ == Mode::Server) {

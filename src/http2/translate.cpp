@@ -163,9 +163,9 @@ bool valid_field_value(std::string_view value) noexcept {
   return http::chars::value_chars_ok(value.data(), value.size());
 }
 
-const char* request_problem(const HeaderMap& in) noexcept {
+const char* request_problem(const HeaderMap& in, HeadSeen* seen) noexcept {
   RequestPseudo p;
-  bool regular_seen = false;
+  bool regular_seen = false, content_length = false;
   for (auto f : in) {
     if (!f.name.empty() && f.name.front() == ':') {
       if (regular_seen) return "pseudo-header field after a regular field";
@@ -192,6 +192,7 @@ const char* request_problem(const HeaderMap& in) noexcept {
     }
     regular_seen = true;
     if (const char* why = field_problem(f.name, f.value, true)) return why;
+    content_length = content_length || (f.name.size() == 14 && f.name == "content-length");
   }
   if (!p.has_method || p.method.empty()) return "missing :method";
   for (char c : p.method)
@@ -212,6 +213,10 @@ const char* request_problem(const HeaderMap& in) noexcept {
     if (!p.has_scheme || p.scheme.empty()) return "missing :scheme";
     if (!p.has_path || p.path.empty()) return "missing or empty :path";
     if (p.path.front() != '/' && !(p.path == "*" && p.method == "OPTIONS")) return "invalid :path";
+  }
+  if (seen) {
+    seen->content_length = content_length;
+    seen->head = p.method == "HEAD";
   }
   return nullptr;
 }
@@ -280,9 +285,9 @@ Result<void> take_request(HeaderMap& in, RequestHeader& out, std::string* scheme
   return {};
 }
 
-const char* response_problem(const HeaderMap& in, std::uint16_t& code) noexcept {
+const char* response_problem(const HeaderMap& in, std::uint16_t& code, HeadSeen* seen) noexcept {
   std::string_view status;
-  bool has_status = false, regular_seen = false;
+  bool has_status = false, regular_seen = false, content_length = false;
   for (auto f : in) {
     if (!f.name.empty() && f.name.front() == ':') {
       if (regular_seen) return "pseudo-header field after a regular field";
@@ -294,6 +299,7 @@ const char* response_problem(const HeaderMap& in, std::uint16_t& code) noexcept 
     }
     regular_seen = true;
     if (const char* why = field_problem(f.name, f.value, false)) return why;
+    content_length = content_length || (f.name.size() == 14 && f.name == "content-length");
   }
   if (!has_status) return "missing :status";
   code = 0;
@@ -301,6 +307,7 @@ const char* response_problem(const HeaderMap& in, std::uint16_t& code) noexcept 
   if (status.size() != 3 || ec != std::errc{} || p != status.data() + 3 || code < 100)
     return "invalid :status";
   if (code == 101) return "101 in HTTP/2";
+  if (seen) seen->content_length = content_length;
   return nullptr;
 }
 

@@ -42,16 +42,24 @@ Result<void> to_request(const HeaderMap& in, RequestHeader& out, std::string* sc
 Result<void> take_request(HeaderMap& in, RequestHeader& out, std::string* scheme = nullptr,
                           bool checked = false);
 
+/// What request_problem and response_problem note on their way through a list they find valid,
+/// for a caller that would otherwise walk it again.
+struct HeadSeen {
+  bool content_length = false;  ///< a content-length field is present
+  bool head = false;            ///< a request's ":method" is HEAD
+};
+
 /// Why a received request field list is malformed (RFC 9113 §8.1.1, §8.2, §8.3.1), or null: the
 /// checks of `to_request` without the translation. Beyond the RFC's musts, what the request
 /// becomes upstream must be valid HTTP/1: `:path` visible ASCII without a fragment, `:authority`
 /// a host and optional port, `:scheme` a URI scheme, field values without control characters.
-const char* request_problem(const HeaderMap& in) noexcept;
+const char* request_problem(const HeaderMap& in, HeadSeen* seen = nullptr) noexcept;
 
 /// Why a received response field list is malformed (RFC 9113 §8.1.1, §8.2, §8.3.2: ":status"
 /// only, first, three digits, not 101; the field rules of `request_problem`), or null, and then
 /// `status` holds its code.
-const char* response_problem(const HeaderMap& in, std::uint16_t& status) noexcept;
+const char* response_problem(const HeaderMap& in, std::uint16_t& status,
+                             HeadSeen* seen = nullptr) noexcept;
 
 /// Why a received trailer section is malformed (a pseudo-header field, or the field rules of
 /// `request_problem`), or null.
@@ -123,6 +131,12 @@ class ContentLength {
   /// Parses the Content-Length fields of `h` (several must carry the same number). `no_body`: the
   /// message has no content whatever the field says (a response to HEAD, a 204 or 304).
   static Result<ContentLength> from_fields(const HeaderMap& h, bool no_body, bool from_upstream);
+  /// A message without a Content-Length field (what from_fields finds then).
+  static ContentLength absent(bool no_body) noexcept {
+    ContentLength cl;
+    cl.no_body_ = no_body;
+    return cl;
+  }
 
   /// Whether a Content-Length applies to the body.
   bool known() const noexcept { return expected_ >= 0; }

@@ -97,6 +97,37 @@ TEST(H2Translate, TakenRequestGetsTheFieldListItselfAndGivesBackItsMemory) {
   EXPECT_EQ(bad.size(), 5u);
 }
 
+TEST(H2Translate, ChecksNoteContentLengthAndHead) {
+  // What the session reads off the checks instead of walking the head again.
+  HeadSeen seen;
+  ASSERT_EQ(request_problem(get_req({{"accept", "*/*"}}), &seen), nullptr);
+  EXPECT_FALSE(seen.content_length);
+  EXPECT_FALSE(seen.head);
+  HeaderMap head = fields({{":method", "HEAD"},
+                           {":scheme", "https"},
+                           {":path", "/"},
+                           {"x", "1"},
+                           {"content-length", "0"}});
+  ASSERT_EQ(request_problem(head, &seen), nullptr);
+  EXPECT_TRUE(seen.content_length);
+  EXPECT_TRUE(seen.head);
+  HeadSeen r;
+  std::uint16_t code = 0;
+  ASSERT_EQ(response_problem(fields({{":status", "200"}, {"content-length", "5"}}), code, &r),
+            nullptr);
+  EXPECT_EQ(code, 200);
+  EXPECT_TRUE(r.content_length);
+  HeadSeen none;
+  ASSERT_EQ(response_problem(fields({{":status", "204"}, {"content-type", "x"}}), code, &none),
+            nullptr);
+  EXPECT_FALSE(none.content_length);
+  // A field whose name only contains the word does not count.
+  HeadSeen near;
+  ASSERT_EQ(response_problem(fields({{":status", "200"}, {"x-content-length", "5"}}), code, &near),
+            nullptr);
+  EXPECT_FALSE(near.content_length);
+}
+
 TEST(H2Translate, MalformedRequestsAreRejected) {
   RequestHeader req;
   struct Case {
