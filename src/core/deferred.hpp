@@ -67,12 +67,13 @@ class Deferred {
   Deferred& operator=(const Deferred&) = delete;
 
   /// Runs fn(arg) once the delay has passed, unless `e` is cancelled (or re-added) first.
-  void add(Entry& e, Fn fn, void* arg) {
+  /// `now`: the caller's reading of the clock, when it has just taken one.
+  void add(Entry& e, Fn fn, void* arg, clock::time_point now = clock::now()) {
     e.cancel();
     e.owner_ = this;
     e.fn_ = fn;
     e.arg_ = arg;
-    e.due_ = clock::now() + delay_;
+    e.due_ = now + delay_;
     e.prev_ = tail_;
     e.next_ = nullptr;
     if (tail_)

@@ -28,10 +28,12 @@ class Watchdog : public std::enable_shared_from_this<Watchdog> {
   explicit Watchdog(boost::asio::steady_timer& prototype) : timer_(std::move(prototype)) {}
 
   /// Starts (or restarts) the deadline of `slot`. When it passes, `fn(arg)` runs once and
-  /// expired(slot) becomes true until the next arm/disarm.
-  void arm(Slot slot, std::chrono::milliseconds d, CancelFn fn, void* arg) {
+  /// expired(slot) becomes true until the next arm/disarm. `now`: the caller's reading of the
+  /// clock, when it has just taken one.
+  void arm(Slot slot, std::chrono::milliseconds d, CancelFn fn, void* arg,
+           clock::time_point now = clock::now()) {
     auto& s = slots_[slot];
-    s.deadline = d.count() > 0 ? clock::now() + d : clock::time_point::max();
+    s.deadline = d.count() > 0 ? now + d : clock::time_point::max();
     s.fn = fn;
     s.arg = arg;
     s.expired = false;

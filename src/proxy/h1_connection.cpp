@@ -159,10 +159,10 @@ void H1Connection::close_client() noexcept {
 // ---------------------------------------------------------------------------------------------
 // parking an idle keep-alive connection
 
-void H1Connection::schedule_park() {
+void H1Connection::schedule_park(Deferred::clock::time_point now) {
   state_.parker(sock_.get_executor(), opts_.keepalive_park_after)
       .add(
-          park_later_, [](void* c) { static_cast<H1Connection*>(c)->request_park(); }, this);
+          park_later_, [](void* c) { static_cast<H1Connection*>(c)->request_park(); }, this, now);
 }
 
 void H1Connection::request_park() noexcept {
@@ -228,7 +228,8 @@ void H1Connection::trim() noexcept {
 // ---------------------------------------------------------------------------------------------
 // downstream I/O
 
-task<Result<std::size_t>> H1Connection::ds_read(milliseconds timeout) {
+task<Result<std::size_t>> H1Connection::ds_read(milliseconds timeout,
+                                                Watchdog::clock::time_point now) {
   // Trimmed (see trim()): the wait needs no read buffer; the first bytes come through `first`.
   char first[64];
   const bool small = trimmed_ && rbuf_.empty();
@@ -241,7 +242,7 @@ task<Result<std::size_t>> H1Connection::ds_read(milliseconds timeout) {
       rbegin_ = 0;
     }
   }
-  wd_->arm(Watchdog::DsRead, timeout, cancel_tcp, &sock_);
+  wd_->arm(Watchdog::DsRead, timeout, cancel_tcp, &sock_, now);
   error_code ec;
   const auto into =
       small ? asio::buffer(first) : asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_);
@@ -322,11 +323,13 @@ task<Result<bool>> H1Connection::read_request_header() {
       wait = std::min(wait, kFirstRequestGrace);
     // Between keep-alive requests with nothing buffered: a wait that lasts ends in park() (or,
     // when the connection cannot be parked, in trim()).
+    // (One reading of the clock for the park's delay and the read's deadline.)
+    const auto now = Watchdog::clock::now();
     if (first && !trimmed_ && conn_requests_ > 0 && rbegin_ == rend_ && parser_.idle() &&
         park_after.count() > 0 && park_after < wait && !drain_requested_ && !worker_.draining()) {
-      schedule_park();
+      schedule_park(now);
     }
-    auto r = co_await ds_read(wait);
+    auto r = co_await ds_read(wait, now);
     park_later_.cancel();
     if (r) park_ = false;  // the next request came as the park was asked for: serve it
     if (!r) {

@@ -82,7 +82,9 @@ class H1Connection final : public ProxyRequest, public Drainable {
   /// Waits until more than `seen` bytes can be peeked (without consuming them) and peeks up to
   /// `cap`: the count, 0 when the client closed, -1 on an error or the DsRead deadline.
   task<ssize_t> peek_more(unsigned char* buf, std::size_t cap, ssize_t seen);
-  task<Result<std::size_t>> ds_read(std::chrono::milliseconds timeout);
+  /// Reads what the client sends, within `timeout` from `now`.
+  task<Result<std::size_t>> ds_read(std::chrono::milliseconds timeout,
+                                    Watchdog::clock::time_point now = Watchdog::clock::now());
   task<Result<void>> ds_write(const std::vector<boost::asio::const_buffer>& bufs);
   // ds_write in parts (after try_write): the wait for the rest, the outcome.
   task<Result<void>> ds_write_wait(const std::vector<boost::asio::const_buffer>& bufs, WriteTry t);
@@ -164,8 +166,9 @@ class H1Connection final : public ProxyRequest, public Drainable {
   // buffer and the TLS buffers (trim()), and its next bytes are first read into a small buffer
   // (ds_read).
   Deferred::Entry park_later_;
-  /// request_park() once keepalive_park_after has passed (unless park_later_ is cancelled).
-  void schedule_park();
+  /// request_park() once keepalive_park_after has passed from `now` (unless park_later_ is
+  /// cancelled).
+  void schedule_park(Deferred::clock::time_point now = Deferred::clock::now());
   void request_park() noexcept;
   void park();
   void trim() noexcept;

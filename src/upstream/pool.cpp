@@ -362,7 +362,7 @@ void Pool::put(UpstreamConnPtr c) {
         auto* conn = static_cast<UpstreamConn*>(arg);
         conn->idle_in->watch(*conn);
       },
-      &pooled);
+      &pooled, pooled.idle_since);
   arm_sweep(expires);
 }
 
