@@ -40,10 +40,28 @@ class SignalRegistry final : public boost::asio::execution_context::service {
   explicit SignalRegistry(boost::asio::execution_context& ctx) : service(ctx) {}
   inline void link(Signal& s) noexcept;
   inline void unlink(Signal& s) noexcept;
+  /// For an execution context only one thread ever runs (a server's worker): the list goes
+  /// without its lock. Before any Signal of `ctx` waits.
+  static void single_thread(boost::asio::execution_context& ctx) {
+    boost::asio::use_service<SignalRegistry>(ctx).locking_ = false;
+  }
 
  private:
+  /// Holds m_ unless the context is single-threaded.
+  struct Guard {
+    explicit Guard(SignalRegistry& r) : m(r.locking_ ? &r.m_ : nullptr) {
+      if (m) m->lock();
+    }
+    ~Guard() {
+      if (m) m->unlock();
+    }
+    Guard(const Guard&) = delete;
+    Guard& operator=(const Guard&) = delete;
+    std::mutex* m;
+  };
   inline void shutdown() override;
   std::mutex m_;  // an io_context may be run by several threads
+  bool locking_ = true;
   Signal* head_ = nullptr;
 };
 
@@ -118,7 +136,7 @@ class Signal {
 };
 
 void SignalRegistry::link(Signal& s) noexcept {
-  std::lock_guard<std::mutex> lock(m_);
+  Guard lock(*this);
   s.prev_ = nullptr;
   s.next_ = head_;
   if (head_) head_->prev_ = &s;
@@ -126,7 +144,7 @@ void SignalRegistry::link(Signal& s) noexcept {
 }
 
 void SignalRegistry::unlink(Signal& s) noexcept {
-  std::lock_guard<std::mutex> lock(m_);
+  Guard lock(*this);
   if (s.prev_)
     s.prev_->next_ = s.next_;
   else
@@ -141,7 +159,7 @@ void SignalRegistry::shutdown() {
   for (;;) {
     Signal* s;
     {
-      std::lock_guard<std::mutex> lock(m_);
+      Guard lock(*this);
       s = head_;
     }
     if (!s) return;

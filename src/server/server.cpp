@@ -36,6 +36,7 @@
 
 #include "core/accept_raw.hpp"
 #include "core/log.hpp"
+#include "core/signal.hpp"
 #include "core/socket_io.hpp"
 #include "server/daemon.hpp"
 #include "server/upgrade.hpp"
@@ -168,12 +169,15 @@ bool Accepted::adopt() { return adopt_accepted(socket, raw, local, peer, false);
 namespace {
 struct WorkerThread {
   explicit WorkerThread(std::size_t i)
-      : ctx(kWorkerConcurrency), guard(ctx->get_executor()), worker(ctx->get_executor(), i, true) {}
+      : ctx(kWorkerConcurrency), guard(ctx->get_executor()), worker(ctx->get_executor(), i, true) {
+    detail::SignalRegistry::single_thread(*ctx);  // one thread runs it: see below
+  }
   // One thread runs a worker's io_context, and only it touches the worker's sockets: what other
   // threads ask of a worker is posted to it (drains, stops), and a connection handed to another
   // worker leaves as a bare descriptor (Pool::take_remote). So Asio need not lock each socket's
   // reactor state for every operation (about ten lock/unlock pairs per proxied request); posts
-  // and timers keep their locks.
+  // and timers keep their locks. Nor need the waiting Signals be listed under a lock (up to
+  // four lock/unlock pairs per HTTP/2 request).
   static constexpr int kWorkerConcurrency = BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO;
   ~WorkerThread() {
     // Everything bound to the io_context goes before it: listeners, pooled connections, and

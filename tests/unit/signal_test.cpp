@@ -105,3 +105,48 @@ TEST(Signal, ALoopTornDownWithAWaiterFreesItsFrame) {
   EXPECT_TRUE(destroyed);
   EXPECT_FALSE(resumed);
 }
+
+TEST(Signal, ASingleThreadedLoopListsItsWaitersWithoutALock) {
+  // A server's worker marks its io_context single-threaded: waits, wakes and the tear-down of
+  // waiters left behave as with the lock.
+  struct Owned {
+    Signal s;
+    bool* destroyed;
+    ~Owned() { *destroyed = true; }
+  };
+  bool left_destroyed = false, left_resumed = false;
+  int woken = 0;
+  {
+    asio::io_context ctx(1);
+    portico::detail::SignalRegistry::single_thread(ctx);
+    Signal a, b, c;
+    for (Signal* s : {&a, &b, &c}) asio::co_spawn(ctx, wait_once(*s, woken), asio::detached);
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          auto o = std::make_unique<Owned>();
+          o->destroyed = &left_destroyed;
+          co_await o->s.wait();
+          left_resumed = true;
+        },
+        asio::detached);
+    ctx.poll();
+    EXPECT_TRUE(a.waiting() && b.waiting() && c.waiting());
+    b.notify();  // the middle of the list, then its ends
+    ctx.poll();
+    EXPECT_EQ(woken, 1);
+    c.notify();
+    a.notify();
+    ctx.poll();
+    EXPECT_EQ(woken, 3);
+    asio::co_spawn(ctx, wait_once(a, woken), asio::detached);  // waits again
+    ctx.poll();
+    EXPECT_TRUE(a.waiting());
+    a.notify();
+    ctx.poll();
+    EXPECT_EQ(woken, 4);
+    EXPECT_FALSE(left_destroyed);
+  }
+  EXPECT_TRUE(left_destroyed);
+  EXPECT_FALSE(left_resumed);
+}
