@@ -6,6 +6,7 @@
 #   bash bench/callgrind/peers.sh [N]            # N requests per figure (default 10000)
 #   PROXIES="portico h2o" MODES=h2c bash bench/callgrind/peers.sh
 #   MODES="h1 h2c h2tls" bash bench/callgrind/peers.sh   # h2tls: HTTP/2 over TLS to the proxy
+#   MODES=h2up PROXIES="portico haproxy" bash bench/callgrind/peers.sh  # h2c in, HTTP/2 to the origin
 #   BIN=path/to/reverse_proxy                   # another portico build
 #   RESULTS_DIR=dir                             # where the report goes (default bench/results)
 #
@@ -15,8 +16,10 @@
 #                 zeroed, N requests, Ir of every thread of the process / N
 #   syscalls      the proxy natively under strace -c -f: N requests, system calls / N
 # Modes: h1 (h2load --h1 -c10: HTTP/1.1 keep-alive, 10 connections), h2c (h2load -c10 -m10:
-# 10 connections of 10 streams) and h2tls (as h2c, over TLS 1.3 with TLS_AES_128_GCM_SHA256 and
-# ALPN h2, a throwaway RSA-2048 certificate; the handshakes are in the 2,000 warm-up requests). Kernel time per system call differs (a send costs more than an
+# 10 connections of 10 streams), h2tls (as h2c, over TLS 1.3 with TLS_AES_128_GCM_SHA256 and
+# ALPN h2, a throwaway RSA-2048 certificate; the handshakes are in the 2,000 warm-up requests)
+# and h2up (as h2c, the proxy speaking HTTP/2 with prior knowledge to a second nginx origin that
+# serves the same file over h2c; nginx and h2o 2.2 cannot, so only portico and HAProxy run it). Kernel time per system call differs (a send costs more than an
 # epoll_ctl), so the two columns are a model of the cost, not a CPU time.
 # Needs valgrind, strace, nginx, h2load; HAProxy and h2o when installed (else skipped).
 set -euo pipefail
@@ -46,20 +49,33 @@ nginx_origin_conf "$TMP/origin" "$TMP/www" 60s "listen 127.0.0.1:$O_PORT;" >"$TM
 START_LOG=0
 start_nginx origin "$TMP/origin" nginx.conf
 wait_listen origin "$REPLY" "$O_PORT" "$TMP/origin/error.log" || die "the origin did not start"
+if [[ " $MODES " == *" h2up "* ]]; then  # the HTTP/2 origin of h2up
+  mkdir -p "$TMP/origin2/tmp"
+  pick_port
+  O2_PORT=$REPLY
+  nginx_origin_conf "$TMP/origin2" "$TMP/www" 60s "listen 127.0.0.1:$O2_PORT http2;" >"$TMP/origin2/nginx.conf"
+  start_nginx origin2 "$TMP/origin2" nginx.conf
+  wait_listen origin2 "$REPLY" "$O2_PORT" "$TMP/origin2/error.log" || die "the HTTP/2 origin did not start"
+fi
 if [[ " $MODES " == *" h2tls "* ]]; then
   openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/key.pem" -out "$TMP/cert.pem" -days 2 \
     -subj /CN=localhost >/dev/null 2>&1 || die "openssl could not make a certificate"
   cat "$TMP/cert.pem" "$TMP/key.pem" >"$TMP/combined.pem" # HAProxy wants both in one file
 fi
 
-# proxy_cmd NAME MODE PORT DIR : sets CMD (the proxy's command line, one process, one thread)
+# proxy_cmd NAME MODE PORT DIR : sets CMD (the proxy's command line, one process, one thread);
+# fails for a proxy that cannot run MODE
 proxy_cmd() {
   local name=$1 mode=$2 port=$3 d=$4
   mkdir -p "$d/tmp"
+  if [[ $mode == h2up && $name != portico && $name != haproxy ]]; then return 1; fi
   case $name in
     portico)
       CMD=("$BIN" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$O_PORT" --threads 1)
       if [[ $mode == h2c ]]; then CMD+=(--h2c); fi
+      if [[ $mode == h2up ]]; then
+        CMD=("$BIN" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$O2_PORT" --threads 1 --h2c --upstream-h2)
+      fi
       if [[ $mode == h2tls ]]; then CMD+=(--tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem"); fi
       ;;
     nginx)
@@ -81,10 +97,11 @@ proxy_cmd() {
       CMD=(nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf")
       ;;
     haproxy)
-      local bind="bind 127.0.0.1:$port"
-      if [[ $mode == h2c ]]; then bind+=" proto h2"; fi
+      local bind="bind 127.0.0.1:$port" srv="server o1 127.0.0.1:$O_PORT"
+      if [[ $mode == h2c || $mode == h2up ]]; then bind+=" proto h2"; fi
       if [[ $mode == h2tls ]]; then bind+=" ssl crt $TMP/combined.pem alpn h2"; fi
-      HAPROXY_SPLICE=off haproxy_conf "$bind" "server o1 127.0.0.1:$O_PORT" >"$d/haproxy.cfg"
+      if [[ $mode == h2up ]]; then srv="server o1 127.0.0.1:$O2_PORT proto h2"; fi
+      HAPROXY_SPLICE=off haproxy_conf "$bind" "$srv" >"$d/haproxy.cfg"
       CMD=(haproxy -db -f "$d/haproxy.cfg")
       ;;
     h2o)
@@ -124,7 +141,10 @@ for name in $PROXIES; do
     pick_port
     port=$REPLY
     url="$(scheme "$mode")://127.0.0.1:$port/1k"
-    proxy_cmd "$name" "$mode" "$port" "$d"
+    if ! proxy_cmd "$name" "$mode" "$port" "$d"; then
+      log "$name cannot run $mode: skipped"
+      continue
+    fi
     # Instructions: the proxy under callgrind (one output file per process; threads summed).
     start_server "$name" "$d/cg.log" valgrind --tool=callgrind --trace-children=no \
       --callgrind-out-file="$d/cg.out.%p" "${CMD[@]}"
@@ -186,7 +206,7 @@ REPORT=$RESULTS_DIR/callgrind-peers-$(date -u +%Y%m%d-%H%M%S).md
       printf -- '- %s: %s, one worker/thread, upstream keep-alive, no access log\n' "$name" "$(version_of "$name")"
     fi
   done
-  printf -- '- origin: nginx, a 1 KiB file, HTTP/1.1 keep-alive; load: h2load %s (h1: `--h1 -c10`, h2c: `-c10 -m10`, h2tls: `-c10 -m10`, TLS 1.3, TLS_AES_128_GCM_SHA256), %s requests per figure after 2,000 unmeasured\n' \
+  printf -- '- origin: nginx, a 1 KiB file, HTTP/1.1 keep-alive (h2up: HTTP/2 with prior knowledge); load: h2load %s (h1: `--h1 -c10`, h2c and h2up: `-c10 -m10`, h2tls: `-c10 -m10`, TLS 1.3, TLS_AES_128_GCM_SHA256), %s requests per figure after 2,000 unmeasured\n' \
     "$(version_of h2load)" "$N"
   printf -- '- instructions: Ir of the whole proxy process under callgrind; system calls: strace -c -f on the proxy running natively\n'
   printf '\n| proxy | mode | instructions per request | system calls per request |\n|---|---|---:|---:|\n'
