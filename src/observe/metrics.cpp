@@ -20,12 +20,38 @@ std::size_t shard_count() noexcept {
   return n;
 }
 
+namespace {
+// Which of cells 1..63 a thread holds. Taken with acquire and given back with release: the next
+// holder's plain reads see the last holder's writes.
+std::atomic<bool> g_cell_taken[64];
+
+// Gives the thread's cell back when the thread ends; records made after that (by other
+// thread_local destructors) go to the shared cell.
+struct CellHolder {
+  std::uint32_t cell = 0;
+  ~CellHolder() {
+    tl_shard = 0;
+    if (cell != 0) g_cell_taken[cell].store(false, std::memory_order_release);
+  }
+};
+}  // namespace
+
 std::uint32_t assign_shard() noexcept {
   static std::atomic<std::uint32_t> next{0};
-  const auto s = static_cast<std::uint32_t>(next.fetch_add(1, std::memory_order_relaxed) %
-                                            shard_count());
-  tl_shard = s;
-  return s;
+  const auto own = static_cast<std::uint32_t>(shard_count() - 1);  // cells 1..own
+  for (std::uint32_t k = 0; k < own; ++k) {
+    const std::uint32_t c = 1 + next.fetch_add(1, std::memory_order_relaxed) % own;
+    bool free = false;
+    if (g_cell_taken[c].load(std::memory_order_relaxed) ||
+        !g_cell_taken[c].compare_exchange_strong(free, true, std::memory_order_acquire))
+      continue;
+    static thread_local CellHolder holder;
+    holder.cell = c;
+    tl_shard = c | kOwnCell;
+    return tl_shard;
+  }
+  tl_shard = 0;
+  return 0;
 }
 
 }  // namespace detail
@@ -169,17 +195,20 @@ Histogram::Histogram(std::span<const double> bounds)
       cells_(make_lines(lines_ * detail::shard_count())) {}
 
 void Histogram::observe(double v) noexcept {
-  const std::size_t shard = detail::shard();
+  const std::uint32_t sw = detail::shard_word();
+  const std::size_t shard = sw & ~detail::kOwnCell;
   std::size_t i = 0;
   const std::size_t n = bounds_.size();
   while (i < n && !(v <= bounds_[i])) ++i;
-  word(shard, i).fetch_add(1, std::memory_order_relaxed);
-  // The sum's cell is written by this thread alone unless threads outnumber cells: the loop
-  // normally runs once.
+  detail::cell_add(word(shard, i), 1, sw);
   auto& s = word(shard, n + 1);
   std::uint64_t old = s.load(std::memory_order_relaxed);
-  while (!s.compare_exchange_weak(old, std::bit_cast<std::uint64_t>(std::bit_cast<double>(old) + v),
-                                  std::memory_order_relaxed)) {
+  const auto sum = [&] { return std::bit_cast<std::uint64_t>(std::bit_cast<double>(old) + v); };
+  if (sw & detail::kOwnCell) {
+    s.store(sum(), std::memory_order_relaxed);
+  } else {
+    while (!s.compare_exchange_weak(old, sum(), std::memory_order_relaxed)) {
+    }
   }
 }
 

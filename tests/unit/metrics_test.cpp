@@ -148,6 +148,37 @@ TEST(Metrics, ConcurrentRecordingFromManyThreadsGivesExactTotals) {
   EXPECT_DOUBLE_EQ(snap.sum, static_cast<double>(threads) * (kPer / 3 * 3.0 + 1.0 * (kPer % 3 > 1)));
 }
 
+TEST(Metrics, CellsPassFromThreadsThatEndToThreadsThatStartWithExactTotals) {
+  // A thread with a cell of its own writes it without atomic read-modify-writes; when it ends
+  // the cell goes to the next thread, which must go on from the last value written.
+  obs::Registry r;
+  auto& c = r.counter("t_total", "T.");
+  auto& g = r.gauge("t_g", "G.");
+  auto& h = r.histogram("t_h", "H.", {1});
+  const int per_round = static_cast<int>(obs::detail::shard_count()) + 2;  // some share cell 0
+  constexpr int kRounds = 6, kPer = 20'000;
+  for (int round = 0; round < kRounds; ++round) {
+    std::vector<std::thread> ts;
+    for (int t = 0; t < per_round; ++t)
+      ts.emplace_back([&] {
+        for (int i = 0; i < kPer; ++i) {
+          c.inc();
+          g.add(2);
+          g.dec();
+          h.observe(0.5);  // exact in binary: the sum is exact too
+        }
+      });
+    for (auto& t : ts) t.join();
+    const auto total = static_cast<std::uint64_t>(round + 1) * per_round * kPer;
+    ASSERT_EQ(c.value(), total) << "round " << round;
+    ASSERT_EQ(g.value(), static_cast<std::int64_t>(total));
+    const auto snap = h.snapshot();
+    ASSERT_EQ(snap.count, total);
+    ASSERT_EQ(snap.counts[0], total);
+    ASSERT_EQ(snap.sum, 0.5 * static_cast<double>(total));
+  }
+}
+
 TEST(Metrics, ScrapingWhileRecordingIsSafe) {
   obs::Registry r;
   auto& fam = r.counter_family("t_total", "T.", {"k"});

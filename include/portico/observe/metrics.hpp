@@ -22,16 +22,27 @@ namespace detail {
 
 inline constexpr std::size_t kCacheLine = 64;
 
-/// Cells each series is split into (a power of two, from the number of CPUs, 4..64). Threads are
-/// given cells round robin on their first record, so up to this many threads (the workers)
-/// record without sharing a cache line; more threads share cells, still exactly (atomics).
+/// Cells each series is split into (a power of two, from the number of CPUs, 4..64). Cell 0 is
+/// shared; each of the others belongs to one thread at a time, given on the thread's first
+/// record and given back when it ends. A thread with a cell of its own updates it with a plain
+/// read and write (no locked instruction); threads that found none left add to cell 0 with
+/// atomic read-modify-writes. Either way the totals are exact.
 std::size_t shard_count() noexcept;
-/// The calling thread's cell, assigned on first use.
+/// tl_shard's flag: the cell is the calling thread's own.
+inline constexpr std::uint32_t kOwnCell = 1u << 31;
+/// The calling thread's cell (with kOwnCell when it is its own), assigned on first use.
 std::uint32_t assign_shard() noexcept;
 inline constinit thread_local std::uint32_t tl_shard = ~0u;
-inline std::uint32_t shard() noexcept {
+inline std::uint32_t shard_word() noexcept {
   const std::uint32_t s = tl_shard;
   return s != ~0u ? s : assign_shard();
+}
+/// Adds `n` to a word of the cell shard_word() named.
+inline void cell_add(std::atomic<std::uint64_t>& w, std::uint64_t n, std::uint32_t word) noexcept {
+  if (word & kOwnCell)
+    w.store(w.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  else
+    w.fetch_add(n, std::memory_order_relaxed);
 }
 
 struct alignas(kCacheLine) Line {
@@ -46,8 +57,8 @@ enum class MetricType : std::uint8_t { Counter, Gauge, Histogram, Untyped };
 /// "counter", "gauge", "histogram" or "untyped".
 std::string_view to_string(MetricType t) noexcept;
 
-/// A monotonically increasing count. Recording is one relaxed atomic add on a cache line of the
-/// calling thread's own: no lock, no allocation, no sharing between workers.
+/// A monotonically increasing count. Recording is one add on a cache line of the calling
+/// thread's own (see detail::shard_count): no lock, no allocation, no sharing between workers.
 class Counter {
  public:
   Counter();
@@ -55,7 +66,8 @@ class Counter {
   Counter& operator=(const Counter&) = delete;
 
   void inc(std::uint64_t n = 1) noexcept {
-    cells_[detail::shard()].w[0].fetch_add(n, std::memory_order_relaxed);
+    const std::uint32_t s = detail::shard_word();
+    detail::cell_add(cells_[s & ~detail::kOwnCell].w[0], n, s);
   }
   /// The sum over threads. Concurrent increments may or may not be included.
   std::uint64_t value() const noexcept;
@@ -74,7 +86,8 @@ class Gauge {
   Gauge& operator=(const Gauge&) = delete;
 
   void add(std::int64_t n) noexcept {
-    cells_[detail::shard()].w[0].fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
+    const std::uint32_t s = detail::shard_word();
+    detail::cell_add(cells_[s & ~detail::kOwnCell].w[0], static_cast<std::uint64_t>(n), s);
   }
   void inc() noexcept { add(1); }
   void dec() noexcept { add(-1); }
@@ -87,8 +100,8 @@ class Gauge {
 
 /// Observations counted into fixed buckets (upper bounds, ascending) plus their sum, rendered as
 /// Prometheus' cumulative `_bucket{le="..."}`, `_sum` and `_count`. Recording finds the bucket by
-/// a linear scan (bucket lists are short) and does two relaxed atomic updates on the calling
-/// thread's own cache lines.
+/// a linear scan (bucket lists are short) and does two updates on the calling thread's own cache
+/// lines.
 class Histogram {
  public:
   /// `bounds`: ascending upper bounds; +Inf is implicit. Shared by every series of a family.
