@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <new>
 
 namespace portico::h2 {
@@ -1400,12 +1401,18 @@ namespace {
 std::size_t raw_size(const HeaderMap& h) noexcept { return h.byte_size() + 32 * h.size(); }
 }  // namespace
 
-Result<std::int32_t> Session::submit_request(const HeaderMap& fields, bool end_stream) {
+Result<ContentLength> Session::check_request(const HeaderMap& fields, bool end_stream) const {
   if (mode_ != Mode::Client) return error("submit_request on a server session");
   if (!can_open_stream()) return error("no HTTP/2 stream available on this connection");
   auto len = ContentLength::from_fields(fields, false, false);
   if (!len) return len.error();
   if (end_stream && !len->complete()) return error("request content-length without a body");
+  return len;
+}
+
+Result<std::int32_t> Session::submit_request(const HeaderMap& fields, bool end_stream) {
+  auto len = check_request(fields, end_stream);
+  if (!len) return len.error();
   if (raw_size(fields) > kMaxSendBlock) return error("request header list too large");
   encode_fields(fields);
   auto method = fields.get(":method");
@@ -1414,12 +1421,9 @@ Result<std::int32_t> Session::submit_request(const HeaderMap& fields, bool end_s
 
 Result<std::int32_t> Session::submit_request(const RequestHeader& r, std::string_view scheme,
                                              bool split_cookies, bool end_stream) {
-  if (mode_ != Mode::Client) return error("submit_request on a server session");
-  if (!can_open_stream()) return error("no HTTP/2 stream available on this connection");
   const HeaderMap& h = r.headers();
-  auto len = ContentLength::from_fields(h, false, false);
+  auto len = check_request(h, end_stream);
   if (!len) return len.error();
-  if (end_stream && !len->complete()) return error("request content-length without a body");
   const std::size_t pseudo = r.method().size() + scheme.size() + r.host().size() + r.uri().size() +
                              4 * 32;  // as raw_size counts
   if (raw_size(h) + pseudo > kMaxSendBlock) return error("request header list too large");

@@ -31,7 +31,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <new>
@@ -496,6 +495,10 @@ class Session {
   void queue_goaway(std::int32_t last, ErrorCode code, bool final);
   /// Encodes `block_` (already HPACK bytes) as HEADERS + CONTINUATION frames into `to`.
   void frame_block(std::string& to, std::int32_t id, bool end_stream);
+  /// What both submit_request forms check before encoding anything: a client session with room
+  /// for a stream, and the request's Content-Length (`fields`: the request's regular fields, or
+  /// all of them), which a request without a body must satisfy.
+  Result<ContentLength> check_request(const HeaderMap& fields, bool end_stream) const;
   /// The rest of submit_request once block_ holds the encoded head: the stream and its HEADERS.
   Result<std::int32_t> open_request(const ContentLength& len, bool head, bool end_stream);
   /// Encodes the fields of `h` (names lowercased) into block_.
