@@ -23,6 +23,20 @@ asio::awaitable<void> wait_once(Signal& s, int& woken) {
   ++woken;
 }
 
+/// A waiter whose Signal lives in its own frame: `destroyed` when the frame goes, `resumed` if
+/// the wait ever completes.
+asio::awaitable<void> wait_in_own_frame(bool& destroyed, bool& resumed) {
+  struct Owned {
+    Signal s;
+    bool* destroyed;
+    ~Owned() { *destroyed = true; }
+  };
+  auto o = std::make_unique<Owned>();
+  o->destroyed = &destroyed;
+  co_await o->s.wait();
+  resumed = true;
+}
+
 }  // namespace
 
 TEST(Signal, NotifyWakesTheWaiterOnce) {
@@ -82,23 +96,10 @@ TEST(Signal, CancellingTheCoroutineEndsTheWait) {
 // The waiter owns the Signal it waits on (through its frame): when the event loop goes away
 // first, the frame must still be destroyed.
 TEST(Signal, ALoopTornDownWithAWaiterFreesItsFrame) {
-  struct Owned {
-    Signal s;
-    bool* destroyed;
-    ~Owned() { *destroyed = true; }
-  };
   bool destroyed = false, resumed = false;
   {
     asio::io_context ctx;
-    asio::co_spawn(
-        ctx,
-        [&]() -> asio::awaitable<void> {
-          auto o = std::make_unique<Owned>();
-          o->destroyed = &destroyed;
-          co_await o->s.wait();
-          resumed = true;
-        },
-        asio::detached);
+    asio::co_spawn(ctx, wait_in_own_frame(destroyed, resumed), asio::detached);
     ctx.poll();
     EXPECT_FALSE(destroyed);
   }
@@ -109,11 +110,6 @@ TEST(Signal, ALoopTornDownWithAWaiterFreesItsFrame) {
 TEST(Signal, ASingleThreadedLoopListsItsWaitersWithoutALock) {
   // A server's worker marks its io_context single-threaded: waits, wakes and the tear-down of
   // waiters left behave as with the lock.
-  struct Owned {
-    Signal s;
-    bool* destroyed;
-    ~Owned() { *destroyed = true; }
-  };
   bool left_destroyed = false, left_resumed = false;
   int woken = 0;
   {
@@ -121,15 +117,7 @@ TEST(Signal, ASingleThreadedLoopListsItsWaitersWithoutALock) {
     portico::detail::SignalRegistry::single_thread(ctx);
     Signal a, b, c;
     for (Signal* s : {&a, &b, &c}) asio::co_spawn(ctx, wait_once(*s, woken), asio::detached);
-    asio::co_spawn(
-        ctx,
-        [&]() -> asio::awaitable<void> {
-          auto o = std::make_unique<Owned>();
-          o->destroyed = &left_destroyed;
-          co_await o->s.wait();
-          left_resumed = true;
-        },
-        asio::detached);
+    asio::co_spawn(ctx, wait_in_own_frame(left_destroyed, left_resumed), asio::detached);
     ctx.poll();
     EXPECT_TRUE(a.waiting() && b.waiting() && c.waiting());
     b.notify();  // the middle of the list, then its ends
