@@ -47,7 +47,8 @@ bool SendBatch::init() noexcept {
 
 SendBatch::~SendBatch() {
   if (self_) *self_ = nullptr;
-  for (Item* it : pending_) it->queued_in = nullptr;  // their frames outlive the batch
+  for (auto* v : {&pending_, &settling_})
+    for (Item* it : *v) it->queued_in = nullptr;  // their frames outlive the batch
   if (ring_) {
     io_uring_queue_exit(&ring_->ring);
     delete ring_;
@@ -67,7 +68,14 @@ void SendBatch::flush() noexcept {
       io_uring_sqe* sqe = io_uring_get_sqe(&ring_->ring);
       if (!sqe) break;  // cannot happen: the ring is empty at each pass
       Item* it = pending_[i];
-      io_uring_prep_send(sqe, it->fd, it->data, it->size, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (it->iov) {
+        it->msg = msghdr{};
+        it->msg.msg_iov = const_cast<iovec*>(it->iov);
+        it->msg.msg_iovlen = it->iovcnt;
+        io_uring_prep_sendmsg(sqe, it->fd, &it->msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+      } else {
+        io_uring_prep_send(sqe, it->fd, it->data, it->size, MSG_DONTWAIT | MSG_NOSIGNAL);
+      }
       io_uring_sqe_set_data(sqe, it);
       ++queued;
     }
@@ -100,22 +108,34 @@ void SendBatch::flush() noexcept {
       ring_ = nullptr;
     }
   }
-  for (Item* it : pending_) {
+  settle();
+}
+
+void SendBatch::settle() noexcept {
+  // The callbacks may resume coroutines that queue new items (in pending_, for the next flush)
+  // or destroy items not yet settled (remove() takes them out of settling_).
+  settling_.swap(pending_);
+  while (!settling_.empty()) {
+    Item* it = settling_.back();
+    settling_.pop_back();
     it->queued_in = nullptr;
-    if (it->sent_whole()) continue;
-    incomplete_.fetch_add(1, std::memory_order_relaxed);
-    if (it->incomplete) it->incomplete(it->ctx);  // posts a completion at most: queues nothing
+    if (!it->sent_whole()) {
+      incomplete_.fetch_add(1, std::memory_order_relaxed);
+      if (it->incomplete) it->incomplete(it->ctx);  // posts a completion at most: queues nothing
+    }
+    if (it->done) it->done(it->ctx);
   }
-  pending_.clear();
 }
 #else
 struct SendBatch::Ring {};
 bool SendBatch::init() noexcept { return false; }
 SendBatch::~SendBatch() {
   if (self_) *self_ = nullptr;
-  for (Item* it : pending_) it->queued_in = nullptr;
+  for (auto* v : {&pending_, &settling_})
+    for (Item* it : *v) it->queued_in = nullptr;
 }
 void SendBatch::flush() noexcept {}
+void SendBatch::settle() noexcept {}
 #endif
 
 std::unique_ptr<SendBatch> SendBatch::make() noexcept {
@@ -151,8 +171,9 @@ void SendBatch::add(Item& it, const boost::asio::any_io_executor& ex) {
 
 void SendBatch::remove(Item& it) noexcept {
   SendBatch* b = std::exchange(it.queued_in, nullptr);
-  if (b)
-    b->pending_.erase(std::remove(b->pending_.begin(), b->pending_.end(), &it), b->pending_.end());
+  if (!b) return;
+  for (auto* v : {&b->pending_, &b->settling_})
+    v->erase(std::remove(v->begin(), v->end(), &it), v->end());
 }
 
 }  // namespace portico::detail

@@ -29,6 +29,9 @@
 #include <memory>
 #include <vector>
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
 #include <boost/asio/any_io_executor.hpp>
 
 namespace portico::detail {
@@ -39,6 +42,11 @@ class SendBatch {
     int fd = -1;
     const void* data = nullptr;
     std::size_t size = 0;
+    /// Instead of `data`: the bytes as a gather list of `iovcnt` pieces (a response head and
+    /// its body), `size` their total. The list and the bytes stay valid until the flush.
+    const iovec* iov = nullptr;
+    unsigned iovcnt = 0;
+    msghdr msg{};  // set by the flush for a gather list
     /// After the flush: the bytes sent, or -errno (-EAGAIN: the socket took nothing).
     int result = 0;
     /// After the flush: whether the socket took the whole head.
@@ -51,6 +59,10 @@ class SendBatch {
     /// queue anything (cancelling a socket's operations, which posts their completions, is
     /// what it is for).
     void (*incomplete)(void* ctx) noexcept = nullptr;
+    /// Called by the flush, with `ctx`, once the item is settled (after `incomplete`), when its
+    /// coroutine waits for the flush: it may resume that coroutine there and then, which may
+    /// queue new items (for the next flush) or take others out.
+    void (*done)(void* ctx) noexcept = nullptr;
     void* ctx = nullptr;
   };
 
@@ -91,6 +103,7 @@ class SendBatch {
   SendBatch() = default;
   bool init() noexcept;
   void flush() noexcept;
+  void settle() noexcept;  // the flushed items' callbacks
 
   struct Ring;
   Ring* ring_ = nullptr;
@@ -98,6 +111,7 @@ class SendBatch {
   // io_context destroyed after the worker) does nothing.
   std::shared_ptr<SendBatch*> self_;
   std::vector<Item*> pending_;
+  std::vector<Item*> settling_;  // flushed, their callbacks not yet called
   bool posted_ = false;
   static std::atomic<std::uint64_t> sends_;
   static std::atomic<std::uint64_t> submissions_;

@@ -96,6 +96,9 @@ class Signal {
 
   /// Wakes the waiter (its completion is posted); nothing when none waits.
   void notify() noexcept { wake(true); }
+  /// Resumes the waiter here and now, inside the caller, which must be running on the waiter's
+  /// executor (a handler of the same single-threaded io_context); nothing when none waits.
+  void notify_now() noexcept { wake(true, true); }
   /// Takes the registry `o` found, when it has waited already: a Signal made per request on the
   /// execution context of a long-lived one then looks no service up.
   void share_registry(const Signal& o) noexcept {
@@ -108,7 +111,7 @@ class Signal {
 
   // `clear_slot` is false from within the slot's own handler, which must not be destroyed
   // while it runs.
-  void wake(bool clear_slot) noexcept {
+  void wake(bool clear_slot, bool now = false) noexcept {
     if (!h_) return;
     Handler h = std::move(*h_);
     h_.reset();
@@ -117,7 +120,10 @@ class Signal {
       auto slot = boost::asio::get_associated_cancellation_slot(h);
       if (slot.is_connected()) slot.clear();
     }
-    boost::asio::post(std::move(h));
+    if (now)
+      std::move(h)();
+    else
+      boost::asio::post(std::move(h));
   }
 
   /// Destroys the waiter's handler: the coroutine is unwound through its executor, not resumed.

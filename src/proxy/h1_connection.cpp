@@ -90,6 +90,7 @@ H1Connection::H1Connection(HttpProxyService& svc, ServiceWorkerState& state, Wor
 }
 
 H1Connection::~H1Connection() {
+  SendBatch::remove(batch_item_);  // a response still queued (its coroutine was destroyed)
   // A request cut short (its coroutine frames destroyed while suspended) still ends its context:
   // what the context holds (in-flight counts, buffers, handles) is released.
   drop_ctx();  // before the connection is unregistered
@@ -398,6 +399,9 @@ bool H1Connection::ds_send_now(const std::vector<std::string_view>& pieces, bool
   // the FIN in the segment that carries them rather than sending it in one of its own when the
   // socket is closed, and the client sees the end of the response before logging runs.
   send_last_ = end && !keepalive_ && !tls_ && !connect_ && !upgrade_;
+  // The end of a keep-alive response goes out with the round's other sends (see batch_send).
+  if (end && keepalive_ && !tls_ && !connect_ && !upgrade_ && opts_.batch_response_sends)
+    if (SendBatch* batch = worker_.send_batch(); batch && batch_send(*batch)) return false;
   // Most writes fit the socket buffer: tried first without a suspension or a timer.
   send_try_ = try_write(fd(), tls_.get(), BufferView(iov_), send_last_ ? MSG_MORE : 0);
   if (send_try_.pending()) {
@@ -406,6 +410,52 @@ bool H1Connection::ds_send_now(const std::vector<std::string_view>& pieces, bool
   }
   r = ds_sent(ds_write_result(send_try_.ec, false));
   return true;
+}
+
+// The last send of a keep-alive response waits in the worker's batch (core/send_batch.hpp) for
+// the end of the event loop's round, and goes to the kernel with the round's other responses
+// and upstream request heads in one io_uring call. Sent one by one, with the proxy's work for
+// the next request between two of them, each response found the client's thread asleep again
+// and woke it; on a virtual machine a cross-CPU wake-up is an interrupt the sender pays for
+// (docs/performance.md, session 19). ds_send waits for the flush, which resumes it.
+bool H1Connection::batch_send(SendBatch& batch) {
+  if (iov_.size() > batch_iov_.size()) return false;
+  std::size_t total = 0;
+  for (std::size_t k = 0; k < iov_.size(); ++k) {
+    batch_iov_[k].iov_base = const_cast<void*>(iov_[k].data());
+    batch_iov_[k].iov_len = iov_[k].size();
+    total += iov_[k].size();
+  }
+  batch_item_.fd = fd();
+  batch_item_.iov = batch_iov_.data();
+  batch_item_.iovcnt = static_cast<unsigned>(iov_.size());
+  batch_item_.size = total;
+  batch_item_.done = [](void* s) noexcept { static_cast<Signal*>(s)->notify_now(); };
+  batch_item_.ctx = &batch_done_;
+  batch.add(batch_item_, sock_.get_executor());
+  send_started_ = true;
+  send_batched_ = true;
+  return true;
+}
+
+bool H1Connection::batch_settled(Result<void>& r) {
+  if (batch_item_.queued_in) {  // woken before the flush (cancelled): sent the usual way
+    SendBatch::remove(batch_item_);
+    batch_item_.result = -EAGAIN;
+  }
+  const int res = batch_item_.result;
+  if (batch_item_.sent_whole()) {
+    r = ds_sent(ok());
+    return true;
+  }
+  if (res < 0 && res != -EAGAIN) {
+    r = ds_sent(ds_write_result(error_code(-res, asio::error::get_system_category()), false));
+    return true;
+  }
+  // The socket took part of it, or nothing: the rest waits for room as any write does.
+  send_try_ = WriteTry{};
+  send_try_.sent = res > 0 ? static_cast<std::size_t>(res) : 0;
+  return false;
 }
 
 Result<void> H1Connection::ds_sent(Result<void> r) {
@@ -427,6 +477,10 @@ task<Result<void>> H1Connection::ds_send(const std::vector<std::string_view>& pi
     if (ds_send_now(pieces, end, trailers, r)) co_return r;
   }
   send_started_ = false;
+  if (std::exchange(send_batched_, false)) {
+    co_await batch_done_.wait();  // resumed by the flush
+    if (Result<void> r; batch_settled(r)) co_return r;
+  }
   co_return ds_sent(co_await ds_write_wait(iov_, send_try_));
 }
 

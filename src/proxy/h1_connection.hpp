@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <chrono>
 #include <exception>
 #include <memory>
@@ -16,6 +17,8 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "core/raw_fd.hpp"
+#include "core/send_batch.hpp"
+#include "core/signal.hpp"
 #include "proxy/request.hpp"
 #include "tls/tls.hpp"
 #include "tls/tls_stream.hpp"
@@ -145,6 +148,14 @@ class H1Connection final : public ProxyRequest, public Drainable {
   std::size_t send_body_ = 0;
   bool send_started_ = false;
   bool send_last_ = false;  // the send ends the response and the connection (see ds_send_now)
+  // The last send of a response, queued in the worker's batch (batch_response_sends): its
+  // item and gather list, and whether ds_send waits for the flush.
+  SendBatch::Item batch_item_;
+  std::array<iovec, 8> batch_iov_{};
+  bool send_batched_ = false;
+  Signal batch_done_;
+  bool batch_send(SendBatch& batch);
+  bool batch_settled(Result<void>& r);  // after the flush: true when the send is over (in r)
   DsFraming ds_framing_ = DsFraming::None;
 
   // TLS toward the client: the listener, the certificate generation the handshake used, and

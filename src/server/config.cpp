@@ -652,6 +652,7 @@ void read_document(Reader& r, const YAML::Node& root, ServerConfig& c) {
   get_bool(s, "allow_connect_method", c.http.allow_connect_method);
   get_bool(s, "pool_cross_worker", c.http.pool_cross_worker);
   get_bool(s, "batch_upstream_sends", c.http.batch_upstream_sends);
+  get_bool(s, "batch_response_sends", c.http.batch_response_sends);
   section(r, s.take("limits"), [&](Section& l) { read_limits(l, c.http); });
   section(r, s.take("timeouts"), [&](Section& t) { read_timeouts(t, c.http); });
   read_listeners(r, s.take("listeners"), c.listeners);
@@ -902,6 +903,7 @@ std::vector<ConfigEntry> config_entries(const ServerConfig& c) {
   e.add("allow_connect_method", c.http.allow_connect_method, d.http.allow_connect_method, R, E);
   e.add("pool_cross_worker", c.http.pool_cross_worker, d.http.pool_cross_worker, X, E);
   e.add("batch_upstream_sends", c.http.batch_upstream_sends, d.http.batch_upstream_sends, X, E);
+  e.add("batch_response_sends", c.http.batch_response_sends, d.http.batch_response_sends, X, E);
 
   const HttpServerOptions& h = c.http;
   const HttpServerOptions& hd = d.http;

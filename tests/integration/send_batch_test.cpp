@@ -1,5 +1,6 @@
-// HttpServerOptions::batch_upstream_sends: the HTTP/1 request heads a worker sends upstream in one
-// round go to the kernel in one io_uring call (core/send_batch.hpp).
+// HttpServerOptions::batch_upstream_sends and batch_response_sends: the HTTP/1 request heads a
+// worker sends upstream in one round, and the ends of its keep-alive responses, go to the kernel
+// in one io_uring call (core/send_batch.hpp).
 #include "core/send_batch.hpp"
 #include "integration/helpers.hpp"
 
@@ -57,14 +58,19 @@ void burst(std::uint16_t port, int clients, int per_client) {
   }
 }
 
-TEST(SendBatch, HeadsOfOneRoundGoUpstreamTogetherAndEveryRequestIsAnswered) {
+bool batch_available() {
   bool available =
       false;  // (asked on a thread of its own: a ring is tied to the thread that made it)
   std::thread([&] { available = SendBatch::available(); }).join();
-  if (!available)
+  return available;
+}
+
+TEST(SendBatch, HeadsOfOneRoundGoUpstreamTogetherAndEveryRequestIsAnswered) {
+  if (!batch_available())
     GTEST_SKIP() << "io_uring is not available here (no liburing at build time, or refused)";
   Origin origin(Origin::text("batched"));
   HttpServerOptions o;
+  o.batch_response_sends = false;  // the heads alone are counted
   pt::TestProxy px(std::make_shared<Forward>(origin.addr()), o);
   constexpr int kClients = 32, kRounds = 4;
   const auto sends0 = SendBatch::sends(), subs0 = SendBatch::submissions();
@@ -77,16 +83,89 @@ TEST(SendBatch, HeadsOfOneRoundGoUpstreamTogetherAndEveryRequestIsAnswered) {
   for (const auto& r : origin.received()) EXPECT_EQ(r.header("host"), "h") << r.target;
 }
 
-TEST(SendBatch, OffSendsEachHeadAlone) {
+TEST(SendBatch, OffSendsEachHeadAndResponseAlone) {
   Origin origin(Origin::text("batched"));
   HttpServerOptions o;
   o.batch_upstream_sends = false;
+  o.batch_response_sends = false;
   pt::TestProxy px(std::make_shared<Forward>(origin.addr()), o);
   const auto sends0 = SendBatch::sends();
   burst(px.port(), 8, 2);
   ASSERT_FALSE(HasFailure());
   EXPECT_EQ(SendBatch::sends(), sends0);
   EXPECT_EQ(origin.received().size(), 16u);
+}
+
+TEST(SendBatch, ResponsesOfOneRoundGoToTheClientsTogether) {
+  if (!batch_available())
+    GTEST_SKIP() << "io_uring is not available here (no liburing at build time, or refused)";
+  Origin origin(Origin::text("batched"));
+  HttpServerOptions o;
+  o.batch_upstream_sends = false;  // the responses alone are counted
+  pt::TestProxy px(std::make_shared<Forward>(origin.addr()), o);
+  constexpr int kClients = 32, kRounds = 4;
+  const auto sends0 = SendBatch::sends(), subs0 = SendBatch::submissions();
+  burst(px.port(), kClients, kRounds);
+  ASSERT_FALSE(HasFailure());
+  // The worker counts a flush's sends when the call returns, after the clients may have read
+  // them.
+  const auto want = static_cast<std::uint64_t>(kClients * kRounds);
+  EXPECT_TRUE(eventually([&] { return SendBatch::sends() - sends0 >= want; }));
+  const auto sends = SendBatch::sends() - sends0, subs = SendBatch::submissions() - subs0;
+  EXPECT_EQ(sends, want) << "every response went through it";
+  EXPECT_LT(subs, sends) << "some system call carried more than one response";
+}
+
+// A response that ends its connection keeps the usual send, whose FIN goes with the last bytes.
+TEST(SendBatch, AResponseThatClosesTheConnectionIsNotBatched) {
+  if (!batch_available())
+    GTEST_SKIP() << "io_uring is not available here (no liburing at build time, or refused)";
+  Origin origin(Origin::text("batched"));
+  HttpServerOptions o;
+  o.batch_upstream_sends = false;
+  pt::TestProxy px(std::make_shared<Forward>(origin.addr()), o);
+  const auto sends0 = SendBatch::sends();
+  Client c(px.port());
+  ASSERT_TRUE(c.send("GET /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"));
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_EQ(r->body, "batched");
+  EXPECT_TRUE(c.closed_by_peer()) << "the connection ends after the response";
+  EXPECT_EQ(SendBatch::sends(), sends0);
+}
+
+// A response body far larger than the client's socket takes at once, written by a hook in one
+// call: the batch sends what fits, the rest waits for room the usual way, and every byte arrives
+// in order.
+class BigAnswer : public Forward {
+ public:
+  using Forward::Forward;
+  std::string body = pattern(16 << 20);
+  task<Result<bool>> request_filter(Session& s, NoCtx&) override {
+    if (auto r = co_await s.respond(200, body, "application/octet-stream"); !r) co_return r.error();
+    co_return true;
+  }
+};
+
+TEST(SendBatch, AResponseTheClientTakesInPartIsFinishedTheUsualWay) {
+  if (!batch_available())
+    GTEST_SKIP() << "io_uring is not available here (no liburing at build time, or refused)";
+  Origin origin(Origin::text("unused"));
+  auto app = std::make_shared<BigAnswer>(origin.addr());
+  pt::TestProxy px(app, HttpServerOptions{});
+  const auto incomplete0 = SendBatch::incomplete_sends();
+  Client c(px.port());
+  for (int i = 0; i < 2; ++i) {  // and the connection goes on
+    ASSERT_TRUE(c.send("GET /big HTTP/1.1\r\nHost: h\r\n\r\n"));
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200u);
+    ASSERT_EQ(r->body.size(), app->body.size());
+    EXPECT_TRUE(r->body == app->body) << "the body arrived whole and in order";
+  }
+  EXPECT_GT(SendBatch::incomplete_sends(), incomplete0) << "the batch sent a part of the body";
+  EXPECT_TRUE(origin.received().empty());
 }
 
 // A large head (many fields) still arrives whole, sent in batch with small ones.
@@ -117,9 +196,7 @@ TEST(SendBatch, LargeAndSmallHeadsArriveWhole) {
 // A head larger than the upstream socket takes at once: the batch sends a part, the attempt
 // finishes it the usual way while it waits for the answer, and the answer comes back.
 TEST(SendBatch, AHeadTheSocketTakesInPartIsFinishedTheUsualWay) {
-  bool available = false;
-  std::thread([&] { available = SendBatch::available(); }).join();
-  if (!available)
+  if (!batch_available())
     GTEST_SKIP() << "io_uring is not available here (no liburing at build time, or refused)";
   // An origin with a small receive buffer (inherited from the listener), so that nothing near
   // the whole head fits at once.
@@ -195,9 +272,7 @@ TEST(SendBatch, AHeadTheSocketTakesInPartIsFinishedTheUsualWay) {
 // lets the event loop see it (one pass of the reactor, through a timer already due) before the
 // head is queued.
 TEST(SendBatch, BytesFromTheOriginBeforeTheHeadWentOutMeanItIsNeverSentThere) {
-  bool available = false;
-  std::thread([&] { available = SendBatch::available(); }).join();
-  if (!available)
+  if (!batch_available())
     GTEST_SKIP() << "io_uring is not available here (no liburing at build time, or refused)";
   std::mutex mu;
   std::condition_variable cv;

@@ -71,6 +71,7 @@ access_log:
 allow_connect_method: true
 pool_cross_worker: false
 batch_upstream_sends: false
+batch_response_sends: false
 limits:
   max_header_bytes: 32768
   max_header_count: 64
@@ -155,6 +156,7 @@ TEST(ConfigTest, EveryKeyIsParsed) {
   EXPECT_TRUE(c.http.allow_connect_method);
   EXPECT_FALSE(c.http.pool_cross_worker);
   EXPECT_FALSE(c.http.batch_upstream_sends);
+  EXPECT_FALSE(c.http.batch_response_sends);
 
   const HttpServerOptions& h = c.http;
   EXPECT_EQ(h.max_header_bytes, 32768u);
@@ -183,7 +185,7 @@ TEST(ConfigTest, EveryKeyIsParsed) {
   EXPECT_TRUE(plain.h2c);
   EXPECT_TRUE(plain.proxy_protocol);
   EXPECT_FALSE(plain.tls);
-  EXPECT_EQ(plain.origin, "conf.yaml:60:5");
+  EXPECT_EQ(plain.origin, "conf.yaml:61:5");
   const ListenerConfig& secure = c.listeners[1];
   EXPECT_EQ(secure.address, "[::1]:6443");
   EXPECT_FALSE(secure.h2c);
