@@ -13,6 +13,9 @@
 #   CONNECTIONS_1M    wrk connections of the 1m scenario (default 10: see bench/README.md)
 #   PORTICO_BIN       portico binary (default build/examples/reverse_proxy in the repository); it is
 #                     copied to the temporary directory at start, so a rebuild cannot swap it mid-run
+#   FLOOR_BIN         the kernel's floor for 5b and 1k (bench/floor/forward.cpp, a byte forwarder
+#                     making only the system calls a keep-alive proxy cannot avoid; default
+#                     build/bench/portico_floor; skipped when absent, FLOOR=0 to leave it out)
 #   INSTALL_OPTIONAL  1 (default): apt-install haproxy and h2o when missing; 0: use them only if present
 #   HAPROXY_SPLICE    auto (default), response or off: HAProxy's kernel splicing (bench/lib.sh)
 #   PROXY_CPU/WRK_CPU CPUs for the servers / for wrk (default 0 / 1)
@@ -50,6 +53,8 @@ WARMUP=${WARMUP:-1}
 CONNECTIONS=${CONNECTIONS:-50}
 CONNECTIONS_1M=${CONNECTIONS_1M:-10}
 PORTICO_BIN=${PORTICO_BIN:-$ROOT/build/examples/reverse_proxy}
+FLOOR_BIN=${FLOOR_BIN:-$ROOT/build/bench/portico_floor}
+FLOOR=${FLOOR:-1}
 INSTALL_OPTIONAL=${INSTALL_OPTIONAL:-1}
 PROXY_CPU=${PROXY_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
@@ -217,6 +222,7 @@ nginx_proxy_conf() {
 }
 TARGETS=()      # proxies that started and answered correctly
 ALL_PROXIES=(portico nginx haproxy h2o)
+FLOOR_SCENARIOS=" 5b 1k " # where the forwarder is the floor (one request in flight, no body to splice)
 
 register() { # register NAME PID PORT LOG [MORE LOGS]
   local name=$1 pid=$2 port=$3
@@ -245,6 +251,16 @@ if ((RUN_H1)); then # the HTTP/1 proxies
   else
     T_NOTE[portico]="skipped: binary not found at $PORTICO_BIN (build it with \`make build\`, or set PORTICO_BIN)"
     log "portico SKIPPED: binary not found or not executable: $PORTICO_BIN (build it with 'make build' or set PORTICO_BIN)"
+  fi
+
+  # The floor: not a proxy, the system calls and TCP work of one (bench/floor/forward.cpp)
+  if [[ $FLOOR == 1 && -x $FLOOR_BIN ]] && [[ -n ${WANT[5b]:-} || -n ${WANT[1k]:-} ]]; then
+    pick_port
+    F_PORT=$REPLY
+    mkdir -p "$TMP/floor"
+    cp "$FLOOR_BIN" "$TMP/floor/forward"
+    start_server floor "$TMP/floor/out.log" "$TMP/floor/forward" --listen "$F_PORT" --upstream "127.0.0.1:$O_PORT"
+    register floor "$REPLY" "$F_PORT" "$TMP/floor/out.log"
   fi
 
   # nginx as a reverse proxy
@@ -410,6 +426,7 @@ if ((RUN_H1)); then
     for ((rep = 1; rep <= REPEATS; rep++)); do
       for t in ${TARGETS[@]+"${TARGETS[@]}"}; do
         if [[ -n ${DEAD[$t]:-} ]]; then continue; fi
+        [[ $t != floor || $FLOOR_SCENARIOS == *" $key "* ]] || continue
         if ! kill -0 "${T_PID[$t]}" 2>/dev/null; then
           log "$t is no longer running: dropped from the rest of the run"
           DEAD[$t]=1
@@ -448,7 +465,7 @@ if ((RUN_H1)); then
   # Report.
   # ---------------------------------------------------------------------------------------------
   SUMMARY=$TMP/summary.md
-  ORDER="direct (before)"
+  ORDER="direct (before),floor"
   for t in "${ALL_PROXIES[@]}"; do ORDER+=",$t"; done
   ORDER+=",direct (after)"
   SC_LIST=""
@@ -517,6 +534,16 @@ if ((RUN_H1)); then
       ((any)) || line+=" n/a"
       echo "$line"
     done
+    for key in "${SCENARIOS[@]}"; do
+      floor=$(cpu_of "$key" floor)
+      [[ -n $floor ]] || continue
+      line="- ${SC_LABEL[$key]}, proxy CPU µs/request above the floor ($floor µs):"
+      for t in "${ALL_PROXIES[@]}"; do
+        v=$(cpu_of "$key" "$t")
+        [[ -n $v ]] && line+=" $t $(awk -v a="$v" -v b="$floor" 'BEGIN { printf "%+.2f", a - b }'),"
+      done
+      echo "${line%,}"
+    done
     echo
     for key in "${SCENARIOS[@]}"; do
       label=${SC_LABEL[$key]}
@@ -560,6 +587,7 @@ if ((RUN_H1)); then
     if [[ -n ${T_PORT[portico]:-} ]]; then
       echo "- portico: \`reverse_proxy --listen 127.0.0.1:${T_PORT[portico]} --upstream 127.0.0.1:$O_PORT --threads 1\`, $(portico_desc)"
     fi
+    [[ -n ${T_PORT[floor]:-} ]] && echo "- floor (${FLOOR_SCENARIOS# }scenarios; not a proxy): \`bench/floor/forward.cpp\`, one origin connection per client connection, bytes forwarded unparsed, one recv per readable socket, a round's sends (requests to the origin, responses to the clients) in one io_uring_enter: what the kernel costs any keep-alive proxy here"
     [[ $DEFER_ACCEPT == 1 ]] && echo "- DEFER_ACCEPT=1: TCP_DEFER_ACCEPT on the listeners of portico (\`defer_accept_seconds: 1\`), nginx (\`listen ... deferred\`) and HAProxy (\`bind ... defer-accept\`); h2o has no such setting"
     [[ -n ${T_PORT[nginx]:-} ]] && echo "- nginx: $(version_of nginx), 1 worker, upstream \`keepalive 64\`, \`proxy_max_temp_file_size 0\` (large bodies are not buffered to disk), no access log"
     [[ -n ${T_PORT[haproxy]:-} ]] && echo "- haproxy: $(version_of haproxy), 1 worker/thread, keep-alive to the origin, splicing \`${HAPROXY_SPLICE:-auto}\` (HAPROXY_SPLICE), no access log"
