@@ -1,6 +1,6 @@
 // SendBatch: the HTTP/1 upstream request heads a worker writes during one round of its event
-// loop, handed to the kernel together with one io_uring_enter (HttpServerOptions::
-// batch_upstream_sends).
+// loop, and the ends of its keep-alive responses, handed to the kernel together with one
+// io_uring_enter (HttpServerOptions::batch_upstream_sends, batch_response_sends).
 //
 // Why: a proxy that sends each request to its upstream with its own system call wakes the
 // upstream once per request. When the upstream shares the proxy's CPU, the woken upstream runs
@@ -8,7 +8,9 @@
 // benchmark with the origin on the proxy's CPU that is one involuntary switch every four
 // requests and a quarter more CPU per request. Sent together, the heads of a round reach the
 // upstream at once and it serves them in one run (docs/performance.md, session 12). It also
-// saves a system call per head beyond the first.
+// saves a system call per head beyond the first. Responses sent one by one, with the proxy's
+// work for the next request between two of them, each found a client on another CPU asleep
+// again and paid a cross-CPU wake-up; sent together they leave back to back (session 19).
 //
 // The heads are queued by their coroutines, and the first one of a round posts the flush to the
 // worker's executor: it runs after the handlers that were ready with it. A queuing coroutine
@@ -16,8 +18,10 @@
 // which runs before the reactor is next polled) and settles the send when the read returns. The
 // flush calls the item's `incomplete` when the head did not go whole, to wake that read; a
 // coroutine that must wait (a request body follows the head) posts its resumption to the same
-// executor, which runs handlers in the order they were posted. Each send is non-blocking
-// (MSG_DONTWAIT): a head the socket does not take whole is finished by the caller as before.
+// executor, which runs handlers in the order they were posted. A response's coroutine waits
+// for the flush, which resumes it through the item's `done` when the sends are out. Each send
+// is non-blocking (MSG_DONTWAIT): what the socket does not take whole is finished by the caller
+// the usual way.
 // Without liburing at build time, or where io_uring_setup is refused (an old kernel, a seccomp
 // profile), make() returns null and callers send directly. One batch per worker, used by the
 // worker's thread alone.

@@ -603,8 +603,8 @@ Result<void> Server::start() {
   std::latch ready(static_cast<std::ptrdiff_t>(I.workers.size()));
   for (auto& wt : I.workers) {
     wt->thread = std::thread([this, w = wt.get(), &ready] {
-      // Its io_uring ring for upstream request heads (batch_upstream_sends), made by the thread
-      // that uses it (io_uring ties work to the task that set it up) and before start()
+      // Its io_uring ring for batched sends (batch_upstream_sends, batch_response_sends), made by
+      // the thread that uses it (io_uring ties work to the task that set it up) and before start()
       // returns: a descriptor the worker holds for its life, not one that appears later.
       w->worker.send_batch();
       ready.count_down();
