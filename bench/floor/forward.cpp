@@ -113,20 +113,28 @@ bool send_all(int fd, const char* data, std::size_t n) {
   return true;
 }
 
+// A blocking connection to the origin for the accepted client `cfd` (both with TCP_NODELAY);
+// -1, with `cfd` closed, when the origin cannot be reached.
+int pair_with_origin(int cfd) {
+  const int ofd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (ofd < 0 || connect(ofd, reinterpret_cast<sockaddr*>(&g_upstream), sizeof g_upstream) != 0) {
+    std::fprintf(stderr, "forward: cannot connect to the upstream: %s\n", std::strerror(errno));
+    if (ofd >= 0) close(ofd);
+    close(cfd);
+    return -1;
+  }
+  nodelay(cfd);
+  nodelay(ofd);
+  return ofd;
+}
+
 void accept_all(int lfd) {
   for (;;) {
     int cfd = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (cfd < 0) return;
-    int ofd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (ofd < 0 || connect(ofd, reinterpret_cast<sockaddr*>(&g_upstream), sizeof g_upstream) != 0) {
-      std::fprintf(stderr, "forward: cannot connect to the upstream: %s\n", std::strerror(errno));
-      if (ofd >= 0) close(ofd);
-      close(cfd);
-      continue;
-    }
+    const int ofd = pair_with_origin(cfd);
+    if (ofd < 0) continue;
     fcntl(ofd, F_SETFL, fcntl(ofd, F_GETFL) | O_NONBLOCK);
-    nodelay(cfd);
-    nodelay(ofd);
     auto* c = new Conn{cfd};
     auto* o = new Conn{ofd};
     o->origin = true;
@@ -248,17 +256,8 @@ int run(int lfd) {
       if (kind == Accept) {
         if (!(cqe->flags & IORING_CQE_F_MORE)) arm_accept();
         if (res < 0) continue;
-        int ofd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (ofd < 0 ||
-            connect(ofd, reinterpret_cast<sockaddr*>(&g_upstream), sizeof g_upstream) != 0) {
-          std::fprintf(stderr, "forward: cannot connect to the upstream: %s\n",
-                       std::strerror(errno));
-          if (ofd >= 0) close(ofd);
-          close(res);
-          continue;
-        }
-        nodelay(res);
-        nodelay(ofd);
+        const int ofd = pair_with_origin(res);
+        if (ofd < 0) continue;
         auto* c = new Side{res};
         auto* o = new Side{ofd};
         c->peer = o;

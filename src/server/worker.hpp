@@ -110,9 +110,9 @@ class Worker {
     if (!deferred_) deferred_ = std::make_unique<Deferred>(executor_, kWatchDelay);
     return *deferred_;
   }
-  /// The worker's batch of upstream request heads (core/send_batch.hpp), made on first use by
-  /// the worker's thread (a Server's worker makes it before Server::start returns); null
-  /// without io_uring, or once its ring failed.
+  /// The worker's batch of sends (upstream request heads, ends of keep-alive responses;
+  /// core/send_batch.hpp), made on first use by the worker's thread (a Server's worker makes it
+  /// before Server::start returns); null without io_uring, or once its ring failed.
   SendBatch* send_batch() noexcept {
     if (!batch_tried_) {
       batch_tried_ = true;

@@ -65,21 +65,32 @@ bool batch_available() {
   return available;
 }
 
+constexpr int kClients = 32, kRounds = 4;
+constexpr auto kSends = static_cast<std::uint64_t>(kClients * kRounds);
+
+/// burst() through a proxy with `o` to `origin`: the sends the batches made meanwhile and the
+/// io_uring_enter calls that carried them. The worker counts a flush's sends when the call
+/// returns, which may be after the clients read them: waited for until `kSends` are in.
+std::pair<std::uint64_t, std::uint64_t> counted_burst(const HttpServerOptions& o,
+                                                      const Origin& origin) {
+  pt::TestProxy px(std::make_shared<Forward>(origin.addr()), o);
+  const auto sends0 = SendBatch::sends(), subs0 = SendBatch::submissions();
+  burst(px.port(), kClients, kRounds);
+  EXPECT_TRUE(eventually([&] { return SendBatch::sends() - sends0 >= kSends; }));
+  return {SendBatch::sends() - sends0, SendBatch::submissions() - subs0};
+}
+
 TEST(SendBatch, HeadsOfOneRoundGoUpstreamTogetherAndEveryRequestIsAnswered) {
   if (!batch_available())
     GTEST_SKIP() << "io_uring is not available here (no liburing at build time, or refused)";
   Origin origin(Origin::text("batched"));
   HttpServerOptions o;
   o.batch_response_sends = false;  // the heads alone are counted
-  pt::TestProxy px(std::make_shared<Forward>(origin.addr()), o);
-  constexpr int kClients = 32, kRounds = 4;
-  const auto sends0 = SendBatch::sends(), subs0 = SendBatch::submissions();
-  burst(px.port(), kClients, kRounds);
+  const auto [sends, subs] = counted_burst(o, origin);
   ASSERT_FALSE(HasFailure());
-  const auto sends = SendBatch::sends() - sends0, subs = SendBatch::submissions() - subs0;
-  EXPECT_EQ(sends, static_cast<std::uint64_t>(kClients * kRounds)) << "every head went through it";
+  EXPECT_EQ(sends, kSends) << "every head went through it";
   EXPECT_LT(subs, sends) << "some system call carried more than one head";
-  EXPECT_EQ(origin.received().size(), static_cast<std::size_t>(kClients * kRounds));
+  EXPECT_EQ(origin.received().size(), static_cast<std::size_t>(kSends));
   for (const auto& r : origin.received()) EXPECT_EQ(r.header("host"), "h") << r.target;
 }
 
@@ -102,17 +113,9 @@ TEST(SendBatch, ResponsesOfOneRoundGoToTheClientsTogether) {
   Origin origin(Origin::text("batched"));
   HttpServerOptions o;
   o.batch_upstream_sends = false;  // the responses alone are counted
-  pt::TestProxy px(std::make_shared<Forward>(origin.addr()), o);
-  constexpr int kClients = 32, kRounds = 4;
-  const auto sends0 = SendBatch::sends(), subs0 = SendBatch::submissions();
-  burst(px.port(), kClients, kRounds);
+  const auto [sends, subs] = counted_burst(o, origin);
   ASSERT_FALSE(HasFailure());
-  // The worker counts a flush's sends when the call returns, after the clients may have read
-  // them.
-  const auto want = static_cast<std::uint64_t>(kClients * kRounds);
-  EXPECT_TRUE(eventually([&] { return SendBatch::sends() - sends0 >= want; }));
-  const auto sends = SendBatch::sends() - sends0, subs = SendBatch::submissions() - subs0;
-  EXPECT_EQ(sends, want) << "every response went through it";
+  EXPECT_EQ(sends, kSends) << "every response went through it";
   EXPECT_LT(subs, sends) << "some system call carried more than one response";
 }
 
