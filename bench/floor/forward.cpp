@@ -349,7 +349,12 @@ int main(int argc, char** argv) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) die("bind");
   if (listen(lfd, 4096) != 0) die("listen");
-#if PORTICO_HAS_LIBURING
+#if !PORTICO_HAS_LIBURING
+  if (uring_only) {
+    std::fprintf(stderr, "forward: --uring needs liburing at build time\n");
+    return 2;
+  }
+#else
   if (uring_only) {
     std::fprintf(stderr, "forward: 127.0.0.1:%d -> %s, everything through io_uring\n", port,
                  upstream.c_str());
