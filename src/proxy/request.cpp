@@ -348,7 +348,7 @@ task<Result<void>> ProxyRequest::run_phases() {
       }
       private_up_.reset();
     } else {
-      conn = state_.pool->take(key);
+      conn = state_.pool->take(key, attempt_at_);  // read just above, nothing waited since
       if (!conn) {
         conn = co_await state_.pool->take_remote(peer, key);
         waited = true;

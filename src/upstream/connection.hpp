@@ -196,8 +196,10 @@ class Pool : public std::enable_shared_from_this<Pool> {
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
 
-  /// An idle connection of this worker for `key`, or null. Never suspends.
-  UpstreamConnPtr take(std::uint64_t key);
+  /// An idle connection of this worker for `key`, or null. Never suspends. `now`: a clock
+  /// reading the caller just took (an idle connection older than its timeout is dropped).
+  UpstreamConnPtr take(std::uint64_t key, std::chrono::steady_clock::time_point now =
+                                              std::chrono::steady_clock::now());
   /// An idle connection of another worker for `peer`'s key, moved to this worker, or null
   /// (none idle, or the other worker did not answer within steal_timeout).
   task<UpstreamConnPtr> take_remote(const HttpPeer& peer, std::uint64_t key);
@@ -221,7 +223,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   Bucket& bucket(std::uint64_t key, const std::string& label);
   Bucket* find(std::uint64_t key);
   /// The newest usable idle connection of `b`, its watch cancelled; evicts expired ones.
-  UpstreamConnPtr pop(Bucket& b);
+  UpstreamConnPtr pop(Bucket& b, std::chrono::steady_clock::time_point now);
   void watch(UpstreamConn& c);
   void on_watch(std::uint64_t key, const UpstreamConn* c, std::uint64_t gen, bool stray);
   void evict(Bucket& b, std::size_t i, PoolEviction why);

@@ -228,8 +228,7 @@ void Pool::reused(std::uint64_t key) {
   if (Bucket* b = find(key)) KeyWorkerStats::bump(b->stats->reused);
 }
 
-UpstreamConnPtr Pool::pop(Bucket& b) {
-  const auto now = Clock::now();
+UpstreamConnPtr Pool::pop(Bucket& b, Clock::time_point now) {
   while (!b.conns.empty()) {
     UpstreamConnPtr c = std::move(b.conns.back());
     b.conns.pop_back();
@@ -249,12 +248,12 @@ UpstreamConnPtr Pool::pop(Bucket& b) {
   return nullptr;
 }
 
-UpstreamConnPtr Pool::take(std::uint64_t key) {
+UpstreamConnPtr Pool::take(std::uint64_t key, Clock::time_point now) {
   Bucket* b = find(key);
   if (!b || b->conns.empty()) return nullptr;
   // A close that the idle watch has not reported yet fails the request before any response
   // byte; it is then retried on a fresh connection (RetryType::ReusedOnly).
-  UpstreamConnPtr c = pop(*b);
+  UpstreamConnPtr c = pop(*b, now);
   if (c) KeyWorkerStats::bump(b->stats->reused);
   return c;
 }
@@ -263,7 +262,7 @@ UpstreamConnPtr Pool::give(std::uint64_t key) {
   if (draining_) return nullptr;
   Bucket* b = find(key);
   if (!b || b->conns.empty()) return nullptr;
-  return pop(*b);
+  return pop(*b, Clock::now());
 }
 
 namespace {
