@@ -4,6 +4,10 @@
 #include "core/send_batch.hpp"
 #include "integration/helpers.hpp"
 
+#include <sys/uio.h>
+
+#include <map>
+
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -169,6 +173,104 @@ TEST(SendBatch, AResponseTheClientTakesInPartIsFinishedTheUsualWay) {
   }
   EXPECT_GT(SendBatch::incomplete_sends(), incomplete0) << "the batch sent a part of the body";
   EXPECT_TRUE(origin.received().empty());
+}
+
+// The flush settles every item: a send the peer cannot take any more ends with its error (and
+// `incomplete`), each item's `done` is called once, a `done` may queue an item for the next
+// flush and take out one not yet settled (whose callbacks are then never called). On a thread
+// of its own: when a ring is closed, the kernel may interrupt a later blocking call of the
+// thread that made it with EINTR (a test client's read, in the tests that follow).
+void settle_items() {
+  boost::asio::io_context ctx;
+  auto batch = SendBatch::make();
+  ASSERT_TRUE(batch);
+  int ok_pair[2], gone_pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, ok_pair), 0);
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, gone_pair), 0);
+  ::close(gone_pair[1]);  // its peer is gone: a send fails with EPIPE
+  struct Close {
+    int a, b, c;
+    ~Close() {
+      ::close(a);
+      ::close(b);
+      ::close(c);
+    }
+  } closer{ok_pair[0], ok_pair[1], gone_pair[0]};
+
+  struct Seen {
+    int done = 0, incomplete = 0;
+  };
+  std::map<SendBatch::Item*, Seen> seen;
+  const std::string text = "response";
+  iovec iov[2] = {{const_cast<char*>(text.data()), 4}, {const_cast<char*>(text.data()) + 4, 4}};
+  SendBatch::Item whole, failed, removed, later;
+  for (auto* it : {&whole, &later}) {  // a gather list, and a plain buffer
+    it->fd = ok_pair[0];
+    it->size = text.size();
+  }
+  whole.iov = iov;
+  whole.iovcnt = 2;
+  later.data = text.data();
+  failed.fd = gone_pair[0];
+  failed.data = text.data();
+  failed.size = text.size();
+  removed = later;
+  struct Ctx {
+    std::map<SendBatch::Item*, Seen>* seen;
+    SendBatch* batch;
+    boost::asio::io_context* io;
+    SendBatch::Item *self, *remove_me, *queue_me;
+  };
+  Ctx c_whole{&seen, batch.get(), &ctx, &whole, nullptr, nullptr};
+  Ctx c_failed{&seen, batch.get(), &ctx, &failed, nullptr, nullptr};
+  Ctx c_removed{&seen, batch.get(), &ctx, &removed, nullptr, nullptr};
+  Ctx c_later{&seen, batch.get(), &ctx, &later, nullptr, nullptr};
+  // Items settle from the last queued to the first: `failed` (queued last) takes `removed`
+  // out before its turn and queues `later` for the next flush.
+  c_failed.remove_me = &removed;
+  c_failed.queue_me = &later;
+  auto on_done = [](void* p) noexcept {
+    auto* c = static_cast<Ctx*>(p);
+    ++(*c->seen)[c->self].done;
+    if (c->remove_me) SendBatch::remove(*c->remove_me);
+    if (c->queue_me) c->batch->add(*c->queue_me, c->io->get_executor());
+  };
+  auto on_incomplete = [](void* p) noexcept {
+    ++(*static_cast<Ctx*>(p)->seen)[static_cast<Ctx*>(p)->self].incomplete;
+  };
+  for (auto [it, cx] : {std::pair{&whole, &c_whole},
+                        {&failed, &c_failed},
+                        {&removed, &c_removed},
+                        {&later, &c_later}}) {
+    it->done = on_done;
+    it->incomplete = on_incomplete;
+    it->ctx = cx;
+  }
+  batch->add(whole, ctx.get_executor());
+  batch->add(removed, ctx.get_executor());
+  batch->add(failed, ctx.get_executor());
+  ctx.run();  // both flushes
+
+  EXPECT_TRUE(whole.sent_whole());
+  EXPECT_EQ(failed.result, -EPIPE);
+  EXPECT_TRUE(later.sent_whole()) << "queued by a callback, sent by the next flush";
+  EXPECT_EQ(seen[&whole].done, 1);
+  EXPECT_EQ(seen[&whole].incomplete, 0);
+  EXPECT_EQ(seen[&failed].done, 1);
+  EXPECT_EQ(seen[&failed].incomplete, 1);
+  EXPECT_EQ(seen[&later].done, 1);
+  EXPECT_EQ(seen[&removed].done + seen[&removed].incomplete, 0) << "taken out before its turn";
+  for (auto* it : {&whole, &failed, &removed, &later}) EXPECT_EQ(it->queued_in, nullptr);
+  char got[64];
+  const ssize_t n = ::recv(ok_pair[1], got, sizeof got, MSG_DONTWAIT);
+  // `removed` was sent with the first flush (its send is not undone), then `later`.
+  EXPECT_EQ(std::string(got, n > 0 ? static_cast<std::size_t>(n) : 0u), text + text + text);
+}
+
+TEST(SendBatch, TheFlushSettlesEachItemOnceAndItsCallbacksMayQueueOrRemoveItems) {
+  if (!batch_available())
+    GTEST_SKIP() << "io_uring is not available here (no liburing at build time, or refused)";
+  std::thread(settle_items).join();
 }
 
 // A large head (many fields) still arrives whole, sent in batch with small ones.
