@@ -400,7 +400,7 @@ bool H1Connection::ds_send_now(const std::vector<std::string_view>& pieces, bool
   // socket is closed, and the client sees the end of the response before logging runs.
   send_last_ = end && !keepalive_ && !tls_ && !connect_ && !upgrade_;
   // The end of a keep-alive response goes out with the round's other sends (see batch_send).
-  if (end && keepalive_ && !tls_ && !connect_ && !upgrade_ && opts_.batch_response_sends)
+  if (end && keepalive_ && !connect_ && !upgrade_ && opts_.batch_response_sends)
     if (SendBatch* batch = worker_.send_batch(); batch && batch_send(*batch)) return false;
   // Most writes fit the socket buffer: tried first without a suspension or a timer.
   send_try_ = try_write(fd(), tls_.get(), BufferView(iov_), send_last_ ? MSG_MORE : 0);
@@ -418,18 +418,28 @@ bool H1Connection::ds_send_now(const std::vector<std::string_view>& pieces, bool
 // the next request between two of them, each response found the client's thread asleep again
 // and woke it; on a virtual machine a cross-CPU wake-up is an interrupt the sender pays for
 // (docs/performance.md, session 19). ds_send waits for the flush, which resumes it.
+// Over TLS the records are encrypted now and held by the stream as a write under way.
 bool H1Connection::batch_send(SendBatch& batch) {
-  if (iov_.size() > batch_iov_.size()) return false;
-  std::size_t total = 0;
-  for (std::size_t k = 0; k < iov_.size(); ++k) {
-    batch_iov_[k].iov_base = const_cast<void*>(iov_[k].data());
-    batch_iov_[k].iov_len = iov_[k].size();
-    total += iov_[k].size();
+  if (tls_) {
+    error_code ec;
+    const std::string_view records = tls_->stage_for_send(BufferView(iov_), ec);
+    if (records.empty()) return false;  // the usual way (which reports an error again)
+    batch_item_.iov = nullptr;
+    batch_item_.data = records.data();
+    batch_item_.size = records.size();
+  } else {
+    if (iov_.size() > batch_iov_.size()) return false;
+    std::size_t total = 0;
+    for (std::size_t k = 0; k < iov_.size(); ++k) {
+      batch_iov_[k].iov_base = const_cast<void*>(iov_[k].data());
+      batch_iov_[k].iov_len = iov_[k].size();
+      total += iov_[k].size();
+    }
+    batch_item_.iov = batch_iov_.data();
+    batch_item_.iovcnt = static_cast<unsigned>(iov_.size());
+    batch_item_.size = total;
   }
   batch_item_.fd = fd();
-  batch_item_.iov = batch_iov_.data();
-  batch_item_.iovcnt = static_cast<unsigned>(iov_.size());
-  batch_item_.size = total;
   batch_item_.done = [](void* s) noexcept { static_cast<Signal*>(s)->notify_now(); };
   batch_item_.ctx = &batch_done_;
   batch.add(batch_item_, sock_.get_executor());
@@ -444,6 +454,14 @@ bool H1Connection::batch_settled(Result<void>& r) {
     batch_item_.result = -EAGAIN;
   }
   const int res = batch_item_.result;
+  if (tls_) {  // the stream holds the records: it says what is left (see ds_send)
+    const error_code failed = res < 0 && res != -EAGAIN
+                                  ? error_code(-res, asio::error::get_system_category())
+                                  : error_code();
+    if (!tls_->sent_staged(res > 0 ? static_cast<std::size_t>(res) : 0, failed)) return false;
+    r = ds_sent(failed ? ds_write_result(failed, false) : ok());
+    return true;
+  }
   if (batch_item_.sent_whole()) {
     r = ds_sent(ok());
     return true;
@@ -480,6 +498,16 @@ task<Result<void>> H1Connection::ds_send(const std::vector<std::string_view>& pi
   if (std::exchange(send_batched_, false)) {
     co_await batch_done_.wait();  // resumed by the flush
     if (Result<void> r; batch_settled(r)) co_return r;
+    if (tls_) {  // the rest of the records
+      error_code ec;
+      if (!attach()) co_return ds_sent(ds_write_result(asio::error::bad_descriptor, false));
+      wd_->arm(Watchdog::DsWrite, opts_.write_timeout, cancel_tcp, &sock_);
+      co_await tls_->send_rest(ec);
+      const bool timed_out =
+          wd_->expired(Watchdog::DsWrite) || (ec && wd_->expired(Watchdog::Total));
+      wd_->disarm(Watchdog::DsWrite);
+      co_return ds_sent(ds_write_result(ec, timed_out));
+    }
   }
   co_return ds_sent(co_await ds_write_wait(iov_, send_try_));
 }

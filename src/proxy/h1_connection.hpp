@@ -149,7 +149,8 @@ class H1Connection final : public ProxyRequest, public Drainable {
   bool send_started_ = false;
   bool send_last_ = false;  // the send ends the response and the connection (see ds_send_now)
   // The last send of a response, queued in the worker's batch (batch_response_sends): its
-  // item and gather list, and whether ds_send waits for the flush.
+  // item and gather list (over TLS the stream holds the records), and whether ds_send waits
+  // for the flush.
   SendBatch::Item batch_item_;
   std::array<iovec, 8> batch_iov_{};
   bool send_batched_ = false;

@@ -200,6 +200,55 @@ class TlsStream final : public TlsBio {
     if (!flush_now(ec)) co_await flush(ec);
   }
 
+  /// For a send the caller makes itself (a batched send, core/send_batch.hpp): encrypts `bufs`
+  /// (at most kFlushAt bytes) and holds the records as a flush under way, so that nothing else
+  /// is sent before them. Returns the records; empty when that cannot be done now (too large, a
+  /// write under way, an error in `ec`): write the usual way then. Call sent_staged() after.
+  template <class Buffers>
+  std::string_view stage_for_send(const Buffers& bufs, error_code& ec) {
+    ec = {};
+    if (flushing_ || staged_ || !stage_.empty()) return {};
+    const auto first = boost::asio::buffer_sequence_begin(bufs);
+    const auto last = boost::asio::buffer_sequence_end(bufs);
+    std::size_t total = 0, count = 0;
+    measure(first, last, total, count);
+    if (total == 0 || total > kFlushAt) return {};
+    if (!encrypt_gathered(first, last, total, count, ec)) {
+      stage_.clear();
+      return {};
+    }
+    inflight_.swap(stage_);
+    flushing_ = true;
+    return {inflight_.data(), inflight_.size()};
+  }
+  /// The caller's send of what stage_for_send() returned took `sent` bytes, or failed
+  /// (`failed`). True when nothing is left to send; else co_await send_rest().
+  bool sent_staged(std::size_t sent, const error_code& failed) noexcept {
+    if (failed || sent >= inflight_.size()) {
+      inflight_.clear();
+      flushing_ = false;
+      if (failed) stage_.clear();
+      return failed || stage_.empty();  // records staged meanwhile (an alert) still go
+    }
+    inflight_.erase(inflight_.begin(), inflight_.begin() + static_cast<std::ptrdiff_t>(sent));
+    return false;
+  }
+  /// What sent_staged() left, then any records staged meanwhile.
+  task<void> send_rest(error_code& ec) {
+    ec = {};
+    if (!inflight_.empty()) {
+      co_await boost::asio::async_write(
+          sock_, boost::asio::buffer(inflight_),
+          boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+      inflight_.clear();
+    }
+    flushing_ = false;
+    if (ec)
+      stage_.clear();
+    else if (!stage_.empty())
+      co_await flush(ec);
+  }
+
   /// Sends close_notify. Whether the peer's is awaited is OpenSSL's choice: a caller that does
   /// not want to wait marks it received first (SSL_set_shutdown(SSL_RECEIVED_SHUTDOWN)).
   task<void> shutdown(error_code& ec) {

@@ -112,10 +112,10 @@ struct HttpServerOptions {
   /// Needs liburing at build time and a kernel that allows io_uring; else heads are sent one by
   /// one, as with false.
   bool batch_upstream_sends = true;
-  /// The last send of each HTTP/1 keep-alive response to a plain-text client goes to the kernel
-  /// with the round's other sends, in the same io_uring system call as the upstream heads,
-  /// instead of at once: responses leave back to back, so a client (or load generator) on
-  /// another CPU is woken once per round rather than once per response (docs/performance.md,
+  /// The last send of each HTTP/1 keep-alive response (over TLS: its records) goes to the
+  /// kernel with the round's other sends, in the same io_uring system call as the upstream
+  /// heads, instead of at once: responses leave back to back, so a client (or load generator)
+  /// on another CPU is woken once per round rather than once per response (docs/performance.md,
   /// session 19). Same requirements as batch_upstream_sends; false sends each at once.
   bool batch_response_sends = true;
   /// How long a worker waits for another to hand over an idle connection before it connects.
