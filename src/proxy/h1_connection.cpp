@@ -454,25 +454,19 @@ bool H1Connection::batch_settled(Result<void>& r) {
     batch_item_.result = -EAGAIN;
   }
   const int res = batch_item_.result;
-  if (tls_) {  // the stream holds the records: it says what is left (see ds_send)
-    const error_code failed = res < 0 && res != -EAGAIN
-                                  ? error_code(-res, asio::error::get_system_category())
-                                  : error_code();
-    if (!tls_->sent_staged(res > 0 ? static_cast<std::size_t>(res) : 0, failed)) return false;
+  const error_code failed = res < 0 && res != -EAGAIN
+                                ? error_code(-res, asio::error::get_system_category())
+                                : error_code();
+  const std::size_t sent = res > 0 ? static_cast<std::size_t>(res) : 0;
+  // Over TLS the stream holds the records and says whether any are left.
+  if (tls_ ? tls_->sent_staged(sent, failed) : failed || batch_item_.sent_whole()) {
     r = ds_sent(failed ? ds_write_result(failed, false) : ok());
     return true;
   }
-  if (batch_item_.sent_whole()) {
-    r = ds_sent(ok());
-    return true;
-  }
-  if (res < 0 && res != -EAGAIN) {
-    r = ds_sent(ds_write_result(error_code(-res, asio::error::get_system_category()), false));
-    return true;
-  }
-  // The socket took part of it, or nothing: the rest waits for room as any write does.
+  // The socket took part of it, or nothing: the rest waits for room as any write does (over
+  // TLS, the records the stream kept for write()).
   send_try_ = WriteTry{};
-  send_try_.sent = res > 0 ? static_cast<std::size_t>(res) : 0;
+  send_try_.sent = sent;
   return false;
 }
 
@@ -498,16 +492,6 @@ task<Result<void>> H1Connection::ds_send(const std::vector<std::string_view>& pi
   if (std::exchange(send_batched_, false)) {
     co_await batch_done_.wait();  // resumed by the flush
     if (Result<void> r; batch_settled(r)) co_return r;
-    if (tls_) {  // the rest of the records
-      error_code ec;
-      if (!attach()) co_return ds_sent(ds_write_result(asio::error::bad_descriptor, false));
-      wd_->arm(Watchdog::DsWrite, opts_.write_timeout, cancel_tcp, &sock_);
-      co_await tls_->send_rest(ec);
-      const bool timed_out =
-          wd_->expired(Watchdog::DsWrite) || (ec && wd_->expired(Watchdog::Total));
-      wd_->disarm(Watchdog::DsWrite);
-      co_return ds_sent(ds_write_result(ec, timed_out));
-    }
   }
   co_return ds_sent(co_await ds_write_wait(iov_, send_try_));
 }

@@ -222,31 +222,17 @@ class TlsStream final : public TlsBio {
     return {inflight_.data(), inflight_.size()};
   }
   /// The caller's send of what stage_for_send() returned took `sent` bytes, or failed
-  /// (`failed`). True when nothing is left to send; else co_await send_rest().
+  /// (`failed`). True when nothing is left to send. Else the records not sent, then any staged
+  /// meanwhile (an alert), wait in stage_ as try_write leaves them: co_await write() sends them.
   bool sent_staged(std::size_t sent, const error_code& failed) noexcept {
-    if (failed || sent >= inflight_.size()) {
-      inflight_.clear();
-      flushing_ = false;
-      if (failed) stage_.clear();
-      return failed || stage_.empty();  // records staged meanwhile (an alert) still go
-    }
-    inflight_.erase(inflight_.begin(), inflight_.begin() + static_cast<std::ptrdiff_t>(sent));
-    return false;
-  }
-  /// What sent_staged() left, then any records staged meanwhile.
-  task<void> send_rest(error_code& ec) {
-    ec = {};
-    if (!inflight_.empty()) {
-      co_await boost::asio::async_write(
-          sock_, boost::asio::buffer(inflight_),
-          boost::asio::redirect_error(boost::asio::use_awaitable, ec));
-      inflight_.clear();
-    }
     flushing_ = false;
-    if (ec)
-      stage_.clear();
-    else if (!stage_.empty())
-      co_await flush(ec);
+    if (failed) stage_.clear();
+    if (!failed && sent < inflight_.size())
+      stage_.insert(stage_.begin(), inflight_.begin() + static_cast<std::ptrdiff_t>(sent),
+                    inflight_.end());
+    inflight_.clear();
+    staged_ = !stage_.empty();
+    return !staged_;
   }
 
   /// Sends close_notify. Whether the peer's is awaited is OpenSSL's choice: a caller that does
